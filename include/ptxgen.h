@@ -1,0 +1,115 @@
+/*
+ * ptxgen.h: the public generation API of ptxq.
+ *
+ * A kernel is described by a spec (kind + shape + target). Every spec has a
+ * canonical text key, for example
+ *
+ *     q4k_gemv:k=4096,n=14336,m=1,sm=90
+ *
+ * which names every value baked into the generated PTX; two specs with the
+ * same key produce byte-identical PTX, and parse(format(spec)) == spec.
+ * ptxgen_emit() turns a spec into PTX text, the entry name and the launch
+ * geometry the text was written for: callers never compute a grid or spell
+ * an entry name themselves.
+ *
+ * Pure C11, libc only: no CUDA types here, nothing here needs a GPU.
+ */
+#ifndef PTXGEN_H
+#define PTXGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of the generator: part of a compiled kernel's identity (a cache of
+ * compiled images must be keyed by key + this number). Bumped whenever the
+ * PTX emitted for some key changes. */
+#define PTXGEN_VERSION 1
+
+/* Status codes: 0 ok, negative on error. */
+enum {
+  PTXGEN_OK = 0,
+  PTXGEN_ERR_SPEC = -1,  /* the spec or key is invalid; the message says why */
+  PTXGEN_ERR_NOMEM = -2, /* out of host memory */
+};
+
+typedef enum {
+  PTXGEN_KIND_NONE = 0,
+  /* y[m][n] = x[m][k] . W[n][k]^T, W in Q4_K, x and y fp32.
+   * Kernel parameters (in order): u64 W, u64 x, u64 y (device addresses). */
+  PTXGEN_KIND_Q4K_GEMV = 1,
+  /* Read-only bandwidth probe: reads n 16-byte vectors once.
+   * Kernel parameters: u64 src, u64 sink (4 bytes, written only if the
+   * data folds to an impossible value, so the reads cannot be optimised away). */
+  PTXGEN_KIND_STREAM_READ = 2,
+} ptxgen_kind;
+
+/* Limits of the Q4_K GEMV (checked by ptxgen_spec_validate). */
+#define PTXGEN_GEMV_MAX_K 65536u   /* inner dimension, multiple of 256 */
+#define PTXGEN_GEMV_MAX_N 262144u  /* output rows */
+#define PTXGEN_GEMV_MAX_M 8u       /* batch rows, read with one pass over W */
+/* Limits of the read probe. */
+#define PTXGEN_READ_MAX_N (1u << 30) /* 16-byte vectors: 16 GiB */
+
+typedef struct ptxgen_spec {
+  ptxgen_kind kind;
+  uint32_t sm; /* target: 75, 80, 86, 89, 90, 100, 120 */
+  /* q4k_gemv: k, n, m. stream_read: n = number of 16-byte vectors. */
+  uint32_t k, n, m;
+  /* q4k_gemv tuning, 0 = the generator's choice (and then absent from the
+   * key): rows per warp (1, 2, 4) and warps per block (4, 8, 16). */
+  uint32_t rows, warps;
+} ptxgen_spec;
+
+typedef struct ptxgen_geometry {
+  uint32_t grid[3];
+  uint32_t block[3];
+  uint32_t shared_bytes; /* dynamic shared memory per block */
+} ptxgen_geometry;
+
+typedef struct ptxgen_kernel {
+  char *ptx;          /* NUL-terminated PTX text, owned; free with ptxgen_kernel_free */
+  size_t ptx_len;     /* strlen(ptx) */
+  char entry[64];     /* the .entry name defined in ptx */
+  ptxgen_geometry geometry;
+} ptxgen_kernel;
+
+/* One line of `ptxgen list`. */
+typedef struct ptxgen_kind_info {
+  ptxgen_kind kind;
+  const char *name;        /* key prefix, e.g. "q4k_gemv" */
+  const char *example_key; /* a key ptxgen_spec_parse accepts */
+  const char *params;      /* parameters and limits, one line */
+} ptxgen_kind_info;
+
+/* The table of kinds; *count receives its length. */
+const ptxgen_kind_info *ptxgen_kinds(size_t *count);
+
+/* The PTX .version the target needs ("7.8", "8.6", "8.7"); NULL for an
+ * unsupported target. */
+const char *ptxgen_ptx_version(uint32_t sm);
+
+/* Checks a spec. On error writes a message naming the wrong value into msg
+ * (if msg_cap > 0) and returns PTXGEN_ERR_SPEC. */
+int ptxgen_spec_validate(const ptxgen_spec *spec, char *msg, size_t msg_cap);
+
+/* Parses a key into *spec (validated). Parameters may come in any order;
+ * `sm` defaults to 90 when absent. Errors name the offending parameter. */
+int ptxgen_spec_parse(const char *key, ptxgen_spec *spec, char *msg, size_t msg_cap);
+
+/* Writes the canonical key of a valid spec into buf. Returns the key's length
+ * (like snprintf: >= cap means truncated) or PTXGEN_ERR_SPEC. */
+int ptxgen_spec_format(const ptxgen_spec *spec, char *buf, size_t cap);
+
+/* Generates the kernel of a spec. On success *out owns the PTX. */
+int ptxgen_emit(const ptxgen_spec *spec, ptxgen_kernel *out, char *msg, size_t msg_cap);
+
+void ptxgen_kernel_free(ptxgen_kernel *kernel);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,14 @@
+/*
+ * kernels.h: the kernel families of ptxgen (internal). Each family has one
+ * file with its emitter; kinds.c dispatches to them. An emitter is called
+ * with a validated spec and fills the kernel (PTX, entry, geometry).
+ */
+#ifndef PTXGEN_KERNELS_H
+#define PTXGEN_KERNELS_H
+
+#include "ptxgen.h"
+
+int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
+int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
+
+#endif

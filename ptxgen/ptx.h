@@ -1,0 +1,87 @@
+/*
+ * ptx.h: a small PTX text builder (internal to ptxgen).
+ *
+ * A kernel is written as a header, one entry with u64 parameters, and a body
+ * of instructions. Registers are allocated SSA-style with a fresh name per
+ * type (%f12, %r7, ...): ptxas does the real register allocation, so the
+ * builder stays a formatter, not a compiler. The body is collected first and
+ * the .reg declarations are written in front of it when the entry is closed.
+ *
+ * Errors (out of memory) are sticky: every call after a failure is a no-op
+ * and ptx_finish() reports it once.
+ */
+#ifndef PTXGEN_PTX_H
+#define PTXGEN_PTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  PTX_PRED, /* .pred  %p  */
+  PTX_B16,  /* .b16   %h  */
+  PTX_B32,  /* .b32   %r  (also used for .u32/.s32 values) */
+  PTX_B64,  /* .b64   %rd (addresses, 64-bit integers) */
+  PTX_F32,  /* .f32   %f  */
+  PTX_NTYPES
+} ptx_type;
+
+/* A register name, passed around by value: reg.s is "%f12". */
+typedef struct ptx_reg {
+  char s[16];
+} ptx_reg;
+
+typedef struct ptx_text {
+  char *data;
+  size_t len, cap;
+  int failed;
+} ptx_text;
+
+typedef struct ptx_builder {
+  ptx_text head; /* .version/.target/.entry signature */
+  ptx_text body; /* instructions */
+  unsigned nregs[PTX_NTYPES];
+  unsigned nlabels;
+  int failed;
+} ptx_builder;
+
+/* Starts a module for target sm_<sm> with .version ptx_version. */
+void ptx_begin(ptx_builder *b, const char *ptx_version, uint32_t sm);
+
+/* Opens the entry `name` with nparams .u64 parameters called param_names[i],
+ * and declares dynamic shared memory `xs` when dyn_shared is nonzero. */
+void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
+               int dyn_shared);
+
+ptx_reg ptx_new(ptx_builder *b, ptx_type t);
+
+/* A fresh label name "L<n>_<hint>" written into out (size >= 32). */
+void ptx_label_new(ptx_builder *b, const char *hint, char out[32]);
+
+/* One instruction (or any body line), printf-style, tab-indented. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void ptx_ins(ptx_builder *b, const char *fmt, ...);
+
+/* A comment line in the body: "\t// text". */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void ptx_comment(ptx_builder *b, const char *fmt, ...);
+
+/* A label line "name:" in the body. */
+void ptx_label(ptx_builder *b, const char *name);
+
+/* Convenience for frequent forms. */
+ptx_reg ptx_imm_b32(ptx_builder *b, uint32_t v);  /* mov.b32 of a constant */
+ptx_reg ptx_imm_f32(ptx_builder *b, float v);     /* mov.b32 of a float's bits */
+ptx_reg ptx_param_u64(ptx_builder *b, const char *param); /* ld.param + cvta.to.global */
+
+/* Closes the entry and returns the whole module text (malloc'd, owned by the
+ * caller) or NULL on allocation failure. The builder is released either way. */
+char *ptx_finish(ptx_builder *b, size_t *len);
+
+/* Releases a builder without producing text. */
+void ptx_discard(ptx_builder *b);
+
+#endif
