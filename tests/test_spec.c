@@ -1,0 +1,198 @@
+/*
+ * test_spec.c: specs and keys (suite unit). Round trips, canonical form,
+ * the messages that bad keys get, and the determinism of emitted PTX.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptxgen.h"
+
+static uint64_t rng_state;
+static uint32_t rnd(void) {
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (uint32_t)(rng_state >> 33);
+}
+
+static const uint32_t targets[] = {75, 80, 86, 89, 90, 100, 120};
+
+Test(spec, canonical_key_of_example) {
+  ptxgen_spec s;
+  char msg[256], key[128];
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=14336,m=1,sm=90", &s, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(s.kind, PTXGEN_KIND_Q4K_GEMV);
+  cr_assert_eq(s.k, 4096u);
+  cr_assert_eq(s.n, 14336u);
+  cr_assert_eq(s.m, 1u);
+  cr_assert_eq(s.sm, 90u);
+  cr_assert_gt(ptxgen_spec_format(&s, key, sizeof key), 0);
+  cr_assert_str_eq(key, "q4k_gemv:k=4096,n=14336,m=1,sm=90");
+}
+
+Test(spec, any_order_and_default_target) {
+  ptxgen_spec s;
+  char msg[256], key[128];
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:m=3,n=777,k=256", &s, msg, sizeof msg), 0, "%s", msg);
+  ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_str_eq(key, "q4k_gemv:k=256,n=777,m=3,sm=90");
+  cr_assert_eq(ptxgen_spec_parse("stream_read:n=1000", &s, msg, sizeof msg), 0, "%s", msg);
+  ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_str_eq(key, "stream_read:n=1000,sm=90");
+}
+
+Test(spec, parse_format_round_trip_random) {
+  rng_state = 12345;
+  for (int i = 0; i < 5000; i++) {
+    ptxgen_spec s = {0}, back;
+    s.kind = PTXGEN_KIND_Q4K_GEMV;
+    s.sm = targets[rnd() % 7];
+    s.k = 256 * (1 + rnd() % 256);
+    s.n = 1 + rnd() % PTXGEN_GEMV_MAX_N;
+    s.m = 1 + rnd() % PTXGEN_GEMV_MAX_M;
+    static const uint32_t rows[] = {0, 1, 2, 4}, warps[] = {0, 4, 8, 16};
+    s.rows = rows[rnd() % 4];
+    s.warps = warps[rnd() % 4];
+    char key[128], msg[256];
+    int len = ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert(len > 0 && (size_t)len < sizeof key);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0, "round trip changed %s", key);
+  }
+}
+
+Test(spec, format_refuses_invalid_and_reports_truncation) {
+  ptxgen_spec s = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = 4000, .n = 1, .m = 1};
+  char key[16];
+  cr_assert_eq(ptxgen_spec_format(&s, key, sizeof key), PTXGEN_ERR_SPEC);
+  s.k = 4096;
+  int len = ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_geq(len, (int)sizeof key, "a short buffer must report the full length");
+}
+
+/* Each bad key must be refused with a message containing `needle`. */
+static void refuse(const char *key, const char *needle) {
+  ptxgen_spec s;
+  char msg[256] = "";
+  cr_assert_eq(ptxgen_spec_parse(key, &s, msg, sizeof msg), PTXGEN_ERR_SPEC, "accepted '%s'", key);
+  cr_assert(strstr(msg, needle) != NULL, "key '%s': message '%s' does not mention '%s'", key, msg, needle);
+}
+
+Test(spec, bad_keys_name_the_problem) {
+  refuse("q4k_gemv:k=4000,n=1,m=1", "k=4000");
+  refuse("q4k_gemv:k=4000,n=1,m=1", "multiple of 256");
+  refuse("q4k_gemv:k=0,n=1,m=1", "k=0");
+  refuse("q4k_gemv:k=65792,n=1,m=1", "65536");
+  refuse("q4k_gemv:k=256,n=0,m=1", "n=0");
+  refuse("q4k_gemv:k=256,n=262145,m=1", "262144");
+  refuse("q4k_gemv:k=256,n=1,m=0", "m=0");
+  refuse("q4k_gemv:k=256,n=1,m=9", "m=9");
+  refuse("q4k_gemv:k=256,n=1,m=1,sm=91", "sm=91");
+  refuse("q4k_gemv:k=256,n=1,m=1,rows=3", "rows=3");
+  refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
+  refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
+  refuse("q4k_gemv:k=256,n=1,m=1,z=2", "unknown parameter 'z'");
+  refuse("q4k_gemv:k=256,n=1", "missing parameter 'm'");
+  refuse("q4k_gemv:k=256,k=512,n=1,m=1", "given twice");
+  refuse("q4k_gemv:k=-256,n=1,m=1", "k='-256'");
+  refuse("q4k_gemv:k=1e3,n=1,m=1", "k='1e3'");
+  refuse("q4k_gemv:k=,n=1,m=1", "k=''");
+  refuse("q4k_gemv:k=99999999999,n=1,m=1", "k='99999999999'");
+  refuse("q4k_gemv:k=4294967296,n=1,m=1", "k='4294967296'");
+  refuse("q4k_gemv:k=256,n=1,m=1,", "ends with ','");
+  refuse("q4k_gemv:k256,n=1,m=1", "'k256' is not of the form");
+  refuse("garbage", "no ':'");
+  refuse("", "no ':'");
+  refuse(":", "unknown kernel kind ''");
+  refuse("q4k_gemv:", "missing parameter 'k'");
+  refuse("stream_read:n=0", "n=0");
+  refuse("stream_read:n=1,k=256", "unknown parameter 'k'");
+}
+
+Test(spec, null_arguments) {
+  ptxgen_spec s;
+  char msg[64];
+  cr_assert_eq(ptxgen_spec_parse(NULL, &s, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=256,n=1,m=1", NULL, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert_eq(ptxgen_spec_validate(NULL, NULL, 0), PTXGEN_ERR_SPEC);
+  cr_assert_eq(ptxgen_emit(NULL, NULL, NULL, 0), PTXGEN_ERR_SPEC);
+  ptxgen_kernel_free(NULL);
+  ptxgen_spec bad = {.kind = (ptxgen_kind)77, .sm = 90};
+  cr_assert_eq(ptxgen_spec_validate(&bad, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert(strstr(msg, "unknown kernel kind 77"), "%s", msg);
+}
+
+Test(spec, ptx_version_follows_target) {
+  cr_assert_str_eq(ptxgen_ptx_version(75), "7.8");
+  cr_assert_str_eq(ptxgen_ptx_version(90), "7.8");
+  cr_assert_str_eq(ptxgen_ptx_version(100), "8.6");
+  cr_assert_str_eq(ptxgen_ptx_version(120), "8.7");
+  cr_assert_null(ptxgen_ptx_version(70));
+}
+
+Test(spec, every_listed_example_key_parses_and_emits) {
+  size_t count = 0;
+  const ptxgen_kind_info *kinds = ptxgen_kinds(&count);
+  cr_assert_geq(count, 2u);
+  for (size_t i = 0; i < count; i++) {
+    ptxgen_spec s;
+    ptxgen_kernel k;
+    char msg[256];
+    cr_assert_eq(ptxgen_spec_parse(kinds[i].example_key, &s, msg, sizeof msg), 0, "%s: %s", kinds[i].example_key, msg);
+    cr_assert_eq(s.kind, kinds[i].kind);
+    cr_assert(strncmp(kinds[i].example_key, kinds[i].name, strlen(kinds[i].name)) == 0);
+    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s", msg);
+    ptxgen_kernel_free(&k);
+  }
+}
+
+/* Emitting a spec twice gives the same bytes; the text declares the entry
+ * the generator names, the target and the version the target needs, and the
+ * geometry fits the hardware limits. */
+Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
+  static const char *const keys[] = {
+      "q4k_gemv:k=256,n=1,m=1,sm=75",         "q4k_gemv:k=4096,n=777,m=3,sm=90",
+      "q4k_gemv:k=14336,n=4096,m=8,sm=120",   "q4k_gemv:k=65536,n=33,m=8,sm=75",
+      "q4k_gemv:k=4096,n=128256,m=1,sm=100",  "q4k_gemv:k=4096,n=5,m=2,sm=90,rows=4,warps=16",
+      "stream_read:n=1,sm=80",                "stream_read:n=1073741824,sm=90",
+  };
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    ptxgen_spec s;
+    ptxgen_kernel a, b;
+    char msg[256], want[96];
+    cr_assert_eq(ptxgen_spec_parse(keys[i], &s, msg, sizeof msg), 0, "%s", msg);
+    cr_assert_eq(ptxgen_emit(&s, &a, msg, sizeof msg), 0, "%s", msg);
+    cr_assert_eq(ptxgen_emit(&s, &b, msg, sizeof msg), 0, "%s", msg);
+    cr_assert_eq(a.ptx_len, b.ptx_len);
+    cr_assert_eq(a.ptx_len, strlen(a.ptx));
+    cr_assert(memcmp(a.ptx, b.ptx, a.ptx_len) == 0, "%s: two emits differ", keys[i]);
+    snprintf(want, sizeof want, ".entry %s(", a.entry);
+    cr_assert(strstr(a.ptx, want), "%s: entry %s not in the PTX", keys[i], a.entry);
+    snprintf(want, sizeof want, ".target sm_%u\n", s.sm);
+    cr_assert(strstr(a.ptx, want), "%s: no %s", keys[i], want);
+    snprintf(want, sizeof want, ".version %s\n", ptxgen_ptx_version(s.sm));
+    cr_assert(strstr(a.ptx, want), "%s: no %s", keys[i], want);
+    const ptxgen_geometry *g = &a.geometry;
+    cr_assert(g->grid[0] >= 1 && g->grid[1] == 1 && g->grid[2] == 1);
+    cr_assert(g->block[0] >= 32 && g->block[0] <= 1024 && g->block[0] % 32 == 0);
+    cr_assert(g->shared_bytes <= 227u * 1024, "%s: %u bytes of shared memory", keys[i], g->shared_bytes);
+    if (s.sm == 75) cr_assert(g->shared_bytes <= 64u * 1024);
+    if (s.sm == 120) cr_assert(g->shared_bytes <= 99u * 1024);
+    ptxgen_kernel_free(&a);
+    ptxgen_kernel_free(&b);
+    cr_assert_null(a.ptx);
+  }
+}
+
+Test(spec, different_keys_give_different_entries) {
+  ptxgen_spec s1, s2;
+  ptxgen_kernel a, b;
+  char msg[256];
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=4096,m=1", &s1, msg, sizeof msg), 0);
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=4096,m=2", &s2, msg, sizeof msg), 0);
+  cr_assert_eq(ptxgen_emit(&s1, &a, msg, sizeof msg), 0);
+  cr_assert_eq(ptxgen_emit(&s2, &b, msg, sizeof msg), 0);
+  cr_assert_str_neq(a.entry, b.entry);
+  ptxgen_kernel_free(&a);
+  ptxgen_kernel_free(&b);
+}
