@@ -1,0 +1,807 @@
+/*
+ * bench.c: ptxq-bench, the benchmark of ptxq's kernels against the device's
+ * own read ceiling.
+ *
+ * One run measures
+ *  (a) the read ceiling: the stream_read kernel over a 2 GiB buffer of
+ *      random bytes (median of event-timed runs after warm-up), and
+ *  (b) the Q4_K GEMV (ptxq_gemv) on Llama-3-8B decode shapes, batch M of
+ *      1, 2, 4 and 8, cold (launches rotate through copies of the weight
+ *      that together exceed 4x the L2, as a decode step reads each layer
+ *      once) and hot (the same buffers again, as most published figures
+ *      are taken). Each launch is timed by its own event pair; the median
+ *      is reported as time, GB/s and percent of the ceiling.
+ * Every configuration is checked afterwards: sampled rows of y against the
+ * fp64 CPU reference (ptxq_ref_gemv). A failed check makes the exit status 1.
+ *
+ * Exit status: 0 ok, 1 a check or a GPU call failed, 2 usage, 3 no GPU.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ptxgen.h"
+#include "ptxq.h"
+
+enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
+
+#define READ_BYTES (2ull << 30)      /* the ceiling's buffer */
+#define READ_MIN_BYTES (256ull << 20) /* smallest buffer tried when memory is short */
+#define CEILING_RUNS 30
+#define QUICK_RUNS 20                 /* never fewer for the ceiling */
+#define GEMV_RUNS 100
+#define WARMUP_RUNS 5
+#define CHECK_ROWS 64
+#define MAX_REL_ERR 1e-5
+#define MAX_SHAPES 16
+#define MAX_MS 8
+#define L2_FALLBACK_BYTES (64ull << 20)
+
+typedef struct {
+  uint32_t n, k;
+} shape;
+
+/* Llama-3-8B decode: q/o and k/v projections, ffn gate/up and down, lm head. */
+static const shape default_shapes[] = {
+    {4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096},
+};
+static const uint32_t default_ms[] = {1, 2, 4, 8};
+
+typedef struct {
+  const char *json_path;
+  int runs;         /* event-timed GEMV launches per configuration */
+  int ceiling_runs; /* event-timed runs of the read kernel */
+  shape shapes[MAX_SHAPES];
+  size_t shape_count;
+  uint32_t ms[MAX_MS];
+  size_t m_count;
+  uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
+  uint64_t seed; /* of the random data; 0: from the clock */
+  bool list_keys, quick;
+} options;
+
+typedef struct {
+  shape s;
+  uint32_t m;
+  bool cold;
+  int copies;
+  double bytes, median_us, gbps, pct_of_ceiling, max_rel_err;
+  int registers, spill_bytes;
+  bool ok;
+} result;
+
+/* Timing state shared by all measurements. */
+typedef struct {
+  ptxq_ctx *ctx;
+  ptxq_device_info info;
+  ptxq_event **start, **end;
+  float *ms;
+  int event_count;
+  ptxq_dev read_buf, sink;
+  size_t read_bytes;
+  char read_key[96];
+  double read_ms; /* median time of one read pass */
+  double ceiling_gbps;
+  uint64_t seed; /* of the random data, printed so a failure can be replayed */
+} bench;
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *state) /* splitmix64 */
+{
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *state) /* uniform in [0, 1) */
+{
+  return (double)(rng_next(state) >> 11) * 0x1p-53;
+}
+
+static void fill_random_bytes(uint64_t *state, uint8_t *buf, size_t bytes)
+{
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t v = rng_next(state);
+    memcpy(buf + i, &v, 8);
+  }
+  for (uint64_t v = rng_next(state); i < bytes; i++, v >>= 8)
+    buf[i] = (uint8_t)v;
+}
+
+/* Random valid Q4_K blocks: random scales, mins and quants; d and dmin
+ * log-uniform in [1e-3, 1e-1] so every value is a finite, non-zero f16. */
+static void fill_random_q4k(uint64_t *state, uint8_t *blocks, size_t nblocks)
+{
+  fill_random_bytes(state, blocks, nblocks * PTXQ_Q4_K_BLOCK_BYTES);
+  for (size_t b = 0; b < nblocks; b++) {
+    uint8_t *block = blocks + b * PTXQ_Q4_K_BLOCK_BYTES;
+    for (int field = 0; field < 2; field++) {
+      uint16_t h = ptxq_f32_to_f16((float)(1e-3 * pow(100.0, rng_unit(state))));
+      block[2 * field] = (uint8_t)(h & 0xFF);
+      block[2 * field + 1] = (uint8_t)(h >> 8);
+    }
+  }
+}
+
+static int compare_float(const void *a, const void *b)
+{
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+static double median_ms(float *ms, int count)
+{
+  qsort(ms, (size_t)count, sizeof *ms, compare_float);
+  return count % 2 ? ms[count / 2] : 0.5 * ((double)ms[count / 2 - 1] + ms[count / 2]);
+}
+
+/* Prints a failed ptxq call with its detail; returns EXIT_FAILED. */
+static int report_failure(ptxq_ctx *ctx, const char *what, int status)
+{
+  fprintf(stderr, "ptxq-bench: %s: %s: %s\n", what, ptxq_strerror(status),
+          ptxq_last_error(ctx));
+  return EXIT_FAILED;
+}
+
+static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint32_t sm,
+                      char *buf, size_t cap)
+{
+  ptxgen_spec spec = {.kind = kind, .sm = sm, .k = k, .n = n, .m = m};
+  char msg[256];
+  if (ptxgen_spec_validate(&spec, msg, sizeof msg) != PTXGEN_OK) {
+    fprintf(stderr, "ptxq-bench: %s\n", msg);
+    return EXIT_USAGE;
+  }
+  int len = ptxgen_spec_format(&spec, buf, cap);
+  if (len < 0 || (size_t)len >= cap) {
+    fprintf(stderr, "ptxq-bench: cannot format the key of a spec\n");
+    return EXIT_FAILED;
+  }
+  return 0;
+}
+
+static void read_key(uint32_t sm, size_t bytes, char *buf, size_t cap)
+{
+  /* validated at option parsing (sm) and by construction (bytes) */
+  format_key(PTXGEN_KIND_STREAM_READ, 0, (uint32_t)(bytes / 16), 0, sm, buf, cap);
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static void usage(FILE *to)
+{
+  fprintf(to,
+          "usage: ptxq-bench [options]\n"
+          "Measures the device's read ceiling and the Q4_K GEMV on Llama-3-8B decode\n"
+          "shapes (cold and hot), checks every result against the CPU reference.\n"
+          "\n"
+          "  --json FILE     also write the results as JSON to FILE\n"
+          "  --reps N        event-timed launches per GEMV configuration (default %d)\n"
+          "  --shapes LIST   n x k shapes, e.g. 4096x4096,14336x4096 (default: the five\n"
+          "                  Llama-3-8B shapes 4096x4096,1024x4096,14336x4096,\n"
+          "                  4096x14336,128256x4096)\n"
+          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8)\n"
+          "  --quick         %d timed launches per configuration: a smoke run\n"
+          "  --seed N        seed of the random data (default: from the clock; printed)\n"
+          "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
+          "                  --list-keys)\n"
+          "  --list-keys     print every kernel key the benchmark would use, one per\n"
+          "                  line, and exit (no GPU needed)\n"
+          "  --help          this text\n"
+          "\n"
+          "Exit status: 0 ok, 1 a check or GPU call failed, 2 usage, 3 no GPU.\n",
+          GEMV_RUNS, QUICK_RUNS);
+}
+
+static bool parse_u32(const char *text, uint32_t *out)
+{
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(text, &end, 10);
+  if (errno || end == text || *end || text[0] == '-' || v > UINT32_MAX)
+    return false;
+  *out = (uint32_t)v;
+  return true;
+}
+
+/* "NxK,NxK": each shape checked against the generator's limits. */
+static bool parse_shapes(char *list, options *opt)
+{
+  opt->shape_count = 0;
+  for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
+       item = strtok_r(NULL, ",", &save)) {
+    char *x = strchr(item, 'x');
+    shape s;
+    if (!x || opt->shape_count == MAX_SHAPES)
+      return false;
+    *x = '\0';
+    if (!parse_u32(item, &s.n) || !parse_u32(x + 1, &s.k))
+      return false;
+    ptxgen_spec spec = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = s.k, .n = s.n, .m = 1};
+    char msg[256];
+    if (ptxgen_spec_validate(&spec, msg, sizeof msg) != PTXGEN_OK) {
+      fprintf(stderr, "ptxq-bench: shape %ux%u: %s\n", s.n, s.k, msg);
+      return false;
+    }
+    opt->shapes[opt->shape_count++] = s;
+  }
+  return opt->shape_count > 0;
+}
+
+static bool parse_ms(char *list, options *opt)
+{
+  opt->m_count = 0;
+  for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
+       item = strtok_r(NULL, ",", &save)) {
+    uint32_t m;
+    if (!parse_u32(item, &m) || m < 1 || m > PTXGEN_GEMV_MAX_M || opt->m_count == MAX_MS)
+      return false;
+    opt->ms[opt->m_count++] = m;
+  }
+  return opt->m_count > 0;
+}
+
+/* Returns 0, or the exit status to leave with (-1: --help, exit 0). */
+static int parse_options(int argc, char **argv, options *opt)
+{
+  bool runs_given = false;
+  *opt = (options){.runs = GEMV_RUNS, .ceiling_runs = CEILING_RUNS};
+  memcpy(opt->shapes, default_shapes, sizeof default_shapes);
+  opt->shape_count = sizeof default_shapes / sizeof default_shapes[0];
+  memcpy(opt->ms, default_ms, sizeof default_ms);
+  opt->m_count = sizeof default_ms / sizeof default_ms[0];
+
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    char *value = i + 1 < argc ? argv[i + 1] : NULL;
+    bool takes_value = !strcmp(arg, "--json") || !strcmp(arg, "--reps") ||
+                       !strcmp(arg, "--shapes") || !strcmp(arg, "--m") || !strcmp(arg, "--sm") ||
+                       !strcmp(arg, "--seed");
+    if (takes_value && !value) {
+      fprintf(stderr, "ptxq-bench: %s needs a value\n", arg);
+      return EXIT_USAGE;
+    }
+    uint32_t number = 0;
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+      usage(stdout);
+      return -1;
+    } else if (!strcmp(arg, "--json")) {
+      opt->json_path = value;
+    } else if (!strcmp(arg, "--reps")) {
+      if (!parse_u32(value, &number) || number < 1 || number > 100000) {
+        fprintf(stderr, "ptxq-bench: --reps %s: want a count in 1..100000\n", value);
+        return EXIT_USAGE;
+      }
+      opt->runs = (int)number;
+      runs_given = true;
+    } else if (!strcmp(arg, "--shapes")) {
+      if (!parse_shapes(value, opt)) {
+        fprintf(stderr, "ptxq-bench: --shapes: want NxK[,NxK...] (at most %d), "
+                        "k a multiple of 256\n", MAX_SHAPES);
+        return EXIT_USAGE;
+      }
+    } else if (!strcmp(arg, "--m")) {
+      if (!parse_ms(value, opt)) {
+        fprintf(stderr, "ptxq-bench: --m %s: want a list of batch sizes in 1..%u\n", value,
+                PTXGEN_GEMV_MAX_M);
+        return EXIT_USAGE;
+      }
+    } else if (!strcmp(arg, "--sm")) {
+      if (!parse_u32(value, &number) || !ptxgen_ptx_version(number)) {
+        fprintf(stderr, "ptxq-bench: --sm %s: not a supported target\n", value);
+        return EXIT_USAGE;
+      }
+      opt->sm = number;
+    } else if (!strcmp(arg, "--seed")) {
+      char *end;
+      errno = 0;
+      opt->seed = strtoull(value, &end, 10);
+      if (errno || end == value || *end || value[0] == '-' || !opt->seed) {
+        fprintf(stderr, "ptxq-bench: --seed %s: want a positive integer\n", value);
+        return EXIT_USAGE;
+      }
+    } else if (!strcmp(arg, "--list-keys")) {
+      opt->list_keys = true;
+    } else if (!strcmp(arg, "--quick")) {
+      opt->quick = true;
+    } else {
+      fprintf(stderr, "ptxq-bench: unknown argument '%s' (try --help)\n", arg);
+      return EXIT_USAGE;
+    }
+    if (takes_value)
+      i++;
+  }
+  if (opt->quick) {
+    opt->ceiling_runs = QUICK_RUNS;
+    if (!runs_given)
+      opt->runs = QUICK_RUNS;
+  }
+  return 0;
+}
+
+static int list_keys(const options *opt)
+{
+  uint32_t sm = opt->sm ? opt->sm : 90;
+  char key[128];
+  read_key(sm, READ_BYTES, key, sizeof key);
+  printf("%s\n", key);
+  for (size_t s = 0; s < opt->shape_count; s++)
+    for (size_t j = 0; j < opt->m_count; j++) {
+      int rc = format_key(PTXGEN_KIND_Q4K_GEMV, opt->shapes[s].k, opt->shapes[s].n,
+                          opt->ms[j], sm, key, sizeof key);
+      if (rc)
+        return rc;
+      printf("%s\n", key);
+    }
+  return 0;
+}
+
+/* ---- timing ------------------------------------------------------------- */
+
+static int ensure_events(bench *b, int count)
+{
+  if (count <= b->event_count)
+    return 0;
+  ptxq_event **start = realloc(b->start, (size_t)count * sizeof *start);
+  if (start)
+    b->start = start;
+  ptxq_event **end = realloc(b->end, (size_t)count * sizeof *end);
+  if (end)
+    b->end = end;
+  float *ms = realloc(b->ms, (size_t)count * sizeof *ms);
+  if (ms)
+    b->ms = ms;
+  if (!start || !end || !ms) {
+    fprintf(stderr, "ptxq-bench: out of host memory\n");
+    return EXIT_FAILED;
+  }
+  for (; b->event_count < count; b->event_count++) {
+    int st = ptxq_event_create(b->ctx, &b->start[b->event_count]);
+    if (st)
+      return report_failure(b->ctx, "creating an event", st);
+    st = ptxq_event_create(b->ctx, &b->end[b->event_count]);
+    if (st) {
+      ptxq_event_destroy(b->ctx, b->start[b->event_count]);
+      return report_failure(b->ctx, "creating an event", st);
+    }
+  }
+  return 0;
+}
+
+static int launch_read(bench *b)
+{
+  void *params[] = {&b->read_buf, &b->sink};
+  int st = ptxq_kernel_launch(b->ctx, b->read_key, params);
+  return st ? report_failure(b->ctx, "launching the read kernel", st) : 0;
+}
+
+/* Per-launch event pairs measure the GPU alone only while the stream has a
+ * backlog: if the GPU catches up with the host, the start event fires and
+ * the kernel waits for the host's next call. Read passes queued ahead keep
+ * the GPU busy for longer than the host takes to enqueue `launches`
+ * (budgeting 20 us of host time per timed launch). On an H100 with a fast
+ * host this changed no median by more than noise (2026-11-24); it guards
+ * slower hosts and shorter kernels. */
+static int queue_backlog(bench *b, int launches)
+{
+  int passes = (int)ceil(launches * 0.020 / b->read_ms);
+  passes = passes < 1 ? 1 : passes > 64 ? 64 : passes;
+  for (int i = 0; i < passes; i++) {
+    int rc = launch_read(b);
+    if (rc)
+      return rc;
+  }
+  return 0;
+}
+
+/* One operation the timing loop repeats; index counts launches from 0. */
+typedef int (*launch_fn)(bench *b, void *arg, int index);
+
+/* Warm-up, then `runs` launches each between its own event pair; *median_ms
+ * receives the median. */
+static int time_launches(bench *b, launch_fn launch, void *arg, int runs, double *median)
+{
+  int rc = ensure_events(b, runs);
+  if (rc)
+    return rc;
+  if (b->read_ms > 0 && (rc = queue_backlog(b, WARMUP_RUNS + runs)))
+    return rc;
+  int index = 0;
+  for (int i = 0; i < WARMUP_RUNS; i++)
+    if ((rc = launch(b, arg, index++)))
+      return rc;
+  for (int i = 0; i < runs; i++) {
+    int st = ptxq_event_record(b->ctx, b->start[i]);
+    if (st)
+      return report_failure(b->ctx, "recording an event", st);
+    if ((rc = launch(b, arg, index++)))
+      return rc;
+    if ((st = ptxq_event_record(b->ctx, b->end[i])))
+      return report_failure(b->ctx, "recording an event", st);
+  }
+  for (int i = 0; i < runs; i++) {
+    int st = ptxq_event_elapsed_ms(b->ctx, b->start[i], b->end[i], &b->ms[i]);
+    if (st)
+      return report_failure(b->ctx, "reading an event pair", st);
+  }
+  *median = median_ms(b->ms, runs);
+  return 0;
+}
+
+/* ---- (a) the read ceiling ----------------------------------------------- */
+
+static int read_pass(bench *b, void *arg, int index)
+{
+  (void)arg;
+  (void)index;
+  return launch_read(b);
+}
+
+static int measure_ceiling(bench *b, const options *opt, uint64_t *rng)
+{
+  int st = PTXQ_ERR_DEVICE_MEMORY;
+  for (b->read_bytes = READ_BYTES; b->read_bytes >= READ_MIN_BYTES; b->read_bytes /= 2)
+    if ((st = ptxq_alloc(b->ctx, b->read_bytes, &b->read_buf)) != PTXQ_ERR_DEVICE_MEMORY)
+      break;
+  if (st)
+    return report_failure(b->ctx, "allocating the read buffer", st);
+  if ((st = ptxq_alloc(b->ctx, 16, &b->sink)))
+    return report_failure(b->ctx, "allocating the read sink", st);
+  if (b->read_bytes != READ_BYTES)
+    fprintf(stderr, "ptxq-bench: device memory is short: read ceiling over %zu MiB\n",
+            b->read_bytes >> 20);
+
+  const size_t chunk = 64u << 20;
+  uint8_t *host = malloc(chunk);
+  if (!host) {
+    fprintf(stderr, "ptxq-bench: out of host memory\n");
+    return EXIT_FAILED;
+  }
+  for (size_t off = 0; off < b->read_bytes && !st; off += chunk) {
+    fill_random_bytes(rng, host, chunk);
+    st = ptxq_upload(b->ctx, b->read_buf + off, host, chunk);
+  }
+  free(host);
+  if (st)
+    return report_failure(b->ctx, "uploading the read buffer", st);
+
+  read_key(b->info.target_sm, b->read_bytes, b->read_key, sizeof b->read_key);
+  ptxq_kernel_info kernel;
+  if ((st = ptxq_kernel_get(b->ctx, b->read_key, &kernel)))
+    return report_failure(b->ctx, b->read_key, st);
+
+  int rc = time_launches(b, read_pass, NULL, opt->ceiling_runs, &b->read_ms);
+  if (rc)
+    return rc;
+  b->ceiling_gbps = (double)b->read_bytes / (b->read_ms * 1e-3) / 1e9;
+  printf("read ceiling: %s, %.2f GiB of random bytes: median %.3f ms of %d runs = %.1f GB/s\n\n",
+         b->read_key, (double)b->read_bytes / (1u << 30), b->read_ms, opt->ceiling_runs,
+         b->ceiling_gbps);
+  return 0;
+}
+
+/* ---- (b) the Q4_K GEMV -------------------------------------------------- */
+
+typedef struct {
+  char (*names)[32]; /* the copies' weight names */
+  int copies;
+  bool cold;
+  ptxq_dev x, y;
+  uint32_t m;
+} gemv_launch;
+
+static int gemv_pass(bench *b, void *arg, int index)
+{
+  gemv_launch *g = arg;
+  /* Hot reuses the last copy, whose bytes the host still holds for the check. */
+  int copy = g->cold ? index % g->copies : g->copies - 1;
+  int st = ptxq_gemv(b->ctx, g->names[copy], g->x, g->y, g->m);
+  return st ? report_failure(b->ctx, g->names[copy], st) : 0;
+}
+
+/* Compares sampled rows of y[m][n] (first and last included) with the fp64
+ * reference. The error is relative to max(|y_ref|, ||w.*x||_2): the second
+ * term, the size of a row's products, keeps an output that cancels to near
+ * zero from reading as a large relative error. Returns the largest error
+ * (infinity for NaN or a failed reference call). */
+static double check_rows(const uint8_t *weight, shape s, uint32_t m, const float *x,
+                         const float *y, float *row_values)
+{
+  size_t row_bytes = (size_t)(s.k / PTXQ_QK_K) * PTXQ_Q4_K_BLOCK_BYTES;
+  uint32_t samples = s.n < CHECK_ROWS ? s.n : CHECK_ROWS;
+  double worst = 0;
+  for (uint32_t i = 0; i < samples; i++) {
+    uint32_t row = samples == 1 ? 0 : (uint32_t)((uint64_t)i * (s.n - 1) / (samples - 1));
+    const uint8_t *w = weight + row * row_bytes;
+    double want[MAX_MS];
+    if (ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, s.k, 1, x, m, want) ||
+        ptxq_ref_dequantize_q4k(w, s.k / PTXQ_QK_K, row_values))
+      return INFINITY;
+    for (uint32_t j = 0; j < m; j++) {
+      double size = 0;
+      for (uint32_t c = 0; c < s.k; c++) {
+        double p = (double)row_values[c] * x[(size_t)j * s.k + c];
+        size += p * p;
+      }
+      double scale = fmax(fabs(want[j]), sqrt(size));
+      double got = y[(size_t)j * s.n + row];
+      double err = fabs(got - want[j]) / (scale > 0 ? scale : 1);
+      if (!(err <= worst)) {
+        worst = isnan(err) ? INFINITY : err;
+        if (!(err <= MAX_REL_ERR))
+          fprintf(stderr, "ptxq-bench: q4k_gemv %ux%u m=%u: row %u batch %u: got %.9g, "
+                          "want %.9g (rel err %.3g)\n", s.n, s.k, m, row, j, got, want[j], err);
+      }
+    }
+  }
+  return worst;
+}
+
+static void print_result(const result *r)
+{
+  char check[32];
+  snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
+  printf("%-9s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", "q4k_gemv", r->s.n, r->s.k, r->m,
+         r->cold ? "cold" : "hot", r->median_us, r->gbps, r->pct_of_ceiling, check);
+  fflush(stdout);
+}
+
+/* Uploads a shape's copies, times each m cold and hot, checks, frees the copies.
+ * Appends to results (room for 2 * opt->m_count). */
+static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, result *results,
+                       size_t *result_count)
+{
+  size_t weight_bytes;
+  int st = ptxq_weight_bytes(PTXQ_TYPE_Q4_K, s.k, s.n, &weight_bytes);
+  if (st) {
+    fprintf(stderr, "ptxq-bench: %ux%u is not a Q4_K shape\n", s.n, s.k);
+    return EXIT_FAILED;
+  }
+
+  uint64_t l2 = b->info.l2_bytes ? b->info.l2_bytes : L2_FALLBACK_BYTES;
+  uint64_t budget = b->info.total_memory / 2; /* leave room for everything else */
+  int copies = (int)((4 * l2 + weight_bytes - 1) / weight_bytes);
+  copies = copies < 2 ? 2 : copies;
+  if ((uint64_t)copies * weight_bytes > budget) {
+    copies = (int)(budget / weight_bytes) < 1 ? 1 : (int)(budget / weight_bytes);
+    fprintf(stderr, "ptxq-bench: %ux%u: only %d cold copies fit in half the device memory\n",
+            s.n, s.k, copies);
+  }
+
+  char (*names)[32] = calloc((size_t)copies, sizeof *names);
+  uint8_t *weight = malloc(weight_bytes);
+  float *x = malloc((size_t)MAX_MS * s.k * sizeof *x);
+  float *y = malloc((size_t)MAX_MS * s.n * sizeof *y);
+  float *row_values = malloc((size_t)s.k * sizeof *row_values);
+  ptxq_dev x_dev = 0, y_dev = 0;
+  int uploaded = 0, rc = 0;
+  if (!names || !weight || !x || !y || !row_values) {
+    fprintf(stderr, "ptxq-bench: out of host memory for %ux%u\n", s.n, s.k);
+    rc = EXIT_FAILED;
+    goto done;
+  }
+
+  /* Each copy gets its own random bytes: a kernel reading the wrong copy
+   * fails the check. The host keeps the last copy's. */
+  for (; uploaded < copies; uploaded++) {
+    snprintf(names[uploaded], sizeof names[uploaded], "bench.w%d", uploaded);
+    fill_random_q4k(rng, weight, weight_bytes / PTXQ_Q4_K_BLOCK_BYTES);
+    st = ptxq_weight_upload(b->ctx, names[uploaded], PTXQ_TYPE_Q4_K, s.k, s.n, weight,
+                            weight_bytes);
+    if (st) {
+      rc = report_failure(b->ctx, "uploading a weight copy", st);
+      goto done;
+    }
+  }
+  for (size_t i = 0; i < (size_t)MAX_MS * s.k; i++)
+    x[i] = (float)(2 * rng_unit(rng) - 1);
+  if ((st = ptxq_alloc(b->ctx, (size_t)MAX_MS * s.k * sizeof *x, &x_dev)) ||
+      (st = ptxq_alloc(b->ctx, (size_t)MAX_MS * s.n * sizeof *y, &y_dev)) ||
+      (st = ptxq_upload(b->ctx, x_dev, x, (size_t)MAX_MS * s.k * sizeof *x))) {
+    rc = report_failure(b->ctx, "preparing x and y", st);
+    goto done;
+  }
+
+  for (size_t j = 0; j < opt->m_count; j++) {
+    uint32_t m = opt->ms[j];
+    char key[128];
+    ptxq_kernel_info kernel = {0};
+    /* Generation and JIT stay out of the timing. */
+    if ((rc = format_key(PTXGEN_KIND_Q4K_GEMV, s.k, s.n, m, b->info.target_sm, key,
+                         sizeof key)))
+      goto done;
+    if ((st = ptxq_gemv_prepare(b->ctx, names[0], m)) ||
+        (st = ptxq_kernel_get(b->ctx, key, &kernel))) {
+      rc = report_failure(b->ctx, key, st);
+      goto done;
+    }
+    for (int cold = 1; cold >= 0; cold--) {
+      gemv_launch g = {names, copies, cold, x_dev, y_dev, m};
+      result *r = &results[(*result_count)++];
+      *r = (result){.s = s, .m = m, .cold = cold, .copies = cold ? copies : 1,
+                    .registers = kernel.registers, .spill_bytes = kernel.spill_bytes};
+      double ms;
+      if ((rc = time_launches(b, gemv_pass, &g, opt->runs, &ms)))
+        goto done;
+      r->bytes = (double)weight_bytes + 4.0 * m * s.k + 4.0 * m * s.n;
+      r->median_us = ms * 1e3;
+      r->gbps = r->bytes / (ms * 1e-3) / 1e9;
+      r->pct_of_ceiling = 100 * r->gbps / b->ceiling_gbps;
+
+      /* One more launch on the copy the host holds, then the check. */
+      g.cold = false;
+      memset(y, 0xFF, (size_t)m * s.n * sizeof *y); /* NaN: unwritten rows fail */
+      if ((rc = gemv_pass(b, &g, 0)))
+        goto done;
+      if ((st = ptxq_download(b->ctx, y, y_dev, (size_t)m * s.n * sizeof *y))) {
+        rc = report_failure(b->ctx, "downloading y", st);
+        goto done;
+      }
+      r->max_rel_err = check_rows(weight, s, m, x, y, row_values);
+      r->ok = r->max_rel_err <= MAX_REL_ERR;
+      print_result(r);
+    }
+  }
+
+done:
+  if (y_dev)
+    ptxq_free(b->ctx, y_dev);
+  if (x_dev)
+    ptxq_free(b->ctx, x_dev);
+  for (int i = 0; i < uploaded; i++)
+    ptxq_weight_free(b->ctx, names[i]);
+  free(row_values);
+  free(y);
+  free(x);
+  free(weight);
+  free(names);
+  return rc;
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static void json_string(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      fprintf(f, "\\%c", c);
+    else if (c < 0x20)
+      fprintf(f, "\\u%04x", c);
+    else
+      fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+static int write_json(const char *path, const bench *b, const options *opt,
+                      const result *results, size_t count)
+{
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
+    return EXIT_FAILED;
+  }
+  char date[32];
+  time_t now = time(NULL);
+  struct tm utc;
+  strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &utc));
+
+  fprintf(f, "{\"device\": ");
+  json_string(f, b->info.name);
+  fprintf(f, ", \"ceiling_gbps\": %.2f, \"results\": [", b->ceiling_gbps);
+  for (size_t i = 0; i < count; i++) {
+    const result *r = &results[i];
+    fprintf(f,
+            "%s\n  {\"kernel\": \"q4k_gemv\", \"n\": %u, \"k\": %u, \"m\": %u, "
+            "\"mode\": \"%s\", \"median_us\": %.3f, \"gbps\": %.2f, "
+            "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"copies\": %d, "
+            "\"registers\": %d, \"spill_bytes\": %d, \"max_rel_err\": ",
+            i ? "," : "", r->s.n, r->s.k, r->m, r->cold ? "cold" : "hot", r->median_us,
+            r->gbps, r->pct_of_ceiling, r->bytes, r->copies, r->registers, r->spill_bytes);
+    if (isfinite(r->max_rel_err)) /* JSON has no infinity */
+      fprintf(f, "%.3g", r->max_rel_err);
+    else
+      fprintf(f, "null");
+    fprintf(f, ", \"check\": \"%s\"}", r->ok ? "ok" : "FAIL");
+  }
+  fprintf(f,
+          "\n],\n \"date\": \"%s\", \"sm\": %u, \"target_sm\": %u, \"multiprocessors\": %u, "
+          "\"l2_bytes\": %llu, \"driver_version\": %d, \"read_key\": \"%s\", "
+          "\"read_bytes\": %zu, \"ceiling_runs\": %d, \"runs\": %d, \"quick\": %s, "
+          "\"seed\": %llu}\n",
+          date, b->info.sm, b->info.target_sm, b->info.multiprocessors,
+          (unsigned long long)b->info.l2_bytes, b->info.driver_version, b->read_key,
+          b->read_bytes, opt->ceiling_runs, opt->runs, opt->quick ? "true" : "false",
+          (unsigned long long)b->seed);
+  if (fclose(f)) {
+    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
+    return EXIT_FAILED;
+  }
+  return 0;
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int run(bench *b, const options *opt)
+{
+  uint64_t rng = b->seed;
+  int st = ptxq_device_info_get(b->ctx, &b->info);
+  if (st)
+    return report_failure(b->ctx, "device info", st);
+  printf("device: %s, sm_%u, %u SMs, %.1f GiB, L2 %.1f MB, driver %d; kernels for sm_%u; "
+         "seed %llu\n",
+         b->info.name, b->info.sm, b->info.multiprocessors,
+         (double)b->info.total_memory / (1u << 30), (double)b->info.l2_bytes / 1e6,
+         b->info.driver_version, b->info.target_sm, (unsigned long long)b->seed);
+
+  int rc = measure_ceiling(b, opt, &rng);
+  if (rc)
+    return rc;
+
+  size_t count = 0;
+  result *results = calloc(opt->shape_count * opt->m_count * 2, sizeof *results);
+  if (!results) {
+    fprintf(stderr, "ptxq-bench: out of host memory\n");
+    return EXIT_FAILED;
+  }
+  printf("%-9s %7s %6s %2s  %-4s %10s %8s %6s  %s\n", "kernel", "n", "k", "m", "mode",
+         "median_us", "GB/s", "%ceil", "check (max rel err)");
+  for (size_t s = 0; s < opt->shape_count && !rc; s++)
+    rc = bench_shape(b, opt, opt->shapes[s], &rng, results, &count);
+
+  if (!rc && opt->json_path && (rc = write_json(opt->json_path, b, opt, results, count)) == 0)
+    printf("\nwrote %s\n", opt->json_path);
+  size_t failed = 0;
+  for (size_t i = 0; i < count; i++)
+    failed += !results[i].ok;
+  if (failed) {
+    fprintf(stderr, "ptxq-bench: %zu configuration(s) FAILED the check against the CPU "
+                    "reference (max rel err > %g)\n", failed, MAX_REL_ERR);
+    rc = EXIT_FAILED;
+  }
+  free(results);
+  return rc;
+}
+
+int main(int argc, char **argv)
+{
+  options opt;
+  int rc = parse_options(argc, argv, &opt);
+  if (rc)
+    return rc < 0 ? 0 : rc;
+  if (opt.list_keys)
+    return list_keys(&opt);
+
+  bench b = {.seed = opt.seed ? opt.seed : (uint64_t)time(NULL)};
+  ptxq_options open_options = {.device = 0, .target_sm = opt.sm};
+  int st = ptxq_open(&b.ctx, &open_options);
+  if (st == PTXQ_ERR_NO_DEVICE) {
+    fprintf(stderr, "ptxq-bench: no GPU: %s\n", ptxq_last_error(NULL));
+    return EXIT_NO_GPU;
+  }
+  if (st)
+    return report_failure(NULL, "opening the device", st);
+
+  rc = run(&b, &opt);
+  for (int i = 0; i < b.event_count; i++) {
+    ptxq_event_destroy(b.ctx, b.start[i]);
+    ptxq_event_destroy(b.ctx, b.end[i]);
+  }
+  free(b.start);
+  free(b.end);
+  free(b.ms);
+  ptxq_close(b.ctx); /* frees the read buffer and sink too */
+  return rc;
+}
