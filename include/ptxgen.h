@@ -45,6 +45,17 @@ typedef enum {
    * Kernel parameters: u64 src, u64 sink (4 bytes, written only if the
    * data folds to an impossible value, so the reads cannot be optimised away). */
   PTXGEN_KIND_STREAM_READ = 2,
+  /* Activations over [m][n] fp32 (formulas in ptxq.h). Parameters:
+   * u64 x, u64 y (unary) or u64 gate, u64 up, u64 y (gated). */
+  PTXGEN_KIND_GELU = 3,
+  PTXGEN_KIND_GELU_ERF = 4,
+  PTXGEN_KIND_SILU = 5,
+  PTXGEN_KIND_SWIGLU = 6,
+  PTXGEN_KIND_GEGLU = 7,
+  /* RoPE in place on q [m][heads][head_dim] and k [m][kv_heads][head_dim].
+   * Parameters: u64 q, u64 k, u64 positions (int32[m]), u64 freq_factors
+   * (read only when the spec's freq_factors is 1). */
+  PTXGEN_KIND_ROPE = 8,
 } ptxgen_kind;
 
 /* Limits of the Q4_K GEMV (checked by ptxgen_spec_validate). */
@@ -53,6 +64,12 @@ typedef enum {
 #define PTXGEN_GEMV_MAX_M 8u       /* batch rows, read with one pass over W */
 /* Limits of the read probe. */
 #define PTXGEN_READ_MAX_N (1u << 30) /* 16-byte vectors: 16 GiB */
+/* Limits of the activations and RoPE. */
+#define PTXGEN_ACT_MAX_N (1u << 20)
+#define PTXGEN_ACT_MAX_M 8u
+#define PTXGEN_ROPE_MAX_HEAD_DIM 512u
+#define PTXGEN_ROPE_MAX_HEADS 1024u
+#define PTXGEN_ROPE_MAX_M 8u
 
 typedef struct ptxgen_spec {
   ptxgen_kind kind;
@@ -62,6 +79,12 @@ typedef struct ptxgen_spec {
   /* q4k_gemv tuning, 0 = the generator's choice (and then absent from the
    * key): rows per warp (1, 2, 4) and warps per block (4, 8, 16). */
   uint32_t rows, warps;
+  /* rope (m is the number of tokens). mode: 0 normal, 2 neox (as ptxq's
+   * PTXQ_ROPE_*). Floats are written in keys so that they round-trip. */
+  uint32_t mode, head_dim, n_dims, heads, kv_heads;
+  uint32_t freq_factors; /* 1: divide theta_i by a device freq_factors[i] */
+  uint32_t n_ctx_orig;
+  float base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
 } ptxgen_spec;
 
 typedef struct ptxgen_geometry {

@@ -153,6 +153,69 @@ int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m);
  * is written. Uses a context-owned staging buffer. */
 int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, uint32_t m);
 
+/* Activations over [m][n] fp32 device buffers (1 <= m <= 8, 1 <= n <= 2^20),
+ * in place (y == x, or y == gate / y == up) or out of place:
+ *   gelu      0.5*x*(1 + tanh(0.7978845608028654*(x + 0.044715*x^3)))
+ *   gelu_erf  0.5*x*(1 + erf(x/sqrt(2)))
+ *   silu      x / (1 + e^-x)
+ *   swiglu    silu(gate) * up
+ *   geglu     gelu(gate) * up        (tanh form)
+ * Accuracy: within 2e-6 relative + 1e-7 absolute of the fp64 formula;
+ * +-inf and NaN give what the formula gives evaluated in IEEE arithmetic
+ * (e.g. silu(-inf) = -inf/inf = NaN, silu(+inf) = +inf). Buffers must be
+ * 16-byte aligned. Stream-ordered. */
+int ptxq_gelu(ptxq_ctx *ctx, ptxq_dev x, ptxq_dev y, uint32_t n, uint32_t m);
+int ptxq_gelu_erf(ptxq_ctx *ctx, ptxq_dev x, ptxq_dev y, uint32_t n, uint32_t m);
+int ptxq_silu(ptxq_ctx *ctx, ptxq_dev x, ptxq_dev y, uint32_t n, uint32_t m);
+int ptxq_swiglu(ptxq_ctx *ctx, ptxq_dev gate, ptxq_dev up, ptxq_dev y, uint32_t n, uint32_t m);
+int ptxq_geglu(ptxq_ctx *ctx, ptxq_dev gate, ptxq_dev up, ptxq_dev y, uint32_t n, uint32_t m);
+
+/* Rotary position embedding, as llama.cpp defines it. */
+typedef enum ptxq_rope_mode {
+  PTXQ_ROPE_NORMAL = 0, /* pairs (x[2i], x[2i+1]) (GPT-J / original Llama) */
+  PTXQ_ROPE_NEOX = 2,   /* pairs (x[i], x[i + n_dims/2]) (NeoX, Llama-3, Qwen) */
+} ptxq_rope_mode;
+
+typedef struct ptxq_rope_params {
+  ptxq_rope_mode mode;
+  uint32_t head_dim;   /* even, <= 512 */
+  uint32_t n_dims;     /* rotated dims: even, <= head_dim; dims past it pass through */
+  uint32_t heads;      /* Q heads */
+  uint32_t kv_heads;   /* K heads; divides heads (GQA) */
+  float base;          /* theta_i = pos * base^(-2i/n_dims); default 10000 */
+  float freq_scale;    /* linear scaling: theta *= freq_scale (1 = none) */
+  ptxq_dev freq_factors; /* 0, or a device float[n_dims/2]: theta_i /= freq_factors[i] */
+  /* YaRN (off while ext_factor == 0): theta blends interpolation
+   * (freq_scale*theta) and extrapolation (theta) per pair with a ramp
+   * between the dims where beta_fast and beta_slow rotations fit in
+   * n_ctx_orig positions; cos and sin are scaled by
+   * attn_factor * (1 + 0.1*ln(1/freq_scale)). Without YaRN they are scaled
+   * by attn_factor alone. */
+  float ext_factor;
+  float attn_factor;   /* default 1 */
+  float beta_fast;     /* default 32 */
+  float beta_slow;     /* default 1 */
+  uint32_t n_ctx_orig; /* needed when ext_factor != 0 */
+} ptxq_rope_params;
+
+/* Fills p with the defaults (base 10000, freq_scale 1, attn_factor 1,
+ * beta_fast 32, beta_slow 1, no YaRN, no freq_factors, n_dims = head_dim). */
+void ptxq_rope_params_init(ptxq_rope_params *p, ptxq_rope_mode mode, uint32_t head_dim, uint32_t heads,
+                           uint32_t kv_heads);
+
+/* Rotates, in place, q as [m][heads][head_dim] and k as [m][kv_heads][head_dim]
+ * (fp32, 16-byte aligned) for the m tokens whose positions are the device
+ * int32[m] `positions`: a captured graph replays for the next token after
+ * the positions buffer changes. 1 <= m <= 8. Within 2e-6 absolute of fp64
+ * for unit-scale inputs at any |position| <= 2^24 (angles are reduced in
+ * fp64, see ptxgen/rope.c). Stream-ordered. */
+int ptxq_rope(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, ptxq_dev positions, uint32_t m,
+              const ptxq_rope_params *p);
+/* The same with host positions (copied into a context-owned buffer, in
+ * stream order; the host array may be reused when this returns). */
+int ptxq_rope_host_positions(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, const int32_t *positions, uint32_t m,
+                             const ptxq_rope_params *p);
+
 /* ---- kernels by key ----------------------------------------------------- */
 
 typedef struct ptxq_kernel_info {
@@ -195,6 +258,22 @@ int ptxq_ref_quantize_q4k(const float *in, size_t count, void *blocks);
  * Q4_K or F32). */
 int ptxq_ref_gemv(ptxq_type type, const void *w, uint32_t k, uint32_t n, const float *x,
                   uint32_t m, double *y);
+
+/* Activations in fp64 over fp32 inputs (formulas at ptxq_gelu); count values. */
+typedef enum ptxq_act {
+  PTXQ_ACT_GELU = 1,     /* tanh form */
+  PTXQ_ACT_GELU_ERF = 2,
+  PTXQ_ACT_SILU = 3,
+} ptxq_act;
+int ptxq_ref_act(ptxq_act act, const float *x, double *y, size_t count);
+/* Gated: y = act(gate) * up (SwiGLU: PTXQ_ACT_SILU, GEGLU: PTXQ_ACT_GELU). */
+int ptxq_ref_glu(ptxq_act act, const float *gate, const float *up, double *y, size_t count);
+
+/* RoPE in fp64: q [m][heads][head_dim] and k [m][kv_heads][head_dim] in,
+ * rotated copies out (dims past n_dims copied). p->freq_factors is ignored;
+ * freq_factors (host, n_dims/2 floats) or NULL is used instead. */
+int ptxq_ref_rope(const ptxq_rope_params *p, const float *freq_factors, const int32_t *positions, uint32_t m,
+                  const float *q, const float *k, double *q_out, double *k_out);
 
 #ifdef __cplusplus
 }

@@ -10,5 +10,7 @@
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
+int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* gelu, gelu_erf, silu, swiglu, geglu */
+int rope_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 
 #endif

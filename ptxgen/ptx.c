@@ -65,6 +65,14 @@ void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names,
   text_append(&b->head, "\n)\n{\n");
 }
 
+void ptx_decl(ptx_builder *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  text_vappend(&b->head, fmt, ap);
+  text_append(&b->head, "\n");
+  va_end(ap);
+}
+
 ptx_reg ptx_new(ptx_builder *b, ptx_type t) {
   ptx_reg r;
   snprintf(r.s, sizeof r.s, "%s%u", reg_prefix[t], b->nregs[t]++);

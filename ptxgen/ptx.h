@@ -52,6 +52,13 @@ void ptx_begin(ptx_builder *b, const char *ptx_version, uint32_t sm);
 void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
                int dyn_shared);
 
+/* A module-scope declaration (e.g. an initialised .const array), written
+ * before the entry; call it before ptx_entry. */
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void ptx_decl(ptx_builder *b, const char *fmt, ...);
+
 ptx_reg ptx_new(ptx_builder *b, ptx_type t);
 
 /* A fresh label name "L<n>_<hint>" written into out (size >= 32). */

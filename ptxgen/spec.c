@@ -1,12 +1,16 @@
 /*
  * spec.c: kernel specs and their canonical keys.
  *
- * A key is "<kind>:<name>=<value>,..." with unsigned decimal values, e.g.
- * "q4k_gemv:k=4096,n=14336,m=1,sm=90". Parsing accepts parameters in any
- * order (sm defaults to 90) and refuses anything else with a message naming
- * the offending text; formatting writes the one canonical order, so
- * parse(format(spec)) == spec and equal keys mean byte-identical PTX.
+ * A key is "<kind>:<name>=<value>,..." e.g. "q4k_gemv:k=4096,n=14336,m=1,sm=90".
+ * Values are unsigned decimals, floats (RoPE constants) or a word (RoPE
+ * mode). Parsing accepts parameters in any order, fills defaults (sm=90 and
+ * the kind's own) and refuses anything else with a message naming the
+ * offending text. Formatting writes one canonical order: the parameters that
+ * define the shape always, options only when they differ from their
+ * defaults, floats in the shortest form that reads back to the same float.
+ * So parse(format(spec)) == spec, and equal keys mean byte-identical PTX.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -14,8 +18,6 @@
 #include <string.h>
 
 #include "ptxgen.h"
-
-#define DEFAULT_SM 90u
 
 const char *ptxgen_ptx_version(uint32_t sm) {
   /* The lowest .version that the target and our instructions need, so that
@@ -38,69 +40,181 @@ static int fail(char *msg, size_t cap, const char *fmt, ...) {
   return PTXGEN_ERR_SPEC;
 }
 
-static const char *kind_name(ptxgen_kind kind) {
-  switch (kind) {
-  case PTXGEN_KIND_Q4K_GEMV: return "q4k_gemv";
-  case PTXGEN_KIND_STREAM_READ: return "stream_read";
-  default: return NULL;
-  }
+/* ---- the parameters of each kind ----------------------------------------- */
+
+typedef enum { P_U32, P_F32, P_MODE } param_type;
+enum { SHOWN = 1, REQUIRED = 2 }; /* SHOWN: always in the canonical key */
+
+typedef struct {
+  const char *name;
+  size_t offset;
+  param_type type;
+  int flags;
+  double fallback; /* value when absent (ignored when REQUIRED) */
+} param_def;
+
+#define U(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_U32, flags, d}
+#define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
+static const param_def gemv_params[] = {
+    U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
+    U(rows, 0, 0),             U(warps, 0, 0)};
+static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
+static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
+/* n_dims defaults to head_dim (fallback -1 marks that) */
+static const param_def rope_params[] = {
+    {"mode", offsetof(ptxgen_spec, mode), P_MODE, SHOWN | REQUIRED, 0},
+    U(head_dim, SHOWN | REQUIRED, 0), U(n_dims, SHOWN, -1), U(heads, SHOWN | REQUIRED, 0),
+    U(kv_heads, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
+    F(base, SHOWN, 10000), F(freq_scale, 0, 1), U(freq_factors, 0, 0), F(ext_factor, 0, 0),
+    F(attn_factor, 0, 1), F(beta_fast, 0, 32), F(beta_slow, 0, 1), U(n_ctx_orig, 0, 0)};
+#undef U
+#undef F
+
+typedef struct {
+  ptxgen_kind kind;
+  const char *name;
+  const param_def *params;
+  size_t nparams;
+} kind_def;
+
+#define KIND(k, name, params) {k, name, params, sizeof params / sizeof *params}
+static const kind_def kind_defs[] = {
+    KIND(PTXGEN_KIND_Q4K_GEMV, "q4k_gemv", gemv_params), KIND(PTXGEN_KIND_STREAM_READ, "stream_read", read_params),
+    KIND(PTXGEN_KIND_GELU, "gelu", act_params),          KIND(PTXGEN_KIND_GELU_ERF, "gelu_erf", act_params),
+    KIND(PTXGEN_KIND_SILU, "silu", act_params),          KIND(PTXGEN_KIND_SWIGLU, "swiglu", act_params),
+    KIND(PTXGEN_KIND_GEGLU, "geglu", act_params),        KIND(PTXGEN_KIND_ROPE, "rope", rope_params)};
+#undef KIND
+
+static const kind_def *kind_of(ptxgen_kind kind) {
+  for (size_t i = 0; i < sizeof kind_defs / sizeof *kind_defs; i++)
+    if (kind_defs[i].kind == kind) return &kind_defs[i];
+  return NULL;
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
+  if (s->k == 0) return fail(msg, cap, "k=0: the inner dimension must be a positive multiple of 256");
+  if (s->k % 256) return fail(msg, cap, "k=%u is not a multiple of 256 (Q4_K super-blocks hold 256 weights)", s->k);
+  if (s->k > PTXGEN_GEMV_MAX_K) return fail(msg, cap, "k=%u exceeds the limit k <= %u", s->k, PTXGEN_GEMV_MAX_K);
+  if (s->n == 0) return fail(msg, cap, "n=0: there must be at least one output row");
+  if (s->n > PTXGEN_GEMV_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_GEMV_MAX_N);
+  if (s->m == 0 || s->m > PTXGEN_GEMV_MAX_M)
+    return fail(msg, cap, "m=%u: the batch must be 1..%u", s->m, PTXGEN_GEMV_MAX_M);
+  if (s->rows != 0 && s->rows != 1 && s->rows != 2 && s->rows != 4)
+    return fail(msg, cap, "rows=%u: rows per warp must be 1, 2 or 4", s->rows);
+  if (s->warps != 0 && s->warps != 4 && s->warps != 8 && s->warps != 16)
+    return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
+  return PTXGEN_OK;
+}
+
+static int validate_act(const ptxgen_spec *s, char *msg, size_t cap) {
+  if (s->n == 0) return fail(msg, cap, "n=0: there must be at least one value per row");
+  if (s->n > PTXGEN_ACT_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_ACT_MAX_N);
+  if (s->m == 0 || s->m > PTXGEN_ACT_MAX_M)
+    return fail(msg, cap, "m=%u: the batch must be 1..%u", s->m, PTXGEN_ACT_MAX_M);
+  return PTXGEN_OK;
+}
+
+static int validate_rope(const ptxgen_spec *s, char *msg, size_t cap) {
+  if (s->mode != 0 && s->mode != 2) return fail(msg, cap, "mode=%u: must be normal (0) or neox (2)", s->mode);
+  if (s->head_dim == 0 || s->head_dim % 2 || s->head_dim > PTXGEN_ROPE_MAX_HEAD_DIM)
+    return fail(msg, cap, "head_dim=%u: must be even and 2..%u", s->head_dim, PTXGEN_ROPE_MAX_HEAD_DIM);
+  if (s->n_dims == 0 || s->n_dims % 2) return fail(msg, cap, "n_dims=%u: must be even and at least 2", s->n_dims);
+  if (s->n_dims > s->head_dim)
+    return fail(msg, cap, "n_dims=%u exceeds head_dim=%u: only dims of the head can rotate", s->n_dims, s->head_dim);
+  if (s->heads == 0 || s->heads > PTXGEN_ROPE_MAX_HEADS)
+    return fail(msg, cap, "heads=%u: must be 1..%u", s->heads, PTXGEN_ROPE_MAX_HEADS);
+  if (s->kv_heads == 0 || s->heads % s->kv_heads)
+    return fail(msg, cap, "kv_heads=%u does not divide heads=%u (grouped-query attention needs it to)", s->kv_heads,
+                s->heads);
+  if (s->m == 0 || s->m > PTXGEN_ROPE_MAX_M)
+    return fail(msg, cap, "m=%u: the number of tokens must be 1..%u", s->m, PTXGEN_ROPE_MAX_M);
+  if (!isfinite(s->base) || s->base <= 0 || s->base == 1)
+    return fail(msg, cap, "base=%g: must be a finite number > 0 and != 1", (double)s->base);
+  if (!isfinite(s->freq_scale) || s->freq_scale <= 0)
+    return fail(msg, cap, "freq_scale=%g: must be finite and > 0", (double)s->freq_scale);
+  if (s->freq_factors > 1) return fail(msg, cap, "freq_factors=%u: must be 0 or 1", s->freq_factors);
+  if (!isfinite(s->ext_factor) || s->ext_factor < 0)
+    return fail(msg, cap, "ext_factor=%g: must be finite and >= 0", (double)s->ext_factor);
+  if (!isfinite(s->attn_factor)) return fail(msg, cap, "attn_factor=%g: must be finite", (double)s->attn_factor);
+  if (!isfinite(s->beta_fast) || s->beta_fast <= 0)
+    return fail(msg, cap, "beta_fast=%g: must be finite and > 0", (double)s->beta_fast);
+  if (!isfinite(s->beta_slow) || s->beta_slow <= 0)
+    return fail(msg, cap, "beta_slow=%g: must be finite and > 0", (double)s->beta_slow);
+  if (s->ext_factor != 0 && s->n_ctx_orig == 0)
+    return fail(msg, cap, "ext_factor=%g needs n_ctx_orig (the original context length) > 0", (double)s->ext_factor);
+  return PTXGEN_OK;
 }
 
 int ptxgen_spec_validate(const ptxgen_spec *s, char *msg, size_t cap) {
   if (!s) return fail(msg, cap, "no spec given");
-  const char *name = kind_name(s->kind);
-  if (!name) return fail(msg, cap, "unknown kernel kind %d", (int)s->kind);
+  const kind_def *kd = kind_of(s->kind);
+  if (!kd) return fail(msg, cap, "unknown kernel kind %d", (int)s->kind);
   if (!ptxgen_ptx_version(s->sm))
     return fail(msg, cap, "sm=%u is not a supported target (75, 80, 86, 89, 90, 100, 120)", s->sm);
+  /* Fields a kind does not use must be zero, so a spec has one meaning. */
+  ptxgen_spec used = {.kind = s->kind};
+  for (size_t i = 0; i < kd->nparams; i++)
+    memcpy((char *)&used + kd->params[i].offset, (const char *)s + kd->params[i].offset, 4);
+  if (memcmp(&used, s, sizeof used))
+    return fail(msg, cap, "the spec sets fields that %s does not take", kd->name);
   switch (s->kind) {
-  case PTXGEN_KIND_Q4K_GEMV:
-    if (s->k == 0) return fail(msg, cap, "k=0: the inner dimension must be a positive multiple of 256");
-    if (s->k % 256) return fail(msg, cap, "k=%u is not a multiple of 256 (Q4_K super-blocks hold 256 weights)", s->k);
-    if (s->k > PTXGEN_GEMV_MAX_K) return fail(msg, cap, "k=%u exceeds the limit k <= %u", s->k, PTXGEN_GEMV_MAX_K);
-    if (s->n == 0) return fail(msg, cap, "n=0: there must be at least one output row");
-    if (s->n > PTXGEN_GEMV_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_GEMV_MAX_N);
-    if (s->m == 0 || s->m > PTXGEN_GEMV_MAX_M)
-      return fail(msg, cap, "m=%u: the batch must be 1..%u", s->m, PTXGEN_GEMV_MAX_M);
-    if (s->rows != 0 && s->rows != 1 && s->rows != 2 && s->rows != 4)
-      return fail(msg, cap, "rows=%u: rows per warp must be 1, 2 or 4", s->rows);
-    if (s->warps != 0 && s->warps != 4 && s->warps != 8 && s->warps != 16)
-      return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
-    return PTXGEN_OK;
+  case PTXGEN_KIND_Q4K_GEMV: return validate_gemv(s, msg, cap);
   case PTXGEN_KIND_STREAM_READ:
     if (s->n == 0) return fail(msg, cap, "n=0: the probe must read at least one 16-byte vector");
     if (s->n > PTXGEN_READ_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_READ_MAX_N);
-    if (s->k || s->m || s->rows || s->warps) return fail(msg, cap, "stream_read takes only n and sm");
     return PTXGEN_OK;
-  default:
-    return fail(msg, cap, "unknown kernel kind %d", (int)s->kind);
+  case PTXGEN_KIND_ROPE: return validate_rope(s, msg, cap);
+  default: return validate_act(s, msg, cap);
+  }
+}
+
+/* ---- formatting ----------------------------------------------------------- */
+
+/* Integers as integers, else the shortest %g form that reads back as the
+ * same float. */
+static void format_float(float v, char *buf, size_t cap) {
+  if (v == floorf(v) && fabsf(v) < 1e9f) {
+    snprintf(buf, cap, "%.0f", (double)v);
+    return;
+  }
+  for (int prec = 1; prec <= 9; prec++) {
+    snprintf(buf, cap, "%.*g", prec, (double)v);
+    if (strtof(buf, NULL) == v) return;
   }
 }
 
 int ptxgen_spec_format(const ptxgen_spec *s, char *buf, size_t cap) {
   if (ptxgen_spec_validate(s, NULL, 0) != PTXGEN_OK) return PTXGEN_ERR_SPEC;
-  if (s->kind == PTXGEN_KIND_STREAM_READ)
-    return snprintf(buf, cap, "stream_read:n=%u,sm=%u", s->n, s->sm);
-  char tune[48] = "";
-  int t = 0;
-  if (s->rows) t += snprintf(tune + t, sizeof tune - (size_t)t, ",rows=%u", s->rows);
-  if (s->warps) snprintf(tune + t, sizeof tune - (size_t)t, ",warps=%u", s->warps);
-  return snprintf(buf, cap, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u%s", s->k, s->n, s->m, s->sm, tune);
+  const kind_def *kd = kind_of(s->kind);
+  char out[512];
+  size_t len = (size_t)snprintf(out, sizeof out, "%s:", kd->name);
+  int first = 1;
+  for (size_t i = 0; i < kd->nparams; i++) {
+    const param_def *pd = &kd->params[i];
+    const char *field = (const char *)s + pd->offset;
+    char value[48];
+    if (pd->type == P_F32) {
+      float v;
+      memcpy(&v, field, sizeof v);
+      if (!(pd->flags & SHOWN) && v == (float)pd->fallback) continue;
+      format_float(v, value, sizeof value);
+    } else {
+      uint32_t v;
+      memcpy(&v, field, sizeof v);
+      if (!(pd->flags & SHOWN) && v == (uint32_t)pd->fallback) continue;
+      if (pd->type == P_MODE) snprintf(value, sizeof value, "%s", v == 2 ? "neox" : "normal");
+      else snprintf(value, sizeof value, "%u", v);
+    }
+    len += (size_t)snprintf(out + len, sizeof out - len, "%s%s=%s", first ? "" : ",", pd->name, value);
+    first = 0;
+  }
+  return snprintf(buf, cap, "%s", out);
 }
 
-/* The parameters a kind accepts, in canonical order; `required` marks those
- * a key must name. */
-typedef struct {
-  const char *name;
-  size_t offset;
-  int required;
-} param_def;
+/* ---- parsing --------------------------------------------------------------- */
 
-#define P(field, req) {#field, offsetof(ptxgen_spec, field), req}
-static const param_def gemv_params[] = {P(k, 1), P(n, 1), P(m, 1), P(sm, 0), P(rows, 0), P(warps, 0)};
-static const param_def read_params[] = {P(n, 1), P(sm, 0)};
-#undef P
-
-/* Parses an unsigned decimal of at most 10 digits that fits 32 bits. */
 static int parse_u32(const char *p, size_t len, uint32_t *out) {
   if (len == 0 || len > 10) return -1;
   uint64_t v = 0;
@@ -113,27 +227,57 @@ static int parse_u32(const char *p, size_t len, uint32_t *out) {
   return 0;
 }
 
+static int parse_f32(const char *p, size_t len, float *out) {
+  char tmp[64];
+  if (len == 0 || len >= sizeof tmp) return -1;
+  memcpy(tmp, p, len);
+  tmp[len] = 0;
+  for (size_t i = 0; i < len; i++) /* plain decimal or exponent notation only: no hex, inf or nan */
+    if (!strchr("0123456789.eE+-", tmp[i])) return -1;
+  char *end;
+  float v = strtof(tmp, &end);
+  if (*end || !isfinite(v)) return -1;
+  *out = v;
+  return 0;
+}
+
+static int parse_value(const param_def *pd, const char *p, size_t len, ptxgen_spec *s) {
+  char *field = (char *)s + pd->offset;
+  if (pd->type == P_F32) {
+    float v;
+    if (parse_f32(p, len, &v)) return -1;
+    memcpy(field, &v, sizeof v);
+    return 0;
+  }
+  uint32_t v;
+  if (pd->type == P_MODE) {
+    if (len == 6 && !memcmp(p, "normal", 6)) v = 0;
+    else if (len == 4 && !memcmp(p, "neox", 4)) v = 2;
+    else return -1;
+  } else if (parse_u32(p, len, &v)) {
+    return -1;
+  }
+  memcpy(field, &v, sizeof v);
+  return 0;
+}
+
+static const char *type_words(param_type t) {
+  return t == P_F32 ? "a finite decimal number" : t == P_MODE ? "normal or neox" : "an unsigned 32-bit decimal number";
+}
+
 int ptxgen_spec_parse(const char *key, ptxgen_spec *out, char *msg, size_t cap) {
   if (!key || !out) return fail(msg, cap, "no key given");
   const char *colon = strchr(key, ':');
   if (!colon) return fail(msg, cap, "expected '<kind>:<param>=<value>,...' (no ':' found)");
   size_t klen = (size_t)(colon - key);
-  ptxgen_spec s = {0};
-  const param_def *defs;
-  size_t ndefs;
-  if (klen == 8 && !memcmp(key, "q4k_gemv", 8)) {
-    s.kind = PTXGEN_KIND_Q4K_GEMV;
-    defs = gemv_params;
-    ndefs = sizeof gemv_params / sizeof *gemv_params;
-  } else if (klen == 11 && !memcmp(key, "stream_read", 11)) {
-    s.kind = PTXGEN_KIND_STREAM_READ;
-    defs = read_params;
-    ndefs = sizeof read_params / sizeof *read_params;
-  } else {
-    return fail(msg, cap, "unknown kernel kind '%.*s' (known: q4k_gemv, stream_read)",
-                (int)(klen > 40 ? 40 : klen), key);
-  }
-  unsigned seen = 0;
+  const kind_def *kd = NULL;
+  for (size_t i = 0; i < sizeof kind_defs / sizeof *kind_defs; i++)
+    if (strlen(kind_defs[i].name) == klen && !memcmp(kind_defs[i].name, key, klen)) kd = &kind_defs[i];
+  if (!kd)
+    return fail(msg, cap, "unknown kernel kind '%.*s' (known: q4k_gemv, stream_read, gelu, gelu_erf, silu, swiglu, "
+                          "geglu, rope)", (int)(klen > 40 ? 40 : klen), key);
+  ptxgen_spec s = {.kind = kd->kind};
+  uint32_t seen = 0;
   const char *p = colon + 1;
   while (*p) {
     const char *end = strchr(p, ',');
@@ -143,31 +287,38 @@ int ptxgen_spec_parse(const char *key, ptxgen_spec *out, char *msg, size_t cap) 
     if (!eq) return fail(msg, cap, "'%.*s' is not of the form name=value", plen, p);
     size_t nlen = (size_t)(eq - p);
     size_t i = 0;
-    while (i < ndefs && !(strlen(defs[i].name) == nlen && !memcmp(defs[i].name, p, nlen))) i++;
-    if (i == ndefs) {
-      char known[64] = "";
-      for (size_t j = 0; j < ndefs; j++)
-        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", j ? ", " : "", defs[j].name);
-      return fail(msg, cap, "unknown parameter '%.*s' for %.*s (known: %s)", (int)(nlen > 40 ? 40 : nlen), p,
-                  (int)klen, key, known);
+    while (i < kd->nparams && !(strlen(kd->params[i].name) == nlen && !memcmp(kd->params[i].name, p, nlen))) i++;
+    if (i == kd->nparams) {
+      char known[256] = "";
+      for (size_t j = 0; j < kd->nparams; j++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", j ? ", " : "", kd->params[j].name);
+      return fail(msg, cap, "unknown parameter '%.*s' for %s (known: %s)", (int)(nlen > 40 ? 40 : nlen), p, kd->name,
+                  known);
     }
-    if (seen & (1u << i)) return fail(msg, cap, "parameter '%s' given twice", defs[i].name);
+    if (seen & (1u << i)) return fail(msg, cap, "parameter '%s' given twice", kd->params[i].name);
     seen |= 1u << i;
-    uint32_t v;
-    if (parse_u32(eq + 1, (size_t)(end - eq - 1), &v))
-      return fail(msg, cap, "%s='%.*s' is not an unsigned 32-bit decimal number", defs[i].name,
-                  (int)(end - eq - 1 > 40 ? 40 : end - eq - 1), eq + 1);
-    memcpy((char *)&s + defs[i].offset, &v, sizeof v);
+    size_t vlen = (size_t)(end - eq - 1);
+    if (parse_value(&kd->params[i], eq + 1, vlen, &s))
+      return fail(msg, cap, "%s='%.*s' is not %s", kd->params[i].name, (int)(vlen > 40 ? 40 : vlen), eq + 1,
+                  type_words(kd->params[i].type));
     if (!*end) break;
     p = end + 1;
     if (!*p) return fail(msg, cap, "the key ends with ','");
   }
-  for (size_t i = 0; i < ndefs; i++)
-    if (defs[i].required && !(seen & (1u << i)))
-      return fail(msg, cap, "missing parameter '%s'", defs[i].name);
-  /* sm is parameter 3 of the GEMV and 1 of the probe */
-  int sm_index = s.kind == PTXGEN_KIND_Q4K_GEMV ? 3 : 1;
-  if (!(seen & (1u << sm_index))) s.sm = DEFAULT_SM;
+  for (size_t i = 0; i < kd->nparams; i++) {
+    const param_def *pd = &kd->params[i];
+    if (seen & (1u << i)) continue;
+    if (pd->flags & REQUIRED) return fail(msg, cap, "missing parameter '%s'", pd->name);
+    char *field = (char *)&s + pd->offset;
+    if (pd->type == P_F32) {
+      float v = (float)pd->fallback;
+      memcpy(field, &v, sizeof v);
+    } else if (pd->fallback >= 0) {
+      uint32_t v = (uint32_t)pd->fallback;
+      memcpy(field, &v, sizeof v);
+    }
+  }
+  if (kd->kind == PTXGEN_KIND_ROPE && !(seen & (1u << 2))) s.n_dims = s.head_dim; /* n_dims defaults to head_dim */
   int rc = ptxgen_spec_validate(&s, msg, cap);
   if (rc) return rc;
   *out = s;

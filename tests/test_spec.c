@@ -61,6 +61,55 @@ Test(spec, parse_format_round_trip_random) {
   }
 }
 
+Test(spec, activation_and_rope_keys_round_trip) {
+  static const char *const canonical[] = {
+      "gelu:n=14336,m=1,sm=90",
+      "gelu_erf:n=777,m=3,sm=75",
+      "silu:n=1,m=8,sm=120",
+      "swiglu:n=14336,m=8,sm=90",
+      "geglu:n=3,m=2,sm=100",
+      "rope:mode=neox,head_dim=128,n_dims=128,heads=32,kv_heads=8,m=1,sm=90,base=500000",
+      "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,sm=80,base=10000,freq_scale=0.25,"
+      "freq_factors=1,ext_factor=1,attn_factor=1.5,beta_fast=16,beta_slow=2,n_ctx_orig=4096",
+      "rope:mode=neox,head_dim=96,n_dims=64,heads=3,kv_heads=1,m=2,sm=89,base=123.456,freq_scale=0.1",
+  };
+  for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
+    ptxgen_spec s, back;
+    char msg[256], key[512];
+    cr_assert_eq(ptxgen_spec_parse(canonical[i], &s, msg, sizeof msg), 0, "%s: %s", canonical[i], msg);
+    ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert_str_eq(key, canonical[i]);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0);
+  }
+  /* defaults: n_dims = head_dim, base 10000, options at their defaults are not written */
+  ptxgen_spec s;
+  char msg[256], key[512];
+  cr_assert_eq(ptxgen_spec_parse("rope:m=1,kv_heads=1,heads=2,head_dim=8,mode=normal,attn_factor=1", &s, msg,
+                                 sizeof msg), 0, "%s", msg);
+  cr_assert_eq(s.n_dims, 8u);
+  cr_assert(s.base == 10000.0f && s.freq_scale == 1.0f && s.beta_fast == 32.0f && s.beta_slow == 1.0f);
+  ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_str_eq(key, "rope:mode=normal,head_dim=8,n_dims=8,heads=2,kv_heads=1,m=1,sm=90,base=10000");
+}
+
+Test(spec, random_float_constants_round_trip) {
+  rng_state = 777;
+  for (int i = 0; i < 2000; i++) {
+    ptxgen_spec s, back;
+    char msg[256], key[512];
+    cr_assert_eq(ptxgen_spec_parse("rope:mode=neox,head_dim=64,heads=4,kv_heads=4,m=1", &s, msg, sizeof msg), 0);
+    uint32_t bits = 0x3A000000u + rnd() % 0x0C000000u; /* finite positive floats around 1e-3..1e5 */
+    memcpy(&s.base, &bits, sizeof bits);
+    if (s.base == 1.0f) continue;
+    s.freq_scale = (float)(rnd() % 1000 + 1) / 997.0f;
+    int len = ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert(len > 0);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0, "%s did not round-trip", key);
+  }
+}
+
 Test(spec, format_refuses_invalid_and_reports_truncation) {
   ptxgen_spec s = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = 4000, .n = 1, .m = 1};
   char key[16];
@@ -106,6 +155,22 @@ Test(spec, bad_keys_name_the_problem) {
   refuse(":", "unknown kernel kind ''");
   refuse("q4k_gemv:", "missing parameter 'k'");
   refuse("stream_read:n=0", "n=0");
+  refuse("silu:n=0,m=1", "n=0");
+  refuse("gelu:n=1048577,m=1", "1048576");
+  refuse("swiglu:n=5,m=9", "m=9");
+  refuse("geglu:n=5", "missing parameter 'm'");
+  refuse("rope:mode=neox,head_dim=127,heads=4,kv_heads=2,m=1", "head_dim=127");
+  refuse("rope:mode=neox,head_dim=128,n_dims=130,heads=4,kv_heads=2,m=1", "n_dims=130 exceeds head_dim=128");
+  refuse("rope:mode=neox,head_dim=128,n_dims=7,heads=4,kv_heads=2,m=1", "n_dims=7");
+  refuse("rope:mode=neox,head_dim=128,heads=32,kv_heads=5,m=1", "kv_heads=5 does not divide heads=32");
+  refuse("rope:mode=spiral,head_dim=128,heads=4,kv_heads=2,m=1", "mode='spiral' is not normal or neox");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=0", "m=0");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=1", "base=1");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=nan", "base='nan'");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=1e99", "base='1e99'");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,ext_factor=1", "n_ctx_orig");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,freq_factors=2", "freq_factors=2");
+  refuse("rope:head_dim=128,heads=4,kv_heads=2,m=1", "missing parameter 'mode'");
   refuse("stream_read:n=1,k=256", "unknown parameter 'k'");
 }
 
@@ -155,6 +220,9 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=14336,n=4096,m=8,sm=120",   "q4k_gemv:k=65536,n=33,m=8,sm=75",
       "q4k_gemv:k=4096,n=128256,m=1,sm=100",  "q4k_gemv:k=4096,n=5,m=2,sm=90,rows=4,warps=16",
       "stream_read:n=1,sm=80",                "stream_read:n=1073741824,sm=90",
+      "gelu:n=14336,m=1,sm=90",               "gelu_erf:n=777,m=3,sm=75",
+      "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
+      "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
   };
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     ptxgen_spec s;
@@ -173,7 +241,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
     snprintf(want, sizeof want, ".version %s\n", ptxgen_ptx_version(s.sm));
     cr_assert(strstr(a.ptx, want), "%s: no %s", keys[i], want);
     const ptxgen_geometry *g = &a.geometry;
-    cr_assert(g->grid[0] >= 1 && g->grid[1] == 1 && g->grid[2] == 1);
+    cr_assert(g->grid[0] >= 1 && g->grid[1] >= 1 && g->grid[1] <= 8 && g->grid[2] == 1);
     cr_assert(g->block[0] >= 32 && g->block[0] <= 1024 && g->block[0] % 32 == 0);
     cr_assert(g->shared_bytes <= 227u * 1024, "%s: %u bytes of shared memory", keys[i], g->shared_bytes);
     if (s.sm == 75) cr_assert(g->shared_bytes <= 64u * 1024);
