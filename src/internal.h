@@ -1,0 +1,182 @@
+/*
+ * internal.h: what the runtime files of src/ share and nobody else sees.
+ *
+ * The context (one device, one stream, one mutex over its tables), the
+ * module-table entry and the weight record, and the small set of helpers the
+ * files call across: error reporting (errors.c), context push/pop
+ * (context.c), kernel look-up/build and launch (modules.c), weight look-up
+ * (weights.c), tracked allocations (memory.c).
+ *
+ * Locking: ctx->lock guards the module table, the weight table, the
+ * allocation list and the staging buffers. Functions below marked "lock
+ * held" must be called with it held; none of them takes it.
+ * Driver calls need the context current: public entry points bracket their
+ * work with ptxq__enter / ptxq__leave.
+ */
+#ifndef PTXQ_INTERNAL_H
+#define PTXQ_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda.h>
+
+#include "driver.h"
+#include "ptxgen.h"
+#include "ptxq.h"
+
+#if defined(__GNUC__)
+#define PTXQ_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
+#else
+#define PTXQ_PRINTF(fmt_index, first_arg)
+#endif
+
+#define PTXQ_DETAIL_CAP 4096     /* bytes of the per-thread error detail */
+#define PTXQ_WEIGHT_NAME_MAX 127 /* bytes of a weight name, NUL excluded */
+#define PTXQ_KEY_CAP 128         /* bytes of a formatted kernel key */
+
+/* One compiled kernel. Allocated individually and never moved or freed
+ * before ptxq_close, so pointers to it may be cached (weights do). */
+struct ptxq_kernel_entry {
+  struct ptxq_kernel_entry *next; /* hash chain */
+  uint64_t hash;
+  char key[PTXQ_KEY_CAP];
+  CUmodule module;
+  CUfunction function;
+  char entry[64];
+  ptxgen_geometry geometry;
+  int registers;   /* per thread */
+  int local_bytes; /* local memory per thread: spills and stack */
+  int static_shared_bytes;
+  double jit_ms; /* generation + JIT wall time */
+};
+
+/* One named weight on the device. */
+struct ptxq_weight {
+  struct ptxq_weight *next; /* hash chain */
+  uint64_t hash;
+  char name[PTXQ_WEIGHT_NAME_MAX + 1];
+  ptxq_type type;
+  uint32_t k, n;
+  size_t bytes;
+  CUdeviceptr data;
+  /* The GEMV kernel for each batch size m (index 1..8), filled on first use
+   * so the hot path skips key formatting and the module-table look-up.
+   * Cleared when the weight is replaced (the shape may change). */
+  const struct ptxq_kernel_entry *gemv_by_m[PTXGEN_GEMV_MAX_M + 1];
+};
+
+struct ptxq_allocation {
+  CUdeviceptr ptr;
+  size_t bytes;
+};
+
+struct ptxq_ctx {
+  pthread_mutex_t lock;
+
+  /* Immutable after ptxq_open. */
+  CUdevice device;
+  CUcontext context; /* the device's primary context, retained */
+  CUstream stream;   /* non-blocking: never synchronises with the legacy stream */
+  ptxq_device_info info;
+
+  /* Module table (modules.c): chained hash, bucket count a power of two. */
+  struct ptxq_kernel_entry **kernel_buckets;
+  size_t kernel_bucket_count, kernel_count;
+
+  /* Weight table (weights.c): chained hash, bucket count a power of two. */
+  struct ptxq_weight **weight_buckets;
+  size_t weight_bucket_count, weight_count;
+
+  /* Buffers from ptxq_alloc (memory.c), freed by ptxq_close. */
+  struct ptxq_allocation *allocations;
+  size_t allocation_count, allocation_cap;
+
+  /* ptxq_gemv_host's staging buffers (exec.c), grown on demand. */
+  CUdeviceptr staging_x, staging_y;
+  size_t staging_x_bytes, staging_y_bytes;
+};
+
+/* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
+ * hash their keys with it. */
+static inline uint64_t ptxq__hash(const char *text) {
+  uint64_t hash = 14695981039346656037ull;
+  for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
+    hash ^= *p;
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+/* ---- errors.c ---- */
+
+/* Sets this thread's error detail (attached to ctx, which may be NULL) and
+ * returns status, so failures read `return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+ * "m=%u is outside 1..8", m);`. The arguments may include the current
+ * detail (ptxq_last_error) to wrap it. */
+int ptxq__fail(const ptxq_ctx *ctx, int status, const char *fmt, ...) PTXQ_PRINTF(3, 4);
+
+/* A failed driver call: detail "<what> failed: CUDA_ERROR_NAME (text)" where
+ * <what> is formatted from fmt; returns ptxq__status_of(result). */
+int ptxq__fail_cu(const ptxq_ctx *ctx, CUresult result, const char *fmt, ...) PTXQ_PRINTF(3, 4);
+
+/* The ptxq status a CUresult maps to: DEVICE_MEMORY for out-of-memory,
+ * DRIVER for everything else. */
+int ptxq__status_of(CUresult result);
+
+/* "CUDA_ERROR_NAME (text)" into buf. */
+void ptxq__cu_error_text(CUresult result, char *buf, size_t cap);
+
+/* "F32", "F16", "Q4_K", "Q6_K"; NULL for a type ptxq does not know. */
+const char *ptxq__type_name(ptxq_type type);
+
+/* ---- context.c ---- */
+
+/* Makes ctx's context current on this thread (push); ptxq__leave pops it.
+ * Every public call that touches the driver brackets its work with these,
+ * so any thread may call and the caller's own current context survives. */
+int ptxq__enter(ptxq_ctx *ctx);
+void ptxq__leave(ptxq_ctx *ctx);
+
+/* ---- memory.c ---- */
+
+/* Frees every tracked allocation (ptxq_close; context current). */
+void ptxq__allocations_free_all(ptxq_ctx *ctx);
+
+/* cuMemAlloc with the ptxq error convention: DEVICE_MEMORY naming the byte
+ * count and `what` on exhaustion. Not tracked. Context current. */
+int ptxq__device_alloc(ptxq_ctx *ctx, size_t bytes, const char *what, CUdeviceptr *out);
+
+/* ---- modules.c ---- */
+
+/* The kernel of a spec, built (generate + JIT) on first use. Lock held,
+ * context current. The spec's target must not be newer than the device. */
+int ptxq__kernel_for(ptxq_ctx *ctx, const ptxgen_spec *spec, const struct ptxq_kernel_entry **out);
+
+/* Enqueues the kernel on the context's stream with the generator's
+ * geometry. Context current. */
+int ptxq__launch(ptxq_ctx *ctx, const struct ptxq_kernel_entry *kernel, void **params);
+
+/* Unloads every module and frees the table (ptxq_close; context current). */
+void ptxq__modules_free_all(ptxq_ctx *ctx);
+
+/* ---- weights.c ---- */
+
+/* The weight of a name, or NULL after setting PTXQ_ERR_NOT_FOUND
+ * ("no weight named 'x'") as the detail. Lock held. */
+struct ptxq_weight *ptxq__weight_find(ptxq_ctx *ctx, const char *name);
+
+/* Checks a weight name (non-NULL, 1..127 bytes): PTXQ_OK or INVALID. */
+int ptxq__weight_name_check(const ptxq_ctx *ctx, const char *name);
+
+/* Frees every weight (ptxq_close; context current, stream idle). */
+void ptxq__weights_free_all(ptxq_ctx *ctx);
+
+/* ---- exec.c ---- */
+
+/* Frees the staging buffers (ptxq_close; context current, stream idle). */
+void ptxq__staging_free(ptxq_ctx *ctx);
+
+#endif

@@ -1,0 +1,232 @@
+/*
+ * weights.c: named weight matrices on the device.
+ *
+ * A weight is an [n][k] matrix of one type, uploaded once and then named by
+ * the ops (ptxq_gemv(ctx, "blk.0.ffn_up.weight", ...)). Each record also
+ * caches the GEMV kernel per batch size, so a decode step's launch costs a
+ * hash look-up by name and nothing else.
+ *
+ * Replacing or freeing a weight waits for the stream first: kernels already
+ * enqueued may still be reading the old buffer.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define INITIAL_BUCKETS 64
+
+/* Bytes of an [n][k] matrix; `who` prefixes the messages ("" or "weight 'x': "). */
+static int weight_bytes(const ptxq_ctx *ctx, const char *who, ptxq_type type, uint32_t k,
+                        uint32_t n, size_t *bytes) {
+  const char *type_name = ptxq__type_name(type);
+  if (type_name == NULL)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+                      "%sunknown weight type %d (known: F32=0, F16=1, Q4_K=12, Q6_K=14)", who,
+                      (int)type);
+  if (k == 0 || n == 0)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s%s k=%u n=%u: k and n must be > 0", who, type_name,
+                      k, n);
+
+  uint64_t row_bytes;
+  switch (type) {
+  case PTXQ_TYPE_F32: row_bytes = (uint64_t)k * 4; break;
+  case PTXQ_TYPE_F16: row_bytes = (uint64_t)k * 2; break;
+  case PTXQ_TYPE_Q4_K:
+  case PTXQ_TYPE_Q6_K:
+    if (k % PTXQ_QK_K != 0)
+      return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s%s k=%u is not a multiple of %d", who, type_name,
+                        k, PTXQ_QK_K);
+    row_bytes = (uint64_t)(k / PTXQ_QK_K) *
+                (type == PTXQ_TYPE_Q4_K ? PTXQ_Q4_K_BLOCK_BYTES : PTXQ_Q6_K_BLOCK_BYTES);
+    break;
+  default: return PTXQ_ERR_INVALID; /* unreachable: ptxq__type_name knew the type */
+  }
+  /* row_bytes < 2^35 always; the product is what can overflow. */
+  if (row_bytes > SIZE_MAX / n)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s%s k=%u n=%u: the size overflows size_t", who,
+                      type_name, k, n);
+  *bytes = (size_t)(row_bytes * n);
+  return PTXQ_OK;
+}
+
+int ptxq_weight_bytes(ptxq_type type, uint32_t k, uint32_t n, size_t *bytes) {
+  if (bytes == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_weight_bytes: bytes is NULL");
+  *bytes = 0;
+  return weight_bytes(NULL, "", type, k, n, bytes);
+}
+
+int ptxq__weight_name_check(const ptxq_ctx *ctx, const char *name) {
+  if (name == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight name is NULL");
+  size_t len = strnlen(name, PTXQ_WEIGHT_NAME_MAX + 1);
+  if (len == 0) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight name is empty");
+  if (len > PTXQ_WEIGHT_NAME_MAX)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight name '%.40s...' is longer than %d bytes", name,
+                      PTXQ_WEIGHT_NAME_MAX);
+  return PTXQ_OK;
+}
+
+/* The slot pointing at the weight (for unlinking), or at the chain's NULL
+ * end when absent. Lock held; buckets exist. */
+static struct ptxq_weight **slot_of(ptxq_ctx *ctx, const char *name, uint64_t hash) {
+  struct ptxq_weight **slot = &ctx->weight_buckets[hash & (ctx->weight_bucket_count - 1)];
+  while (*slot != NULL && ((*slot)->hash != hash || strcmp((*slot)->name, name) != 0))
+    slot = &(*slot)->next;
+  return slot;
+}
+
+static struct ptxq_weight *lookup(ptxq_ctx *ctx, const char *name) {
+  if (ctx->weight_bucket_count == 0) return NULL;
+  return *slot_of(ctx, name, ptxq__hash(name));
+}
+
+struct ptxq_weight *ptxq__weight_find(ptxq_ctx *ctx, const char *name) {
+  struct ptxq_weight *w = lookup(ctx, name);
+  if (w == NULL) ptxq__fail(ctx, PTXQ_ERR_NOT_FOUND, "no weight named '%s'", name);
+  return w;
+}
+
+/* Doubles the buckets when the chains would average more than one. */
+static int reserve_one(ptxq_ctx *ctx) {
+  if (ctx->weight_count + 1 <= ctx->weight_bucket_count) return PTXQ_OK;
+  size_t count = ctx->weight_bucket_count ? ctx->weight_bucket_count * 2 : INITIAL_BUCKETS;
+  struct ptxq_weight **buckets = calloc(count, sizeof *buckets);
+  if (buckets == NULL) return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight table: out of host memory");
+  for (size_t i = 0; i < ctx->weight_bucket_count; i++) {
+    struct ptxq_weight *w = ctx->weight_buckets[i];
+    while (w != NULL) {
+      struct ptxq_weight *next = w->next;
+      size_t b = w->hash & (count - 1);
+      w->next = buckets[b];
+      buckets[b] = w;
+      w = next;
+    }
+  }
+  free(ctx->weight_buckets);
+  ctx->weight_buckets = buckets;
+  ctx->weight_bucket_count = count;
+  return PTXQ_OK;
+}
+
+/* Puts a filled device buffer under the name, replacing an existing weight.
+ * Lock held, context current. On failure the buffer is the caller's. */
+static int install(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, uint32_t n,
+                   size_t bytes, CUdeviceptr data) {
+  int status = reserve_one(ctx);
+  if (status != PTXQ_OK) return status;
+  uint64_t hash = ptxq__hash(name);
+  struct ptxq_weight **slot = slot_of(ctx, name, hash);
+  struct ptxq_weight *w = *slot;
+  if (w != NULL) {
+    CUresult result = ptxq__cu.StreamSynchronize(ctx->stream);
+    if (result != CUDA_SUCCESS)
+      return ptxq__fail_cu(ctx, result, "weight '%s': waiting for kernels using the old data",
+                           name);
+    (void)ptxq__cu.MemFree(w->data);
+  } else {
+    if ((w = calloc(1, sizeof *w)) == NULL)
+      return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight '%s': out of host memory", name);
+    w->hash = hash;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    *slot = w;
+    ctx->weight_count++;
+  }
+  w->type = type;
+  w->k = k;
+  w->n = n;
+  w->bytes = bytes;
+  w->data = data;
+  memset(w->gemv_by_m, 0, sizeof w->gemv_by_m);
+  return PTXQ_OK;
+}
+
+int ptxq_weight_upload(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, uint32_t n,
+                       const void *data, size_t bytes) {
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_weight_upload: ctx is NULL");
+  int status = ptxq__weight_name_check(ctx, name);
+  if (status != PTXQ_OK) return status;
+  char who[PTXQ_WEIGHT_NAME_MAX + 16];
+  snprintf(who, sizeof who, "weight '%s': ", name);
+  size_t needed = 0;
+  if ((status = weight_bytes(ctx, who, type, k, n, &needed)) != PTXQ_OK) return status;
+  if (bytes != needed)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': %zu bytes given, %s k=%u n=%u needs %zu",
+                      name, bytes, ptxq__type_name(type), k, n, needed);
+  if (data == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': data is NULL", name);
+
+  if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  /* Allocate and copy outside the lock (a large copy would stall every
+   * other thread's launches); only the swap into the table is locked. */
+  CUdeviceptr buffer = 0;
+  status = ptxq__device_alloc(ctx, bytes, who, &buffer);
+  if (status == PTXQ_OK) {
+    CUresult result = ptxq__cu.MemcpyHtoDAsync(buffer, data, bytes, ctx->stream);
+    if (result == CUDA_SUCCESS) result = ptxq__cu.StreamSynchronize(ctx->stream);
+    if (result != CUDA_SUCCESS) {
+      status = ptxq__fail_cu(ctx, result, "weight '%s': copying %zu bytes", name, bytes);
+    } else {
+      pthread_mutex_lock(&ctx->lock);
+      status = install(ctx, name, type, k, n, bytes, buffer);
+      pthread_mutex_unlock(&ctx->lock);
+    }
+    if (status != PTXQ_OK) (void)ptxq__cu.MemFree(buffer);
+  }
+  ptxq__leave(ctx);
+  return status;
+}
+
+int ptxq_weight_free(ptxq_ctx *ctx, const char *name) {
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_weight_free: ctx is NULL");
+  int status = ptxq__weight_name_check(ctx, name);
+  if (status != PTXQ_OK) return status;
+  if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  pthread_mutex_lock(&ctx->lock);
+  struct ptxq_weight *w = ptxq__weight_find(ctx, name);
+  if (w == NULL) {
+    status = PTXQ_ERR_NOT_FOUND;
+  } else {
+    CUresult result = ptxq__cu.StreamSynchronize(ctx->stream);
+    if (result != CUDA_SUCCESS) {
+      status = ptxq__fail_cu(ctx, result, "weight '%s': waiting for kernels using it", name);
+    } else {
+      struct ptxq_weight **slot = slot_of(ctx, name, w->hash);
+      *slot = w->next;
+      ctx->weight_count--;
+      (void)ptxq__cu.MemFree(w->data);
+      free(w);
+    }
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  ptxq__leave(ctx);
+  return status;
+}
+
+int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info) {
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_weight_info_get: ctx is NULL");
+  int status = ptxq__weight_name_check(ctx, name);
+  if (status != PTXQ_OK) return status;
+  if (info == NULL)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_weight_info_get('%s'): info is NULL", name);
+  pthread_mutex_lock(&ctx->lock);
+  const struct ptxq_weight *w = ptxq__weight_find(ctx, name);
+  if (w != NULL) *info = (ptxq_weight_info){w->type, w->k, w->n, w->bytes, w->data};
+  pthread_mutex_unlock(&ctx->lock);
+  return w != NULL ? PTXQ_OK : PTXQ_ERR_NOT_FOUND;
+}
+
+void ptxq__weights_free_all(ptxq_ctx *ctx) {
+  for (size_t i = 0; i < ctx->weight_bucket_count; i++) {
+    struct ptxq_weight *w = ctx->weight_buckets[i];
+    while (w != NULL) {
+      struct ptxq_weight *next = w->next;
+      (void)ptxq__cu.MemFree(w->data);
+      free(w);
+      w = next;
+    }
+  }
+  free(ctx->weight_buckets);
+  ctx->weight_buckets = NULL;
+  ctx->weight_bucket_count = ctx->weight_count = 0;
+}
