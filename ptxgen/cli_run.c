@@ -1,0 +1,520 @@
+/*
+ * cli_run.c: `ptxgen run`, run one kernel on the GPU on seeded random data,
+ * check it against the CPU reference and time it.
+ *
+ * The data are random but valid inputs, never zeros: Q4_K blocks are made
+ * directly from random bytes (quantizing floats would take minutes at the
+ * largest shapes), with d and dmin set to random finite f16 values so that
+ * no NaN or Inf enters. The output buffer is poisoned with NaN before the
+ * launch so that an output the kernel never writes cannot pass.
+ *
+ * The fp64 reference is run on slices of rows in parallel: one thread does
+ * 128256 x 4096 x 8 in about 16 s, being bound by the latency of its
+ * in-order double sums. Each row's result does not depend on the split.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "ptxq.h"
+
+static const char run_usage[] =
+    "usage: ptxgen run KEY [--seed N] [--cpu] [--reps N]\n"
+    "\n"
+    "q4k_gemv keys: makes seeded random Q4_K weights W[n][k] and activations\n"
+    "x[m][k] in [-1, 1], runs the kernel through the runtime, compares y with the\n"
+    "fp64 CPU reference, checks batch invariance and times the kernel:\n"
+    "  KEY seed=N device=NAME\n"
+    "  max_rel_err=E (max|y-ref| / max|ref| over m*n outputs)\n"
+    "  batch_invariant=yes|no      (m > 1: each row against its own m=1 product)\n"
+    "  kernel_us=T weight_gbps=G (median of R reps after 3 warm-up, weights hot)\n"
+    "Fails (exit 1) if max_rel_err > 1e-5, an output is NaN or batch invariance fails.\n"
+    "A key with tuning (rows=, warps=) is launched by its key (ptxq_kernel_launch),\n"
+    "any other through ptxq_gemv.\n"
+    "With --cpu only the reference runs (no GPU needed):\n"
+    "  KEY seed=N cpu\n"
+    "  ref_ms=T checksum=S (sum of y over m*n outputs)\n"
+    "stream_read keys: reads n random 16-byte vectors once per launch:\n"
+    "  KEY seed=N device=NAME\n"
+    "  kernel_us=T read_gbps=G (median of R reps after 3 warm-up)\n"
+    "\n"
+    "options:\n"
+    "  --seed N   seed of the random data (default 1)\n"
+    "  --reps N   timed repetitions, 1..100000 (default 50)\n"
+    "  --cpu      q4k_gemv only: run the CPU reference alone\n";
+
+#define WARMUP_LAUNCHES 3
+#define MAX_REL_ERR 1e-5
+#define WEIGHT_NAME "ptxgen_run"
+
+/* splitmix64: a tiny, well-mixed generator, so a seed means the same data on
+ * every machine. */
+static uint64_t random_next(uint64_t *state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+static void random_bytes(uint64_t *state, uint8_t *out, size_t len) {
+  for (size_t i = 0; i < len; i += 8) {
+    uint64_t r = random_next(state);
+    size_t take = len - i < 8 ? len - i : 8;
+    memcpy(out + i, &r, take);
+  }
+}
+
+/* A positive f16 in [2^-10, 2^-3) (about [1e-3, 0.125)): biased exponent
+ * 5..11, any mantissa. */
+static uint16_t random_f16_scale(uint64_t *state) {
+  uint64_t r = random_next(state);
+  return (uint16_t)(((5 + r % 7) << 10) | ((r >> 32) & 0x3FF));
+}
+
+static void random_q4k_blocks(uint64_t *state, uint8_t *blocks, size_t count) {
+  random_bytes(state, blocks, count * PTXQ_Q4_K_BLOCK_BYTES);
+  for (size_t b = 0; b < count; b++) {
+    uint8_t *block = blocks + b * PTXQ_Q4_K_BLOCK_BYTES;
+    uint16_t d = random_f16_scale(state), dmin = random_f16_scale(state);
+    block[0] = (uint8_t)d, block[1] = (uint8_t)(d >> 8);
+    block[2] = (uint8_t)dmin, block[3] = (uint8_t)(dmin >> 8);
+  }
+}
+
+/* Uniform in [-1, 1): 24 random bits, exact in a float. */
+static void random_activations(uint64_t *state, float *x, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    x[i] = (float)((int32_t)(random_next(state) >> 40) - (1 << 23)) / (float)(1 << 23);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void *alloc_or_report(size_t bytes, const char *what) {
+  void *p = malloc(bytes ? bytes : 1);
+  if (!p) fprintf(stderr, "ptxgen: run: cannot allocate %zu bytes for %s\n", bytes, what);
+  return p;
+}
+
+/* ---- the CPU reference, on all cores --------------------------------- */
+
+#define MAX_REFERENCE_THREADS 64
+
+typedef struct reference_slice {
+  const uint8_t *weights; /* first row of the slice */
+  const float *x;
+  uint32_t k, rows, m;
+  double *y; /* [m][rows] */
+  int status;
+} reference_slice;
+
+static void *reference_slice_run(void *arg) {
+  reference_slice *slice = arg;
+  slice->status = ptxq_ref_gemv(PTXQ_TYPE_Q4_K, slice->weights, slice->k, slice->rows, slice->x,
+                                slice->m, slice->y);
+  return NULL;
+}
+
+/* ref[m][n] = x . W^T by ptxq_ref_gemv, rows split over the online cores. */
+static int reference_gemv(const ptxgen_spec *spec, const uint8_t *weights, const float *x,
+                          double *ref) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  uint32_t threads = cores < 1 ? 1 : cores > MAX_REFERENCE_THREADS ? MAX_REFERENCE_THREADS
+                                                                    : (uint32_t)cores;
+  if (threads > spec->n) threads = spec->n;
+  size_t row_bytes = (size_t)(spec->k / PTXQ_QK_K) * PTXQ_Q4_K_BLOCK_BYTES;
+  reference_slice slices[MAX_REFERENCE_THREADS];
+  pthread_t ids[MAX_REFERENCE_THREADS];
+  int started[MAX_REFERENCE_THREADS] = {0};
+  int status = PTXQ_OK;
+  for (uint32_t t = 0; t < threads; t++) {
+    uint32_t first = (uint32_t)((uint64_t)spec->n * t / threads);
+    uint32_t end = (uint32_t)((uint64_t)spec->n * (t + 1) / threads);
+    slices[t] = (reference_slice){weights + first * row_bytes, x, spec->k, end - first, spec->m,
+                                  NULL, PTXQ_OK};
+    slices[t].y = malloc((size_t)spec->m * slices[t].rows * sizeof(double));
+    if (!slices[t].y) {
+      slices[t].status = PTXQ_ERR_NOMEM;
+      continue;
+    }
+    /* A thread that cannot be started does its slice here instead. */
+    started[t] = pthread_create(&ids[t], NULL, reference_slice_run, &slices[t]) == 0;
+    if (!started[t]) reference_slice_run(&slices[t]);
+  }
+  uint32_t first = 0;
+  for (uint32_t t = 0; t < threads; t++) {
+    if (started[t]) pthread_join(ids[t], NULL);
+    if (slices[t].status != PTXQ_OK && status == PTXQ_OK) status = slices[t].status;
+    for (uint32_t mi = 0; status == PTXQ_OK && mi < spec->m; mi++)
+      memcpy(ref + (size_t)mi * spec->n + first, slices[t].y + (size_t)mi * slices[t].rows,
+             slices[t].rows * sizeof(double));
+    first += slices[t].rows;
+    free(slices[t].y);
+  }
+  if (status != PTXQ_OK) fprintf(stderr, "ptxgen: run: ptxq_ref_gemv: %s\n", ptxq_strerror(status));
+  return status == PTXQ_OK ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+}
+
+static int report_ptxq(const ptxq_ctx *ctx, const char *what, int status) {
+  fprintf(stderr, "ptxgen: run: %s: %s: %s\n", what, ptxq_strerror(status),
+          ptxq_last_error(ctx));
+  return CLI_EXIT_FAILURE;
+}
+
+/* Opens a context for the key's target and prints the run's first line. */
+static int open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptxq_ctx **ctx) {
+  ptxq_options options = {.device = 0, .target_sm = spec->sm};
+  int status = ptxq_open(ctx, &options);
+  if (status != PTXQ_OK) return report_ptxq(NULL, "ptxq_open", status);
+  ptxq_device_info info;
+  status = ptxq_device_info_get(*ctx, &info);
+  if (status != PTXQ_OK) return report_ptxq(*ctx, "ptxq_device_info_get", status);
+  printf("%s seed=%" PRIu64 " device=%s\n", key, seed, info.name);
+  return CLI_EXIT_OK;
+}
+
+typedef int (*launch_fn)(ptxq_ctx *ctx, void *arg);
+
+static int compare_floats(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median kernel time in microseconds over reps launches, each bracketed by
+ * events, after a warm-up that also builds the kernel. */
+static int time_launches(ptxq_ctx *ctx, launch_fn launch, void *arg, int reps, double *median_us) {
+  ptxq_event *start = NULL, *end = NULL;
+  float *times = alloc_or_report((size_t)reps * sizeof *times, "timings");
+  if (!times) return CLI_EXIT_FAILURE;
+  int status = ptxq_event_create(ctx, &start);
+  if (status == PTXQ_OK) status = ptxq_event_create(ctx, &end);
+  const char *what = "ptxq_event_create";
+  for (int i = 0; status == PTXQ_OK && i < WARMUP_LAUNCHES; i++) {
+    status = launch(ctx, arg);
+    what = "warm-up launch";
+  }
+  for (int i = 0; status == PTXQ_OK && i < reps; i++) {
+    what = "timed launch";
+    status = ptxq_event_record(ctx, start);
+    if (status == PTXQ_OK) status = launch(ctx, arg);
+    if (status == PTXQ_OK) status = ptxq_event_record(ctx, end);
+    if (status == PTXQ_OK) status = ptxq_event_elapsed_ms(ctx, start, end, &times[i]);
+  }
+  int result = CLI_EXIT_OK;
+  if (status != PTXQ_OK) {
+    result = report_ptxq(ctx, what, status);
+  } else {
+    qsort(times, (size_t)reps, sizeof *times, compare_floats);
+    double mid = reps % 2 ? times[reps / 2] : 0.5 * ((double)times[reps / 2 - 1] + times[reps / 2]);
+    *median_us = mid * 1e3;
+  }
+  if (start) ptxq_event_destroy(ctx, start);
+  if (end) ptxq_event_destroy(ctx, end);
+  free(times);
+  return result;
+}
+
+/* A product is launched through ptxq_gemv, the way a user runs it, unless
+ * the key names tuning (rows=, warps=) that ptxq_gemv would not choose: then
+ * the key's own kernel is launched, so that the kernel checked is the one
+ * the key names. */
+typedef struct gemv_launch {
+  const char *key; /* NULL: ptxq_gemv */
+  ptxq_dev w, x, y;
+  uint32_t m;
+} gemv_launch;
+
+static int launch_gemv(ptxq_ctx *ctx, void *arg) {
+  gemv_launch *g = arg;
+  if (!g->key) return ptxq_gemv(ctx, WEIGHT_NAME, g->x, g->y, g->m);
+  void *params[] = {&g->w, &g->x, &g->y};
+  return ptxq_kernel_launch(ctx, g->key, params);
+}
+
+/* Uploads NaN bytes over count floats at y, so unwritten outputs show. */
+static int poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {
+  int status = ptxq_upload(ctx, y, nan_bytes, bytes);
+  return status == PTXQ_OK ? CLI_EXIT_OK : report_ptxq(ctx, "ptxq_upload (poison y)", status);
+}
+
+/* Runs the m = 1 product of each row of x and compares it bit for bit with
+ * the batched result y_batched. Prints batch_invariant=yes|no. */
+static int check_batch_invariance(ptxq_ctx *ctx, const ptxgen_spec *spec,
+                                  const gemv_launch *batched, const float *y_batched,
+                                  const uint8_t *nan_bytes, int *invariant) {
+  size_t row_bytes = (size_t)spec->n * sizeof(float);
+  float *row = alloc_or_report(row_bytes, "one output row");
+  if (!row) return CLI_EXIT_FAILURE;
+  ptxq_dev y1 = 0;
+  int status = ptxq_alloc(ctx, row_bytes, &y1);
+  if (status != PTXQ_OK) {
+    free(row);
+    return report_ptxq(ctx, "ptxq_alloc (y of m=1)", status);
+  }
+  ptxgen_spec single = *spec;
+  single.m = 1;
+  char single_key[256];
+  cli_format_key(&single, single_key, sizeof single_key);
+  *invariant = 1;
+  int result = CLI_EXIT_OK;
+  for (uint32_t i = 0; i < spec->m && result == CLI_EXIT_OK; i++) {
+    result = poison(ctx, y1, nan_bytes, row_bytes);
+    if (result != CLI_EXIT_OK) break;
+    gemv_launch one = {batched->key ? single_key : NULL, batched->w,
+                       batched->x + (ptxq_dev)i * spec->k * sizeof(float), y1, 1};
+    status = launch_gemv(ctx, &one);
+    if (status == PTXQ_OK) status = ptxq_download(ctx, row, y1, row_bytes);
+    if (status != PTXQ_OK) {
+      result = report_ptxq(ctx, "m=1 product", status);
+      break;
+    }
+    const float *batched = y_batched + (size_t)i * spec->n;
+    if (memcmp(row, batched, row_bytes) != 0 && *invariant) {
+      *invariant = 0;
+      for (uint32_t j = 0; j < spec->n; j++) {
+        if (memcmp(&row[j], &batched[j], sizeof(float)) != 0) {
+          fprintf(stderr,
+                  "ptxgen: run: row %u of the m=%u product differs from its m=1 product at "
+                  "column %u: %.9g (m=%u) vs %.9g (m=1)\n",
+                  i, spec->m, j, (double)batched[j], spec->m, (double)row[j]);
+          break;
+        }
+      }
+    }
+  }
+  ptxq_free(ctx, y1);
+  free(row);
+  if (result == CLI_EXIT_OK) printf("batch_invariant=%s\n", *invariant ? "yes" : "no");
+  return result;
+}
+
+/* Prints max_rel_err; returns CLI_EXIT_FAILURE if y is not close to ref. */
+static int compare_with_reference(const ptxgen_spec *spec, const float *y, const double *ref) {
+  size_t count = (size_t)spec->m * spec->n;
+  double max_diff = 0, max_ref = 0;
+  size_t non_finite = 0, first_non_finite = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (!isfinite(y[i])) {
+      if (non_finite++ == 0) first_non_finite = i;
+      continue;
+    }
+    max_diff = fmax(max_diff, fabs((double)y[i] - ref[i]));
+    max_ref = fmax(max_ref, fabs(ref[i]));
+  }
+  double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
+  printf("max_rel_err=%.3e (max|y-ref| / max|ref| over m*n outputs)\n", rel);
+  int result = CLI_EXIT_OK;
+  if (non_finite > 0) {
+    fprintf(stderr, "ptxgen: run: %zu of %zu outputs are not finite, first y[%zu][%zu] = %g\n",
+            non_finite, count, first_non_finite / spec->n, first_non_finite % spec->n,
+            (double)y[first_non_finite]);
+    result = CLI_EXIT_FAILURE;
+  }
+  if (rel > MAX_REL_ERR) {
+    fprintf(stderr, "ptxgen: run: max_rel_err %.3e is above %.0e\n", rel, MAX_REL_ERR);
+    result = CLI_EXIT_FAILURE;
+  }
+  return result;
+}
+
+static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
+                        int reps) {
+  ptxq_ctx *ctx = NULL;
+  if (!cpu_only && open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) {
+    ptxq_close(ctx);
+    return CLI_EXIT_FAILURE;
+  }
+  size_t blocks = (size_t)spec->n * (spec->k / PTXQ_QK_K);
+  size_t weight_bytes = blocks * PTXQ_Q4_K_BLOCK_BYTES;
+  size_t x_count = (size_t)spec->m * spec->k, y_count = (size_t)spec->m * spec->n;
+  uint8_t *weights = alloc_or_report(weight_bytes, "the weights");
+  float *x = alloc_or_report(x_count * sizeof *x, "x");
+  float *y = alloc_or_report(y_count * sizeof *y, "y");
+  double *ref = alloc_or_report(y_count * sizeof *ref, "the reference y");
+  uint8_t *nan_bytes = alloc_or_report(y_count * sizeof *y, "the NaN poison");
+  int result = CLI_EXIT_FAILURE, status;
+  if (!weights || !x || !y || !ref || !nan_bytes) goto done;
+  uint64_t state = seed;
+  random_q4k_blocks(&state, weights, blocks);
+  random_activations(&state, x, x_count);
+  memset(nan_bytes, 0xFF, y_count * sizeof *y);
+
+  if (cpu_only) {
+    printf("%s seed=%" PRIu64 " cpu\n", key, seed);
+    double start = now_ms();
+    if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
+    double elapsed = now_ms() - start;
+    double checksum = 0;
+    for (size_t i = 0; i < y_count; i++) checksum += ref[i];
+    printf("ref_ms=%.1f checksum=%.17g (sum of y over m*n outputs)\n", elapsed, checksum);
+    result = CLI_EXIT_OK;
+    goto done;
+  }
+
+  ptxq_dev x_dev = 0, y_dev = 0;
+  status = ptxq_weight_upload(ctx, WEIGHT_NAME, PTXQ_TYPE_Q4_K, spec->k, spec->n, weights,
+                              weight_bytes);
+  if (status != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_weight_upload", status);
+    goto done;
+  }
+  if ((status = ptxq_alloc(ctx, x_count * sizeof *x, &x_dev)) != PTXQ_OK ||
+      (status = ptxq_alloc(ctx, y_count * sizeof *y, &y_dev)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_alloc", status);
+    goto done;
+  }
+  if ((status = ptxq_upload(ctx, x_dev, x, x_count * sizeof *x)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_upload (x)", status);
+    goto done;
+  }
+  if (poison(ctx, y_dev, nan_bytes, y_count * sizeof *y) != CLI_EXIT_OK) goto done;
+  ptxq_weight_info weight;
+  if ((status = ptxq_weight_info_get(ctx, WEIGHT_NAME, &weight)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_weight_info_get", status);
+    goto done;
+  }
+  int tuned = spec->rows != 0 || spec->warps != 0;
+  gemv_launch batched = {tuned ? key : NULL, weight.data, x_dev, y_dev, spec->m};
+  if ((status = launch_gemv(ctx, &batched)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_gemv", status);
+    goto done;
+  }
+  if ((status = ptxq_download(ctx, y, y_dev, y_count * sizeof *y)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_download (y)", status);
+    goto done;
+  }
+  if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
+  int accurate = compare_with_reference(spec, y, ref) == CLI_EXIT_OK;
+  int invariant = 1;
+  if (spec->m > 1 &&
+      check_batch_invariance(ctx, spec, &batched, y, nan_bytes, &invariant) != CLI_EXIT_OK)
+    goto done;
+  double us = 0;
+  if (time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
+  printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
+         us, (double)weight_bytes / (us * 1e3), reps, WARMUP_LAUNCHES);
+  result = accurate && invariant ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+done:
+  ptxq_close(ctx); /* frees the weight and buffers too */
+  free(weights);
+  free(x);
+  free(y);
+  free(ref);
+  free(nan_bytes);
+  return result;
+}
+
+typedef struct read_launch {
+  const char *key;
+  ptxq_dev src, sink;
+} read_launch;
+
+static int launch_read(ptxq_ctx *ctx, void *arg) {
+  read_launch *r = arg;
+  void *params[] = {&r->src, &r->sink};
+  return ptxq_kernel_launch(ctx, r->key, params);
+}
+
+/* Fills bytes of device memory at dst with random bytes, a chunk at a time
+ * (the buffer may be far larger than wise to hold twice). */
+static int upload_random(ptxq_ctx *ctx, ptxq_dev dst, size_t bytes, uint64_t *state) {
+  size_t chunk = bytes < ((size_t)64 << 20) ? bytes : ((size_t)64 << 20);
+  uint8_t *buf = alloc_or_report(chunk, "a staging chunk");
+  if (!buf) return CLI_EXIT_FAILURE;
+  int status = PTXQ_OK;
+  for (size_t off = 0; off < bytes && status == PTXQ_OK; off += chunk) {
+    size_t len = bytes - off < chunk ? bytes - off : chunk;
+    random_bytes(state, buf, len);
+    status = ptxq_upload(ctx, dst + off, buf, len);
+  }
+  free(buf);
+  return status == PTXQ_OK ? CLI_EXIT_OK : report_ptxq(ctx, "ptxq_upload (source)", status);
+}
+
+static int run_stream_read(const char *key, const ptxgen_spec *spec, uint64_t seed, int reps) {
+  ptxq_ctx *ctx = NULL;
+  int result = CLI_EXIT_FAILURE, status;
+  if (open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) goto done;
+  size_t bytes = (size_t)spec->n * 16;
+  read_launch launch = {key, 0, 0};
+  uint32_t zero = 0;
+  if ((status = ptxq_alloc(ctx, bytes, &launch.src)) != PTXQ_OK ||
+      (status = ptxq_alloc(ctx, sizeof zero, &launch.sink)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_alloc", status);
+    goto done;
+  }
+  uint64_t state = seed;
+  if (upload_random(ctx, launch.src, bytes, &state) != CLI_EXIT_OK) goto done;
+  if ((status = ptxq_upload(ctx, launch.sink, &zero, sizeof zero)) != PTXQ_OK) {
+    report_ptxq(ctx, "ptxq_upload (sink)", status);
+    goto done;
+  }
+  double us = 0;
+  if (time_launches(ctx, launch_read, &launch, reps, &us) != CLI_EXIT_OK) goto done;
+  printf("kernel_us=%.2f read_gbps=%.1f (median of %d reps after %d warm-up, %zu bytes)\n", us,
+         (double)bytes / (us * 1e3), reps, WARMUP_LAUNCHES, bytes);
+  result = CLI_EXIT_OK;
+done:
+  ptxq_close(ctx);
+  return result;
+}
+
+int cli_run(int argc, char **argv) {
+  const char *key_text = NULL, *seed_text = NULL, *reps_text = NULL;
+  int cpu_only = 0;
+  for (int i = 1; i < argc; i++) {
+    if (cli_is_help(argv[i])) {
+      fputs(run_usage, stdout);
+      return CLI_EXIT_OK;
+    }
+  }
+  for (int i = 1; i < argc; i++) {
+    int got = cli_option_value(argc, argv, &i, "--seed", &seed_text);
+    if (got == 0) got = cli_option_value(argc, argv, &i, "--reps", &reps_text);
+    if (got < 0) return CLI_EXIT_USAGE;
+    if (got > 0) continue;
+    if (strcmp(argv[i], "--cpu") == 0) {
+      cpu_only = 1;
+      continue;
+    }
+    if (argv[i][0] == '-' || key_text) return cli_bad_argument("run", argv[i]);
+    key_text = argv[i];
+  }
+  if (!key_text) {
+    fprintf(stderr, "ptxgen: run: missing KEY\n%s", run_usage);
+    return CLI_EXIT_USAGE;
+  }
+  uint64_t seed = 1, reps = 50;
+  if (seed_text && cli_parse_u64("--seed", seed_text, 0, UINT64_MAX, &seed) != 0)
+    return CLI_EXIT_USAGE;
+  if (reps_text && cli_parse_u64("--reps", reps_text, 1, 100000, &reps) != 0)
+    return CLI_EXIT_USAGE;
+  ptxgen_spec spec;
+  if (cli_parse_key(key_text, &spec) != CLI_EXIT_OK) return CLI_EXIT_USAGE;
+  char key[256];
+  cli_format_key(&spec, key, sizeof key);
+
+  switch (spec.kind) {
+  case PTXGEN_KIND_Q4K_GEMV:
+    return run_q4k_gemv(key, &spec, seed, cpu_only, (int)reps);
+  case PTXGEN_KIND_STREAM_READ:
+    if (cpu_only) {
+      fprintf(stderr, "ptxgen: run: no CPU reference for stream_read\n");
+      return CLI_EXIT_FAILURE;
+    }
+    return run_stream_read(key, &spec, seed, (int)reps);
+  default:
+    fprintf(stderr, "ptxgen: run: no runner for the kind of '%s'\n", key);
+    return CLI_EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,154 @@
+#!/bin/sh
+# test_cli.sh: suite "unit", the `ptxgen` command-line tool from the outside.
+#
+#   tests/test_cli.sh PATH/TO/ptxgen
+#
+# Exit statuses (0 ok, 1 failure, 2 usage), where data and messages go, that
+# every example key of `list` emits, that emit is deterministic, that bad keys
+# are refused with a message naming the problem, the CPU-only run, and check
+# when a ptxas can be found. Prints each failed expectation; exits 1 if any.
+
+bin=${1:?usage: test_cli.sh PATH/TO/ptxgen}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# run EXPECTED_STATUS ARGS...: runs ptxgen, output in $tmp/out and $tmp/err
+run() {
+  want=$1
+  shift
+  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  got=$?
+  if [ "$got" -ne "$want" ]; then
+    fail "ptxgen $* exited $got, want $want; stderr: $(head -c 600 "$tmp/err")"
+    return 1
+  fi
+  return 0
+}
+
+# --- help and usage ----------------------------------------------------------
+for help in --help -h help; do
+  run 0 $help && { grep -q 'usage: ptxgen' "$tmp/out" || fail "ptxgen $help: no usage on stdout"; }
+done
+for command in list emit check run; do
+  for help in --help -h; do
+    run 0 $command $help &&
+      { grep -q "usage: ptxgen $command" "$tmp/out" || fail "ptxgen $command $help: no usage on stdout"; }
+  done
+done
+run 2
+run 2 frobnicate && { grep -q "unknown command 'frobnicate'" "$tmp/err" || fail "unknown command: message"; }
+run 2 list --bogus
+run 2 emit
+run 2 emit --bogus q4k_gemv:k=256,n=1,m=1
+run 2 emit q4k_gemv:k=256,n=1,m=1 q4k_gemv:k=256,n=2,m=1
+run 2 emit q4k_gemv:k=256,n=1,m=1 -o
+run 2 check
+run 2 run
+run 2 run q4k_gemv:k=256,n=1,m=1 --reps 0 --cpu
+run 2 run q4k_gemv:k=256,n=1,m=1 --seed x --cpu
+
+# --- list: every example key emits ------------------------------------------
+if run 0 list; then
+  [ -s "$tmp/out" ] || fail "list printed nothing"
+  cp "$tmp/out" "$tmp/list"
+  while read -r kind key params; do
+    [ -n "$params" ] || fail "list line for '$kind' has no parameters text"
+    case $key in
+      "$kind":*) ;;
+      *) fail "list: example key '$key' does not start with '$kind:'" ;;
+    esac
+    run 0 emit "$key" && { grep -q '^\.visible \.entry\|\.entry ' "$tmp/out" || fail "emit $key: no .entry"; }
+  done <"$tmp/list"
+fi
+
+# --- emit: deterministic, -o writes the same bytes ---------------------------
+key=q4k_gemv:k=512,n=777,m=3,sm=80
+if run 0 emit $key; then
+  cp "$tmp/out" "$tmp/first.ptx"
+  [ -s "$tmp/err" ] && fail "emit $key wrote to stderr: $(head -c 300 "$tmp/err")"
+  grep -q '^\.version ' "$tmp/first.ptx" || fail "emit $key: no .version line"
+  grep -q '^\.target sm_80' "$tmp/first.ptx" || fail "emit $key: no .target sm_80 line"
+  run 0 emit $key && { cmp -s "$tmp/out" "$tmp/first.ptx" || fail "emit $key twice: PTX differs"; }
+  run 0 emit $key -o "$tmp/file.ptx" && { cmp -s "$tmp/file.ptx" "$tmp/first.ptx" || fail "emit -o: file differs from stdout"; }
+  [ -s "$tmp/out" ] && fail "emit -o also wrote to stdout"
+  # parameters in another order, sm given or defaulted, name the same kernel
+  run 0 emit q4k_gemv:m=3,sm=80,n=777,k=512 && { cmp -s "$tmp/out" "$tmp/first.ptx" || fail "emit: parameter order changes the PTX"; }
+fi
+run 1 emit $key -o "$tmp/no/such/dir/file.ptx"
+
+# --- bad keys: exit 2, "ptxgen: bad key '<key>': <why>" naming the problem ----
+# bad_key KEY WORD: WORD must appear (as a word) in the reason
+bad_key() {
+  if run 2 emit "$1"; then
+    line=$(grep "^ptxgen: bad key '$1': " "$tmp/err")
+    if [ -z "$line" ]; then
+      fail "bad key '$1': no \"ptxgen: bad key '$1': ...\" message; stderr: $(cat "$tmp/err")"
+    elif [ -n "$2" ]; then
+      why=${line#"ptxgen: bad key '$1': "}
+      echo "$why" | grep -qw -- "$2" || fail "bad key '$1': reason '$why' does not name '$2'"
+    fi
+  fi
+}
+bad_key 'q4k_gemv:k=4000,n=4096,m=1' k
+bad_key 'q4k_gemv:k=0,n=4096,m=1' k
+bad_key 'q4k_gemv:k=4096,n=4096,m=0' m
+bad_key 'q4k_gemv:k=4096,n=0,m=1' n
+bad_key 'q4k_gemv:k=4096,n=4096,m=9' m
+bad_key 'q4k_gemv:k=4096,n=4096,m=1,sm=61' sm
+bad_key 'no_such_kind:k=4096,n=4096,m=1' no_such_kind
+bad_key 'q4k_gemv:k=4096,n=4096,m=1,bogus=3' bogus
+bad_key 'stream_read:n=0' n
+bad_key '#!?garbage' ''
+bad_key '' ''
+# the same refusal from the other commands
+run 2 check 'q4k_gemv:k=4000,n=4096,m=1' && { grep -q "^ptxgen: bad key 'q4k_gemv:k=4000,n=4096,m=1': " "$tmp/err" || fail "check: bad key message"; }
+run 2 run 'q4k_gemv:k=4000,n=4096,m=1' --cpu && { grep -q "^ptxgen: bad key " "$tmp/err" || fail "run: bad key message"; }
+
+# --- run --cpu: the reference alone, deterministic per seed ------------------
+small=q4k_gemv:k=512,n=37,m=3,sm=80
+if run 0 run $small --cpu --seed 7; then
+  grep -q '^ref_ms=[0-9.]* checksum=[-0-9.e+]* ' "$tmp/out" || fail "run --cpu: no ref_ms/checksum line: $(cat "$tmp/out")"
+  grep -q "^$small seed=7 cpu\$" "$tmp/out" || fail "run --cpu: no '$small seed=7 cpu' line"
+  sum7=$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")
+  run 0 run $small --cpu --seed=7 && [ "$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")" = "$sum7" ] ||
+    fail "run --cpu --seed 7 twice: checksums differ"
+  run 0 run $small --cpu --seed 8 && [ "$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")" != "$sum7" ] ||
+    fail "run --cpu: seeds 7 and 8 give the same checksum"
+fi
+run 1 run stream_read:n=1000 --cpu && { grep -q 'no CPU reference for stream_read' "$tmp/err" || fail "run stream_read --cpu: message"; }
+
+# --- no driver: run and check --driver fail with the runtime's message ------
+PTXQ_LIBCUDA=/nonexistent/libcuda.so.1
+export PTXQ_LIBCUDA
+run 1 run $small && { grep -q '^ptxgen: run: ' "$tmp/err" || fail "run without a driver: no message"; }
+run 1 check --driver $small && { grep -q 'no GPU driver' "$tmp/err" || fail "check --driver without a driver: message"; }
+unset PTXQ_LIBCUDA
+
+# --- check with ptxas, where there is one -----------------------------------
+ptxas=$(command -v ptxas 2>/dev/null)
+for dir in "$CUDA_HOME" "$CUDA_PATH" /usr/local/cuda; do
+  [ -z "$ptxas" ] && [ -n "$dir" ] && [ -x "$dir/bin/ptxas" ] && ptxas=$dir/bin/ptxas
+done
+if [ -n "$ptxas" ]; then
+  if run 0 check --ptxas "$ptxas" $small stream_read:n=1000,sm=90; then
+    [ "$(grep -c ' via=ptxas$' "$tmp/out")" -eq 2 ] || fail "check: want 2 lines ending via=ptxas: $(cat "$tmp/out")"
+    grep -q "^$small  entry=[A-Za-z_][A-Za-z0-9_]* registers=[0-9]* spill_stores=0 spill_loads=0 stack=0 shared_static=[0-9]* shared_dynamic=[0-9]* grid=[0-9]*,[0-9]*,[0-9]* block=[0-9]*,[0-9]*,[0-9]* via=ptxas\$" "$tmp/out" ||
+      fail "check: line format: $(cat "$tmp/out")"
+  fi
+  run 0 check $small || true
+  run 1 check --ptxas "$tmp/no-ptxas" $small
+else
+  echo "SKIP: check with ptxas (no ptxas found)"
+fi
+
+if [ "$failures" -ne 0 ]; then
+  echo "test_cli.sh: $failures failed"
+  exit 1
+fi
+echo "test_cli.sh: all passed"

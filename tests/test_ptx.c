@@ -1,0 +1,228 @@
+/*
+ * test_ptx.c: suite "ptx", every generated kernel through ptxas.
+ *
+ * For each spec of the matrix (q4k_gemv: k in {256, 4096, 14336} x n in
+ * {1, 777, 4096} x m in 1..8 x every target; stream_read: n in {1, 1000,
+ * 2^24} x every target) the PTX must assemble with no spills and no stack
+ * frame in at most 255 registers, define the entry ptxgen_emit names, carry
+ * the .version and .target its target needs, and come out byte-identical
+ * when emitted twice. One Criterion parameterized test per kind, so the
+ * cases spread over the runner's workers. Without ptxas these tests skip.
+ *
+ * ptxas.c itself is tested here too (log parsing, failure reporting).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../ptxgen/ptxas.h"
+#include "ptxgen.h"
+
+#ifndef PTXAS_PATH
+#define PTXAS_PATH ""
+#endif
+
+static const uint32_t targets[] = {75, 80, 86, 89, 90, 100, 120};
+#define TARGET_COUNT (sizeof targets / sizeof targets[0])
+
+typedef struct ptx_case {
+  ptxgen_spec spec;
+} ptx_case;
+
+/* The ptxas to use: the one meson found at configure time, else a search. */
+static const char *find_ptxas(void) {
+  static char path[4096];
+  if (PTXAS_PATH[0]) return PTXAS_PATH;
+  return ptxas_find(path, sizeof path) == 0 ? path : NULL;
+}
+
+/* The token after `directive ` on the line that starts with it, or "". */
+static void directive_value(const char *ptx, const char *directive, char *out, size_t cap) {
+  out[0] = '\0';
+  size_t len = strlen(directive);
+  for (const char *line = ptx; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+    if (strncmp(line, directive, len) == 0 && line[len] == ' ') {
+      const char *value = line + len + 1;
+      size_t value_len = strcspn(value, " \t\r\n");
+      snprintf(out, cap, "%.*s", (int)(value_len < cap ? value_len : cap - 1), value);
+      return;
+    }
+  }
+}
+
+/* Whether ptx defines `.entry <name>` followed by its parameter list. */
+static int defines_entry(const char *ptx, const char *name) {
+  size_t len = strlen(name);
+  for (const char *p = ptx; (p = strstr(p, ".entry ")) != NULL; p++) {
+    const char *at = p + strlen(".entry ");
+    while (*at == ' ') at++;
+    if (strncmp(at, name, len) == 0 && strchr("( \t\r\n", at[len]) && at[len] != '\0') return 1;
+  }
+  return 0;
+}
+
+static void check_kernel(const ptxgen_spec *spec) {
+  const char *ptxas = find_ptxas();
+  if (!ptxas) cr_skip_test("no ptxas (PTXAS_PATH empty, none in PATH or the CUDA folders)");
+
+  char key[256], msg[256] = "";
+  cr_assert_eq(ptxgen_spec_validate(spec, msg, sizeof msg), PTXGEN_OK, "invalid spec: %s", msg);
+  int key_len = ptxgen_spec_format(spec, key, sizeof key);
+  cr_assert(key_len > 0 && (size_t)key_len < sizeof key, "cannot format the key");
+
+  ptxgen_kernel first, second;
+  cr_assert_eq(ptxgen_emit(spec, &first, msg, sizeof msg), PTXGEN_OK, "%s: emit: %s", key, msg);
+  cr_assert_eq(ptxgen_emit(spec, &second, msg, sizeof msg), PTXGEN_OK, "%s: emit: %s", key, msg);
+  cr_assert_eq(first.ptx_len, strlen(first.ptx), "%s: ptx_len is not strlen(ptx)", key);
+  cr_assert(first.ptx_len == second.ptx_len && memcmp(first.ptx, second.ptx, first.ptx_len) == 0,
+            "%s: two emits gave different PTX", key);
+  cr_assert_str_eq(first.entry, second.entry, "%s: two emits named different entries", key);
+  cr_assert(memcmp(&first.geometry, &second.geometry, sizeof first.geometry) == 0,
+            "%s: two emits gave different geometry", key);
+  ptxgen_kernel_free(&second);
+
+  const ptxgen_geometry *g = &first.geometry;
+  cr_assert(g->grid[0] >= 1 && g->grid[1] >= 1 && g->grid[2] >= 1 && g->block[0] >= 1 &&
+                g->block[1] >= 1 && g->block[2] >= 1,
+            "%s: a zero grid or block dimension", key);
+  cr_assert_leq((uint64_t)g->block[0] * g->block[1] * g->block[2], 1024,
+                "%s: more than 1024 threads per block", key);
+  cr_assert(g->grid[1] <= 65535 && g->grid[2] <= 65535, "%s: grid y/z above 65535", key);
+
+  char version[32], target[32], want_target[32];
+  directive_value(first.ptx, ".version", version, sizeof version);
+  directive_value(first.ptx, ".target", target, sizeof target);
+  const char *want_version = ptxgen_ptx_version(spec->sm);
+  cr_assert_not_null(want_version, "%s: no PTX version for sm=%u", key, spec->sm);
+  cr_assert_str_eq(version, want_version, "%s: .version %s, want %s", key, version, want_version);
+  snprintf(want_target, sizeof want_target, "sm_%u", spec->sm);
+  cr_assert(strncmp(target, want_target, strlen(want_target)) == 0 &&
+                (target[strlen(want_target)] == '\0' || target[strlen(want_target)] == 'a' ||
+                 target[strlen(want_target)] == ','),
+            "%s: .target %s, want %s", key, target, want_target);
+  cr_assert(defines_entry(first.ptx, first.entry), "%s: the PTX has no .entry %s", key,
+            first.entry);
+
+  ptxas_report report;
+  cr_assert_eq(ptxas_assemble(ptxas, first.ptx, first.ptx_len, spec->sm, &report, msg, sizeof msg),
+               0, "%s: %s", key, msg);
+  cr_assert_eq(report.exit_status, 0, "%s: ptxas failed:\n%s", key, report.log);
+  cr_assert_str_eq(report.entry, first.entry, "%s: ptxas compiled '%s', emit named '%s'", key,
+                   report.entry, first.entry);
+  cr_assert_eq(report.spill_stores, 0, "%s: %d bytes of spill stores\n%s", key,
+               report.spill_stores, report.log);
+  cr_assert_eq(report.spill_loads, 0, "%s: %d bytes of spill loads\n%s", key, report.spill_loads,
+               report.log);
+  cr_assert_eq(report.stack_bytes, 0, "%s: %d bytes of stack frame\n%s", key, report.stack_bytes,
+               report.log);
+  cr_assert(report.registers > 0 && report.registers <= 255, "%s: %d registers\n%s", key,
+            report.registers, report.log);
+  ptxas_report_free(&report);
+  ptxgen_kernel_free(&first);
+}
+
+static void free_cases(struct criterion_test_params *params) {
+  cr_free(params->params);
+}
+
+ParameterizedTestParameters(ptx, q4k_gemv) {
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777, 4096};
+  size_t count = 3 * 3 * PTXGEN_GEMV_MAX_M * TARGET_COUNT, i = 0;
+  /* Workers read the cases from Criterion's shared arena, hence cr_calloc. */
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 3; b++)
+      for (uint32_t m = 1; m <= PTXGEN_GEMV_MAX_M; m++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          cases[i++].spec = (ptxgen_spec){
+              .kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = m};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, q4k_gemv) {
+  check_kernel(&c->spec);
+}
+
+ParameterizedTestParameters(ptx, stream_read) {
+  static const uint32_t ns[] = {1, 1000, 1u << 24};
+  size_t count = 3 * TARGET_COUNT, i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t t = 0; t < TARGET_COUNT; t++)
+      cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_STREAM_READ, .sm = targets[t], .n = ns[a]};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, stream_read) {
+  check_kernel(&c->spec);
+}
+
+/* ---- ptxas.c itself ----------------------------------------------------- */
+
+Test(ptx, ptxas_parse_log_takes_the_largest_figures) {
+  const char *log =
+      "ptxas info    : 0 bytes gmem\n"
+      "ptxas info    : Compiling entry function 'first_entry' for 'sm_90'\n"
+      "ptxas info    : Function properties for first_entry\n"
+      "    8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads\n"
+      "ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem, 360 bytes cmem[0]\n"
+      "ptxas info    : Function properties for helper\n"
+      "    16 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+      "ptxas info    : Compiling entry function 'second_entry' for 'sm_90'\n"
+      "ptxas info    : Used 72 registers, used 0 barriers, 512 bytes smem\n";
+  ptxas_report report;
+  memset(&report, 0x5A, sizeof report);
+  ptxas_parse_log(log, &report);
+  cr_expect_str_eq(report.entry, "first_entry");
+  cr_expect_eq(report.registers, 72);
+  cr_expect_eq(report.stack_bytes, 16);
+  cr_expect_eq(report.spill_stores, 4);
+  cr_expect_eq(report.spill_loads, 12);
+  cr_expect_eq(report.shared_bytes, 2048);
+}
+
+Test(ptx, ptxas_parse_log_of_an_empty_log_is_zero) {
+  ptxas_report report;
+  memset(&report, 0x5A, sizeof report);
+  ptxas_parse_log("", &report);
+  cr_expect_str_eq(report.entry, "");
+  cr_expect_eq(report.registers + report.stack_bytes + report.spill_stores + report.spill_loads +
+                   report.shared_bytes,
+               0);
+}
+
+static const char broken_ptx[] =
+    ".version 7.8\n"
+    ".target sm_80\n"
+    ".address_size 64\n"
+    "\n"
+    ".visible .entry broken(.param .u64 out)\n"
+    "{\n"
+    "  .reg .b32 %r<2>;\n"
+    "  mov.u32 %r1, %tid.x;\n"
+    "  not_an_instruction.u32 %r1, %r1;\n"
+    "  ret;\n"
+    "}\n";
+
+Test(ptx, ptxas_reports_a_failure_with_its_line) {
+  const char *ptxas = find_ptxas();
+  if (!ptxas) cr_skip_test("no ptxas");
+  ptxas_report report;
+  char msg[256] = "";
+  cr_assert_eq(ptxas_assemble(ptxas, broken_ptx, strlen(broken_ptx), 80, &report, msg, sizeof msg),
+               0, "%s", msg);
+  cr_expect_neq(report.exit_status, 0, "ptxas accepted broken PTX");
+  cr_expect_not_null(strstr(report.log, "line 9"), "the log does not name line 9:\n%s", report.log);
+  ptxas_report_free(&report);
+}
+
+Test(ptx, ptxas_that_cannot_run_is_an_error) {
+  ptxas_report report;
+  char msg[256] = "";
+  cr_expect_eq(ptxas_assemble("/nonexistent/ptxas", broken_ptx, strlen(broken_ptx), 80, &report,
+                              msg, sizeof msg),
+               -1);
+  cr_expect_neq(msg[0], '\0', "no reason given");
+}
