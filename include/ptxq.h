@@ -43,6 +43,10 @@ typedef enum ptxq_status {
   PTXQ_ERR_DEVICE_MEMORY = -6, /* device memory exhausted */
   PTXQ_ERR_NOT_FOUND = -7,     /* no weight of that name */
   PTXQ_ERR_UNSUPPORTED = -8,   /* a valid request outside what this version supports */
+  PTXQ_ERR_FORMAT = -9,        /* a malformed file (detail: what and at which byte offset) */
+  PTXQ_ERR_IO = -10,           /* a file could not be opened, mapped or read */
+  PTXQ_ERR_CAPTURE = -11,      /* not allowed while the stream is being captured */
+  PTXQ_ERR_CANCELLED = -12,    /* a progress callback asked to stop */
 } ptxq_status;
 
 /* Name of a status ("invalid argument", ...); never NULL. */
@@ -141,7 +145,7 @@ int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info
 
 /* ---- ops --------------------------------------------------------------- */
 
-/* y[m][n] = x[m][k] . W[n][k]^T with W the named weight (Q4_K), x and y fp32
+/* y[m][n] = x[m][k] . W[n][k]^T with W the named weight (Q4_K or Q6_K), x and y fp32
  * device buffers of m*k and m*n floats, 1 <= m <= 8. fp32 accumulation;
  * row i of an m > 1 product is bit-identical to the m = 1 product of that row.
  * Stream-ordered: returns once enqueued. The first call for a shape builds
@@ -216,6 +220,44 @@ int ptxq_rope(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, ptxq_dev positions, uint32_
 int ptxq_rope_host_positions(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, const int32_t *positions, uint32_t m,
                              const ptxq_rope_params *p);
 
+/* ---- fused FFN ------------------------------------------------------------- */
+
+typedef enum ptxq_ffn_kind {
+  PTXQ_FFN_GELU = 1,   /* y = down(gelu(up . x))                (tanh GELU) */
+  PTXQ_FFN_SWIGLU = 2, /* y = down(silu(gate . x) * (up . x))   (Llama)     */
+  PTXQ_FFN_GEGLU = 3,  /* y = down(gelu(gate . x) * (up . x))               */
+} ptxq_ffn_kind;
+
+typedef struct ptxq_ffn_params {
+  ptxq_ffn_kind kind;
+  const char *gate; /* weight names, any mix of Q4_K/Q6_K; gate unused for PTXQ_FFN_GELU */
+  const char *up;
+  const char *down;
+} ptxq_ffn_params;
+
+/* x [m][k] -> y [m][k'] through the hidden size n of up/gate (down is
+ * [k'][n]). Intermediates live in a context-owned workspace: no host round
+ * trip and no allocation per call (the workspace grows at the first call or
+ * at ptxq_ffn_prepare, never during capture). 1 <= m <= 8. */
+int ptxq_ffn(ptxq_ctx *ctx, const ptxq_ffn_params *p, ptxq_dev x, ptxq_dev y, uint32_t m);
+int ptxq_ffn_prepare(ptxq_ctx *ctx, const ptxq_ffn_params *p, uint32_t m);
+
+/* Builds ahead of capture the kernels ptxq_rope / the activations use. */
+int ptxq_rope_prepare(ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p);
+
+/* ---- graphs --------------------------------------------------------------
+ * Capture of the context's stream (driver stream capture): ops called
+ * between begin and end are recorded, not run; ptxq_graph_launch replays
+ * them on the stream. Kernels must be built before capture (a prepare call
+ * or a first use): an op whose kernel is not built yet fails with
+ * PTXQ_ERR_CAPTURE instead of building, as do calls that would synchronise
+ * (copies to or from the host, ptxq_sync, weight uploads). */
+typedef struct ptxq_graph ptxq_graph;
+int ptxq_capture_begin(ptxq_ctx *ctx);
+int ptxq_capture_end(ptxq_ctx *ctx, ptxq_graph **out);
+int ptxq_graph_launch(ptxq_ctx *ctx, ptxq_graph *graph);
+void ptxq_graph_destroy(ptxq_ctx *ctx, ptxq_graph *graph);
+
 /* ---- kernels by key ----------------------------------------------------- */
 
 typedef struct ptxq_kernel_info {
@@ -235,12 +277,97 @@ int ptxq_kernel_get(ptxq_ctx *ctx, const char *key, ptxq_kernel_info *info);
  * each parameter, as cuLaunchKernel takes them) on the context's stream. */
 int ptxq_kernel_launch(ptxq_ctx *ctx, const char *key, void **params);
 
+/* ---- GGUF files ------------------------------------------------------------
+ * A reader for GGUF v2/v3 (layout in formats.md). The file is mapped
+ * read-only and treated as untrusted: every count, length, dimension, type
+ * and offset is checked against the file size and for overflow when the file
+ * is opened, so a bad file fails ptxq_gguf_open with PTXQ_ERR_FORMAT and a
+ * detail naming what is wrong and its byte offset (ptxq_last_error(NULL)),
+ * never a crash, a huge allocation or a read past the end. Strings returned
+ * point into the mapping (not NUL-terminated: use the lengths) and live
+ * until ptxq_gguf_close. */
+
+typedef struct ptxq_gguf ptxq_gguf;
+
+typedef enum ptxq_gguf_type {
+  PTXQ_GGUF_U8 = 0, PTXQ_GGUF_I8 = 1, PTXQ_GGUF_U16 = 2, PTXQ_GGUF_I16 = 3,
+  PTXQ_GGUF_U32 = 4, PTXQ_GGUF_I32 = 5, PTXQ_GGUF_F32 = 6, PTXQ_GGUF_BOOL = 7,
+  PTXQ_GGUF_STRING = 8, PTXQ_GGUF_ARRAY = 9, PTXQ_GGUF_U64 = 10, PTXQ_GGUF_I64 = 11,
+  PTXQ_GGUF_F64 = 12,
+} ptxq_gguf_type;
+
+/* A metadata value (or an array element): where it is, not a copy. */
+typedef struct ptxq_gguf_value {
+  const ptxq_gguf *file;
+  ptxq_gguf_type type;
+  uint64_t offset; /* of the value's bytes in the file */
+  uint64_t index;  /* internal */
+} ptxq_gguf_value;
+
+int ptxq_gguf_open(const char *path, ptxq_gguf **out);
+void ptxq_gguf_close(ptxq_gguf *file);
+uint32_t ptxq_gguf_version(const ptxq_gguf *file);
+uint64_t ptxq_gguf_alignment(const ptxq_gguf *file);
+
+/* Metadata: count, i-th key and value, or by key (PTXQ_ERR_NOT_FOUND). */
+uint64_t ptxq_gguf_kv_count(const ptxq_gguf *file);
+int ptxq_gguf_kv_at(const ptxq_gguf *file, uint64_t i, const char **key, uint64_t *key_len,
+                    ptxq_gguf_value *value);
+int ptxq_gguf_find(const ptxq_gguf *file, const char *key, ptxq_gguf_value *value);
+
+/* Typed getters. Integers of any width convert to u64/i64 when the value
+ * fits (else PTXQ_ERR_INVALID), f32 and f64 to double, bool to 0/1; any
+ * other mismatch is PTXQ_ERR_INVALID naming both types. */
+int ptxq_gguf_get_u64(const ptxq_gguf_value *v, uint64_t *out);
+int ptxq_gguf_get_i64(const ptxq_gguf_value *v, int64_t *out);
+int ptxq_gguf_get_f64(const ptxq_gguf_value *v, double *out);
+int ptxq_gguf_get_bool(const ptxq_gguf_value *v, int *out);
+int ptxq_gguf_get_string(const ptxq_gguf_value *v, const char **data, uint64_t *len);
+/* Arrays (possibly nested): element type and count, and element i in O(1). */
+int ptxq_gguf_get_array(const ptxq_gguf_value *v, ptxq_gguf_type *elem_type, uint64_t *count);
+int ptxq_gguf_array_at(const ptxq_gguf_value *array, uint64_t i, ptxq_gguf_value *elem);
+
+typedef struct ptxq_gguf_tensor {
+  const char *name; /* into the mapping, name_len bytes */
+  uint64_t name_len;
+  uint32_t type;    /* ggml type id (PTXQ_TYPE_* for those ptxq computes with) */
+  uint32_t n_dims;  /* 1..4 */
+  uint64_t dims[4]; /* dims[0] innermost (k of a weight matrix); unused dims are 1 */
+  uint64_t offset;  /* of the data, from the start of the file */
+  uint64_t bytes;
+  const void *data; /* into the mapping */
+} ptxq_gguf_tensor;
+
+uint64_t ptxq_gguf_tensor_count(const ptxq_gguf *file);
+int ptxq_gguf_tensor_at(const ptxq_gguf *file, uint64_t i, ptxq_gguf_tensor *out);
+int ptxq_gguf_tensor_find(const ptxq_gguf *file, const char *name, ptxq_gguf_tensor *out);
+/* Name of a ggml type id ("q4_K", "f32", ...), or NULL if unknown. */
+const char *ptxq_ggml_type_name(uint32_t type);
+
+/* Uploads the tensors of a GGUF file whose names match `filter` (a glob as
+ * fnmatch(3) takes it, e.g. "blk.*.attn_*"; NULL = all) as weights named as
+ * in the file (k = dims[0], n = the product of the other dims). Q4_K, Q6_K,
+ * F32 and F16 tensors are uploaded; matching tensors of other types are
+ * skipped and counted. progress (may be NULL) is called after each tensor;
+ * returning nonzero from it stops the load with PTXQ_ERR_CANCELLED. */
+typedef int (*ptxq_progress_fn)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
+typedef struct ptxq_load_stats {
+  uint64_t tensors, bytes, skipped;
+  double seconds;
+} ptxq_load_stats;
+int ptxq_weights_from_gguf(ptxq_ctx *ctx, const char *path, const char *filter, ptxq_progress_fn progress,
+                           void *user, ptxq_load_stats *stats);
+
 /* ---- CPU reference -------------------------------------------------------
  * Plain C, no GPU needed. These define what the kernels must compute. */
 
 /* IEEE binary16 -> binary32, exact. */
 float ptxq_f16_to_f32(uint16_t h);
 uint16_t ptxq_f32_to_f16(float f); /* round to nearest even */
+
+/* Dequantizes nblocks Q6_K super-blocks (210 bytes each) into 256*nblocks
+ * floats: w = f32(d) * scale * q, (d*scale) rounded to f32 first. */
+int ptxq_ref_dequantize_q6k(const void *blocks, size_t nblocks, float *out);
 
 /* Dequantizes nblocks Q4_K super-blocks (144 bytes each) into 256*nblocks
  * floats, exactly as the reference implementation does:
@@ -255,7 +382,7 @@ int ptxq_ref_dequantize_q4k(const void *blocks, size_t nblocks, float *out);
 int ptxq_ref_quantize_q4k(const float *in, size_t count, void *blocks);
 
 /* y[m][n] = x[m][k] . W[n][k]^T in fp64 over the dequantized weights (type
- * Q4_K or F32). */
+ * Q4_K, Q6_K, F16 or F32). */
 int ptxq_ref_gemv(ptxq_type type, const void *w, uint32_t k, uint32_t n, const float *x,
                   uint32_t m, double *y);
 

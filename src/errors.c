@@ -28,8 +28,12 @@ const char *ptxq_strerror(int status) {
   case PTXQ_ERR_JIT: return "driver JIT rejected the generated PTX";
   case PTXQ_ERR_NOMEM: return "out of host memory";
   case PTXQ_ERR_DEVICE_MEMORY: return "out of device memory";
-  case PTXQ_ERR_NOT_FOUND: return "no such weight";
+  case PTXQ_ERR_NOT_FOUND: return "not found (no such weight, key or tensor)";
   case PTXQ_ERR_UNSUPPORTED: return "not supported by this version";
+  case PTXQ_ERR_FORMAT: return "malformed file";
+  case PTXQ_ERR_IO: return "file could not be read";
+  case PTXQ_ERR_CAPTURE: return "not allowed during stream capture";
+  case PTXQ_ERR_CANCELLED: return "cancelled by the progress callback";
   default: return "unknown ptxq status";
   }
 }

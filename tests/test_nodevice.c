@@ -62,6 +62,10 @@ Test(nodevice, strerror_names_every_status) {
       PTXQ_ERR_DEVICE_MEMORY,
       PTXQ_ERR_NOT_FOUND,
       PTXQ_ERR_UNSUPPORTED,
+      PTXQ_ERR_FORMAT,
+      PTXQ_ERR_IO,
+      PTXQ_ERR_CAPTURE,
+      PTXQ_ERR_CANCELLED,
   };
   size_t count = sizeof statuses / sizeof statuses[0];
   const char *unknown = ptxq_strerror(-1000);
