@@ -570,8 +570,8 @@ Test(gemv, rejects_bad_arguments) {
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, 256, 1, x, 0, y), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, 100, 1, x, 1, y), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, 384, 1, x, 1, y), PTXQ_ERR_INVALID);
-  cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q6_K, w, 256, 1, x, 1, y), PTXQ_ERR_UNSUPPORTED);
-  cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_F16, w, 256, 1, x, 1, y), PTXQ_ERR_UNSUPPORTED);
+  cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q6_K, w, 100, 1, x, 1, y), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_F16, w, 128, 1, x, 1, y), PTXQ_OK); /* 256 bytes of w */
   cr_assert_eq(ptxq_ref_gemv((ptxq_type)99, w, 256, 1, x, 1, y), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_gemv((ptxq_type)-1, w, 256, 1, x, 1, y), PTXQ_ERR_INVALID);
   put_le16(w + PTXQ_Q4_K_BLOCK_BYTES, 0x7E00); /* NaN d in row 1 */
