@@ -56,6 +56,9 @@ typedef enum {
    * Parameters: u64 q, u64 k, u64 positions (int32[m]), u64 freq_factors
    * (read only when the spec's freq_factors is 1). */
   PTXGEN_KIND_ROPE = 8,
+  /* y[m][n] = x[m][k] . W[n][k]^T, W Q6_K in the repacked layout written by
+   * ptxgen_q6k_repack, x and y fp32. Parameters: u64 W, u64 x, u64 y. */
+  PTXGEN_KIND_Q6K_GEMV = 9,
 } ptxgen_kind;
 
 /* Limits of the Q4_K GEMV (checked by ptxgen_spec_validate). */
@@ -107,6 +110,15 @@ typedef struct ptxgen_kind_info {
   const char *example_key; /* a key ptxgen_spec_parse accepts */
   const char *params;      /* parameters and limits, one line */
 } ptxgen_kind_info;
+
+/* Q6_K rows (210-byte super-blocks, 2-byte aligned) are repacked for the
+ * GEMV into planes per row: all the super-blocks' ql (128 bytes each), then
+ * qh (64), then scales (16), then d (2), the row padded to 16 bytes. The
+ * values are unchanged; only their places move. */
+uint32_t ptxgen_q6k_row_stride(uint32_t k);
+/* Repacks n rows of k weights (k % 256 == 0) of GGUF Q6_K bytes into dst
+ * (n * ptxgen_q6k_row_stride(k) bytes, padding zeroed). */
+void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst);
 
 /* The table of kinds; *count receives its length. */
 const ptxgen_kind_info *ptxgen_kinds(size_t *count);

@@ -13,6 +13,8 @@ static const ptxgen_kind_info kinds[] = {
      "y[m][n] = x[m][k] . W[n][k]^T, W Q4_K, x/y fp32; k: multiple of 256, 256..65536; "
      "n: 1..262144; m: 1..8; sm: 75,80,86,89,90,100,120 (default 90); "
      "optional tuning rows=1|2|4 (per warp), warps=4|8|16 (per block)"},
+    {PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", "q6k_gemv:k=14336,n=4096,m=1,sm=90",
+     "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits as q4k_gemv"},
     {PTXGEN_KIND_STREAM_READ, "stream_read", "stream_read:n=67108864,sm=90",
      "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above"},
     {PTXGEN_KIND_GELU, "gelu", "gelu:n=14336,m=1,sm=90",
@@ -46,6 +48,7 @@ int ptxgen_emit(const ptxgen_spec *spec, ptxgen_kernel *out, char *msg, size_t m
   if (rc) return rc;
   switch (spec->kind) {
   case PTXGEN_KIND_Q4K_GEMV: rc = q4k_gemv_emit(spec, out); break;
+  case PTXGEN_KIND_Q6K_GEMV: rc = q6k_gemv_emit(spec, out); break;
   case PTXGEN_KIND_STREAM_READ: rc = stream_read_emit(spec, out); break;
   case PTXGEN_KIND_GELU:
   case PTXGEN_KIND_GELU_ERF:

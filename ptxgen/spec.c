@@ -82,7 +82,8 @@ static const kind_def kind_defs[] = {
     KIND(PTXGEN_KIND_Q4K_GEMV, "q4k_gemv", gemv_params), KIND(PTXGEN_KIND_STREAM_READ, "stream_read", read_params),
     KIND(PTXGEN_KIND_GELU, "gelu", act_params),          KIND(PTXGEN_KIND_GELU_ERF, "gelu_erf", act_params),
     KIND(PTXGEN_KIND_SILU, "silu", act_params),          KIND(PTXGEN_KIND_SWIGLU, "swiglu", act_params),
-    KIND(PTXGEN_KIND_GEGLU, "geglu", act_params),        KIND(PTXGEN_KIND_ROPE, "rope", rope_params)};
+    KIND(PTXGEN_KIND_GEGLU, "geglu", act_params),        KIND(PTXGEN_KIND_ROPE, "rope", rope_params),
+    KIND(PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", gemv_params)};
 #undef KIND
 
 static const kind_def *kind_of(ptxgen_kind kind) {
@@ -95,7 +96,7 @@ static const kind_def *kind_of(ptxgen_kind kind) {
 
 static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->k == 0) return fail(msg, cap, "k=0: the inner dimension must be a positive multiple of 256");
-  if (s->k % 256) return fail(msg, cap, "k=%u is not a multiple of 256 (Q4_K super-blocks hold 256 weights)", s->k);
+  if (s->k % 256) return fail(msg, cap, "k=%u is not a multiple of 256 (K-quant super-blocks hold 256 weights)", s->k);
   if (s->k > PTXGEN_GEMV_MAX_K) return fail(msg, cap, "k=%u exceeds the limit k <= %u", s->k, PTXGEN_GEMV_MAX_K);
   if (s->n == 0) return fail(msg, cap, "n=0: there must be at least one output row");
   if (s->n > PTXGEN_GEMV_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_GEMV_MAX_N);
@@ -160,7 +161,8 @@ int ptxgen_spec_validate(const ptxgen_spec *s, char *msg, size_t cap) {
   if (memcmp(&used, s, sizeof used))
     return fail(msg, cap, "the spec sets fields that %s does not take", kd->name);
   switch (s->kind) {
-  case PTXGEN_KIND_Q4K_GEMV: return validate_gemv(s, msg, cap);
+  case PTXGEN_KIND_Q4K_GEMV:
+  case PTXGEN_KIND_Q6K_GEMV: return validate_gemv(s, msg, cap);
   case PTXGEN_KIND_STREAM_READ:
     if (s->n == 0) return fail(msg, cap, "n=0: the probe must read at least one 16-byte vector");
     if (s->n > PTXGEN_READ_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_READ_MAX_N);
@@ -274,8 +276,8 @@ int ptxgen_spec_parse(const char *key, ptxgen_spec *out, char *msg, size_t cap) 
   for (size_t i = 0; i < sizeof kind_defs / sizeof *kind_defs; i++)
     if (strlen(kind_defs[i].name) == klen && !memcmp(kind_defs[i].name, key, klen)) kd = &kind_defs[i];
   if (!kd)
-    return fail(msg, cap, "unknown kernel kind '%.*s' (known: q4k_gemv, stream_read, gelu, gelu_erf, silu, swiglu, "
-                          "geglu, rope)", (int)(klen > 40 ? 40 : klen), key);
+    return fail(msg, cap, "unknown kernel kind '%.*s' (known: q4k_gemv, q6k_gemv, stream_read, gelu, gelu_erf, silu, "
+                          "swiglu, geglu, rope)", (int)(klen > 40 ? 40 : klen), key);
   ptxgen_spec s = {.kind = kd->kind};
   uint32_t seen = 0;
   const char *p = colon + 1;

@@ -110,6 +110,31 @@ Test(spec, random_float_constants_round_trip) {
   }
 }
 
+/* The Q6_K repacking moves every byte of a super-block to its plane and
+ * zeroes the row padding. */
+Test(spec, q6k_repack_moves_every_byte) {
+  enum { K = 768, N = 3, NB = K / 256 };
+  uint8_t src[N * NB * 210], dst[N * 640];
+  cr_assert_eq(ptxgen_q6k_row_stride(K), 640u); /* 3 * 210 = 630, padded to 640 */
+  cr_assert_eq(ptxgen_q6k_row_stride(256), 224u);
+  cr_assert_eq(ptxgen_q6k_row_stride(4096), 3360u);
+  rng_state = 99;
+  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
+  memset(dst, 0xAB, sizeof dst);
+  ptxgen_q6k_repack(src, K, N, dst);
+  for (int r = 0; r < N; r++) {
+    const uint8_t *row = dst + r * 640;
+    for (int b = 0; b < NB; b++) {
+      const uint8_t *blk = src + (r * NB + b) * 210;
+      cr_assert(memcmp(row + b * 128, blk, 128) == 0, "ql of row %d block %d", r, b);
+      cr_assert(memcmp(row + NB * 128 + b * 64, blk + 128, 64) == 0, "qh of row %d block %d", r, b);
+      cr_assert(memcmp(row + NB * 192 + b * 16, blk + 192, 16) == 0, "scales of row %d block %d", r, b);
+      cr_assert(memcmp(row + NB * 208 + b * 2, blk + 208, 2) == 0, "d of row %d block %d", r, b);
+    }
+    for (int i = NB * 210; i < 640; i++) cr_assert_eq(row[i], 0, "padding byte %d of row %d", i, r);
+  }
+}
+
 Test(spec, format_refuses_invalid_and_reports_truncation) {
   ptxgen_spec s = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = 4000, .n = 1, .m = 1};
   char key[16];
@@ -140,6 +165,7 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,rows=3", "rows=3");
   refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
+  refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
   refuse("q4k_gemv:k=256,n=1,m=1,z=2", "unknown parameter 'z'");
   refuse("q4k_gemv:k=256,n=1", "missing parameter 'm'");
   refuse("q4k_gemv:k=256,k=512,n=1,m=1", "given twice");
@@ -221,6 +247,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=4096,n=128256,m=1,sm=100",  "q4k_gemv:k=4096,n=5,m=2,sm=90,rows=4,warps=16",
       "stream_read:n=1,sm=80",                "stream_read:n=1073741824,sm=90",
       "gelu:n=14336,m=1,sm=90",               "gelu_erf:n=777,m=3,sm=75",
+      "q6k_gemv:k=256,n=1,m=1,sm=75",         "q6k_gemv:k=14336,n=4096,m=8,sm=90",
       "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
   };

@@ -1,0 +1,284 @@
+/*
+ * gemv.c: the quantized matrix-vector product skeleton,
+ * y[m][n] = x[m][k] . W[n][k]^T (see gemv.h for the split of work with the
+ * weight formats).
+ *
+ * Work split
+ *   A block of `warps` warps owns rows*warps rows at a time and walks the
+ *   row groups with a grid stride. Within a warp, lane l owns chunks
+ *   g = l, l+32, ... of each of its rows and keeps one fp32 sum per (row,
+ *   batch row); the 32 lanes' sums are combined by a butterfly of shuffles.
+ *
+ * Activations in shared memory
+ *   x is staged in shared memory, permuted so that a lane's 16-byte reads of
+ *   its chunk's x values are consecutive across the warp (no bank conflicts):
+ *   float4 i (0..15) of chunk u of batch row r is at ((r*16 + i)*U + u)*16.
+ *   Beside it, per chunk and batch row, the sums of groups of those values
+ *   that the formats need to fold in quant offsets and mins. When x (all m
+ *   rows) fits the target's shared memory it is staged once per block;
+ *   otherwise k is cut into tiles staged in turn.
+ *
+ * Determinism and batch invariance
+ *   Every float operation is written with an explicit rounding mode, so
+ *   ptxas cannot contract or reorder it. Each output is reduced in the same
+ *   order whatever m is: per lane over its chunks in increasing g (tiles only
+ *   change when x is staged, not which lane owns a chunk: a lane always owns
+ *   g = l mod 32), then the fixed butterfly. So row i of an m > 1 product is
+ *   bit-identical to the m = 1 product of that row.
+ */
+#include <stdio.h>
+
+#include "gemv.h"
+
+#define GRID_CAP 1024u /* blocks; row groups beyond are walked with a grid stride */
+
+/* Shared memory we allow x to take, per target: under the per-block opt-in
+ * maximum (64 KiB on sm_75, 163 KiB on sm_80, 99 KiB on sm_86/89/120,
+ * 227 KiB on sm_90/100). */
+static uint32_t shared_budget(uint32_t sm) {
+  switch (sm) {
+  case 75: return 60u * 1024;
+  case 80: return 152u * 1024;
+  case 90: case 100: return 200u * 1024;
+  default: return 92u * 1024;
+  }
+}
+
+static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
+  gemv_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .sums = f->sums};
+  p.rows = s->rows ? s->rows : 2;
+  p.warps = s->warps ? s->warps : 8;
+  p.threads = p.warps * 32;
+  p.row_stride = f->row_stride(s->k);
+  p.chunks = s->k / 64;
+  uint32_t chunk_bytes = 256 + 4 * f->sums; /* per chunk and batch row */
+  uint32_t fit = shared_budget(s->sm) / (s->m * chunk_bytes);
+  if (fit >= p.chunks) {
+    p.tile_chunks = p.chunks;
+  } else {
+    /* whole warps' worth of chunks where possible; any size is correct */
+    p.tile_chunks = fit >= 32 ? fit & ~31u : fit;
+  }
+  p.tiles = (p.chunks + p.tile_chunks - 1) / p.tile_chunks;
+  uint32_t per_group = p.rows * p.warps;
+  p.groups = (s->n + per_group - 1) / per_group;
+  p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
+  p.shared_bytes = s->m * p.tile_chunks * chunk_bytes;
+  return p;
+}
+
+ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32) {
+  ptx_reg r = ptx_new(b, PTX_B64);
+  ptx_ins(b, "cvt.u64.u32 %s, %s;", r.s, u32.s);
+  return r;
+}
+
+void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]) {
+  for (int j = 0; j < 4; j++) {
+    f[j] = ptx_new(b, PTX_F32);
+    ptx_ins(b, "prmt.b32 %s, %s, %s, 0x7%d54;", f[j].s, v.s, L->half_exp.s, j);
+  }
+}
+
+static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
+  L->W = ptx_param_u64(b, "W");
+  L->x = ptx_param_u64(b, "x");
+  L->y = ptx_param_u64(b, "y");
+  L->tid = ptx_new(b, PTX_B32);
+  L->lane = ptx_new(b, PTX_B32);
+  L->warp = ptx_new(b, PTX_B32);
+  L->c = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, %%tid.x;", L->tid.s);
+  ptx_ins(b, "and.b32 %s, %s, 31;", L->lane.s, L->tid.s);
+  ptx_ins(b, "shr.u32 %s, %s, 5;", L->warp.s, L->tid.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, L->lane.s);
+  L->half_exp = ptx_imm_b32(b, 0x3F000000u);
+  L->xs_base = ptx_new(b, PTX_B32);
+  L->xsum_base = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, xs;", L->xs_base.s);
+  ptx_ins(b, "add.u32 %s, %s, %u;", L->xsum_base.s, L->xs_base.s, p->xs_bytes);
+  f->lane_consts(b, p, L);
+}
+
+/* Stages tile `tile` (register) of x into shared memory: the permuted values
+ * and the group sums of each chunk. tile_len = chunks in this tile. */
+static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
+                       ptx_reg tile_len) {
+  ptx_comment(b, "stage x: chunk u of this tile, all %u batch rows (64 floats + %u sums each)", p->m, p->sums);
+  char loop[32], done[32];
+  ptx_label_new(b, "stage", loop);
+  ptx_label_new(b, "stage_done", done);
+  ptx_reg u = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED), first = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", first.s, tile.s, p->tile_chunks);
+  ptx_ins(b, "mov.u32 %s, %s;", u.s, L->tid.s);
+  ptx_label(b, loop);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
+  ptx_ins(b, "@%s bra %s;", pr.s, done);
+  ptx_reg g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32), xo = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "add.u32 %s, %s, %s;", g.s, first.s, u.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
+  f->x_base(b, c, xo);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s); /* float index of the chunk's x base */
+  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
+  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
+  ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, u.s, L->xs_base.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sdst.s, u.s, 4 * p->sums, L->xsum_base.s);
+  const uint32_t per_group = 16 / p->sums; /* float4s summed together */
+  for (uint32_t r = 0; r < p->m; r++) {
+    ptx_reg v[16][4];
+    for (uint32_t i = 0; i < 16; i++) {
+      for (int j = 0; j < 4; j++) v[i][j] = ptx_new(b, PTX_F32);
+      ptx_ins(b, "ld.global.nc.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
+              src.s, (r * p->k + f->x_offset(i)) * 4);
+    }
+    for (uint32_t i = 0; i < 16; i++)
+      ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", dst.s, ((r * 16 + i) * p->tile_chunks) * 16,
+              v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s);
+    ptx_reg sum[4];
+    for (uint32_t s = 0; s < p->sums; s++) {
+      /* sequential adds: a fixed order */
+      sum[s] = ptx_new(b, PTX_F32);
+      uint32_t i0 = s * per_group;
+      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum[s].s, v[i0][0].s, v[i0][1].s);
+      for (uint32_t e = 2; e < 4 * per_group; e++)
+        ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum[s].s, sum[s].s, v[i0 + e / 4][e % 4].s);
+    }
+    uint32_t soff = r * p->tile_chunks * 4 * p->sums;
+    if (p->sums == 2)
+      ptx_ins(b, "st.shared.v2.f32 [%s+%u], {%s, %s};", sdst.s, soff, sum[0].s, sum[1].s);
+    else
+      ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", sdst.s, soff, sum[0].s, sum[1].s, sum[2].s,
+              sum[3].s);
+  }
+  ptx_ins(b, "add.u32 %s, %s, %u;", u.s, u.s, p->threads);
+  ptx_ins(b, "bra.uni %s;", loop);
+  ptx_label(b, done);
+}
+
+int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
+  const gemv_plan p = plan_for(spec, f);
+  ptx_builder b;
+  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
+  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u_m%u", f->name, p.k, p.n, p.m);
+  static const char *const params[] = {"W", "x", "y"};
+  ptx_entry(&b, out->entry, params, 3, 1);
+  ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T; %u rows per warp, %u warps per block, "
+                  "%u row groups; x staged %u chunks (%u weights) at a time, %u tile(s)",
+              p.m, p.n, p.m, p.k, p.n, p.k, p.rows, p.warps, p.groups, p.tile_chunks, p.tile_chunks * 64, p.tiles);
+
+  gemv_lane L;
+  emit_lane_consts(&b, &p, f, &L);
+
+  ptx_reg tile = ptx_new(&b, PTX_B32), tile_len = ptx_new(&b, PTX_B32);
+  if (p.tiles == 1) {
+    ptx_ins(&b, "mov.u32 %s, 0;", tile.s);
+    ptx_ins(&b, "mov.u32 %s, %u;", tile_len.s, p.chunks);
+    emit_stage(&b, &p, f, &L, tile, tile_len);
+    ptx_ins(&b, "bar.sync 0;");
+  }
+
+  ptx_comment(&b, "row groups, grid-stride");
+  ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
+  char group_loop[32], group_done[32];
+  ptx_label_new(&b, "group", group_loop);
+  ptx_label_new(&b, "group_done", group_done);
+  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
+  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  ptx_label(&b, group_loop);
+  ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
+  ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
+
+  ptx_reg row0 = ptx_new(&b, PTX_B32), rowp[4];
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
+  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
+  for (uint32_t r = 0; r < p.rows; r++) {
+    /* rows past n read row n-1 and store nothing */
+    ptx_reg row = ptx_new(&b, PTX_B32), off = ptx_new(&b, PTX_B64);
+    rowp[r] = ptx_new(&b, PTX_B64);
+    ptx_ins(&b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
+    ptx_ins(&b, "min.u32 %s, %s, %u;", row.s, row.s, p.n - 1);
+    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p.row_stride);
+    ptx_ins(&b, "add.u64 %s, %s, %s;", rowp[r].s, L.W.s, off.s);
+  }
+  ptx_reg acc[4][8];
+  for (uint32_t r = 0; r < p.rows; r++)
+    for (uint32_t m = 0; m < p.m; m++) {
+      acc[r][m] = ptx_new(&b, PTX_F32);
+      ptx_ins(&b, "mov.b32 %s, 0f00000000;", acc[r][m].s);
+    }
+
+  char tile_loop[32], tile_done[32], chunk_loop[32], chunk_done[32];
+  ptx_label_new(&b, "tile", tile_loop);
+  ptx_label_new(&b, "tile_done", tile_done);
+  ptx_label_new(&b, "chunk", chunk_loop);
+  ptx_label_new(&b, "chunk_done", chunk_done);
+  if (p.tiles > 1) {
+    ptx_comment(&b, "tiles of k: stage x, then every warp consumes it");
+    ptx_ins(&b, "mov.u32 %s, 0;", tile.s);
+    ptx_label(&b, tile_loop);
+    ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, tile.s, p.tiles);
+    ptx_ins(&b, "@%s bra %s;", pr.s, tile_done);
+    ptx_reg rest = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", rest.s, tile.s, p.tile_chunks);
+    ptx_ins(&b, "sub.u32 %s, %u, %s;", rest.s, p.chunks, rest.s);
+    ptx_ins(&b, "min.u32 %s, %s, %u;", tile_len.s, rest.s, p.tile_chunks);
+    ptx_ins(&b, "bar.sync 0;");
+    emit_stage(&b, &p, f, &L, tile, tile_len);
+    ptx_ins(&b, "bar.sync 0;");
+  }
+  /* This lane owns the chunks g = lane (mod 32); in this tile, the first is
+   * u = (lane - first chunk of the tile) mod 32. */
+  ptx_comment(&b, "chunks of this tile owned by this lane: g = lane (mod 32)");
+  ptx_reg base = ptx_new(&b, PTX_B32), u = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", base.s, tile.s, p.tile_chunks);
+  ptx_ins(&b, "sub.u32 %s, %s, %s;", u.s, L.lane.s, base.s);
+  ptx_ins(&b, "and.b32 %s, %s, 31;", u.s, u.s);
+  ptx_label(&b, chunk_loop);
+  ptx_ins(&b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
+  ptx_ins(&b, "@%s bra %s;", pr.s, chunk_done);
+  ptx_reg g = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "add.u32 %s, %s, %s;", g.s, base.s, u.s);
+  f->chunk(&b, &p, &L, rowp, u, g, acc);
+  ptx_ins(&b, "add.u32 %s, %s, 32;", u.s, u.s);
+  ptx_ins(&b, "bra.uni %s;", chunk_loop); /* divergent only at the last chunk */
+  ptx_label(&b, chunk_done);
+  if (p.tiles > 1) {
+    ptx_ins(&b, "add.u32 %s, %s, 1;", tile.s, tile.s);
+    ptx_ins(&b, "bra.uni %s;", tile_loop);
+    ptx_label(&b, tile_done);
+  }
+
+  ptx_comment(&b, "sum the 32 lanes (butterfly: every lane ends with the same total) and store");
+  for (uint32_t r = 0; r < p.rows; r++)
+    for (uint32_t m = 0; m < p.m; m++)
+      for (int off = 16; off >= 1; off /= 2) {
+        ptx_reg t = ptx_new(&b, PTX_F32);
+        ptx_ins(&b, "shfl.sync.bfly.b32 %s, %s, %d, 0x1f, 0xffffffff;", t.s, acc[r][m].s, off);
+        ptx_ins(&b, "add.rn.f32 %s, %s, %s;", acc[r][m].s, acc[r][m].s, t.s);
+      }
+  ptx_reg lane0 = ptx_new(&b, PTX_PRED);
+  ptx_ins(&b, "setp.eq.u32 %s, %s, 0;", lane0.s, L.lane.s);
+  for (uint32_t r = 0; r < p.rows; r++) {
+    ptx_reg row = ptx_new(&b, PTX_B32), ok = ptx_new(&b, PTX_PRED), off = ptx_new(&b, PTX_B64);
+    ptx_reg ya = ptx_new(&b, PTX_B64);
+    ptx_ins(&b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
+    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n, lane0.s);
+    ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", off.s, row.s);
+    ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, L.y.s, off.s);
+    for (uint32_t m = 0; m < p.m; m++)
+      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, m * p.n * 4, acc[r][m].s);
+  }
+  ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
+  ptx_ins(&b, "bra.uni %s;", group_loop);
+  ptx_label(&b, group_done);
+  ptx_ins(&b, "ret;");
+
+  out->ptx = ptx_finish(&b, &out->ptx_len);
+  if (!out->ptx) return PTXGEN_ERR_NOMEM;
+  uint32_t grid = p.groups < GRID_CAP ? p.groups : GRID_CAP;
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.threads, 1, 1}, p.shared_bytes};
+  return PTXGEN_OK;
+}

@@ -1,0 +1,71 @@
+/*
+ * gemv.h: the skeleton shared by the quantized GEMV generators (internal).
+ *
+ * gemv.c writes everything that does not depend on the weight format: the
+ * staging of x in shared memory, the row groups, the tiles of k, the lane ->
+ * chunk assignment, the reduction across lanes and the stores. A format
+ * (gemv_q4k.c, gemv_q6k.c) supplies how a chunk of 64 weights is laid out,
+ * which x values it multiplies, and the instructions that load, dequantize
+ * and accumulate it.
+ *
+ * Chunks: each super-block of 256 weights is cut into 4 chunks of 64;
+ * chunk g of a row is super-block g / 4, part c = g % 4. Lane l of a warp
+ * owns the chunks g = l (mod 32) of every row of its warp, so c = l % 4 is a
+ * per-lane constant, and the order in which a lane accumulates its chunks
+ * does not depend on the batch size m.
+ */
+#ifndef PTXGEN_GEMV_H
+#define PTXGEN_GEMV_H
+
+#include "ptx.h"
+#include "ptxgen.h"
+
+/* Every choice the skeleton makes from a spec, in one place. */
+typedef struct gemv_plan {
+  uint32_t k, n, m, sm;
+  uint32_t rows, warps, threads; /* rows per warp, warps per block, threads per block */
+  uint32_t row_stride;           /* bytes from one row of W to the next */
+  uint32_t chunks;               /* per row: k / 64 */
+  uint32_t tile_chunks;          /* chunks of x staged at a time */
+  uint32_t tiles;
+  uint32_t groups;               /* row groups of rows*warps rows */
+  uint32_t sums;                 /* sums of x per chunk and batch row */
+  uint32_t xs_bytes, shared_bytes;
+} gemv_plan;
+
+/* Registers live for the whole kernel. */
+typedef struct gemv_lane {
+  ptx_reg tid, lane, warp, c;  /* c = lane % 4: the part of every super-block this lane reads */
+  ptx_reg half_exp;            /* 0x3F000000: 0.5, the float template quants are placed under */
+  ptx_reg xs_base, xsum_base;  /* shared addresses of the staged x and its sums */
+  ptx_reg W, x, y;             /* global addresses */
+  ptx_reg fmt[8];              /* the format's own constants */
+} gemv_lane;
+
+typedef struct gemv_format {
+  const char *name;  /* entry-name prefix, e.g. "q4k_gemv" */
+  uint32_t sums;     /* 2: x sums over float4s 0-7 and 8-15 of a chunk; 4: over each 4 */
+  uint32_t (*row_stride)(uint32_t k);
+  /* Float offset, within its super-block, of chunk part c's float4 i is
+   * x_base(c) + x_offset(i); x_base is emitted (c is a register). */
+  void (*x_base)(ptx_builder *b, ptx_reg c, ptx_reg out);
+  uint32_t (*x_offset)(uint32_t i);
+  void (*lane_consts)(ptx_builder *b, const gemv_plan *p, gemv_lane *L);
+  /* Loads chunk g (u within the tile) of each of the warp's rows,
+   * dequantizes it and adds its products to acc[row][batch]. The staged x of
+   * the chunk: float4 i of batch row r at xs_base + ((r*16 + i)*tile_chunks
+   * + u)*16; its sums at xsum_base + ((r*tile_chunks + u)*sums + s)*4. */
+  void (*chunk)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
+                ptx_reg g, ptx_reg acc[4][8]);
+} gemv_format;
+
+int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);
+
+/* Small emit helpers shared by the formats. */
+ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
+/* 4 floats f[j] = 0.5 + byte_j/256 for the 4 bytes of v (each byte's value
+ * must leave bit 7 clear): one byte permute each, placing byte j under the
+ * exponent of 0.5. */
+void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]);
+
+#endif

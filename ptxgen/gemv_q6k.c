@@ -1,0 +1,196 @@
+/*
+ * gemv_q6k.c: the Q6_K weight format for the GEMV skeleton (gemv.c), and the
+ * repacking of Q6_K rows that the kernel reads.
+ *
+ * Q6_K (formats.md): 210-byte super-blocks of 256 weights: ql[128] (low 4
+ * bits), qh[64] (high 2 bits), 16 signed 8-bit scales, d (f16). 210 bytes
+ * leave super-blocks only 2-byte aligned, too little for 16-byte loads, so
+ * rows are repacked once, at upload, into planes (ptxgen_q6k_repack): per
+ * row, all ql, then all qh, then all scales, then all d, padded to 16 bytes.
+ * The bytes are the same; only their places change.
+ *
+ * Chunk part c = 2h + l2 (h, l2 in 0..1) of a super-block is the weights
+ * 128h + 32t + 16*l2 + j for t, the quarter, 0..3 and j 0..15. Their bits are
+ * in three 16-byte runs: A = ql[64h + 16*l2 ..] (t = 0 low nibbles, t = 2
+ * high), B = ql[64h + 32 + 16*l2 ..] (t = 1 low, t = 3 high) and
+ * Q = qh[32h + 16*l2 ..] (bits 2t, 2t+1), and their scales are
+ * s[8h + l2 + 2t]. x float4 i = 4t + w of the chunk is
+ * x[128h + 16*l2 + 32t + 4w ..].
+ *
+ * Arithmetic: the 6-bit value u = q + 32 is assembled into bits 1..6 of a
+ * byte (lo << 1 | hi << 5, four at a time with masks) and one byte permute
+ * makes f = 0.5 + u/128 exactly (gemv_bytes_to_floats). Then
+ * sum(q x) = 128*S - 96*sum(x) with S = sum(f x), and the quarter adds
+ * (128 d s)*S + (-96 d s)*sum(x), both factors exact in f32.
+ */
+#include <string.h>
+
+#include "gemv.h"
+#include "kernels.h"
+
+#define Q6K_BLOCK_BYTES 210u
+
+uint32_t ptxgen_q6k_row_stride(uint32_t k) { return (k / 256 * Q6K_BLOCK_BYTES + 15) / 16 * 16; }
+
+void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst) {
+  const uint32_t nb = k / 256, stride = ptxgen_q6k_row_stride(k);
+  for (uint32_t r = 0; r < n; r++) {
+    const unsigned char *in = (const unsigned char *)src + (size_t)r * nb * Q6K_BLOCK_BYTES;
+    unsigned char *row = (unsigned char *)dst + (size_t)r * stride;
+    for (uint32_t b = 0; b < nb; b++, in += Q6K_BLOCK_BYTES) {
+      memcpy(row + b * 128, in, 128);                /* ql */
+      memcpy(row + nb * 128 + b * 64, in + 128, 64); /* qh */
+      memcpy(row + nb * 192 + b * 16, in + 192, 16); /* scales */
+      memcpy(row + nb * 208 + b * 2, in + 208, 2);   /* d */
+    }
+    memset(row + nb * Q6K_BLOCK_BYTES, 0, stride - nb * Q6K_BLOCK_BYTES);
+  }
+}
+
+/* Format constants in gemv_lane.fmt[] */
+enum { QL_OFF, QH_OFF, SC_OFF, POS0, POS1 };
+
+static uint32_t q6k_x_offset(uint32_t i) { return 32 * (i >> 2) + 4 * (i & 3); }
+
+static void q6k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) {
+  /* 128 * (c >> 1) + 16 * (c & 1) */
+  ptx_reg t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, c.s);
+  ptx_ins(b, "and.b32 %s, %s, 1;", out.s, c.s);
+  ptx_ins(b, "shl.b32 %s, %s, 4;", out.s, out.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 128, %s;", out.s, t.s, out.s);
+}
+
+static void q6k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
+  const uint32_t nb = p->k / 256;
+  ptx_comment(b, "Q6_K lane constants: part c = 2h + l2 of every super-block");
+  for (int i = 0; i <= POS1; i++) L->fmt[i] = ptx_new(b, PTX_B32);
+  ptx_reg h = ptx_new(b, PTX_B32), l2 = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 1;", h.s, L->c.s);
+  ptx_ins(b, "and.b32 %s, %s, 1;", l2.s, L->c.s);
+  /* ql run A at 64h + 16*l2 within the super-block's 128 ql bytes */
+  ptx_ins(b, "shl.b32 %s, %s, 4;", L->fmt[QL_OFF].s, l2.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", L->fmt[QL_OFF].s, h.s, L->fmt[QL_OFF].s);
+  /* qh run at 32h + 16*l2 = 16c within the qh plane */
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %u;", L->fmt[QH_OFF].s, L->c.s, nb * 128);
+  /* scales 8h .. 8h+7 (a v2 load), within the scales plane */
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %u;", L->fmt[SC_OFF].s, h.s, nb * 192);
+  /* scale of quarter t: byte l2 + 2t of those 8: bit 8*l2 (+16) of word t/2 */
+  ptx_ins(b, "shl.b32 %s, %s, 3;", L->fmt[POS0].s, l2.s);
+  ptx_ins(b, "add.u32 %s, %s, 16;", L->fmt[POS1].s, L->fmt[POS0].s);
+}
+
+static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
+                      ptx_reg g, ptx_reg acc[4][8]) {
+  const uint32_t R = p->rows, M = p->m, nb = p->k / 256;
+  ptx_reg sb = ptx_new(b, PTX_B32), qa = ptx_new(b, PTX_B32), qh = ptx_new(b, PTX_B32);
+  ptx_reg sc = ptx_new(b, PTX_B32), dd = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", sb.s, g.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 128, %s;", qa.s, sb.s, L->fmt[QL_OFF].s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", qh.s, sb.s, L->fmt[QH_OFF].s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", sc.s, sb.s, L->fmt[SC_OFF].s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", dd.s, sb.s, nb * 208);
+  ptx_reg qa64 = gemv_u64_of(b, qa), qh64 = gemv_u64_of(b, qh), sc64 = gemv_u64_of(b, sc), dd64 = gemv_u64_of(b, dd);
+  ptx_reg A[4][4], B[4][4], Q[4][4], SW[4][2], D16[4];
+  ptx_comment(b, "load: this lane's 48 quant bytes, 8 scale bytes and d, for each of %u rows", R);
+  for (uint32_t r = 0; r < R; r++) {
+    ptx_reg a1 = ptx_new(b, PTX_B64), a2 = ptx_new(b, PTX_B64), a3 = ptx_new(b, PTX_B64), a4 = ptx_new(b, PTX_B64);
+    ptx_ins(b, "add.u64 %s, %s, %s;", a1.s, rowp[r].s, qa64.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", a2.s, rowp[r].s, qh64.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", a3.s, rowp[r].s, sc64.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", a4.s, rowp[r].s, dd64.s);
+    for (int i = 0; i < 4; i++) {
+      A[r][i] = ptx_new(b, PTX_B32);
+      B[r][i] = ptx_new(b, PTX_B32);
+      Q[r][i] = ptx_new(b, PTX_B32);
+    }
+    SW[r][0] = ptx_new(b, PTX_B32);
+    SW[r][1] = ptx_new(b, PTX_B32);
+    D16[r] = ptx_new(b, PTX_B16);
+    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", A[r][0].s, A[r][1].s, A[r][2].s, A[r][3].s, a1.s);
+    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", B[r][0].s, B[r][1].s, B[r][2].s, B[r][3].s, a1.s);
+    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", Q[r][0].s, Q[r][1].s, Q[r][2].s, Q[r][3].s, a2.s);
+    ptx_ins(b, "ld.global.nc.v2.u32 {%s, %s}, [%s];", SW[r][0].s, SW[r][1].s, a3.s);
+    ptx_ins(b, "ld.global.nc.b16 %s, [%s];", D16[r].s, a4.s);
+  }
+  ptx_reg Aq[4][4], Eq[4][4]; /* per row and quarter: 128 d s and -96 d s */
+  for (uint32_t r = 0; r < R; r++) {
+    ptx_comment(b, "row %u: d times the scales of the four quarters", r);
+    ptx_reg d = ptx_new(b, PTX_F32);
+    ptx_ins(b, "cvt.f32.f16 %s, %s;", d.s, D16[r].s);
+    for (int t = 0; t < 4; t++) {
+      ptx_reg si = ptx_new(b, PTX_B32), sf = ptx_new(b, PTX_F32), ds = ptx_new(b, PTX_F32);
+      ptx_ins(b, "bfe.s32 %s, %s, %s, 8;", si.s, SW[r][t >> 1].s, (t & 1) ? L->fmt[POS1].s : L->fmt[POS0].s);
+      ptx_ins(b, "cvt.rn.f32.s32 %s, %s;", sf.s, si.s);
+      ptx_ins(b, "mul.rn.f32 %s, %s, %s;", ds.s, d.s, sf.s); /* exact: 11 x 8 bits */
+      Aq[r][t] = ptx_new(b, PTX_F32);
+      Eq[r][t] = ptx_new(b, PTX_F32);
+      ptx_ins(b, "mul.rn.f32 %s, %s, 0f43000000;", Aq[r][t].s, ds.s); /* 128 d s */
+      ptx_ins(b, "mul.rn.f32 %s, %s, 0fC2C00000;", Eq[r][t].s, ds.s); /* -96 d s */
+    }
+  }
+  ptx_reg xs_u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
+  /* per quarter t: the ql word, its shift, and the shift of the qh bits */
+  static const int lo_shift[4] = {1, 1, -3, -3}, hi_shift[4] = {5, 3, 1, -1};
+  ptx_reg S[4][8][4];
+  for (int w = 0; w < 4; w++) {
+    ptx_comment(b, "bytes %d..%d of the runs: weights 128h + 32t + 16*l2 + %d.. for t = 0..3", 4 * w, 4 * w + 3, 4 * w);
+    ptx_reg f[4][4][4];
+    for (uint32_t r = 0; r < R; r++)
+      for (int t = 0; t < 4; t++) {
+        ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32), v = ptx_new(b, PTX_B32);
+        const ptx_reg src = (t & 1) ? B[r][w] : A[r][w];
+        ptx_ins(b, "%s.b32 %s, %s, %d;", lo_shift[t] > 0 ? "shl" : "shr", lo.s, src.s,
+                lo_shift[t] > 0 ? lo_shift[t] : -lo_shift[t]);
+        ptx_ins(b, "and.b32 %s, %s, 0x1E1E1E1E;", lo.s, lo.s);
+        ptx_ins(b, "%s.b32 %s, %s, %d;", hi_shift[t] > 0 ? "shl" : "shr", hi.s, Q[r][w].s,
+                hi_shift[t] > 0 ? hi_shift[t] : -hi_shift[t]);
+        ptx_ins(b, "and.b32 %s, %s, 0x60606060;", hi.s, hi.s);
+        ptx_ins(b, "or.b32 %s, %s, %s;", v.s, lo.s, hi.s); /* u = q + 32 in bits 1..6 */
+        gemv_bytes_to_floats(b, L, v, f[r][t]);
+      }
+    for (uint32_t m = 0; m < M; m++)
+      for (int t = 0; t < 4; t++) {
+        ptx_reg xv[4];
+        for (int j = 0; j < 4; j++) xv[j] = ptx_new(b, PTX_F32);
+        ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xv[0].s, xv[1].s, xv[2].s, xv[3].s, xs_u.s,
+                ((m * 16 + 4 * (uint32_t)t + (uint32_t)w) * p->tile_chunks) * 16);
+        for (uint32_t r = 0; r < R; r++)
+          for (int j = 0; j < 4; j++) {
+            if (w == 0 && j == 0) {
+              S[r][m][t] = ptx_new(b, PTX_F32);
+              ptx_ins(b, "mul.rn.f32 %s, %s, %s;", S[r][m][t].s, f[r][t][j].s, xv[j].s);
+            } else {
+              ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", S[r][m][t].s, f[r][t][j].s, xv[j].s, S[r][m][t].s);
+            }
+          }
+      }
+  }
+  ptx_comment(b, "fold the chunk into the row sums: acc += 128ds*S - 96ds*sum(x), per quarter");
+  ptx_reg xsum_u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xsum_u.s, u.s, L->xsum_base.s);
+  for (uint32_t m = 0; m < M; m++) {
+    ptx_reg xsum[4];
+    for (int t = 0; t < 4; t++) xsum[t] = ptx_new(b, PTX_F32);
+    ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum[2].s, xsum[3].s, xsum_u.s,
+            m * p->tile_chunks * 16);
+    for (uint32_t r = 0; r < R; r++)
+      for (int t = 0; t < 4; t++) {
+        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, Aq[r][t].s, S[r][m][t].s, acc[r][m].s);
+        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, Eq[r][t].s, xsum[t].s, acc[r][m].s);
+      }
+  }
+}
+
+static const gemv_format q6k_format = {
+    .name = "q6k_gemv",
+    .sums = 4,
+    .row_stride = ptxgen_q6k_row_stride,
+    .x_base = q6k_x_base,
+    .x_offset = q6k_x_offset,
+    .lane_consts = q6k_lane_consts,
+    .chunk = q6k_chunk,
+};
+
+int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) { return gemv_emit(spec, &q6k_format, out); }
