@@ -186,6 +186,7 @@ void ptxq_close(ptxq_ctx *ctx) {
   ptxq__weights_free_all(ctx);
   ptxq__allocations_free_all(ctx);
   ptxq__staging_free(ctx);
+  ptxq__rope_positions_free(ctx);
   ptxq__modules_free_all(ctx);
   (void)ptxq__cu.StreamDestroy(ctx->stream);
   if (current) ptxq__leave(ctx);

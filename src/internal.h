@@ -4,12 +4,14 @@
  * The context (one device, one stream, one mutex over its tables), the
  * module-table entry and the weight record, and the small set of helpers the
  * files call across: error reporting (errors.c), context push/pop
- * (context.c), kernel look-up/build and launch (modules.c), weight look-up
+ * (context.c), kernel look-up/build and launch (modules.c), the cached
+ * kernel look-up of the activation and RoPE ops (below), weight look-up
  * (weights.c), tracked allocations (memory.c).
  *
  * Locking: ctx->lock guards the module table, the weight table, the
- * allocation list and the staging buffers. Functions below marked "lock
- * held" must be called with it held; none of them takes it.
+ * allocation list, the staging buffers, the op kernel cache and RoPE's
+ * positions buffer. Functions below marked "lock held" must be called with
+ * it held; none of them takes it.
  * Driver calls need the context current: public entry points bracket their
  * work with ptxq__enter / ptxq__leave.
  */
@@ -20,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cuda.h>
 
@@ -35,7 +38,9 @@
 
 #define PTXQ_DETAIL_CAP 4096     /* bytes of the per-thread error detail */
 #define PTXQ_WEIGHT_NAME_MAX 127 /* bytes of a weight name, NUL excluded */
-#define PTXQ_KEY_CAP 128         /* bytes of a formatted kernel key */
+#define PTXQ_KEY_CAP 512         /* bytes of a formatted kernel key (a RoPE key with YaRN and
+                                    every float set runs past 256; ptxgen formats at most 511) */
+#define PTXQ_OP_CACHE_SLOTS 16   /* recent activation/RoPE specs remembered per context */
 
 /* One compiled kernel. Allocated individually and never moved or freed
  * before ptxq_close, so pointers to it may be cached (weights do). */
@@ -73,6 +78,12 @@ struct ptxq_allocation {
   size_t bytes;
 };
 
+/* A recently used activation or RoPE spec and its kernel (ptxq__op_kernel). */
+struct ptxq_op_cache_slot {
+  ptxgen_spec spec;
+  const struct ptxq_kernel_entry *kernel; /* NULL: the slot is empty */
+};
+
 struct ptxq_ctx {
   pthread_mutex_t lock;
 
@@ -97,6 +108,19 @@ struct ptxq_ctx {
   /* ptxq_gemv_host's staging buffers (exec.c), grown on demand. */
   CUdeviceptr staging_x, staging_y;
   size_t staging_x_bytes, staging_y_bytes;
+
+  /* The kernels of the last few activation/RoPE specs (ptxq__op_kernel), so
+   * a repeated op is a memcmp instead of key formatting and hashing.
+   * Replaced round-robin. */
+  struct ptxq_op_cache_slot op_cache[PTXQ_OP_CACHE_SLOTS];
+  unsigned op_cache_next;
+
+  /* ptxq_rope_host_positions (rope.c): the device int32[8] the host
+   * positions are copied into (allocated on first use, freed by
+   * ptxq__rope_positions_free) and the context-owned host copy the
+   * asynchronous copy reads from. */
+  CUdeviceptr rope_positions;
+  int32_t rope_positions_host[PTXGEN_ROPE_MAX_M];
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
@@ -178,5 +202,42 @@ void ptxq__weights_free_all(ptxq_ctx *ctx);
 
 /* Frees the staging buffers (ptxq_close; context current, stream idle). */
 void ptxq__staging_free(ptxq_ctx *ctx);
+
+/* ---- the kernel look-up of the activation and RoPE ops ---- */
+
+/* The kernel of spec, through ctx->op_cache: a hit costs a memcmp per slot
+ * tried, with no key formatting or hashing. On a miss the spec is checked
+ * (an invalid one fails with PTXQ_ERR_INVALID, detail "<call>: <why>") and
+ * built or found by ptxq__kernel_for. The spec is compared bytewise, so it
+ * must have been zeroed whole (memset) before its fields were set; a hit
+ * needs no validation since only specs that once validated get a slot.
+ * Lock held, context current. */
+static inline int ptxq__op_kernel(ptxq_ctx *ctx, const char *call, const ptxgen_spec *spec,
+                                  const struct ptxq_kernel_entry **out) {
+  for (unsigned i = 0; i < PTXQ_OP_CACHE_SLOTS; i++) {
+    const struct ptxq_op_cache_slot *slot = &ctx->op_cache[i];
+    if (slot->kernel != NULL && memcmp(&slot->spec, spec, sizeof *spec) == 0) {
+      *out = slot->kernel;
+      return PTXQ_OK;
+    }
+  }
+  char why[256];
+  why[0] = '\0';
+  if (ptxgen_spec_validate(spec, why, sizeof why) != PTXGEN_OK)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: %s", call, why);
+  int status = ptxq__kernel_for(ctx, spec, out);
+  if (status != PTXQ_OK) return status;
+  struct ptxq_op_cache_slot *slot = &ctx->op_cache[ctx->op_cache_next];
+  ctx->op_cache_next = (ctx->op_cache_next + 1) % PTXQ_OP_CACHE_SLOTS;
+  memcpy(&slot->spec, spec, sizeof slot->spec); /* bytewise, as it is compared */
+  slot->kernel = *out;
+  return PTXQ_OK;
+}
+
+/* ---- rope.c ---- */
+
+/* Frees ptxq_rope_host_positions' device buffer (ptxq_close; context
+ * current, stream idle). */
+void ptxq__rope_positions_free(ptxq_ctx *ctx);
 
 #endif
