@@ -82,6 +82,11 @@ typedef struct ptxgen_spec {
   /* q4k_gemv tuning, 0 = the generator's choice (and then absent from the
    * key): rows per warp (1, 2, 4) and warps per block (4, 8, 16). */
   uint32_t rows, warps;
+  /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
+   * reads a second weight U of the same shape and writes
+   * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each
+   * product computed exactly as the plain GEMV computes it. */
+  uint32_t glu;
   /* rope (m is the number of tokens). mode: 0 normal, 2 neox (as ptxq's
    * PTXQ_ROPE_*). Floats are written in keys so that they round-trip. */
   uint32_t mode, head_dim, n_dims, heads, kv_heads;

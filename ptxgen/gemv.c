@@ -28,6 +28,7 @@
  */
 #include <stdio.h>
 
+#include "act_math.h"
 #include "gemv.h"
 
 #define GRID_CAP 1024u /* blocks; row groups beyond are walked with a grid stride */
@@ -46,7 +47,9 @@ static uint32_t shared_budget(uint32_t sm) {
 
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   gemv_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .sums = f->sums};
-  p.rows = s->rows ? s->rows : 2;
+  p.glu = s->glu;
+  p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
+  p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
@@ -82,6 +85,7 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
 
 static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
   L->W = ptx_param_u64(b, "W");
+  L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
   L->x = ptx_param_u64(b, "x");
   L->y = ptx_param_u64(b, "y");
   L->tid = ptx_new(b, PTX_B32);
@@ -162,9 +166,13 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   const gemv_plan p = plan_for(spec, f);
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
-  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u_m%u", f->name, p.k, p.n, p.m);
-  static const char *const params[] = {"W", "x", "y"};
-  ptx_entry(&b, out->entry, params, 3, 1);
+  static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
+  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u_m%u%s", f->name, p.k, p.n, p.m, glu_names[p.glu]);
+  static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
+  ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1);
+  if (p.glu)
+    ptx_comment(&b, "gated: y = %s(x . W^T) * (x . U^T), each product as the plain GEMV computes it",
+                p.glu == 1 ? "silu" : "gelu");
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T; %u rows per warp, %u warps per block, "
                   "%u row groups; x staged %u chunks (%u weights) at a time, %u tile(s)",
               p.m, p.n, p.m, p.k, p.n, p.k, p.rows, p.warps, p.groups, p.tile_chunks, p.tile_chunks * 64, p.tiles);
@@ -191,7 +199,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
 
-  ptx_reg row0 = ptx_new(&b, PTX_B32), rowp[4];
+  ptx_reg row0 = ptx_new(&b, PTX_B32), rowp[GEMV_MAX_LOAD_ROWS];
   ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
   ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
   for (uint32_t r = 0; r < p.rows; r++) {
@@ -202,9 +210,13 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_ins(&b, "min.u32 %s, %s, %u;", row.s, row.s, p.n - 1);
     ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p.row_stride);
     ptx_ins(&b, "add.u64 %s, %s, %s;", rowp[r].s, L.W.s, off.s);
+    if (p.glu) { /* the up weight's row: load row rows + r */
+      rowp[p.rows + r] = ptx_new(&b, PTX_B64);
+      ptx_ins(&b, "add.u64 %s, %s, %s;", rowp[p.rows + r].s, L.U.s, off.s);
+    }
   }
-  ptx_reg acc[4][8];
-  for (uint32_t r = 0; r < p.rows; r++)
+  ptx_reg acc[GEMV_MAX_LOAD_ROWS][8];
+  for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
       acc[r][m] = ptx_new(&b, PTX_F32);
       ptx_ins(&b, "mov.b32 %s, 0f00000000;", acc[r][m].s);
@@ -252,7 +264,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   }
 
   ptx_comment(&b, "sum the 32 lanes (butterfly: every lane ends with the same total) and store");
-  for (uint32_t r = 0; r < p.rows; r++)
+  for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++)
       for (int off = 16; off >= 1; off /= 2) {
         ptx_reg t = ptx_new(&b, PTX_F32);
@@ -268,8 +280,15 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n, lane0.s);
     ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", off.s, row.s);
     ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, L.y.s, off.s);
-    for (uint32_t m = 0; m < p.m; m++)
-      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, m * p.n * 4, acc[r][m].s);
+    for (uint32_t m = 0; m < p.m; m++) {
+      ptx_reg v = acc[r][m];
+      if (p.glu) { /* act(gate) * up, the arithmetic of the swiglu/geglu kernels */
+        ptx_reg a = emit_activation(&b, p.glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[r][m]);
+        v = ptx_new(&b, PTX_F32);
+        ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", v.s, a.s, acc[p.rows + r][m].s);
+      }
+      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, m * p.n * 4, v.s);
+    }
   }
   ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
   ptx_ins(&b, "bra.uni %s;", group_loop);

@@ -24,6 +24,8 @@
 typedef struct gemv_plan {
   uint32_t k, n, m, sm;
   uint32_t rows, warps, threads; /* rows per warp, warps per block, threads per block */
+  uint32_t glu;                  /* 0, or the gated epilogue (spec->glu) */
+  uint32_t load_rows;            /* weight rows a warp reads per chunk: rows, twice that with glu */
   uint32_t row_stride;           /* bytes from one row of W to the next */
   uint32_t chunks;               /* per row: k / 64 */
   uint32_t tile_chunks;          /* chunks of x staged at a time */
@@ -38,9 +40,11 @@ typedef struct gemv_lane {
   ptx_reg tid, lane, warp, c;  /* c = lane % 4: the part of every super-block this lane reads */
   ptx_reg half_exp;            /* 0x3F000000: 0.5, the float template quants are placed under */
   ptx_reg xs_base, xsum_base;  /* shared addresses of the staged x and its sums */
-  ptx_reg W, x, y;             /* global addresses */
+  ptx_reg W, U, x, y;          /* global addresses (U: the up weight of a glu kernel) */
   ptx_reg fmt[8];              /* the format's own constants */
 } gemv_lane;
+
+#define GEMV_MAX_LOAD_ROWS 8
 
 typedef struct gemv_format {
   const char *name;  /* entry-name prefix, e.g. "q4k_gemv" */
@@ -51,12 +55,12 @@ typedef struct gemv_format {
   void (*x_base)(ptx_builder *b, ptx_reg c, ptx_reg out);
   uint32_t (*x_offset)(uint32_t i);
   void (*lane_consts)(ptx_builder *b, const gemv_plan *p, gemv_lane *L);
-  /* Loads chunk g (u within the tile) of each of the warp's rows,
+  /* Loads chunk g (u within the tile) of each of the warp's load_rows rows,
    * dequantizes it and adds its products to acc[row][batch]. The staged x of
    * the chunk: float4 i of batch row r at xs_base + ((r*16 + i)*tile_chunks
    * + u)*16; its sums at xsum_base + ((r*tile_chunks + u)*sums + s)*4. */
   void (*chunk)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                ptx_reg g, ptx_reg acc[4][8]);
+                ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]);
 } gemv_format;
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);

@@ -103,14 +103,14 @@ static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], 
 }
 
 static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                      ptx_reg g, ptx_reg acc[4][8]) {
-  const uint32_t R = p->rows, M = p->m;
+                      ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  const uint32_t R = p->load_rows, M = p->m;
   ptx_reg hdr_off = ptx_new(b, PTX_B32), qoff = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", hdr_off.s, g.s);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", hdr_off.s, hdr_off.s, Q4K_BLOCK_BYTES);
   ptx_ins(b, "add.u32 %s, %s, %s;", qoff.s, hdr_off.s, L->fmt[C32].s);
   ptx_reg qoff64 = gemv_u64_of(b, qoff), hoff64 = gemv_u64_of(b, hdr_off);
-  ptx_reg h[4][4], q[4][8];
+  ptx_reg h[GEMV_MAX_LOAD_ROWS][4], q[GEMV_MAX_LOAD_ROWS][8];
   ptx_comment(b, "load: super-block header and this lane's 32 quant bytes, for each of %u rows", R);
   for (uint32_t r = 0; r < R; r++) {
     ptx_reg ha = ptx_new(b, PTX_B64), qa = ptx_new(b, PTX_B64);
@@ -122,18 +122,18 @@ static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+16];", q[r][0].s, q[r][1].s, q[r][2].s, q[r][3].s, qa.s);
     ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", q[r][4].s, q[r][5].s, q[r][6].s, q[r][7].s, qa.s);
   }
-  ptx_reg A[4][2], E[4][2];
+  ptx_reg A[GEMV_MAX_LOAD_ROWS][2], E[GEMV_MAX_LOAD_ROWS][2];
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: scales and mins of sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)", r);
     emit_scales(b, L, h[r], A[r], E[r]);
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
-  ptx_reg S[4][8][2];
+  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][2];
   for (int w = 0; w < 8; w++) {
     ptx_comment(b, "quant bytes %d..%d: weights 64c+%d.. (low nibbles) and 64c+%d.. (high)", 4 * w, 4 * w + 3,
                 4 * w, 32 + 4 * w);
-    ptx_reg f[4][2][4];
+    ptx_reg f[GEMV_MAX_LOAD_ROWS][2][4];
     for (uint32_t r = 0; r < R; r++) {
       ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32);
       /* nibbles into bits 3..6 of each byte: f = 0.5 + q/32 */

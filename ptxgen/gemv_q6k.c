@@ -81,8 +81,8 @@ static void q6k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
 }
 
 static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                      ptx_reg g, ptx_reg acc[4][8]) {
-  const uint32_t R = p->rows, M = p->m, nb = p->k / 256;
+                      ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  const uint32_t R = p->load_rows, M = p->m, nb = p->k / 256;
   ptx_reg sb = ptx_new(b, PTX_B32), qa = ptx_new(b, PTX_B32), qh = ptx_new(b, PTX_B32);
   ptx_reg sc = ptx_new(b, PTX_B32), dd = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", sb.s, g.s);
@@ -91,7 +91,8 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", sc.s, sb.s, L->fmt[SC_OFF].s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", dd.s, sb.s, nb * 208);
   ptx_reg qa64 = gemv_u64_of(b, qa), qh64 = gemv_u64_of(b, qh), sc64 = gemv_u64_of(b, sc), dd64 = gemv_u64_of(b, dd);
-  ptx_reg A[4][4], B[4][4], Q[4][4], SW[4][2], D16[4];
+  ptx_reg A[GEMV_MAX_LOAD_ROWS][4], B[GEMV_MAX_LOAD_ROWS][4], Q[GEMV_MAX_LOAD_ROWS][4];
+  ptx_reg SW[GEMV_MAX_LOAD_ROWS][2], D16[GEMV_MAX_LOAD_ROWS];
   ptx_comment(b, "load: this lane's 48 quant bytes, 8 scale bytes and d, for each of %u rows", R);
   for (uint32_t r = 0; r < R; r++) {
     ptx_reg a1 = ptx_new(b, PTX_B64), a2 = ptx_new(b, PTX_B64), a3 = ptx_new(b, PTX_B64), a4 = ptx_new(b, PTX_B64);
@@ -113,7 +114,7 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     ptx_ins(b, "ld.global.nc.v2.u32 {%s, %s}, [%s];", SW[r][0].s, SW[r][1].s, a3.s);
     ptx_ins(b, "ld.global.nc.b16 %s, [%s];", D16[r].s, a4.s);
   }
-  ptx_reg Aq[4][4], Eq[4][4]; /* per row and quarter: 128 d s and -96 d s */
+  ptx_reg Aq[GEMV_MAX_LOAD_ROWS][4], Eq[GEMV_MAX_LOAD_ROWS][4]; /* per row and quarter: 128 d s and -96 d s */
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d times the scales of the four quarters", r);
     ptx_reg d = ptx_new(b, PTX_F32);
@@ -133,10 +134,10 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
   /* per quarter t: the ql word, its shift, and the shift of the qh bits */
   static const int lo_shift[4] = {1, 1, -3, -3}, hi_shift[4] = {5, 3, 1, -1};
-  ptx_reg S[4][8][4];
+  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][4];
   for (int w = 0; w < 4; w++) {
     ptx_comment(b, "bytes %d..%d of the runs: weights 128h + 32t + 16*l2 + %d.. for t = 0..3", 4 * w, 4 * w + 3, 4 * w);
-    ptx_reg f[4][4][4];
+    ptx_reg f[GEMV_MAX_LOAD_ROWS][4][4];
     for (uint32_t r = 0; r < R; r++)
       for (int t = 0; t < 4; t++) {
         ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32), v = ptx_new(b, PTX_B32);

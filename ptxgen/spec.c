@@ -42,7 +42,7 @@ static int fail(char *msg, size_t cap, const char *fmt, ...) {
 
 /* ---- the parameters of each kind ----------------------------------------- */
 
-typedef enum { P_U32, P_F32, P_MODE } param_type;
+typedef enum { P_U32, P_F32, P_MODE, P_GLU } param_type;
 enum { SHOWN = 1, REQUIRED = 2 }; /* SHOWN: always in the canonical key */
 
 typedef struct {
@@ -57,7 +57,8 @@ typedef struct {
 #define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
-    U(rows, 0, 0),             U(warps, 0, 0)};
+    U(rows, 0, 0),             U(warps, 0, 0),
+    {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}};
 static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 /* n_dims defaults to head_dim (fallback -1 marks that) */
@@ -106,6 +107,7 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
     return fail(msg, cap, "rows=%u: rows per warp must be 1, 2 or 4", s->rows);
   if (s->warps != 0 && s->warps != 4 && s->warps != 8 && s->warps != 16)
     return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
+  if (s->glu > 2) return fail(msg, cap, "glu=%u: must be 0 (none), 1 (swiglu) or 2 (geglu)", s->glu);
   return PTXGEN_OK;
 }
 
@@ -207,6 +209,7 @@ int ptxgen_spec_format(const ptxgen_spec *s, char *buf, size_t cap) {
       memcpy(&v, field, sizeof v);
       if (!(pd->flags & SHOWN) && v == (uint32_t)pd->fallback) continue;
       if (pd->type == P_MODE) snprintf(value, sizeof value, "%s", v == 2 ? "neox" : "normal");
+      else if (pd->type == P_GLU) snprintf(value, sizeof value, "%s", v == 1 ? "swiglu" : "geglu");
       else snprintf(value, sizeof value, "%u", v);
     }
     len += (size_t)snprintf(out + len, sizeof out - len, "%s%s=%s", first ? "" : ",", pd->name, value);
@@ -256,6 +259,10 @@ static int parse_value(const param_def *pd, const char *p, size_t len, ptxgen_sp
     if (len == 6 && !memcmp(p, "normal", 6)) v = 0;
     else if (len == 4 && !memcmp(p, "neox", 4)) v = 2;
     else return -1;
+  } else if (pd->type == P_GLU) {
+    if (len == 6 && !memcmp(p, "swiglu", 6)) v = 1;
+    else if (len == 5 && !memcmp(p, "geglu", 5)) v = 2;
+    else return -1;
   } else if (parse_u32(p, len, &v)) {
     return -1;
   }
@@ -264,7 +271,10 @@ static int parse_value(const param_def *pd, const char *p, size_t len, ptxgen_sp
 }
 
 static const char *type_words(param_type t) {
-  return t == P_F32 ? "a finite decimal number" : t == P_MODE ? "normal or neox" : "an unsigned 32-bit decimal number";
+  return t == P_F32    ? "a finite decimal number"
+         : t == P_MODE ? "normal or neox"
+         : t == P_GLU  ? "swiglu or geglu"
+                       : "an unsigned 32-bit decimal number";
 }
 
 int ptxgen_spec_parse(const char *key, ptxgen_spec *out, char *msg, size_t cap) {

@@ -53,6 +53,8 @@ Test(spec, parse_format_round_trip_random) {
     static const uint32_t rows[] = {0, 1, 2, 4}, warps[] = {0, 4, 8, 16};
     s.rows = rows[rnd() % 4];
     s.warps = warps[rnd() % 4];
+    s.glu = rnd() % 3;
+    if (rnd() % 2) s.kind = PTXGEN_KIND_Q6K_GEMV;
     char key[128], msg[256];
     int len = ptxgen_spec_format(&s, key, sizeof key);
     cr_assert(len > 0 && (size_t)len < sizeof key);
@@ -166,6 +168,7 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
   refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
+  refuse("q4k_gemv:k=256,n=1,m=1,glu=relu", "glu='relu' is not swiglu or geglu");
   refuse("q4k_gemv:k=256,n=1,m=1,z=2", "unknown parameter 'z'");
   refuse("q4k_gemv:k=256,n=1", "missing parameter 'm'");
   refuse("q4k_gemv:k=256,k=512,n=1,m=1", "given twice");
@@ -248,6 +251,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "stream_read:n=1,sm=80",                "stream_read:n=1073741824,sm=90",
       "gelu:n=14336,m=1,sm=90",               "gelu_erf:n=777,m=3,sm=75",
       "q6k_gemv:k=256,n=1,m=1,sm=75",         "q6k_gemv:k=14336,n=4096,m=8,sm=90",
+      "q4k_gemv:k=4096,n=14336,m=2,glu=swiglu", "q6k_gemv:k=512,n=7,m=8,sm=120,glu=geglu",
       "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
   };
