@@ -10,9 +10,19 @@
  *      that together exceed 4x the L2, as a decode step reads each layer
  *      once) and hot (the same buffers again, as most published figures
  *      are taken). Each launch is timed by its own event pair; the median
- *      is reported as time, GB/s and percent of the ceiling.
- * Every configuration is checked afterwards: sampled rows of y against the
- * fp64 CPU reference (ptxq_ref_gemv). A failed check makes the exit status 1.
+ *      is reported as time, GB/s and percent of the ceiling,
+ *  (c) the activations (gelu, gelu_erf, silu, swiglu, geglu) over an
+ *      FFN-sized row (n = 14336), out of place, and
+ *  (d) RoPE on Llama-3-8B's attention heads (NeoX, 32 Q + 8 KV heads of
+ *      128, base 500000),
+ *      both for m = 1 and 8 tokens and hot only: these kernels take a few
+ *      microseconds, so the per-launch event pair makes their figure the
+ *      time a launch occupies the GPU, launch latency included.
+ * Every configuration is checked afterwards against the fp64 CPU reference:
+ * sampled rows of y (ptxq_ref_gemv), every activation value (ptxq_ref_act,
+ * ptxq_ref_glu), every rotated q and k value (ptxq_ref_rope). A failed check
+ * makes the exit status 1. `--kernels` picks which of (b)..(d) run; (a) always
+ * does, as the others are reported against it.
  *
  * Exit status: 0 ok, 1 a check or a GPU call failed, 2 usage, 3 no GPU.
  */
@@ -44,6 +54,25 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define MAX_MS 8
 #define L2_FALLBACK_BYTES (64ull << 20)
 
+/* Activations: one row of Llama-3-8B's FFN (the gate/up width), inputs
+ * uniform in [-ACT_RANGE, ACT_RANGE] to reach both tails of every formula;
+ * the accuracy ptxq.h promises: |y - ref| <= ACT_REL_TOL |ref| + ACT_ABS_TOL. */
+#define ACT_N 14336u
+#define ACT_RANGE 20.0
+#define ACT_REL_TOL 2e-6
+#define ACT_ABS_TOL 1e-7
+/* RoPE: Llama-3-8B attention; positions up to ROPE_MAX_POSITION (1M-token
+ * contexts), unit-scale q and k, within ROPE_ABS_TOL of fp64 (ptxq.h). */
+#define ROPE_HEAD_DIM 128u
+#define ROPE_HEADS 32u
+#define ROPE_KV_HEADS 8u
+#define ROPE_BASE 500000.0f
+#define ROPE_MAX_POSITION (1u << 20)
+#define ROPE_ABS_TOL 2e-6
+#define MAX_SHOWN_ERRORS 5 /* failing values printed per configuration */
+
+enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_ALL = 7 };
+
 typedef struct {
   uint32_t n, k;
 } shape;
@@ -53,6 +82,8 @@ static const shape default_shapes[] = {
     {4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096},
 };
 static const uint32_t default_ms[] = {1, 2, 4, 8};
+/* Activations and RoPE: one decode token, and a batch of 8. */
+static const uint32_t default_op_ms[] = {1, 8};
 
 typedef struct {
   const char *json_path;
@@ -62,6 +93,9 @@ typedef struct {
   size_t shape_count;
   uint32_t ms[MAX_MS];
   size_t m_count;
+  uint32_t op_ms[MAX_MS]; /* batch sizes of the activations and RoPE */
+  size_t op_m_count;
+  unsigned kernels; /* KERNELS_* bits */
   uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
   uint64_t seed; /* of the random data; 0: from the clock */
   bool list_keys, quick;
@@ -76,6 +110,19 @@ typedef struct {
   int registers, spill_bytes;
   bool ok;
 } result;
+
+/* One activation or RoPE configuration (always hot). */
+typedef struct {
+  const char *kernel; /* the kind's name, as in its key */
+  char key[128];
+  bool rope;
+  uint32_t n, m; /* n: values per row (activations); m: rows or tokens */
+  double bytes, median_us, gbps, pct_of_ceiling;
+  double launch_us; /* median of launches each started on an idle GPU: host launch time included */
+  double max_err, err_limit; /* see check_act and check_rope for what max_err measures */
+  int registers, spill_bytes;
+  bool ok;
+} op_result;
 
 /* Timing state shared by all measurements. */
 typedef struct {
@@ -153,21 +200,26 @@ static int report_failure(ptxq_ctx *ctx, const char *what, int status)
   return EXIT_FAILED;
 }
 
-static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint32_t sm,
-                      char *buf, size_t cap)
+static int spec_key(const ptxgen_spec *spec, char *buf, size_t cap)
 {
-  ptxgen_spec spec = {.kind = kind, .sm = sm, .k = k, .n = n, .m = m};
   char msg[256];
-  if (ptxgen_spec_validate(&spec, msg, sizeof msg) != PTXGEN_OK) {
+  if (ptxgen_spec_validate(spec, msg, sizeof msg) != PTXGEN_OK) {
     fprintf(stderr, "ptxq-bench: %s\n", msg);
     return EXIT_USAGE;
   }
-  int len = ptxgen_spec_format(&spec, buf, cap);
+  int len = ptxgen_spec_format(spec, buf, cap);
   if (len < 0 || (size_t)len >= cap) {
     fprintf(stderr, "ptxq-bench: cannot format the key of a spec\n");
     return EXIT_FAILED;
   }
   return 0;
+}
+
+static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint32_t sm,
+                      char *buf, size_t cap)
+{
+  ptxgen_spec spec = {.kind = kind, .sm = sm, .k = k, .n = n, .m = m};
+  return spec_key(&spec, buf, cap);
 }
 
 static void read_key(uint32_t sm, size_t bytes, char *buf, size_t cap)
@@ -176,21 +228,63 @@ static void read_key(uint32_t sm, size_t bytes, char *buf, size_t cap)
   format_key(PTXGEN_KIND_STREAM_READ, 0, (uint32_t)(bytes / 16), 0, sm, buf, cap);
 }
 
+/* The activations measured, with the reference that defines each. */
+typedef struct {
+  ptxgen_kind kind;
+  const char *name;
+  ptxq_act ref_act; /* applied to x, or to gate when gated */
+  bool gated;       /* y = act(gate) * up */
+} act_def;
+
+static const act_def act_defs[] = {
+    {PTXGEN_KIND_GELU, "gelu", PTXQ_ACT_GELU, false},
+    {PTXGEN_KIND_GELU_ERF, "gelu_erf", PTXQ_ACT_GELU_ERF, false},
+    {PTXGEN_KIND_SILU, "silu", PTXQ_ACT_SILU, false},
+    {PTXGEN_KIND_SWIGLU, "swiglu", PTXQ_ACT_SILU, true},
+    {PTXGEN_KIND_GEGLU, "geglu", PTXQ_ACT_GELU, true},
+};
+#define ACT_KINDS (sizeof act_defs / sizeof act_defs[0])
+
+static int act_key(const act_def *a, uint32_t m, uint32_t sm, char *buf, size_t cap)
+{
+  return format_key(a->kind, 0, ACT_N, m, sm, buf, cap);
+}
+
+/* The spec and the reference's parameters must describe the same RoPE. */
+static int rope_key(uint32_t m, uint32_t sm, char *buf, size_t cap)
+{
+  ptxgen_spec spec = {.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = PTXQ_ROPE_NEOX,
+                      .head_dim = ROPE_HEAD_DIM, .n_dims = ROPE_HEAD_DIM, .heads = ROPE_HEADS,
+                      .kv_heads = ROPE_KV_HEADS, .base = ROPE_BASE, .freq_scale = 1,
+                      .attn_factor = 1, .beta_fast = 32, .beta_slow = 1};
+  return spec_key(&spec, buf, cap);
+}
+
+static void rope_ref_params(ptxq_rope_params *p)
+{
+  ptxq_rope_params_init(p, PTXQ_ROPE_NEOX, ROPE_HEAD_DIM, ROPE_HEADS, ROPE_KV_HEADS);
+  p->base = ROPE_BASE;
+}
+
 /* ---- options ------------------------------------------------------------ */
 
 static void usage(FILE *to)
 {
   fprintf(to,
           "usage: ptxq-bench [options]\n"
-          "Measures the device's read ceiling and the Q4_K GEMV on Llama-3-8B decode\n"
-          "shapes (cold and hot), checks every result against the CPU reference.\n"
+          "Measures the device's read ceiling, the Q4_K GEMV on Llama-3-8B decode shapes\n"
+          "(cold and hot), the activations and RoPE (hot), and checks every result\n"
+          "against the CPU reference.\n"
           "\n"
           "  --json FILE     also write the results as JSON to FILE\n"
-          "  --reps N        event-timed launches per GEMV configuration (default %d)\n"
+          "  --kernels LIST  which rows to measure: gemv, act, rope, e.g. act,rope\n"
+          "                  (default all; the read ceiling is always measured)\n"
+          "  --reps N        event-timed launches per configuration (default %d)\n"
           "  --shapes LIST   n x k shapes, e.g. 4096x4096,14336x4096 (default: the five\n"
           "                  Llama-3-8B shapes 4096x4096,1024x4096,14336x4096,\n"
           "                  4096x14336,128256x4096)\n"
-          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8)\n"
+          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8 for the GEMV, 1,8 for\n"
+          "                  the activations and RoPE)\n"
           "  --quick         %d timed launches per configuration: a smoke run\n"
           "  --seed N        seed of the random data (default: from the clock; printed)\n"
           "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
@@ -251,11 +345,31 @@ static bool parse_ms(char *list, options *opt)
   return opt->m_count > 0;
 }
 
+/* "gemv,act,rope": the KERNELS_* bits; 0 if the list names anything else. */
+static unsigned parse_kernels(char *list)
+{
+  static const struct {
+    const char *name;
+    unsigned bit;
+  } names[] = {{"gemv", KERNELS_GEMV}, {"act", KERNELS_ACT}, {"rope", KERNELS_ROPE}};
+  unsigned kernels = 0;
+  for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
+       item = strtok_r(NULL, ",", &save)) {
+    size_t i = 0;
+    while (i < sizeof names / sizeof names[0] && strcmp(item, names[i].name))
+      i++;
+    if (i == sizeof names / sizeof names[0])
+      return 0;
+    kernels |= names[i].bit;
+  }
+  return kernels;
+}
+
 /* Returns 0, or the exit status to leave with (-1: --help, exit 0). */
 static int parse_options(int argc, char **argv, options *opt)
 {
-  bool runs_given = false;
-  *opt = (options){.runs = GEMV_RUNS, .ceiling_runs = CEILING_RUNS};
+  bool runs_given = false, ms_given = false;
+  *opt = (options){.runs = GEMV_RUNS, .ceiling_runs = CEILING_RUNS, .kernels = KERNELS_ALL};
   memcpy(opt->shapes, default_shapes, sizeof default_shapes);
   opt->shape_count = sizeof default_shapes / sizeof default_shapes[0];
   memcpy(opt->ms, default_ms, sizeof default_ms);
@@ -266,7 +380,7 @@ static int parse_options(int argc, char **argv, options *opt)
     char *value = i + 1 < argc ? argv[i + 1] : NULL;
     bool takes_value = !strcmp(arg, "--json") || !strcmp(arg, "--reps") ||
                        !strcmp(arg, "--shapes") || !strcmp(arg, "--m") || !strcmp(arg, "--sm") ||
-                       !strcmp(arg, "--seed");
+                       !strcmp(arg, "--seed") || !strcmp(arg, "--kernels");
     if (takes_value && !value) {
       fprintf(stderr, "ptxq-bench: %s needs a value\n", arg);
       return EXIT_USAGE;
@@ -294,6 +408,12 @@ static int parse_options(int argc, char **argv, options *opt)
       if (!parse_ms(value, opt)) {
         fprintf(stderr, "ptxq-bench: --m %s: want a list of batch sizes in 1..%u\n", value,
                 PTXGEN_GEMV_MAX_M);
+        return EXIT_USAGE;
+      }
+      ms_given = true;
+    } else if (!strcmp(arg, "--kernels")) {
+      if (!(opt->kernels = parse_kernels(value))) {
+        fprintf(stderr, "ptxq-bench: --kernels: want a list of gemv, act, rope\n");
         return EXIT_USAGE;
       }
     } else if (!strcmp(arg, "--sm")) {
@@ -326,6 +446,15 @@ static int parse_options(int argc, char **argv, options *opt)
     if (!runs_given)
       opt->runs = QUICK_RUNS;
   }
+  /* An explicit --m narrows every kernel; the activation and RoPE limits
+   * (PTXGEN_ACT_MAX_M, PTXGEN_ROPE_MAX_M) equal the GEMV's. */
+  if (ms_given) {
+    memcpy(opt->op_ms, opt->ms, sizeof opt->ms);
+    opt->op_m_count = opt->m_count;
+  } else {
+    memcpy(opt->op_ms, default_op_ms, sizeof default_op_ms);
+    opt->op_m_count = sizeof default_op_ms / sizeof default_op_ms[0];
+  }
   return 0;
 }
 
@@ -335,7 +464,7 @@ static int list_keys(const options *opt)
   char key[128];
   read_key(sm, READ_BYTES, key, sizeof key);
   printf("%s\n", key);
-  for (size_t s = 0; s < opt->shape_count; s++)
+  for (size_t s = 0; s < opt->shape_count && (opt->kernels & KERNELS_GEMV); s++)
     for (size_t j = 0; j < opt->m_count; j++) {
       int rc = format_key(PTXGEN_KIND_Q4K_GEMV, opt->shapes[s].k, opt->shapes[s].n,
                           opt->ms[j], sm, key, sizeof key);
@@ -343,6 +472,19 @@ static int list_keys(const options *opt)
         return rc;
       printf("%s\n", key);
     }
+  for (size_t a = 0; a < ACT_KINDS && (opt->kernels & KERNELS_ACT); a++)
+    for (size_t j = 0; j < opt->op_m_count; j++) {
+      int rc = act_key(&act_defs[a], opt->op_ms[j], sm, key, sizeof key);
+      if (rc)
+        return rc;
+      printf("%s\n", key);
+    }
+  for (size_t j = 0; j < opt->op_m_count && (opt->kernels & KERNELS_ROPE); j++) {
+    int rc = rope_key(opt->op_ms[j], sm, key, sizeof key);
+    if (rc)
+      return rc;
+    printf("%s\n", key);
+  }
   return 0;
 }
 
@@ -425,6 +567,35 @@ static int time_launches(bench *b, launch_fn launch, void *arg, int runs, double
     if (st)
       return report_failure(b->ctx, "recording an event", st);
     if ((rc = launch(b, arg, index++)))
+      return rc;
+    if ((st = ptxq_event_record(b->ctx, b->end[i])))
+      return report_failure(b->ctx, "recording an event", st);
+  }
+  for (int i = 0; i < runs; i++) {
+    int st = ptxq_event_elapsed_ms(b->ctx, b->start[i], b->end[i], &b->ms[i]);
+    if (st)
+      return report_failure(b->ctx, "reading an event pair", st);
+  }
+  *median = median_ms(b->ms, runs);
+  return 0;
+}
+
+/* Like time_launches, but each launch starts with the GPU idle (the stream
+ * is synchronised first and nothing is queued ahead), so the time between
+ * the events includes the host's launch of the kernel: the end-to-end cost
+ * of one small op. */
+static int time_launches_idle(bench *b, launch_fn launch, void *arg, int runs, double *median)
+{
+  int rc = ensure_events(b, runs);
+  if (rc)
+    return rc;
+  for (int i = 0; i < runs; i++) {
+    int st = ptxq_sync(b->ctx);
+    if (!st)
+      st = ptxq_event_record(b->ctx, b->start[i]);
+    if (st)
+      return report_failure(b->ctx, "recording an event", st);
+    if ((rc = launch(b, arg, i)))
       return rc;
     if ((st = ptxq_event_record(b->ctx, b->end[i])))
       return report_failure(b->ctx, "recording an event", st);
@@ -668,6 +839,278 @@ done:
   return rc;
 }
 
+/* ---- (c) activations and (d) RoPE --------------------------------------- */
+
+typedef struct {
+  const char *key;
+  void **params;
+} key_launch;
+
+static int key_pass(bench *b, void *arg, int index)
+{
+  (void)index;
+  key_launch *l = arg;
+  int st = ptxq_kernel_launch(b->ctx, l->key, l->params);
+  return st ? report_failure(b->ctx, l->key, st) : 0;
+}
+
+/* Builds r->key's kernel (generation and JIT stay out of the timing), times
+ * hot launches of it with params and fills r's timing fields. */
+static int time_op(bench *b, const options *opt, void **params, double bytes, op_result *r)
+{
+  ptxq_kernel_info kernel;
+  int st = ptxq_kernel_get(b->ctx, r->key, &kernel);
+  if (st)
+    return report_failure(b->ctx, r->key, st);
+  r->registers = kernel.registers;
+  r->spill_bytes = kernel.spill_bytes;
+  key_launch l = {r->key, params};
+  double ms;
+  int rc = time_launches(b, key_pass, &l, opt->runs, &ms);
+  if (rc)
+    return rc;
+  r->bytes = bytes;
+  r->median_us = ms * 1e3;
+  r->gbps = bytes / (ms * 1e-3) / 1e9;
+  r->pct_of_ceiling = 100 * r->gbps / b->ceiling_gbps;
+  if ((rc = time_launches_idle(b, key_pass, &l, opt->runs, &ms)))
+    return rc;
+  r->launch_us = ms * 1e3;
+  return 0;
+}
+
+/* after_gemv: a blank line parts this table from the GEMV's. */
+static void print_op_header(bool after_gemv)
+{
+  printf("%s%-9s %-16s %2s  %-4s %10s %10s %8s %6s  %s\n", after_gemv ? "\n" : "", "kernel",
+         "shape", "m", "mode", "median_us", "launch_us", "GB/s", "%ceil", "check (max err)");
+  fflush(stdout);
+}
+
+static void print_op_result(const op_result *r)
+{
+  char shape[32], check[32];
+  if (r->rope)
+    snprintf(shape, sizeof shape, "(%u+%u)x%u", ROPE_HEADS, ROPE_KV_HEADS, ROPE_HEAD_DIM);
+  else
+    snprintf(shape, sizeof shape, "n=%u", r->n);
+  snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_err);
+  printf("%-9s %-16s %2u  %-4s %10.2f %10.2f %8.1f %6.1f  %s\n", r->kernel, shape, r->m, "hot",
+         r->median_us, r->launch_us, r->gbps, r->pct_of_ceiling, check);
+  fflush(stdout);
+}
+
+static void fill_uniform(uint64_t *rng, float *v, size_t count, double range)
+{
+  for (size_t i = 0; i < count; i++)
+    v[i] = (float)(range * (2 * rng_unit(rng) - 1));
+}
+
+/* Largest |y - ref| / (|ref| + ACT_ABS_TOL / ACT_REL_TOL), which is at most
+ * ACT_REL_TOL exactly when |y - ref| <= ACT_REL_TOL |ref| + ACT_ABS_TOL:
+ * one number that reads as a relative error where the absolute floor does
+ * not matter. NaN counts as infinity. */
+static double check_act(const op_result *r, const float *y, const double *want, size_t count)
+{
+  double worst = 0;
+  int shown = 0;
+  for (size_t i = 0; i < count; i++) {
+    double err = fabs(y[i] - want[i]) / (fabs(want[i]) + ACT_ABS_TOL / ACT_REL_TOL);
+    if (!(err <= ACT_REL_TOL) && shown++ < MAX_SHOWN_ERRORS)
+      fprintf(stderr, "ptxq-bench: %s n=%u m=%u: row %zu value %zu: got %.9g, want %.9g\n",
+              r->kernel, r->n, r->m, i / r->n, i % r->n, y[i], want[i]);
+    if (!(err <= worst))
+      worst = isnan(err) ? INFINITY : err;
+  }
+  return worst;
+}
+
+/* Each activation at each batch size: gelu, gelu_erf and silu read x (the
+ * gate buffer), swiglu and geglu read gate and up; y is a separate buffer.
+ * Appends to results (room for ACT_KINDS * opt->op_m_count). */
+static int bench_acts(bench *b, const options *opt, uint64_t *rng, op_result *results,
+                      size_t *result_count)
+{
+  uint32_t max_m = 1;
+  for (size_t j = 0; j < opt->op_m_count; j++)
+    max_m = opt->op_ms[j] > max_m ? opt->op_ms[j] : max_m;
+  size_t cap = (size_t)max_m * ACT_N;
+  float *gate = malloc(cap * sizeof *gate), *up = malloc(cap * sizeof *up);
+  float *y = malloc(cap * sizeof *y);
+  double *want = malloc(cap * sizeof *want);
+  ptxq_dev gate_dev = 0, up_dev = 0, y_dev = 0;
+  int st, rc = 0;
+  if (!gate || !up || !y || !want) {
+    fprintf(stderr, "ptxq-bench: out of host memory for the activations\n");
+    rc = EXIT_FAILED;
+    goto done;
+  }
+  fill_uniform(rng, gate, cap, ACT_RANGE);
+  fill_uniform(rng, up, cap, ACT_RANGE);
+  if ((st = ptxq_alloc(b->ctx, cap * sizeof *gate, &gate_dev)) ||
+      (st = ptxq_alloc(b->ctx, cap * sizeof *up, &up_dev)) ||
+      (st = ptxq_alloc(b->ctx, cap * sizeof *y, &y_dev)) ||
+      (st = ptxq_upload(b->ctx, gate_dev, gate, cap * sizeof *gate)) ||
+      (st = ptxq_upload(b->ctx, up_dev, up, cap * sizeof *up))) {
+    rc = report_failure(b->ctx, "preparing the activation buffers", st);
+    goto done;
+  }
+
+  void *unary[] = {&gate_dev, &y_dev}, *gated[] = {&gate_dev, &up_dev, &y_dev};
+  for (size_t a = 0; a < ACT_KINDS; a++) {
+    const act_def *def = &act_defs[a];
+    for (size_t j = 0; j < opt->op_m_count; j++) {
+      uint32_t m = opt->op_ms[j];
+      size_t count = (size_t)m * ACT_N;
+      op_result *r = &results[(*result_count)++];
+      *r = (op_result){.kernel = def->name, .n = ACT_N, .m = m, .err_limit = ACT_REL_TOL};
+      if ((rc = act_key(def, m, b->info.target_sm, r->key, sizeof r->key)))
+        goto done;
+      void **params = def->gated ? gated : unary;
+      double bytes = 4.0 * (double)count * (def->gated ? 3 : 2); /* inputs + y */
+      if ((rc = time_op(b, opt, params, bytes, r)))
+        goto done;
+
+      /* The check run writes over NaN: a value the kernel skips fails. */
+      key_launch l = {r->key, params};
+      memset(y, 0xFF, count * sizeof *y);
+      if ((st = ptxq_upload(b->ctx, y_dev, y, count * sizeof *y)) ||
+          (rc = key_pass(b, &l, 0)) ||
+          (st = ptxq_download(b->ctx, y, y_dev, count * sizeof *y))) {
+        rc = rc ? rc : report_failure(b->ctx, "checking an activation", st);
+        goto done;
+      }
+      st = def->gated ? ptxq_ref_glu(def->ref_act, gate, up, want, count)
+                      : ptxq_ref_act(def->ref_act, gate, want, count);
+      r->max_err = st ? INFINITY : check_act(r, y, want, count);
+      r->ok = r->max_err <= ACT_REL_TOL;
+      print_op_result(r);
+    }
+  }
+
+done:
+  if (y_dev)
+    ptxq_free(b->ctx, y_dev);
+  if (up_dev)
+    ptxq_free(b->ctx, up_dev);
+  if (gate_dev)
+    ptxq_free(b->ctx, gate_dev);
+  free(want);
+  free(y);
+  free(up);
+  free(gate);
+  return rc;
+}
+
+/* Largest |got - want| over count values (NaN counts as infinity). */
+static double check_rope(const op_result *r, const char *which, const float *got,
+                         const double *want, size_t count)
+{
+  double worst = 0;
+  int shown = 0;
+  for (size_t i = 0; i < count; i++) {
+    double err = fabs(got[i] - want[i]);
+    if (!(err <= ROPE_ABS_TOL) && shown++ < MAX_SHOWN_ERRORS)
+      fprintf(stderr, "ptxq-bench: rope m=%u: %s value %zu (token %zu): got %.9g, want %.9g\n",
+              r->m, which, i, i / (count / r->m), got[i], want[i]);
+    if (!(err <= worst))
+      worst = isnan(err) ? INFINITY : err;
+  }
+  return worst;
+}
+
+/* RoPE at each batch size. It rotates in place, so the timed launches keep
+ * rotating a scratch copy (norms are kept, the values stay unit-scale); the
+ * check re-uploads q and k and rotates them once. Appends to results (room
+ * for opt->op_m_count). */
+static int bench_rope(bench *b, const options *opt, uint64_t *rng, op_result *results,
+                      size_t *result_count)
+{
+  const size_t q_token = (size_t)ROPE_HEADS * ROPE_HEAD_DIM;
+  const size_t k_token = (size_t)ROPE_KV_HEADS * ROPE_HEAD_DIM;
+  uint32_t max_m = 1;
+  for (size_t j = 0; j < opt->op_m_count; j++)
+    max_m = opt->op_ms[j] > max_m ? opt->op_ms[j] : max_m;
+  size_t q_cap = max_m * q_token, k_cap = max_m * k_token;
+  float *q = malloc(q_cap * sizeof *q), *k = malloc(k_cap * sizeof *k);
+  float *q_got = malloc(q_cap * sizeof *q_got), *k_got = malloc(k_cap * sizeof *k_got);
+  double *q_want = malloc(q_cap * sizeof *q_want), *k_want = malloc(k_cap * sizeof *k_want);
+  int32_t positions[MAX_MS];
+  ptxq_dev q_dev = 0, k_dev = 0, positions_dev = 0, no_freq_factors = 0;
+  ptxq_rope_params p;
+  int st, rc = 0;
+  rope_ref_params(&p);
+  if (!q || !k || !q_got || !k_got || !q_want || !k_want) {
+    fprintf(stderr, "ptxq-bench: out of host memory for RoPE\n");
+    rc = EXIT_FAILED;
+    goto done;
+  }
+  fill_uniform(rng, q, q_cap, 1.0);
+  fill_uniform(rng, k, k_cap, 1.0);
+  for (uint32_t t = 0; t < max_m; t++)
+    positions[t] = (int32_t)(rng_next(rng) % (ROPE_MAX_POSITION + 1u));
+  if ((st = ptxq_alloc(b->ctx, q_cap * sizeof *q, &q_dev)) ||
+      (st = ptxq_alloc(b->ctx, k_cap * sizeof *k, &k_dev)) ||
+      (st = ptxq_alloc(b->ctx, max_m * sizeof *positions, &positions_dev)) ||
+      (st = ptxq_upload(b->ctx, positions_dev, positions, max_m * sizeof *positions))) {
+    rc = report_failure(b->ctx, "preparing the RoPE buffers", st);
+    goto done;
+  }
+
+  void *params[] = {&q_dev, &k_dev, &positions_dev, &no_freq_factors};
+  for (size_t j = 0; j < opt->op_m_count; j++) {
+    uint32_t m = opt->op_ms[j];
+    size_t q_count = m * q_token, k_count = m * k_token;
+    op_result *r = &results[(*result_count)++];
+    *r = (op_result){.kernel = "rope", .rope = true, .m = m, .err_limit = ROPE_ABS_TOL};
+    if ((rc = rope_key(m, b->info.target_sm, r->key, sizeof r->key)))
+      goto done;
+    /* q and k read and written, positions read */
+    double bytes = 2 * 4.0 * (double)(q_count + k_count) + 4.0 * m;
+    if ((st = ptxq_upload(b->ctx, q_dev, q, q_count * sizeof *q)) ||
+        (st = ptxq_upload(b->ctx, k_dev, k, k_count * sizeof *k))) {
+      rc = report_failure(b->ctx, "uploading q and k", st);
+      goto done;
+    }
+    if ((rc = time_op(b, opt, params, bytes, r)))
+      goto done;
+
+    key_launch l = {r->key, params};
+    if ((st = ptxq_upload(b->ctx, q_dev, q, q_count * sizeof *q)) ||
+        (st = ptxq_upload(b->ctx, k_dev, k, k_count * sizeof *k)) ||
+        (rc = key_pass(b, &l, 0)) ||
+        (st = ptxq_download(b->ctx, q_got, q_dev, q_count * sizeof *q_got)) ||
+        (st = ptxq_download(b->ctx, k_got, k_dev, k_count * sizeof *k_got))) {
+      rc = rc ? rc : report_failure(b->ctx, "checking RoPE", st);
+      goto done;
+    }
+    if (ptxq_ref_rope(&p, NULL, positions, m, q, k, q_want, k_want)) {
+      r->max_err = INFINITY;
+    } else {
+      double q_err = check_rope(r, "q", q_got, q_want, q_count);
+      double k_err = check_rope(r, "k", k_got, k_want, k_count);
+      r->max_err = fmax(q_err, k_err);
+    }
+    r->ok = r->max_err <= ROPE_ABS_TOL;
+    print_op_result(r);
+  }
+
+done:
+  if (positions_dev)
+    ptxq_free(b->ctx, positions_dev);
+  if (k_dev)
+    ptxq_free(b->ctx, k_dev);
+  if (q_dev)
+    ptxq_free(b->ctx, q_dev);
+  free(k_want);
+  free(q_want);
+  free(k_got);
+  free(q_got);
+  free(k);
+  free(q);
+  return rc;
+}
+
 /* ---- output ------------------------------------------------------------- */
 
 static void json_string(FILE *f, const char *s)
@@ -685,8 +1128,39 @@ static void json_string(FILE *f, const char *s)
   fputc('"', f);
 }
 
+/* A JSON number, or null for what JSON cannot hold (infinity, NaN). */
+static void json_number(FILE *f, double v)
+{
+  if (isfinite(v))
+    fprintf(f, "%.3g", v);
+  else
+    fprintf(f, "null");
+}
+
+/* One activation or RoPE record: the fields that describe its shape, then
+ * those every record has. */
+static void json_op_record(FILE *f, const op_result *r)
+{
+  fprintf(f, "\n  {\"kernel\": \"%s\", \"key\": ", r->kernel);
+  json_string(f, r->key);
+  if (r->rope)
+    fprintf(f, ", \"rope_mode\": \"neox\", \"heads\": %u, \"kv_heads\": %u, \"head_dim\": %u, "
+               "\"n_dims\": %u, \"base\": %.0f",
+            ROPE_HEADS, ROPE_KV_HEADS, ROPE_HEAD_DIM, ROPE_HEAD_DIM, (double)ROPE_BASE);
+  else
+    fprintf(f, ", \"n\": %u", r->n);
+  fprintf(f,
+          ", \"m\": %u, \"mode\": \"hot\", \"median_us\": %.3f, \"launch_us\": %.3f, \"gbps\": %.2f, "
+          "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"registers\": %d, \"spill_bytes\": %d, "
+          "\"max_err\": ",
+          r->m, r->median_us, r->launch_us, r->gbps, r->pct_of_ceiling, r->bytes, r->registers, r->spill_bytes);
+  json_number(f, r->max_err);
+  fprintf(f, ", \"err_limit\": %g, \"check\": \"%s\"}", r->err_limit, r->ok ? "ok" : "FAIL");
+}
+
 static int write_json(const char *path, const bench *b, const options *opt,
-                      const result *results, size_t count)
+                      const result *results, size_t count, const op_result *ops,
+                      size_t op_count)
 {
   FILE *f = fopen(path, "w");
   if (!f) {
@@ -715,6 +1189,11 @@ static int write_json(const char *path, const bench *b, const options *opt,
     else
       fprintf(f, "null");
     fprintf(f, ", \"check\": \"%s\"}", r->ok ? "ok" : "FAIL");
+  }
+  for (size_t i = 0; i < op_count; i++) {
+    if (count || i)
+      fputc(',', f);
+    json_op_record(f, &ops[i]);
   }
   fprintf(f,
           "\n],\n \"date\": \"%s\", \"sm\": %u, \"target_sm\": %u, \"multiprocessors\": %u, "
@@ -750,27 +1229,54 @@ static int run(bench *b, const options *opt)
   if (rc)
     return rc;
 
-  size_t count = 0;
-  result *results = calloc(opt->shape_count * opt->m_count * 2, sizeof *results);
-  if (!results) {
+  size_t count = 0, op_count = 0;
+  size_t gemv_rows = opt->kernels & KERNELS_GEMV ? opt->shape_count * opt->m_count * 2 : 0;
+  size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
+                    (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
+  result *results = calloc(gemv_rows + 1, sizeof *results); /* + 1: never calloc(0) */
+  op_result *ops = calloc(op_rows + 1, sizeof *ops);
+  if (!results || !ops) {
     fprintf(stderr, "ptxq-bench: out of host memory\n");
+    free(results);
+    free(ops);
     return EXIT_FAILED;
   }
-  printf("%-9s %7s %6s %2s  %-4s %10s %8s %6s  %s\n", "kernel", "n", "k", "m", "mode",
-         "median_us", "GB/s", "%ceil", "check (max rel err)");
-  for (size_t s = 0; s < opt->shape_count && !rc; s++)
+  if (gemv_rows)
+    printf("%-9s %7s %6s %2s  %-4s %10s %8s %6s  %s\n", "kernel", "n", "k", "m", "mode",
+           "median_us", "GB/s", "%ceil", "check (max rel err)");
+  for (size_t s = 0; s < opt->shape_count && gemv_rows && !rc; s++)
     rc = bench_shape(b, opt, opt->shapes[s], &rng, results, &count);
+  if (op_rows && !rc)
+    print_op_header(gemv_rows > 0);
+  if (!rc && (opt->kernels & KERNELS_ACT))
+    rc = bench_acts(b, opt, &rng, ops, &op_count);
+  if (!rc && (opt->kernels & KERNELS_ROPE))
+    rc = bench_rope(b, opt, &rng, ops, &op_count);
+  if (op_count)
+    printf("max err: activations |y-ref|/(|ref|+%g), limit %g (= %g|ref| + %g); "
+           "rope |y-ref|, limit %g\n",
+           ACT_ABS_TOL / ACT_REL_TOL, ACT_REL_TOL, ACT_REL_TOL, ACT_ABS_TOL, ROPE_ABS_TOL);
+  fflush(stdout);
 
-  if (!rc && opt->json_path && (rc = write_json(opt->json_path, b, opt, results, count)) == 0)
+  if (!rc && opt->json_path &&
+      (rc = write_json(opt->json_path, b, opt, results, count, ops, op_count)) == 0)
     printf("\nwrote %s\n", opt->json_path);
-  size_t failed = 0;
+  size_t failed = 0, ops_failed = 0;
   for (size_t i = 0; i < count; i++)
     failed += !results[i].ok;
+  for (size_t i = 0; i < op_count; i++)
+    ops_failed += !ops[i].ok;
   if (failed) {
     fprintf(stderr, "ptxq-bench: %zu configuration(s) FAILED the check against the CPU "
                     "reference (max rel err > %g)\n", failed, MAX_REL_ERR);
     rc = EXIT_FAILED;
   }
+  if (ops_failed) {
+    fprintf(stderr, "ptxq-bench: %zu activation/RoPE configuration(s) FAILED the check "
+                    "against the CPU reference (max err above its limit)\n", ops_failed);
+    rc = EXIT_FAILED;
+  }
+  free(ops);
   free(results);
   return rc;
 }
