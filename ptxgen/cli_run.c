@@ -1,6 +1,8 @@
 /*
  * cli_run.c: `ptxgen run`, run one kernel on the GPU on seeded random data,
- * check it against the CPU reference and time it.
+ * check it against the CPU reference and time it. This file holds the
+ * command, the q4k_gemv and stream_read runners and the helpers every runner
+ * shares (cli_run.h); the activation and RoPE runners are in cli_run_ops.c.
  *
  * The data are random but valid inputs, never zeros: Q4_K blocks are made
  * directly from random bytes (quantizing floats would take minutes at the
@@ -22,8 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "ptxq.h"
+#include "cli_run.h"
 
 static const char run_usage[] =
     "usage: ptxgen run KEY [--seed N] [--cpu] [--reps N]\n"
@@ -44,19 +45,34 @@ static const char run_usage[] =
     "stream_read keys: reads n random 16-byte vectors once per launch:\n"
     "  KEY seed=N device=NAME\n"
     "  kernel_us=T read_gbps=G (median of R reps after 3 warm-up)\n"
+    "gelu, gelu_erf, silu keys (x[m][n]) and swiglu, geglu keys (gate, up [m][n]):\n"
+    "inputs uniform in [-20, 20] plus planted 0, -0, +-inf, NaN, +-1e30; the key's\n"
+    "kernel runs out of place into a NaN-poisoned y:\n"
+    "  KEY seed=N device=NAME\n"
+    "  max_rel_err=E (max |y-ref|/|ref| over |ref| >= 1e-3)\n"
+    "  bound_ratio=B (<= 1 passes: |y-ref| <= 2e-6|ref| + 1e-7)\n"
+    "  nonfinite=ok|MISMATCH (C outputs whose reference is NaN or +-inf: same class)\n"
+    "  kernel_us=T gbps=G (median of R reps after 3 warm-up; BYTES bytes: inputs read, y written)\n"
+    "Fails (exit 1) if bound_ratio > 1 or nonfinite=MISMATCH.\n"
+    "rope keys: q [m][heads][head_dim] and k [m][kv_heads][head_dim] in [-1, 1],\n"
+    "positions in [0, 2^20] (token 0 at 2^20-1), freq_factors (freq_factors=1) in\n"
+    "[1, 8]; the key's kernel rotates q and k in place:\n"
+    "  KEY seed=N device=NAME\n"
+    "  max_abs_err=E (<= 2e-6 passes)\n"
+    "  passthrough=ok|CHANGED (dims n_dims..head_dim-1 bit-identical to the input)\n"
+    "  kernel_us=T gbps=G (median of R reps after 3 warm-up; BYTES bytes: q and k read and written)\n"
+    "Fails (exit 1) if max_abs_err > 2e-6 or passthrough=CHANGED.\n"
+    "With --cpu these print `KEY seed=N cpu` and `ref_ms=T checksum=S (...)`.\n"
     "\n"
     "options:\n"
     "  --seed N   seed of the random data (default 1)\n"
     "  --reps N   timed repetitions, 1..100000 (default 50)\n"
-    "  --cpu      q4k_gemv only: run the CPU reference alone\n";
+    "  --cpu      run the CPU reference alone (every kind but stream_read)\n";
 
-#define WARMUP_LAUNCHES 3
 #define MAX_REL_ERR 1e-5
 #define WEIGHT_NAME "ptxgen_run"
 
-/* splitmix64: a tiny, well-mixed generator, so a seed means the same data on
- * every machine. */
-static uint64_t random_next(uint64_t *state) {
+uint64_t run_random_next(uint64_t *state) {
   uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
@@ -65,7 +81,7 @@ static uint64_t random_next(uint64_t *state) {
 
 static void random_bytes(uint64_t *state, uint8_t *out, size_t len) {
   for (size_t i = 0; i < len; i += 8) {
-    uint64_t r = random_next(state);
+    uint64_t r = run_random_next(state);
     size_t take = len - i < 8 ? len - i : 8;
     memcpy(out + i, &r, take);
   }
@@ -74,7 +90,7 @@ static void random_bytes(uint64_t *state, uint8_t *out, size_t len) {
 /* A positive f16 in [2^-10, 2^-3) (about [1e-3, 0.125)): biased exponent
  * 5..11, any mantissa. */
 static uint16_t random_f16_scale(uint64_t *state) {
-  uint64_t r = random_next(state);
+  uint64_t r = run_random_next(state);
   return (uint16_t)(((5 + r % 7) << 10) | ((r >> 32) & 0x3FF));
 }
 
@@ -88,19 +104,21 @@ static void random_q4k_blocks(uint64_t *state, uint8_t *blocks, size_t count) {
   }
 }
 
-/* Uniform in [-1, 1): 24 random bits, exact in a float. */
-static void random_activations(uint64_t *state, float *x, size_t count) {
-  for (size_t i = 0; i < count; i++)
-    x[i] = (float)((int32_t)(random_next(state) >> 40) - (1 << 23)) / (float)(1 << 23);
+float run_random_unit(uint64_t *state) {
+  return (float)((int32_t)(run_random_next(state) >> 40) - (1 << 23)) / (float)(1 << 23);
 }
 
-static double now_ms(void) {
+static void random_activations(uint64_t *state, float *x, size_t count) {
+  for (size_t i = 0; i < count; i++) x[i] = run_random_unit(state);
+}
+
+double run_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void *alloc_or_report(size_t bytes, const char *what) {
+void *run_alloc(size_t bytes, const char *what) {
   void *p = malloc(bytes ? bytes : 1);
   if (!p) fprintf(stderr, "ptxgen: run: cannot allocate %zu bytes for %s\n", bytes, what);
   return p;
@@ -165,41 +183,36 @@ static int reference_gemv(const ptxgen_spec *spec, const uint8_t *weights, const
   return status == PTXQ_OK ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 }
 
-static int report_ptxq(const ptxq_ctx *ctx, const char *what, int status) {
+int run_report_ptxq(const ptxq_ctx *ctx, const char *what, int status) {
   fprintf(stderr, "ptxgen: run: %s: %s: %s\n", what, ptxq_strerror(status),
           ptxq_last_error(ctx));
   return CLI_EXIT_FAILURE;
 }
 
-/* Opens a context for the key's target and prints the run's first line. */
-static int open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptxq_ctx **ctx) {
+int run_open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptxq_ctx **ctx) {
   ptxq_options options = {.device = 0, .target_sm = spec->sm};
   int status = ptxq_open(ctx, &options);
-  if (status != PTXQ_OK) return report_ptxq(NULL, "ptxq_open", status);
+  if (status != PTXQ_OK) return run_report_ptxq(NULL, "ptxq_open", status);
   ptxq_device_info info;
   status = ptxq_device_info_get(*ctx, &info);
-  if (status != PTXQ_OK) return report_ptxq(*ctx, "ptxq_device_info_get", status);
+  if (status != PTXQ_OK) return run_report_ptxq(*ctx, "ptxq_device_info_get", status);
   printf("%s seed=%" PRIu64 " device=%s\n", key, seed, info.name);
   return CLI_EXIT_OK;
 }
-
-typedef int (*launch_fn)(ptxq_ctx *ctx, void *arg);
 
 static int compare_floats(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
   return (x > y) - (x < y);
 }
 
-/* Median kernel time in microseconds over reps launches, each bracketed by
- * events, after a warm-up that also builds the kernel. */
-static int time_launches(ptxq_ctx *ctx, launch_fn launch, void *arg, int reps, double *median_us) {
+int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us) {
   ptxq_event *start = NULL, *end = NULL;
-  float *times = alloc_or_report((size_t)reps * sizeof *times, "timings");
+  float *times = run_alloc((size_t)reps * sizeof *times, "timings");
   if (!times) return CLI_EXIT_FAILURE;
   int status = ptxq_event_create(ctx, &start);
   if (status == PTXQ_OK) status = ptxq_event_create(ctx, &end);
   const char *what = "ptxq_event_create";
-  for (int i = 0; status == PTXQ_OK && i < WARMUP_LAUNCHES; i++) {
+  for (int i = 0; status == PTXQ_OK && i < RUN_WARMUP_LAUNCHES; i++) {
     status = launch(ctx, arg);
     what = "warm-up launch";
   }
@@ -212,7 +225,7 @@ static int time_launches(ptxq_ctx *ctx, launch_fn launch, void *arg, int reps, d
   }
   int result = CLI_EXIT_OK;
   if (status != PTXQ_OK) {
-    result = report_ptxq(ctx, what, status);
+    result = run_report_ptxq(ctx, what, status);
   } else {
     qsort(times, (size_t)reps, sizeof *times, compare_floats);
     double mid = reps % 2 ? times[reps / 2] : 0.5 * ((double)times[reps / 2 - 1] + times[reps / 2]);
@@ -241,10 +254,9 @@ static int launch_gemv(ptxq_ctx *ctx, void *arg) {
   return ptxq_kernel_launch(ctx, g->key, params);
 }
 
-/* Uploads NaN bytes over count floats at y, so unwritten outputs show. */
-static int poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {
+int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {
   int status = ptxq_upload(ctx, y, nan_bytes, bytes);
-  return status == PTXQ_OK ? CLI_EXIT_OK : report_ptxq(ctx, "ptxq_upload (poison y)", status);
+  return status == PTXQ_OK ? CLI_EXIT_OK : run_report_ptxq(ctx, "ptxq_upload (run_poison y)", status);
 }
 
 /* Runs the m = 1 product of each row of x and compares it bit for bit with
@@ -253,13 +265,13 @@ static int check_batch_invariance(ptxq_ctx *ctx, const ptxgen_spec *spec,
                                   const gemv_launch *batched, const float *y_batched,
                                   const uint8_t *nan_bytes, int *invariant) {
   size_t row_bytes = (size_t)spec->n * sizeof(float);
-  float *row = alloc_or_report(row_bytes, "one output row");
+  float *row = run_alloc(row_bytes, "one output row");
   if (!row) return CLI_EXIT_FAILURE;
   ptxq_dev y1 = 0;
   int status = ptxq_alloc(ctx, row_bytes, &y1);
   if (status != PTXQ_OK) {
     free(row);
-    return report_ptxq(ctx, "ptxq_alloc (y of m=1)", status);
+    return run_report_ptxq(ctx, "ptxq_alloc (y of m=1)", status);
   }
   ptxgen_spec single = *spec;
   single.m = 1;
@@ -268,14 +280,14 @@ static int check_batch_invariance(ptxq_ctx *ctx, const ptxgen_spec *spec,
   *invariant = 1;
   int result = CLI_EXIT_OK;
   for (uint32_t i = 0; i < spec->m && result == CLI_EXIT_OK; i++) {
-    result = poison(ctx, y1, nan_bytes, row_bytes);
+    result = run_poison(ctx, y1, nan_bytes, row_bytes);
     if (result != CLI_EXIT_OK) break;
     gemv_launch one = {batched->key ? single_key : NULL, batched->w,
                        batched->x + (ptxq_dev)i * spec->k * sizeof(float), y1, 1};
     status = launch_gemv(ctx, &one);
     if (status == PTXQ_OK) status = ptxq_download(ctx, row, y1, row_bytes);
     if (status != PTXQ_OK) {
-      result = report_ptxq(ctx, "m=1 product", status);
+      result = run_report_ptxq(ctx, "m=1 product", status);
       break;
     }
     const float *batched = y_batched + (size_t)i * spec->n;
@@ -330,18 +342,18 @@ static int compare_with_reference(const ptxgen_spec *spec, const float *y, const
 static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
                         int reps) {
   ptxq_ctx *ctx = NULL;
-  if (!cpu_only && open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) {
+  if (!cpu_only && run_open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) {
     ptxq_close(ctx);
     return CLI_EXIT_FAILURE;
   }
   size_t blocks = (size_t)spec->n * (spec->k / PTXQ_QK_K);
   size_t weight_bytes = blocks * PTXQ_Q4_K_BLOCK_BYTES;
   size_t x_count = (size_t)spec->m * spec->k, y_count = (size_t)spec->m * spec->n;
-  uint8_t *weights = alloc_or_report(weight_bytes, "the weights");
-  float *x = alloc_or_report(x_count * sizeof *x, "x");
-  float *y = alloc_or_report(y_count * sizeof *y, "y");
-  double *ref = alloc_or_report(y_count * sizeof *ref, "the reference y");
-  uint8_t *nan_bytes = alloc_or_report(y_count * sizeof *y, "the NaN poison");
+  uint8_t *weights = run_alloc(weight_bytes, "the weights");
+  float *x = run_alloc(x_count * sizeof *x, "x");
+  float *y = run_alloc(y_count * sizeof *y, "y");
+  double *ref = run_alloc(y_count * sizeof *ref, "the reference y");
+  uint8_t *nan_bytes = run_alloc(y_count * sizeof *y, "the NaN run_poison");
   int result = CLI_EXIT_FAILURE, status;
   if (!weights || !x || !y || !ref || !nan_bytes) goto done;
   uint64_t state = seed;
@@ -351,9 +363,9 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
 
   if (cpu_only) {
     printf("%s seed=%" PRIu64 " cpu\n", key, seed);
-    double start = now_ms();
+    double start = run_now_ms();
     if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
-    double elapsed = now_ms() - start;
+    double elapsed = run_now_ms() - start;
     double checksum = 0;
     for (size_t i = 0; i < y_count; i++) checksum += ref[i];
     printf("ref_ms=%.1f checksum=%.17g (sum of y over m*n outputs)\n", elapsed, checksum);
@@ -365,32 +377,32 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
   status = ptxq_weight_upload(ctx, WEIGHT_NAME, PTXQ_TYPE_Q4_K, spec->k, spec->n, weights,
                               weight_bytes);
   if (status != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_weight_upload", status);
+    run_report_ptxq(ctx, "ptxq_weight_upload", status);
     goto done;
   }
   if ((status = ptxq_alloc(ctx, x_count * sizeof *x, &x_dev)) != PTXQ_OK ||
       (status = ptxq_alloc(ctx, y_count * sizeof *y, &y_dev)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_alloc", status);
+    run_report_ptxq(ctx, "ptxq_alloc", status);
     goto done;
   }
   if ((status = ptxq_upload(ctx, x_dev, x, x_count * sizeof *x)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_upload (x)", status);
+    run_report_ptxq(ctx, "ptxq_upload (x)", status);
     goto done;
   }
-  if (poison(ctx, y_dev, nan_bytes, y_count * sizeof *y) != CLI_EXIT_OK) goto done;
+  if (run_poison(ctx, y_dev, nan_bytes, y_count * sizeof *y) != CLI_EXIT_OK) goto done;
   ptxq_weight_info weight;
   if ((status = ptxq_weight_info_get(ctx, WEIGHT_NAME, &weight)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_weight_info_get", status);
+    run_report_ptxq(ctx, "ptxq_weight_info_get", status);
     goto done;
   }
   int tuned = spec->rows != 0 || spec->warps != 0;
   gemv_launch batched = {tuned ? key : NULL, weight.data, x_dev, y_dev, spec->m};
   if ((status = launch_gemv(ctx, &batched)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_gemv", status);
+    run_report_ptxq(ctx, "ptxq_gemv", status);
     goto done;
   }
   if ((status = ptxq_download(ctx, y, y_dev, y_count * sizeof *y)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_download (y)", status);
+    run_report_ptxq(ctx, "ptxq_download (y)", status);
     goto done;
   }
   if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
@@ -400,9 +412,9 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
       check_batch_invariance(ctx, spec, &batched, y, nan_bytes, &invariant) != CLI_EXIT_OK)
     goto done;
   double us = 0;
-  if (time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
+  if (run_time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
   printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
-         us, (double)weight_bytes / (us * 1e3), reps, WARMUP_LAUNCHES);
+         us, (double)weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
   result = accurate && invariant ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
   ptxq_close(ctx); /* frees the weight and buffers too */
@@ -429,7 +441,7 @@ static int launch_read(ptxq_ctx *ctx, void *arg) {
  * (the buffer may be far larger than wise to hold twice). */
 static int upload_random(ptxq_ctx *ctx, ptxq_dev dst, size_t bytes, uint64_t *state) {
   size_t chunk = bytes < ((size_t)64 << 20) ? bytes : ((size_t)64 << 20);
-  uint8_t *buf = alloc_or_report(chunk, "a staging chunk");
+  uint8_t *buf = run_alloc(chunk, "a staging chunk");
   if (!buf) return CLI_EXIT_FAILURE;
   int status = PTXQ_OK;
   for (size_t off = 0; off < bytes && status == PTXQ_OK; off += chunk) {
@@ -438,31 +450,31 @@ static int upload_random(ptxq_ctx *ctx, ptxq_dev dst, size_t bytes, uint64_t *st
     status = ptxq_upload(ctx, dst + off, buf, len);
   }
   free(buf);
-  return status == PTXQ_OK ? CLI_EXIT_OK : report_ptxq(ctx, "ptxq_upload (source)", status);
+  return status == PTXQ_OK ? CLI_EXIT_OK : run_report_ptxq(ctx, "ptxq_upload (source)", status);
 }
 
 static int run_stream_read(const char *key, const ptxgen_spec *spec, uint64_t seed, int reps) {
   ptxq_ctx *ctx = NULL;
   int result = CLI_EXIT_FAILURE, status;
-  if (open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) goto done;
+  if (run_open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) goto done;
   size_t bytes = (size_t)spec->n * 16;
   read_launch launch = {key, 0, 0};
   uint32_t zero = 0;
   if ((status = ptxq_alloc(ctx, bytes, &launch.src)) != PTXQ_OK ||
       (status = ptxq_alloc(ctx, sizeof zero, &launch.sink)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_alloc", status);
+    run_report_ptxq(ctx, "ptxq_alloc", status);
     goto done;
   }
   uint64_t state = seed;
   if (upload_random(ctx, launch.src, bytes, &state) != CLI_EXIT_OK) goto done;
   if ((status = ptxq_upload(ctx, launch.sink, &zero, sizeof zero)) != PTXQ_OK) {
-    report_ptxq(ctx, "ptxq_upload (sink)", status);
+    run_report_ptxq(ctx, "ptxq_upload (sink)", status);
     goto done;
   }
   double us = 0;
-  if (time_launches(ctx, launch_read, &launch, reps, &us) != CLI_EXIT_OK) goto done;
+  if (run_time_launches(ctx, launch_read, &launch, reps, &us) != CLI_EXIT_OK) goto done;
   printf("kernel_us=%.2f read_gbps=%.1f (median of %d reps after %d warm-up, %zu bytes)\n", us,
-         (double)bytes / (us * 1e3), reps, WARMUP_LAUNCHES, bytes);
+         (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
   result = CLI_EXIT_OK;
 done:
   ptxq_close(ctx);
@@ -506,6 +518,12 @@ int cli_run(int argc, char **argv) {
 
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:
+    /* The gated epilogue takes a second weight and computes another y: the
+     * plain runner would check (or launch) the wrong thing. */
+    if (spec.glu != 0) {
+      fprintf(stderr, "ptxgen: run: no runner for gated GEMV keys (glu=) yet: '%s'\n", key);
+      return CLI_EXIT_FAILURE;
+    }
     return run_q4k_gemv(key, &spec, seed, cpu_only, (int)reps);
   case PTXGEN_KIND_STREAM_READ:
     if (cpu_only) {
@@ -513,6 +531,14 @@ int cli_run(int argc, char **argv) {
       return CLI_EXIT_FAILURE;
     }
     return run_stream_read(key, &spec, seed, (int)reps);
+  case PTXGEN_KIND_GELU:
+  case PTXGEN_KIND_GELU_ERF:
+  case PTXGEN_KIND_SILU:
+  case PTXGEN_KIND_SWIGLU:
+  case PTXGEN_KIND_GEGLU:
+    return run_activation(key, &spec, seed, cpu_only, (int)reps);
+  case PTXGEN_KIND_ROPE:
+    return run_rope(key, &spec, seed, cpu_only, (int)reps);
   default:
     fprintf(stderr, "ptxgen: run: no runner for the kind of '%s'\n", key);
     return CLI_EXIT_FAILURE;

@@ -4,9 +4,10 @@
 #   tests/test_cli.sh PATH/TO/ptxgen
 #
 # Exit statuses (0 ok, 1 failure, 2 usage), where data and messages go, that
-# every example key of `list` emits, that emit is deterministic, that bad keys
-# are refused with a message naming the problem, the CPU-only run, and check
-# when a ptxas can be found. Prints each failed expectation; exits 1 if any.
+# every example key of `list` emits and (where `run` has one) runs its CPU
+# reference, that emit is deterministic, that bad keys are refused with a
+# message naming the problem, the CPU-only runs of q4k_gemv, the activations
+# and rope, and check when a ptxas can be found. Prints each failed expectation; exits 1 if any.
 
 bin=${1:?usage: test_cli.sh PATH/TO/ptxgen}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
@@ -64,6 +65,10 @@ if run 0 list; then
       *) fail "list: example key '$key' does not start with '$kind:'" ;;
     esac
     run 0 emit "$key" && { grep -q '^\.visible \.entry\|\.entry ' "$tmp/out" || fail "emit $key: no .entry"; }
+    # the kinds with a CPU reference in `run` (q6k_gemv has none yet)
+    if echo " q4k_gemv gelu gelu_erf silu swiglu geglu rope " | grep -q " $kind "; then
+      run 0 run "$key" --cpu && { grep -q '^ref_ms=[0-9.]* checksum=[-0-9.e+]* ' "$tmp/out" || fail "run $key --cpu: no ref_ms/checksum line: $(cat "$tmp/out")"; }
+    fi
   done <"$tmp/list"
 fi
 
@@ -110,6 +115,30 @@ bad_key '' ''
 run 2 check 'q4k_gemv:k=4000,n=4096,m=1' && { grep -q "^ptxgen: bad key 'q4k_gemv:k=4000,n=4096,m=1': " "$tmp/err" || fail "check: bad key message"; }
 run 2 run 'q4k_gemv:k=4000,n=4096,m=1' --cpu && { grep -q "^ptxgen: bad key " "$tmp/err" || fail "run: bad key message"; }
 
+# bad_run_key KEY WORD: `run KEY` (with or without --cpu) exits 2 before any
+# work, with "ptxgen: bad key '<key>': <why>", WORD a word of the reason
+bad_run_key() {
+  for cpu in --cpu ""; do
+    if run 2 run "$1" $cpu; then
+      line=$(grep "^ptxgen: bad key '$1': " "$tmp/err")
+      why=${line#"ptxgen: bad key '$1': "}
+      [ -n "$line" ] && echo "$why" | grep -qw -- "$2" ||
+        fail "run '$1' $cpu: want \"ptxgen: bad key '$1': ...\" naming '$2'; stderr: $(cat "$tmp/err")"
+      [ -s "$tmp/out" ] && fail "run '$1' $cpu: wrote to stdout: $(head -c 300 "$tmp/out")"
+    fi
+  done
+}
+bad_run_key 'rope:mode=neox,head_dim=127,heads=32,kv_heads=8,m=1' head_dim
+bad_run_key 'rope:mode=neox,head_dim=64,n_dims=128,heads=32,kv_heads=8,m=1' n_dims
+bad_run_key 'rope:mode=neox,head_dim=64,n_dims=31,heads=32,kv_heads=8,m=1' n_dims
+bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=5,m=1' kv_heads
+bad_run_key 'rope:mode=spiral,head_dim=128,heads=32,kv_heads=8,m=1' mode
+bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=9' m
+bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,ext_factor=1' n_ctx_orig
+bad_run_key 'gelu:n=0,m=1' n
+bad_run_key 'swiglu:n=1048577,m=1' n
+bad_run_key 'silu:n=4096,m=9' m
+
 # --- run --cpu: the reference alone, deterministic per seed ------------------
 small=q4k_gemv:k=512,n=37,m=3,sm=80
 if run 0 run $small --cpu --seed 7; then
@@ -121,12 +150,34 @@ if run 0 run $small --cpu --seed 7; then
   run 0 run $small --cpu --seed 8 && [ "$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")" != "$sum7" ] ||
     fail "run --cpu: seeds 7 and 8 give the same checksum"
 fi
+# cpu_run_checksums KEY: run KEY --cpu with seeds 7, 7 and 8: the header line,
+# a checksum, the same one twice for seed 7 and another for seed 8
+cpu_run_checksums() {
+  if run 0 run "$1" --cpu --seed 7; then
+    grep -q '^[a-z_0-9]*:[^ ]* seed=7 cpu$' "$tmp/out" || fail "run $1 --cpu: no 'KEY seed=7 cpu' line: $(cat "$tmp/out")"
+    grep -q '^ref_ms=[0-9.]* checksum=[-0-9.e+]* ' "$tmp/out" || fail "run $1 --cpu: no ref_ms/checksum line: $(cat "$tmp/out")"
+    sum7=$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")
+    case $sum7 in *nan* | *inf* | "") fail "run $1 --cpu: checksum '$sum7' is not a finite number" ;; esac
+    run 0 run "$1" --cpu --seed=7 && [ "$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")" = "$sum7" ] ||
+      fail "run $1 --cpu --seed 7 twice: checksums differ"
+    run 0 run "$1" --cpu --seed 8 && [ "$(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")" != "$sum7" ] ||
+      fail "run $1 --cpu: seeds 7 and 8 give the same checksum"
+  fi
+}
+for key in gelu:n=14337,m=3 gelu_erf:n=1001,m=2 silu:n=5,m=1 swiglu:n=4096,m=8,sm=80 geglu:n=3,m=2,sm=120 \
+  rope:mode=normal,head_dim=128,heads=32,kv_heads=8,m=1 \
+  rope:mode=neox,head_dim=64,n_dims=32,heads=6,kv_heads=3,m=8,sm=100,freq_factors=1,ext_factor=1,n_ctx_orig=4096,freq_scale=0.25; do
+  cpu_run_checksums "$key"
+done
+run 1 run q4k_gemv:k=256,n=4,m=1,glu=swiglu --cpu && { grep -q 'no runner for gated GEMV' "$tmp/err" || fail "run of a glu= key: message"; }
 run 1 run stream_read:n=1000 --cpu && { grep -q 'no CPU reference for stream_read' "$tmp/err" || fail "run stream_read --cpu: message"; }
 
 # --- no driver: run and check --driver fail with the runtime's message ------
 PTXQ_LIBCUDA=/nonexistent/libcuda.so.1
 export PTXQ_LIBCUDA
-run 1 run $small && { grep -q '^ptxgen: run: ' "$tmp/err" || fail "run without a driver: no message"; }
+for key in $small geglu:n=1001,m=2 rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1; do
+  run 1 run $key && { grep -q '^ptxgen: run: ' "$tmp/err" || fail "run $key without a driver: no message"; }
+done
 run 1 check --driver $small && { grep -q 'no GPU driver' "$tmp/err" || fail "check --driver without a driver: message"; }
 unset PTXQ_LIBCUDA
 

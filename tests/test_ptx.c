@@ -3,7 +3,11 @@
  *
  * For each spec of the matrix (q4k_gemv: k in {256, 4096, 14336} x n in
  * {1, 777, 4096} x m in 1..8 x every target; stream_read: n in {1, 1000,
- * 2^24} x every target) the PTX must assemble with no spills and no stack
+ * 2^24} x every target; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3,
+ * 14336, 14337} x m in {1, 8} x every target; rope: mode normal and neox x
+ * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
+ * 2/2/6/3, 512/512/1/1} x m in {1, 8} x every target, plus one key per
+ * target with freq_factors and YaRN) the PTX must assemble with no spills and no stack
  * frame in at most 255 registers, define the entry ptxgen_emit names, carry
  * the .version and .target its target needs, and come out byte-identical
  * when emitted twice. One Criterion parameterized test per kind, so the
@@ -156,6 +160,68 @@ ParameterizedTestParameters(ptx, stream_read) {
 }
 
 ParameterizedTest(ptx_case *c, ptx, stream_read) {
+  check_kernel(&c->spec);
+}
+
+static const ptxgen_kind activation_kinds[] = {PTXGEN_KIND_GELU, PTXGEN_KIND_GELU_ERF, PTXGEN_KIND_SILU,
+                                               PTXGEN_KIND_SWIGLU, PTXGEN_KIND_GEGLU};
+#define ACTIVATION_KIND_COUNT (sizeof activation_kinds / sizeof activation_kinds[0])
+
+ParameterizedTestParameters(ptx, activations) {
+  /* 1 and 3: only the scalar tail; 14336: whole vectors only; 14337: both. */
+  static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 8};
+  size_t count = ACTIVATION_KIND_COUNT * 4 * 2 * TARGET_COUNT, i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < ACTIVATION_KIND_COUNT; a++)
+    for (size_t b = 0; b < 4; b++)
+      for (size_t c = 0; c < 2; c++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          cases[i++].spec = (ptxgen_spec){
+              .kind = activation_kinds[a], .sm = targets[t], .n = ns[b], .m = ms[c]};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, activations) {
+  check_kernel(&c->spec);
+}
+
+/* A rope spec with ptxq's defaults for the constants (base 10000, no
+ * scaling, no YaRN). */
+static ptxgen_spec rope_spec(uint32_t mode, uint32_t head_dim, uint32_t n_dims, uint32_t heads,
+                             uint32_t kv_heads, uint32_t m, uint32_t sm) {
+  return (ptxgen_spec){.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = mode, .head_dim = head_dim,
+                       .n_dims = n_dims, .heads = heads, .kv_heads = kv_heads, .base = 10000.0f,
+                       .freq_scale = 1.0f, .attn_factor = 1.0f, .beta_fast = 32.0f, .beta_slow = 1.0f};
+}
+
+ParameterizedTestParameters(ptx, rope) {
+  /* head_dim, n_dims, heads, kv_heads: Llama-3 8B, half the dims rotated,
+   * no GQA, the smallest head with heads not a power of two, the largest. */
+  static const uint32_t shapes[][4] = {
+      {128, 128, 32, 8}, {128, 64, 32, 8}, {64, 64, 4, 4}, {2, 2, 6, 3}, {512, 512, 1, 1}};
+  static const uint32_t modes[] = {0, 2}, ms[] = {1, 8};
+  size_t shape_count = sizeof shapes / sizeof shapes[0];
+  size_t count = (2 * shape_count * 2 + 1) * TARGET_COUNT, i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t t = 0; t < TARGET_COUNT; t++) {
+    for (size_t a = 0; a < 2; a++)
+      for (size_t b = 0; b < shape_count; b++)
+        for (size_t c = 0; c < 2; c++)
+          cases[i++].spec = rope_spec(modes[a], shapes[b][0], shapes[b][1], shapes[b][2], shapes[b][3],
+                                      ms[c], targets[t]);
+    /* Llama-3.1-style freq_factors and YaRN at once (the extra parameter
+     * and the blended frequency table). */
+    ptxgen_spec yarn = rope_spec(2, 128, 96, 32, 8, 5, targets[t]);
+    yarn.freq_factors = 1;
+    yarn.ext_factor = 1.0f;
+    yarn.n_ctx_orig = 4096;
+    yarn.freq_scale = 0.25f;
+    cases[i++].spec = yarn;
+  }
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, rope) {
   check_kernel(&c->spec);
 }
 

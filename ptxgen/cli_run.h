@@ -1,0 +1,57 @@
+/*
+ * cli_run.h: what the runners of `ptxgen run` share.
+ *
+ * cli_run.c holds the command (options, dispatch by kind), the q4k_gemv and
+ * stream_read runners and the helpers below; cli_run_ops.c holds the
+ * runners of the activation kinds and of rope. Every runner prints its
+ * results to stdout, messages starting "ptxgen: run: " to stderr, and
+ * returns an exit status of cli.h.
+ */
+#ifndef PTXGEN_CLI_RUN_H
+#define PTXGEN_CLI_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cli.h"
+#include "ptxq.h"
+
+/* Untimed launches before the timed ones (the first also builds the kernel). */
+#define RUN_WARMUP_LAUNCHES 3
+
+/* splitmix64: a tiny, well-mixed generator, so a seed means the same data on
+ * every machine. */
+uint64_t run_random_next(uint64_t *state);
+
+/* Uniform in [-1, 1): 24 random bits, exact in a float. */
+float run_random_unit(uint64_t *state);
+
+/* Milliseconds of a monotonic clock. */
+double run_now_ms(void);
+
+/* malloc that reports what it could not allocate ("ptxgen: run: ..."). */
+void *run_alloc(size_t bytes, const char *what);
+
+/* Prints "ptxgen: run: <what>: <status name>: <detail>"; returns
+ * CLI_EXIT_FAILURE. */
+int run_report_ptxq(const ptxq_ctx *ctx, const char *what, int status);
+
+/* Opens a context on device 0 for the key's target and prints the run's
+ * first line, "KEY seed=N device=NAME". */
+int run_open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptxq_ctx **ctx);
+
+/* Uploads bytes of NaN poison (0xFF bytes) at y, so unwritten outputs show. */
+int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes);
+
+/* Enqueues one launch of the kernel under test; returns a ptxq status. */
+typedef int (*run_launch_fn)(ptxq_ctx *ctx, void *arg);
+
+/* Median kernel time in microseconds over reps launches, each bracketed by
+ * events, after RUN_WARMUP_LAUNCHES untimed ones. */
+int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us);
+
+/* The runners of cli_run_ops.c: gelu, gelu_erf, silu, swiglu, geglu; rope. */
+int run_activation(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only, int reps);
+int run_rope(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only, int reps);
+
+#endif
