@@ -119,6 +119,7 @@ typedef struct {
   uint32_t n, m; /* n: values per row (activations); m: rows or tokens */
   double bytes, median_us, gbps, pct_of_ceiling;
   double launch_us; /* median of launches each started on an idle GPU: host launch time included */
+  double stream_us; /* per launch, over back-to-back launches between one event pair */
   double max_err, err_limit; /* see check_act and check_rope for what max_err measures */
   int registers, spill_bytes;
   bool ok;
@@ -609,6 +610,29 @@ static int time_launches_idle(bench *b, launch_fn launch, void *arg, int runs, d
   return 0;
 }
 
+/* `runs` launches back to back between one event pair, started with the
+ * GPU idle: the time per launch of a stream of small ops, launch cost
+ * included (the GPU cannot run them faster than the host issues them). */
+static int time_launches_stream(bench *b, launch_fn launch, void *arg, int runs, double *per_launch)
+{
+  int rc = ensure_events(b, 1);
+  if (rc)
+    return rc;
+  int st = ptxq_sync(b->ctx);
+  if (!st)
+    st = ptxq_event_record(b->ctx, b->start[0]);
+  if (st)
+    return report_failure(b->ctx, "recording an event", st);
+  for (int i = 0; i < runs; i++)
+    if ((rc = launch(b, arg, i)))
+      return rc;
+  if ((st = ptxq_event_record(b->ctx, b->end[0])) ||
+      (st = ptxq_event_elapsed_ms(b->ctx, b->start[0], b->end[0], &b->ms[0])))
+    return report_failure(b->ctx, "timing a stream of launches", st);
+  *per_launch = b->ms[0] / runs;
+  return 0;
+}
+
 /* ---- (a) the read ceiling ----------------------------------------------- */
 
 static int read_pass(bench *b, void *arg, int index)
@@ -876,14 +900,17 @@ static int time_op(bench *b, const options *opt, void **params, double bytes, op
   if ((rc = time_launches_idle(b, key_pass, &l, opt->runs, &ms)))
     return rc;
   r->launch_us = ms * 1e3;
+  if ((rc = time_launches_stream(b, key_pass, &l, opt->runs, &ms)))
+    return rc;
+  r->stream_us = ms * 1e3;
   return 0;
 }
 
 /* after_gemv: a blank line parts this table from the GEMV's. */
 static void print_op_header(bool after_gemv)
 {
-  printf("%s%-9s %-16s %2s  %-4s %10s %10s %8s %6s  %s\n", after_gemv ? "\n" : "", "kernel",
-         "shape", "m", "mode", "median_us", "launch_us", "GB/s", "%ceil", "check (max err)");
+  printf("%s%-9s %-16s %2s  %-4s %10s %10s %10s %8s %6s  %s\n", after_gemv ? "\n" : "", "kernel",
+         "shape", "m", "mode", "median_us", "launch_us", "stream_us", "GB/s", "%ceil", "check (max err)");
   fflush(stdout);
 }
 
@@ -892,11 +919,13 @@ static void print_op_result(const op_result *r)
   char shape[32], check[32];
   if (r->rope)
     snprintf(shape, sizeof shape, "(%u+%u)x%u", ROPE_HEADS, ROPE_KV_HEADS, ROPE_HEAD_DIM);
+  else if (!r->n)
+    snprintf(shape, sizeof shape, "empty kernel");
   else
     snprintf(shape, sizeof shape, "n=%u", r->n);
   snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_err);
-  printf("%-9s %-16s %2u  %-4s %10.2f %10.2f %8.1f %6.1f  %s\n", r->kernel, shape, r->m, "hot",
-         r->median_us, r->launch_us, r->gbps, r->pct_of_ceiling, check);
+  printf("%-9s %-16s %2u  %-4s %10.2f %10.2f %10.2f %8.1f %6.1f  %s\n", r->kernel, shape, r->m, "hot",
+         r->median_us, r->launch_us, r->stream_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
 
@@ -928,6 +957,20 @@ static double check_act(const op_result *r, const float *y, const double *want, 
 /* Each activation at each batch size: gelu, gelu_erf and silu read x (the
  * gate buffer), swiglu and geglu read gate and up; y is a separate buffer.
  * Appends to results (room for ACT_KINDS * opt->op_m_count). */
+/* The floor under every small op: the same two timings of a kernel that
+ * does nothing worth timing (one block reading 16 bytes). */
+static int bench_floor(bench *b, const options *opt, op_result *results, size_t *result_count)
+{
+  op_result *r = &results[(*result_count)++];
+  memset(r, 0, sizeof *r);
+  r->kernel = "floor";
+  r->m = 1;
+  r->ok = true;
+  snprintf(r->key, sizeof r->key, "stream_read:n=1,sm=%u", b->info.target_sm);
+  void *params[] = {&b->read_buf, &b->sink};
+  return time_op(b, opt, params, 16, r);
+}
+
 static int bench_acts(bench *b, const options *opt, uint64_t *rng, op_result *results,
                       size_t *result_count)
 {
@@ -1150,10 +1193,11 @@ static void json_op_record(FILE *f, const op_result *r)
   else
     fprintf(f, ", \"n\": %u", r->n);
   fprintf(f,
-          ", \"m\": %u, \"mode\": \"hot\", \"median_us\": %.3f, \"launch_us\": %.3f, \"gbps\": %.2f, "
+          ", \"m\": %u, \"mode\": \"hot\", \"median_us\": %.3f, \"launch_us\": %.3f, \"stream_us\": %.3f, \"gbps\": %.2f, "
           "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"registers\": %d, \"spill_bytes\": %d, "
           "\"max_err\": ",
-          r->m, r->median_us, r->launch_us, r->gbps, r->pct_of_ceiling, r->bytes, r->registers, r->spill_bytes);
+          r->m, r->median_us, r->launch_us, r->stream_us, r->gbps, r->pct_of_ceiling, r->bytes, r->registers,
+          r->spill_bytes);
   json_number(f, r->max_err);
   fprintf(f, ", \"err_limit\": %g, \"check\": \"%s\"}", r->err_limit, r->ok ? "ok" : "FAIL");
 }
@@ -1233,6 +1277,7 @@ static int run(bench *b, const options *opt)
   size_t gemv_rows = opt->kernels & KERNELS_GEMV ? opt->shape_count * opt->m_count * 2 : 0;
   size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
                     (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
+  op_rows += op_rows ? 1 : 0; /* the launch floor */
   result *results = calloc(gemv_rows + 1, sizeof *results); /* + 1: never calloc(0) */
   op_result *ops = calloc(op_rows + 1, sizeof *ops);
   if (!results || !ops) {
@@ -1246,8 +1291,11 @@ static int run(bench *b, const options *opt)
            "median_us", "GB/s", "%ceil", "check (max rel err)");
   for (size_t s = 0; s < opt->shape_count && gemv_rows && !rc; s++)
     rc = bench_shape(b, opt, opt->shapes[s], &rng, results, &count);
-  if (op_rows && !rc)
+  if (op_rows && !rc) {
     print_op_header(gemv_rows > 0);
+    if (!(rc = bench_floor(b, opt, ops, &op_count)))
+      print_op_result(&ops[op_count - 1]);
+  }
   if (!rc && (opt->kernels & KERNELS_ACT))
     rc = bench_acts(b, opt, &rng, ops, &op_count);
   if (!rc && (opt->kernels & KERNELS_ROPE))

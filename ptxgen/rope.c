@@ -5,9 +5,9 @@
  * Layout: q [m][heads][head_dim], k [m][kv_heads][head_dim], fp32; token t's
  * position is the device int32 positions[t], so a captured graph replays for
  * the next token once that buffer changes. Block (x, t) rotates up to 8 of
- * token t's heads+kv_heads head vectors: it first builds the table of
- * (cos, sin) * mscale for the n_dims/2 pairs in shared memory, then each
- * thread rotates pairs (a, b) -> (a cos - b sin, a sin + b cos), pairs being
+ * token t's heads+kv_heads head vectors: each thread loads its pairs, the
+ * block builds the table of (cos, sin) * mscale for the n_dims/2 pairs in
+ * shared memory meanwhile, then each thread rotates its pairs (a, b) -> (a cos - b sin, a sin + b cos), pairs being
  * (x[2i], x[2i+1]) (normal) or (x[i], x[i + n_dims/2]) (neox). Dims past
  * n_dims are not touched.
  *
@@ -172,12 +172,56 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   ptx_ins(&b, "ld.global.nc.s32 %s, [%s];", pv.s, pa.s);
   ptx_ins(&b, "cvt.rn.f64.s32 %s, %s;", posd.s, pv.s);
 
+  /* Each thread's items (head vector j / pairs, pair j % pairs, for
+   * j = tid + THREADS*i) are loaded first, so that their global-memory
+   * latency overlaps the building of the table. */
+  const uint32_t per_thread = (ROWS_PER_BLOCK * pairs + THREADS - 1) / THREADS;
+  ptx_comment(&b, "load this thread's %u pairs (head vector j / %u of this block, pair j %% %u)", per_thread, pairs,
+              pairs);
+  ptx_reg first = ptx_new(&b, PTX_B32), here = ptx_new(&b, PTX_B32), items = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", first.s, rb.s, ROWS_PER_BLOCK);
+  ptx_ins(&b, "sub.u32 %s, %u, %s;", here.s, rows, first.s);
+  ptx_ins(&b, "min.u32 %s, %s, %u;", here.s, here.s, ROWS_PER_BLOCK);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", items.s, here.s, pairs);
+  ptx_reg ok[16], addr[16], pidx[16], x0[16], x1[16];
+  for (uint32_t t = 0; t < per_thread; t++) {
+    ptx_reg j = ptx_new(&b, PTX_B32), row = ptx_new(&b, PTX_B32), isq = ptx_new(&b, PTX_PRED);
+    ok[t] = ptx_new(&b, PTX_PRED);
+    pidx[t] = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "add.u32 %s, %s, %u;", j.s, tid.s, t * THREADS);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %s;", ok[t].s, j.s, items.s);
+    ptx_ins(&b, "div.u32 %s, %s, %u;", row.s, j.s, pairs);
+    ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", pidx[t].s, row.s, pairs);
+    ptx_ins(&b, "sub.u32 %s, %s, %s;", pidx[t].s, j.s, pidx[t].s);
+    ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, first.s);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", isq.s, row.s, s->heads);
+    /* vector index within its buffer: q: tok*heads + row; k: tok*kv_heads + row - heads */
+    ptx_reg vq = ptx_new(&b, PTX_B32), vk = ptx_new(&b, PTX_B32), vec = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vq.s, tok.s, s->heads, row.s);
+    ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vk.s, tok.s, s->kv_heads, row.s);
+    ptx_ins(&b, "sub.u32 %s, %s, %u;", vk.s, vk.s, s->heads);
+    ptx_ins(&b, "selp.b32 %s, %s, %s, %s;", vec.s, vq.s, vk.s, isq.s);
+    ptx_reg basep = ptx_new(&b, PTX_B64), voff = ptx_new(&b, PTX_B64), e0 = ptx_new(&b, PTX_B64);
+    addr[t] = ptx_new(&b, PTX_B64);
+    ptx_ins(&b, "selp.b64 %s, %s, %s, %s;", basep.s, q.s, k.s, isq.s);
+    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", voff.s, vec.s, s->head_dim * 4);
+    ptx_ins(&b, "add.u64 %s, %s, %s;", basep.s, basep.s, voff.s);
+    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", e0.s, pidx[t].s, s->mode == 2 ? 4 : 8);
+    ptx_ins(&b, "add.u64 %s, %s, %s;", addr[t].s, basep.s, e0.s);
+    x0[t] = ptx_new(&b, PTX_F32);
+    x1[t] = ptx_new(&b, PTX_F32);
+    if (s->mode == 2) {
+      ptx_ins(&b, "@%s ld.global.f32 %s, [%s];", ok[t].s, x0[t].s, addr[t].s);
+      ptx_ins(&b, "@%s ld.global.f32 %s, [%s+%u];", ok[t].s, x1[t].s, addr[t].s, pairs * 4);
+    } else {
+      ptx_ins(&b, "@%s ld.global.v2.f32 {%s, %s}, [%s];", ok[t].s, x0[t].s, x1[t].s, addr[t].s);
+    }
+  }
+
   ptx_comment(&b, "table of (cos, sin) * mscale for the %u pairs", pairs);
-  char tl[32], td[32], rl[32], rd[32];
+  char tl[32], td[32];
   ptx_label_new(&b, "table", tl);
   ptx_label_new(&b, "table_done", td);
-  ptx_label_new(&b, "rotate", rl);
-  ptx_label_new(&b, "rotate_done", rd);
   ptx_reg i = ptx_new(&b, PTX_B32);
   ptx_ins(&b, "mov.u32 %s, %s;", i.s, tid.s);
   ptx_label(&b, tl);
@@ -189,64 +233,25 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   ptx_label(&b, td);
   ptx_ins(&b, "bar.sync 0;");
 
-  ptx_comment(&b, "rotate: item j = (head vector j / %u of this block, pair j %% %u)", pairs, pairs);
-  ptx_reg first = ptx_new(&b, PTX_B32), here = ptx_new(&b, PTX_B32), items = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", first.s, rb.s, ROWS_PER_BLOCK);
-  ptx_ins(&b, "sub.u32 %s, %u, %s;", here.s, rows, first.s);
-  ptx_ins(&b, "min.u32 %s, %s, %u;", here.s, here.s, ROWS_PER_BLOCK);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", items.s, here.s, pairs);
-  ptx_reg j = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mov.u32 %s, %s;", j.s, tid.s);
-  ptx_label(&b, rl);
-  ptx_ins(&b, "setp.ge.u32 %s, %s, %s;", pr.s, j.s, items.s);
-  ptx_ins(&b, "@%s bra %s;", pr.s, rd);
-  ptx_reg row = ptx_new(&b, PTX_B32), pi = ptx_new(&b, PTX_B32), isq = ptx_new(&b, PTX_PRED);
-  ptx_ins(&b, "div.u32 %s, %s, %u;", row.s, j.s, pairs);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", pi.s, row.s, pairs);
-  ptx_ins(&b, "sub.u32 %s, %s, %s;", pi.s, j.s, pi.s);
-  ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, first.s);
-  ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", isq.s, row.s, s->heads);
-  /* vector index within its buffer: q: tok*heads + row; k: tok*kv_heads + row - heads */
-  ptx_reg vq = ptx_new(&b, PTX_B32), vk = ptx_new(&b, PTX_B32), vec = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vq.s, tok.s, s->heads, row.s);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vk.s, tok.s, s->kv_heads, row.s);
-  ptx_ins(&b, "sub.u32 %s, %s, %u;", vk.s, vk.s, s->heads);
-  ptx_ins(&b, "selp.b32 %s, %s, %s, %s;", vec.s, vq.s, vk.s, isq.s);
-  ptx_reg basep = ptx_new(&b, PTX_B64), voff = ptx_new(&b, PTX_B64), a0 = ptx_new(&b, PTX_B64);
-  ptx_ins(&b, "selp.b64 %s, %s, %s, %s;", basep.s, q.s, k.s, isq.s);
-  ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", voff.s, vec.s, s->head_dim * 4);
-  ptx_ins(&b, "add.u64 %s, %s, %s;", basep.s, basep.s, voff.s);
-  ptx_reg e0 = ptx_new(&b, PTX_B64);
-  ptx_reg x0 = ptx_new(&b, PTX_F32), x1 = ptx_new(&b, PTX_F32);
-  if (s->mode == 2) {
-    ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", e0.s, pi.s);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", a0.s, basep.s, e0.s);
-    ptx_ins(&b, "ld.global.f32 %s, [%s];", x0.s, a0.s);
-    ptx_ins(&b, "ld.global.f32 %s, [%s+%u];", x1.s, a0.s, pairs * 4);
-  } else {
-    ptx_ins(&b, "mul.wide.u32 %s, %s, 8;", e0.s, pi.s);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", a0.s, basep.s, e0.s);
-    ptx_ins(&b, "ld.global.v2.f32 {%s, %s}, [%s];", x0.s, x1.s, a0.s);
+  ptx_comment(&b, "rotate: (a, b) -> (a cos - b sin, a sin + b cos)");
+  for (uint32_t t = 0; t < per_thread; t++) {
+    ptx_reg ta = ptx_new(&b, PTX_B32), c = ptx_new(&b, PTX_F32), sn = ptx_new(&b, PTX_F32);
+    ptx_ins(&b, "mov.u32 %s, rope_cs;", ta.s);
+    ptx_ins(&b, "mad.lo.u32 %s, %s, 8, %s;", ta.s, pidx[t].s, ta.s);
+    ptx_ins(&b, "@%s ld.shared.v2.f32 {%s, %s}, [%s];", ok[t].s, c.s, sn.s, ta.s);
+    ptx_reg t0 = ptx_new(&b, PTX_F32), t1 = ptx_new(&b, PTX_F32), y0 = ptx_new(&b, PTX_F32), y1 = ptx_new(&b, PTX_F32);
+    ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t0.s, x1[t].s, sn.s);
+    ptx_ins(&b, "neg.f32 %s, %s;", t0.s, t0.s);
+    ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y0.s, x0[t].s, c.s, t0.s); /* a cos - b sin */
+    ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t1.s, x1[t].s, c.s);
+    ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y1.s, x0[t].s, sn.s, t1.s); /* a sin + b cos */
+    if (s->mode == 2) {
+      ptx_ins(&b, "@%s st.global.f32 [%s], %s;", ok[t].s, addr[t].s, y0.s);
+      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok[t].s, addr[t].s, pairs * 4, y1.s);
+    } else {
+      ptx_ins(&b, "@%s st.global.v2.f32 [%s], {%s, %s};", ok[t].s, addr[t].s, y0.s, y1.s);
+    }
   }
-  ptx_reg ta = ptx_new(&b, PTX_B32), c = ptx_new(&b, PTX_F32), sn = ptx_new(&b, PTX_F32);
-  ptx_ins(&b, "mov.u32 %s, rope_cs;", ta.s);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, 8, %s;", ta.s, pi.s, ta.s);
-  ptx_ins(&b, "ld.shared.v2.f32 {%s, %s}, [%s];", c.s, sn.s, ta.s);
-  ptx_reg t0 = ptx_new(&b, PTX_F32), t1 = ptx_new(&b, PTX_F32), y0 = ptx_new(&b, PTX_F32), y1 = ptx_new(&b, PTX_F32);
-  ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t0.s, x1.s, sn.s);
-  ptx_ins(&b, "neg.f32 %s, %s;", t0.s, t0.s);
-  ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y0.s, x0.s, c.s, t0.s); /* a cos - b sin */
-  ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t1.s, x1.s, c.s);
-  ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y1.s, x0.s, sn.s, t1.s); /* a sin + b cos */
-  if (s->mode == 2) {
-    ptx_ins(&b, "st.global.f32 [%s], %s;", a0.s, y0.s);
-    ptx_ins(&b, "st.global.f32 [%s+%u], %s;", a0.s, pairs * 4, y1.s);
-  } else {
-    ptx_ins(&b, "st.global.v2.f32 [%s], {%s, %s};", a0.s, y0.s, y1.s);
-  }
-  ptx_ins(&b, "add.u32 %s, %s, %u;", j.s, j.s, THREADS);
-  ptx_ins(&b, "bra.uni %s;", rl);
-  ptx_label(&b, rd);
   ptx_ins(&b, "ret;");
 
   out->ptx = ptx_finish(&b, &out->ptx_len);
