@@ -21,6 +21,7 @@ enum {
 
 int cli_check(int argc, char **argv);
 int cli_run(int argc, char **argv);
+int cli_gguf(int argc, char **argv);
 
 /* Parses a key; on error prints "ptxgen: bad key '<key>': <why>" and
  * returns CLI_EXIT_USAGE. */

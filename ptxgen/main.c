@@ -5,6 +5,7 @@
  *   ptxgen emit KEY [-o FILE]   the PTX of a key
  *   ptxgen check ...            assemble keys, report resources (cli_check.c)
  *   ptxgen run ...              run a key on the GPU against the CPU reference (cli_run.c)
+ *   ptxgen gguf FILE            what a GGUF file holds (cli_gguf.c)
  *
  * This file holds the dispatch, the two commands that need only the
  * generator, and the argument helpers the commands share (cli.h).
@@ -30,6 +31,7 @@ static const char tool_usage[] =
     "                            assemble each KEY, report registers, spills, shared memory\n"
     "  run KEY [--seed N] [--cpu] [--reps N]\n"
     "                            run KEY on the GPU, compare with the CPU reference, time it\n"
+    "  gguf FILE                 print a GGUF file's metadata and tensor table\n"
     "\n"
     "A KEY names a kernel, e.g. q4k_gemv:k=4096,n=14336,m=1,sm=90 (see `ptxgen list`).\n"
     "`ptxgen COMMAND --help` describes a command.\n"
@@ -189,10 +191,12 @@ int main(int argc, char **argv) {
     const char *name;
     int (*run)(int argc, char **argv);
   } commands[] = {
-      {"list", cmd_list}, {"emit", cmd_emit}, {"check", cli_check}, {"run", cli_run}};
+      {"list", cmd_list}, {"emit", cmd_emit}, {"check", cli_check}, {"run", cli_run},
+      {"gguf", cli_gguf}};
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
     if (strcmp(command, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
-  fprintf(stderr, "ptxgen: unknown command '%s' (commands: list, emit, check, run; see ptxgen --help)\n",
+  fprintf(stderr,
+          "ptxgen: unknown command '%s' (commands: list, emit, check, run, gguf; see ptxgen --help)\n",
           command);
   return CLI_EXIT_USAGE;
 }
