@@ -2,7 +2,8 @@
  * cli_run.c: `ptxgen run`, run one kernel on the GPU on seeded random data,
  * check it against the CPU reference and time it. This file holds the
  * command, the q4k_gemv and stream_read runners and the helpers every runner
- * shares (cli_run.h); the activation and RoPE runners are in cli_run_ops.c.
+ * shares (cli_run.h); the activation and RoPE runners are in cli_run_ops.c,
+ * the GEMV on a tensor of a GGUF file (--gguf) in cli_run_gguf.c.
  *
  * The data are random but valid inputs, never zeros: Q4_K blocks are made
  * directly from random bytes (quantizing floats would take minutes at the
@@ -28,6 +29,8 @@
 
 static const char run_usage[] =
     "usage: ptxgen run KEY [--seed N] [--cpu] [--reps N]\n"
+    "       ptxgen run [KEY] --gguf FILE --tensor NAME [--m N] [--x FILE] [--out FILE]\n"
+    "                  [--seed N] [--cpu]\n"
     "\n"
     "q4k_gemv keys: makes seeded random Q4_K weights W[n][k] and activations\n"
     "x[m][k] in [-1, 1], runs the kernel through the runtime, compares y with the\n"
@@ -64,12 +67,26 @@ static const char run_usage[] =
     "Fails (exit 1) if max_abs_err > 2e-6 or passthrough=CHANGED.\n"
     "With --cpu these print `KEY seed=N cpu` and `ref_ms=T checksum=S (...)`.\n"
     "\n"
+    "--gguf FILE --tensor NAME: y[m][n] = x[m][k] . W[n][k]^T with W the tensor NAME of\n"
+    "FILE (k = dims[0], n = the other dims' product), x from --x or seeded random in\n"
+    "[-1, 1]. W must be q4_K or q6_K: it is uploaded (ptxq_weight_upload) and\n"
+    "multiplied by ptxq_gemv_host (a key with rows= or warps= launches its own\n"
+    "kernel); stderr gets the device and `max_rel_err=E` against the fp64 reference,\n"
+    "and the run fails (exit 1) if E > 1e-5. With --cpu only the fp64 reference runs,\n"
+    "on q4_K, q6_K, f16 or f32 tensors. y goes to --out FILE, else stdout: m rows of\n"
+    "n values, one value per line (%.9g, or %.17g for the reference). A KEY (q4k_gemv\n"
+    "or q6k_gemv) must agree with the tensor's type, k and n; it sets m and the\n"
+    "target (sm). A file ptxq refuses fails with `ptxgen: FILE: <why>` (exit 1).\n"
+    "\n"
     "options:\n"
     "  --seed N   seed of the random data (default 1)\n"
     "  --reps N   timed repetitions, 1..100000 (default 50)\n"
-    "  --cpu      run the CPU reference alone (every kind but stream_read)\n";
+    "  --cpu      run the CPU reference alone (every kind but stream_read)\n"
+    "  --gguf FILE, --tensor NAME   multiply by a tensor of a GGUF file (above)\n"
+    "  --m N      rows of x with --gguf and no KEY, 1..8 (default 1)\n"
+    "  --x FILE   x as raw little-endian fp32, exactly m*k values (default: random)\n"
+    "  --out FILE write y to FILE instead of stdout\n";
 
-#define MAX_REL_ERR 1e-5
 #define WEIGHT_NAME "ptxgen_run"
 
 uint64_t run_random_next(uint64_t *state) {
@@ -129,6 +146,7 @@ void *run_alloc(size_t bytes, const char *what) {
 #define MAX_REFERENCE_THREADS 64
 
 typedef struct reference_slice {
+  ptxq_type type;
   const uint8_t *weights; /* first row of the slice */
   const float *x;
   uint32_t k, rows, m;
@@ -138,29 +156,33 @@ typedef struct reference_slice {
 
 static void *reference_slice_run(void *arg) {
   reference_slice *slice = arg;
-  slice->status = ptxq_ref_gemv(PTXQ_TYPE_Q4_K, slice->weights, slice->k, slice->rows, slice->x,
+  slice->status = ptxq_ref_gemv(slice->type, slice->weights, slice->k, slice->rows, slice->x,
                                 slice->m, slice->y);
   return NULL;
 }
 
-/* ref[m][n] = x . W^T by ptxq_ref_gemv, rows split over the online cores. */
-static int reference_gemv(const ptxgen_spec *spec, const uint8_t *weights, const float *x,
-                          double *ref) {
+int run_reference_gemv(ptxq_type type, const void *weights, uint32_t k, uint32_t n,
+                       const float *x, uint32_t m, double *ref) {
+  size_t row_bytes = 0;
+  int status = ptxq_weight_bytes(type, k, 1, &row_bytes);
+  if (status != PTXQ_OK) {
+    fprintf(stderr, "ptxgen: run: ptxq_ref_gemv: %s: %s\n", ptxq_strerror(status),
+            ptxq_last_error(NULL));
+    return CLI_EXIT_FAILURE;
+  }
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   uint32_t threads = cores < 1 ? 1 : cores > MAX_REFERENCE_THREADS ? MAX_REFERENCE_THREADS
                                                                     : (uint32_t)cores;
-  if (threads > spec->n) threads = spec->n;
-  size_t row_bytes = (size_t)(spec->k / PTXQ_QK_K) * PTXQ_Q4_K_BLOCK_BYTES;
+  if (threads > n) threads = n;
   reference_slice slices[MAX_REFERENCE_THREADS];
   pthread_t ids[MAX_REFERENCE_THREADS];
   int started[MAX_REFERENCE_THREADS] = {0};
-  int status = PTXQ_OK;
   for (uint32_t t = 0; t < threads; t++) {
-    uint32_t first = (uint32_t)((uint64_t)spec->n * t / threads);
-    uint32_t end = (uint32_t)((uint64_t)spec->n * (t + 1) / threads);
-    slices[t] = (reference_slice){weights + first * row_bytes, x, spec->k, end - first, spec->m,
-                                  NULL, PTXQ_OK};
-    slices[t].y = malloc((size_t)spec->m * slices[t].rows * sizeof(double));
+    uint32_t first = (uint32_t)((uint64_t)n * t / threads);
+    uint32_t end = (uint32_t)((uint64_t)n * (t + 1) / threads);
+    slices[t] = (reference_slice){type, (const uint8_t *)weights + first * row_bytes, x, k,
+                                  end - first, m, NULL, PTXQ_OK};
+    slices[t].y = malloc((size_t)m * slices[t].rows * sizeof(double));
     if (!slices[t].y) {
       slices[t].status = PTXQ_ERR_NOMEM;
       continue;
@@ -173,8 +195,8 @@ static int reference_gemv(const ptxgen_spec *spec, const uint8_t *weights, const
   for (uint32_t t = 0; t < threads; t++) {
     if (started[t]) pthread_join(ids[t], NULL);
     if (slices[t].status != PTXQ_OK && status == PTXQ_OK) status = slices[t].status;
-    for (uint32_t mi = 0; status == PTXQ_OK && mi < spec->m; mi++)
-      memcpy(ref + (size_t)mi * spec->n + first, slices[t].y + (size_t)mi * slices[t].rows,
+    for (uint32_t mi = 0; status == PTXQ_OK && mi < m; mi++)
+      memcpy(ref + (size_t)mi * n + first, slices[t].y + (size_t)mi * slices[t].rows,
              slices[t].rows * sizeof(double));
     first += slices[t].rows;
     free(slices[t].y);
@@ -310,9 +332,9 @@ static int check_batch_invariance(ptxq_ctx *ctx, const ptxgen_spec *spec,
   return result;
 }
 
-/* Prints max_rel_err; returns CLI_EXIT_FAILURE if y is not close to ref. */
-static int compare_with_reference(const ptxgen_spec *spec, const float *y, const double *ref) {
-  size_t count = (size_t)spec->m * spec->n;
+int run_check_gemv(FILE *report, const char *prefix, uint32_t m, uint32_t n, const float *y,
+                   const double *ref) {
+  size_t count = (size_t)m * n;
   double max_diff = 0, max_ref = 0;
   size_t non_finite = 0, first_non_finite = 0;
   for (size_t i = 0; i < count; i++) {
@@ -324,16 +346,16 @@ static int compare_with_reference(const ptxgen_spec *spec, const float *y, const
     max_ref = fmax(max_ref, fabs(ref[i]));
   }
   double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
-  printf("max_rel_err=%.3e (max|y-ref| / max|ref| over m*n outputs)\n", rel);
+  fprintf(report, "%smax_rel_err=%.3e (max|y-ref| / max|ref| over m*n outputs)\n", prefix, rel);
   int result = CLI_EXIT_OK;
   if (non_finite > 0) {
     fprintf(stderr, "ptxgen: run: %zu of %zu outputs are not finite, first y[%zu][%zu] = %g\n",
-            non_finite, count, first_non_finite / spec->n, first_non_finite % spec->n,
+            non_finite, count, first_non_finite / n, first_non_finite % n,
             (double)y[first_non_finite]);
     result = CLI_EXIT_FAILURE;
   }
-  if (rel > MAX_REL_ERR) {
-    fprintf(stderr, "ptxgen: run: max_rel_err %.3e is above %.0e\n", rel, MAX_REL_ERR);
+  if (rel > RUN_MAX_REL_ERR) {
+    fprintf(stderr, "ptxgen: run: max_rel_err %.3e is above %.0e\n", rel, RUN_MAX_REL_ERR);
     result = CLI_EXIT_FAILURE;
   }
   return result;
@@ -364,7 +386,9 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
   if (cpu_only) {
     printf("%s seed=%" PRIu64 " cpu\n", key, seed);
     double start = run_now_ms();
-    if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
+    if (run_reference_gemv(PTXQ_TYPE_Q4_K, weights, spec->k, spec->n, x, spec->m, ref) !=
+        CLI_EXIT_OK)
+      goto done;
     double elapsed = run_now_ms() - start;
     double checksum = 0;
     for (size_t i = 0; i < y_count; i++) checksum += ref[i];
@@ -405,8 +429,10 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
     run_report_ptxq(ctx, "ptxq_download (y)", status);
     goto done;
   }
-  if (reference_gemv(spec, weights, x, ref) != CLI_EXIT_OK) goto done;
-  int accurate = compare_with_reference(spec, y, ref) == CLI_EXIT_OK;
+  if (run_reference_gemv(PTXQ_TYPE_Q4_K, weights, spec->k, spec->n, x, spec->m, ref) !=
+      CLI_EXIT_OK)
+    goto done;
+  int accurate = run_check_gemv(stdout, "", spec->m, spec->n, y, ref) == CLI_EXIT_OK;
   int invariant = 1;
   if (spec->m > 1 &&
       check_batch_invariance(ctx, spec, &batched, y, nan_bytes, &invariant) != CLI_EXIT_OK)
@@ -483,6 +509,7 @@ done:
 
 int cli_run(int argc, char **argv) {
   const char *key_text = NULL, *seed_text = NULL, *reps_text = NULL;
+  const char *gguf_path = NULL, *tensor = NULL, *x_path = NULL, *out_path = NULL, *m_text = NULL;
   int cpu_only = 0;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
@@ -491,8 +518,13 @@ int cli_run(int argc, char **argv) {
     }
   }
   for (int i = 1; i < argc; i++) {
-    int got = cli_option_value(argc, argv, &i, "--seed", &seed_text);
-    if (got == 0) got = cli_option_value(argc, argv, &i, "--reps", &reps_text);
+    static const char *const names[] = {"--seed", "--reps", "--gguf", "--tensor",
+                                        "--x",    "--out",  "--m"};
+    const char **values[] = {&seed_text, &reps_text, &gguf_path, &tensor,
+                             &x_path,    &out_path,  &m_text};
+    int got = 0;
+    for (size_t o = 0; got == 0 && o < sizeof names / sizeof names[0]; o++)
+      got = cli_option_value(argc, argv, &i, names[o], values[o]);
     if (got < 0) return CLI_EXIT_USAGE;
     if (got > 0) continue;
     if (strcmp(argv[i], "--cpu") == 0) {
@@ -502,19 +534,47 @@ int cli_run(int argc, char **argv) {
     if (argv[i][0] == '-' || key_text) return cli_bad_argument("run", argv[i]);
     key_text = argv[i];
   }
-  if (!key_text) {
+  if (!gguf_path) {
+    const char *needs_gguf = tensor ? "--tensor" : x_path ? "--x" : out_path ? "--out"
+                           : m_text ? "--m" : NULL;
+    if (needs_gguf) {
+      fprintf(stderr, "ptxgen: run: %s is an option of --gguf runs (see `ptxgen run --help`)\n",
+              needs_gguf);
+      return CLI_EXIT_USAGE;
+    }
+  } else {
+    if (!tensor) {
+      fprintf(stderr, "ptxgen: run: --gguf needs --tensor NAME (`ptxgen gguf %s` lists them)\n",
+              gguf_path);
+      return CLI_EXIT_USAGE;
+    }
+    if (reps_text) {
+      fprintf(stderr, "ptxgen: run: --reps is not an option of --gguf runs (they are not timed)\n");
+      return CLI_EXIT_USAGE;
+    }
+  }
+  if (!key_text && !gguf_path) {
     fprintf(stderr, "ptxgen: run: missing KEY\n%s", run_usage);
     return CLI_EXIT_USAGE;
   }
-  uint64_t seed = 1, reps = 50;
+  uint64_t seed = 1, reps = 50, m = 0;
   if (seed_text && cli_parse_u64("--seed", seed_text, 0, UINT64_MAX, &seed) != 0)
     return CLI_EXIT_USAGE;
   if (reps_text && cli_parse_u64("--reps", reps_text, 1, 100000, &reps) != 0)
     return CLI_EXIT_USAGE;
+  if (m_text && cli_parse_u64("--m", m_text, 1, PTXGEN_GEMV_MAX_M, &m) != 0)
+    return CLI_EXIT_USAGE;
   ptxgen_spec spec;
-  if (cli_parse_key(key_text, &spec) != CLI_EXIT_OK) return CLI_EXIT_USAGE;
   char key[256];
-  cli_format_key(&spec, key, sizeof key);
+  if (key_text) {
+    if (cli_parse_key(key_text, &spec) != CLI_EXIT_OK) return CLI_EXIT_USAGE;
+    cli_format_key(&spec, key, sizeof key);
+  }
+  if (gguf_path) {
+    run_gguf_request request = {key_text ? key : NULL, key_text ? &spec : NULL, gguf_path, tensor,
+                                x_path, out_path, (uint32_t)m, seed, cpu_only};
+    return run_gguf(&request);
+  }
 
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:

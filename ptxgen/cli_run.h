@@ -3,18 +3,23 @@
  *
  * cli_run.c holds the command (options, dispatch by kind), the q4k_gemv and
  * stream_read runners and the helpers below; cli_run_ops.c holds the
- * runners of the activation kinds and of rope. Every runner prints its
- * results to stdout, messages starting "ptxgen: run: " to stderr, and
- * returns an exit status of cli.h.
+ * runners of the activation kinds and of rope; cli_run_gguf.c the GEMV on a
+ * tensor of a GGUF file (--gguf). Every runner prints its results to
+ * stdout, messages starting "ptxgen: run: " to stderr, and returns an exit
+ * status of cli.h.
  */
 #ifndef PTXGEN_CLI_RUN_H
 #define PTXGEN_CLI_RUN_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cli.h"
 #include "ptxq.h"
+
+/* A GEMV passes when max|y-ref| / max|ref| is at most this. */
+#define RUN_MAX_REL_ERR 1e-5
 
 /* Untimed launches before the timed ones (the first also builds the kernel). */
 #define RUN_WARMUP_LAUNCHES 3
@@ -43,6 +48,18 @@ int run_open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptx
 /* Uploads bytes of NaN poison (0xFF bytes) at y, so unwritten outputs show. */
 int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes);
 
+/* ref[m][n] = x[m][k] . W[n][k]^T by ptxq_ref_gemv (fp64) for W of any type
+ * it takes, rows split over the online cores (each row's result does not
+ * depend on the split). Prints a message on failure. */
+int run_reference_gemv(ptxq_type type, const void *weights, uint32_t k, uint32_t n,
+                       const float *x, uint32_t m, double *ref);
+
+/* Prints "<prefix>max_rel_err=E (...)" to report, E = max|y-ref| / max|ref|
+ * over the m*n outputs; returns CLI_EXIT_FAILURE (message on stderr) if an
+ * output is not finite or E > RUN_MAX_REL_ERR. */
+int run_check_gemv(FILE *report, const char *prefix, uint32_t m, uint32_t n, const float *y,
+                   const double *ref);
+
 /* Enqueues one launch of the kernel under test; returns a ptxq status. */
 typedef int (*run_launch_fn)(ptxq_ctx *ctx, void *arg);
 
@@ -53,5 +70,19 @@ int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, 
 /* The runners of cli_run_ops.c: gelu, gelu_erf, silu, swiglu, geglu; rope. */
 int run_activation(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only, int reps);
 int run_rope(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only, int reps);
+
+/* `ptxgen run [KEY] --gguf FILE --tensor NAME ...` (cli_run_gguf.c). */
+typedef struct run_gguf_request {
+  const char *key;          /* canonical key, or NULL when none was given */
+  const ptxgen_spec *spec;  /* the key's spec, or NULL */
+  const char *path;         /* the GGUF file */
+  const char *tensor;       /* the tensor's name */
+  const char *x_path;       /* raw little-endian fp32 x, or NULL: seeded random */
+  const char *out_path;     /* where y goes, or NULL: stdout */
+  uint32_t m;               /* from --m, 0 when not given */
+  uint64_t seed;
+  int cpu_only;
+} run_gguf_request;
+int run_gguf(const run_gguf_request *request);
 
 #endif

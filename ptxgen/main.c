@@ -31,6 +31,8 @@ static const char tool_usage[] =
     "                            assemble each KEY, report registers, spills, shared memory\n"
     "  run KEY [--seed N] [--cpu] [--reps N]\n"
     "                            run KEY on the GPU, compare with the CPU reference, time it\n"
+    "  run [KEY] --gguf FILE --tensor NAME [--x FILE] [--out FILE] [--m N] [--cpu]\n"
+    "                            a GEMV on a tensor of a GGUF file, y one value per line\n"
     "  gguf FILE                 print a GGUF file's metadata and tensor table\n"
     "\n"
     "A KEY names a kernel, e.g. q4k_gemv:k=4096,n=14336,m=1,sm=90 (see `ptxgen list`).\n"

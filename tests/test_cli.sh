@@ -7,7 +7,8 @@
 # every example key of `list` emits and (where `run` has one) runs its CPU
 # reference, that emit is deterministic, that bad keys are refused with a
 # message naming the problem, the CPU-only runs of q4k_gemv, the activations
-# and rope, and check when a ptxas can be found. Prints each failed expectation; exits 1 if any.
+# and rope, the usage errors of run --gguf, and check when a ptxas can be
+# found. Prints each failed expectation; exits 1 if any.
 
 bin=${1:?usage: test_cli.sh PATH/TO/ptxgen}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
@@ -53,6 +54,16 @@ run 2 check
 run 2 run
 run 2 run q4k_gemv:k=256,n=1,m=1 --reps 0 --cpu
 run 2 run q4k_gemv:k=256,n=1,m=1 --seed x --cpu
+# run --gguf (tests/test_run_gguf.sh runs it on the fixture): what needs no file
+run 2 run --gguf && { grep -q -- '--gguf needs a value' "$tmp/err" || fail "run --gguf without FILE: message"; }
+run 2 run --gguf "$tmp/model.gguf" --cpu && { grep -q 'needs --tensor' "$tmp/err" || fail "run --gguf without --tensor: message"; }
+for option in --tensor --x --out --m; do
+  run 2 run q4k_gemv:k=256,n=1,m=1 --cpu $option 1 &&
+    { grep -q -- "$option is an option of --gguf" "$tmp/err" || fail "run $option without --gguf: message"; }
+done
+run 1 run --gguf "$tmp/no-such.gguf" --tensor w --cpu &&
+  { grep -q "^ptxgen: $tmp/no-such.gguf: cannot open" "$tmp/err" || fail "run --gguf of a missing file: message"; }
+run 0 run --help && { grep -q 'ptxgen run \[KEY\] --gguf FILE --tensor NAME' "$tmp/out" || fail "run --help: no --gguf usage line"; }
 
 # --- list: every example key emits ------------------------------------------
 if run 0 list; then
