@@ -242,7 +242,9 @@ typedef struct ptxq_ffn_params {
 int ptxq_ffn(ptxq_ctx *ctx, const ptxq_ffn_params *p, ptxq_dev x, ptxq_dev y, uint32_t m);
 int ptxq_ffn_prepare(ptxq_ctx *ctx, const ptxq_ffn_params *p, uint32_t m);
 
-/* Builds ahead of capture the kernels ptxq_rope / the activations use. */
+/* Builds ahead of capture the kernel ptxq_rope uses for (m, p). (The
+ * activations inside an FFN are built by ptxq_ffn_prepare; a standalone
+ * activation is built by its first call.) */
 int ptxq_rope_prepare(ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p);
 
 /* ---- graphs --------------------------------------------------------------
@@ -251,7 +253,10 @@ int ptxq_rope_prepare(ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p);
  * them on the stream. Kernels must be built before capture (a prepare call
  * or a first use): an op whose kernel is not built yet fails with
  * PTXQ_ERR_CAPTURE instead of building, as do calls that would synchronise
- * (copies to or from the host, ptxq_sync, weight uploads). */
+ * (copies to or from the host, ptxq_sync, weight uploads). A graph holds
+ * the device addresses it was captured with: the buffers and weights it
+ * names must outlive it (replace their contents, not the buffers), and
+ * graphs are destroyed before ptxq_close. */
 typedef struct ptxq_graph ptxq_graph;
 int ptxq_capture_begin(ptxq_ctx *ctx);
 int ptxq_capture_end(ptxq_ctx *ctx, ptxq_graph **out);
@@ -348,7 +353,8 @@ const char *ptxq_ggml_type_name(uint32_t type);
  * fnmatch(3) takes it, e.g. "blk.*.attn_*"; NULL = all) as weights named as
  * in the file (k = dims[0], n = the product of the other dims). Q4_K, Q6_K,
  * F32 and F16 tensors are uploaded; matching tensors of other types are
- * skipped and counted. progress (may be NULL) is called after each tensor;
+ * skipped and counted. progress (may be NULL) is called after each
+ * matching tensor, uploaded or skipped (bytes_total: all matching tensors);
  * returning nonzero from it stops the load with PTXQ_ERR_CANCELLED. */
 typedef int (*ptxq_progress_fn)(void *user, const char *tensor, uint64_t bytes_done, uint64_t bytes_total);
 typedef struct ptxq_load_stats {

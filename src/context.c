@@ -159,6 +159,8 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
     free(ctx);
     return ptxq__fail(NULL, PTXQ_ERR_NOMEM, "ptxq_open: cannot create a mutex");
   }
+  atomic_init(&ctx->capturing, false);
+  ptxq__ffn_init(ctx);
 
   status = open_device(ctx, ordinal, requested_target);
   if (status != PTXQ_OK) {
@@ -182,11 +184,15 @@ void ptxq_close(ptxq_ctx *ctx) {
    * ignores the driver's complaints (after a sticky kernel fault every call
    * fails, yet the host side must still be released). */
   bool current = ptxq__enter(ctx) == PTXQ_OK;
+  /* A capture left open would make the synchronisation below fail and
+   * leave work unfinished: end it and drop its graph. */
+  if (current) ptxq__capture_abandon(ctx);
   (void)ptxq__cu.StreamSynchronize(ctx->stream);
   ptxq__weights_free_all(ctx);
   ptxq__allocations_free_all(ctx);
   ptxq__staging_free(ctx);
   ptxq__rope_positions_free(ctx);
+  ptxq__ffn_workspace_free(ctx);
   ptxq__modules_free_all(ctx);
   (void)ptxq__cu.StreamDestroy(ctx->stream);
   if (current) ptxq__leave(ctx);

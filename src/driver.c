@@ -46,9 +46,13 @@ static CUresult lookup(get_proc_address_v2_fn get_v2, get_proc_address_v1_fn get
 /* The ABI version to ask cuGetProcAddress for: our cuda.h's, or the
  * driver's own when that is older (asking a driver for a version newer than
  * itself fails with CUDA_ERROR_INVALID_VALUE). None of the calls in driver.h
- * changed prototype between CUDA 11.3 and 13.0, so an older driver's
- * variants are called correctly through our prototypes (recheck this list
- * when moving to a newer cuda.h). */
+ * changed prototype between CUDA 11.4 and 13.0 (cuStreamBeginCapture is the
+ * 10.1 variant that takes a mode; cuGraphInstantiateWithFlags, not
+ * cuGraphInstantiate, whose prototype changed in 12.0), so an older
+ * driver's variants are called correctly through our prototypes (recheck
+ * this list when moving to a newer cuda.h). cuGraphInstantiateWithFlags
+ * needs a 11.4 driver; the PTX we generate (.version 7.8) needs 11.8
+ * anyway. */
 static int abi_version(void *library) {
   typedef CUresult (*driver_get_version_fn)(int *version);
   driver_get_version_fn get_version = NULL;

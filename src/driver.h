@@ -55,7 +55,13 @@
   X(EventDestroy, (CUevent event))                                                       \
   X(GetErrorName, (CUresult result, const char **name))                                  \
   X(GetErrorString, (CUresult result, const char **text))                                \
-  X(MemGetInfo, (size_t *free_bytes, size_t *total_bytes))
+  X(MemGetInfo, (size_t *free_bytes, size_t *total_bytes))                               \
+  X(StreamBeginCapture, (CUstream stream, CUstreamCaptureMode mode))                     \
+  X(StreamEndCapture, (CUstream stream, CUgraph *graph))                                 \
+  X(GraphInstantiateWithFlags, (CUgraphExec *exec, CUgraph graph, unsigned long long flags)) \
+  X(GraphLaunch, (CUgraphExec exec, CUstream stream))                                    \
+  X(GraphExecDestroy, (CUgraphExec exec))                                                \
+  X(GraphDestroy, (CUgraph graph))
 
 #define PTXQ_DRIVER_MEMBER(name, params) CUresult (*name) params;
 struct ptxq_driver {

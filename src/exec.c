@@ -1,8 +1,11 @@
 /*
- * exec.c: the ops. Validate, find the kernel, launch.
+ * exec.c: the GEMV ops. Validate, find the kernel, launch.
  *
  * The hot path of a decode step is ptxq_gemv: one lock, one hash look-up by
  * weight name, the kernel cached on the weight for this m, cuLaunchKernel.
+ * The weight's type picks the kernel family (q4k_gemv for Q4_K, q6k_gemv
+ * for Q6_K, whose rows weights.c stored repacked); ffn.c shares the kernel
+ * look-up and the launch, gated epilogue included.
  * Kernel generation and JIT happen on the first call for a shape (or in
  * ptxq_gemv_prepare); nothing here allocates, copies or synchronises, except
  * ptxq_gemv_host, the convenience path for host arrays.
@@ -28,39 +31,64 @@ static int check_gemv_args(ptxq_ctx *ctx, const char *call, const char *weight, 
   return PTXQ_OK;
 }
 
-/* The weight and its GEMV kernel for m, built on first use. Lock held,
- * context current. */
+int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
+                      const struct ptxq_kernel_entry **out) {
+  const struct ptxq_kernel_entry **cached = &w->gemv_by_m[glu][m];
+  if (*cached == NULL) {
+    ptxgen_kind kind;
+    switch (w->type) {
+    case PTXQ_TYPE_Q4_K: kind = PTXGEN_KIND_Q4K_GEMV; break;
+    case PTXQ_TYPE_Q6_K: kind = PTXGEN_KIND_Q6K_GEMV; break;
+    default:
+      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s' is %s: gemv supports Q4_K and Q6_K",
+                        w->name, ptxq__type_name(w->type));
+    }
+    if (w->k > PTXGEN_GEMV_MAX_K)
+      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED,
+                        "weight '%s': k=%u exceeds the gemv limit k <= %u", w->name, w->k,
+                        PTXGEN_GEMV_MAX_K);
+    if (w->n > PTXGEN_GEMV_MAX_N)
+      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED,
+                        "weight '%s': n=%u exceeds the gemv limit n <= %u", w->name, w->n,
+                        PTXGEN_GEMV_MAX_N);
+    ptxgen_spec spec = {.kind = kind,
+                        .sm = ctx->info.target_sm,
+                        .k = w->k,
+                        .n = w->n,
+                        .m = m,
+                        .glu = glu};
+    int status = ptxq__kernel_for(ctx, &spec, cached);
+    if (status != PTXQ_OK) return status;
+  }
+  *out = *cached;
+  return PTXQ_OK;
+}
+
+int ptxq__launch_gemv(ptxq_ctx *ctx, const struct ptxq_kernel_entry *kernel, CUdeviceptr weights,
+                      CUdeviceptr up, CUdeviceptr x, CUdeviceptr y) {
+  /* Parameters in the order the generator declares them: u64 W, u64 x,
+   * u64 y; gated: u64 W, u64 U, u64 x, u64 y. */
+  void *plain[] = {&weights, &x, &y};
+  void *gated[] = {&weights, &up, &x, &y};
+  return ptxq__launch(ctx, kernel, up != 0 ? gated : plain);
+}
+
+/* The weight and its plain GEMV kernel for m, built on first use. Lock
+ * held, context current. */
 static int gemv_kernel(ptxq_ctx *ctx, const char *name, uint32_t m,
                        const struct ptxq_weight **out_weight,
                        const struct ptxq_kernel_entry **out_kernel) {
   struct ptxq_weight *w = ptxq__weight_find(ctx, name);
   if (w == NULL) return PTXQ_ERR_NOT_FOUND;
-  if (w->type != PTXQ_TYPE_Q4_K)
-    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s' is %s: gemv supports Q4_K", name,
-                      ptxq__type_name(w->type));
-  if (w->k > PTXGEN_GEMV_MAX_K)
-    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s': k=%u exceeds the gemv limit k <= %u",
-                      name, w->k, PTXGEN_GEMV_MAX_K);
-  if (w->n > PTXGEN_GEMV_MAX_N)
-    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s': n=%u exceeds the gemv limit n <= %u",
-                      name, w->n, PTXGEN_GEMV_MAX_N);
-  if (w->gemv_by_m[m] == NULL) {
-    ptxgen_spec spec = {
-        .kind = PTXGEN_KIND_Q4K_GEMV, .sm = ctx->info.target_sm, .k = w->k, .n = w->n, .m = m};
-    int status = ptxq__kernel_for(ctx, &spec, &w->gemv_by_m[m]);
-    if (status != PTXQ_OK) return status;
-  }
+  int status = ptxq__gemv_kernel(ctx, w, m, 0, out_kernel);
+  if (status != PTXQ_OK) return status;
   *out_weight = w;
-  *out_kernel = w->gemv_by_m[m];
   return PTXQ_OK;
 }
 
-/* Parameters in the order the generator declares them: u64 W, u64 x, u64 y. */
 static int launch_gemv(ptxq_ctx *ctx, const struct ptxq_weight *w,
                        const struct ptxq_kernel_entry *kernel, CUdeviceptr x, CUdeviceptr y) {
-  CUdeviceptr weights = w->data;
-  void *params[] = {&weights, &x, &y};
-  return ptxq__launch(ctx, kernel, params);
+  return ptxq__launch_gemv(ctx, kernel, w->data, 0, x, y);
 }
 
 int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_t m) {
@@ -122,6 +150,11 @@ int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, 
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_host('%s'): %s is NULL", weight,
                       x == NULL ? "x" : "y");
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  /* Copies from and to the host and a synchronisation: none can be captured. */
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_gemv_host")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   pthread_mutex_lock(&ctx->lock);
   const struct ptxq_weight *w = NULL;
   const struct ptxq_kernel_entry *kernel = NULL;

@@ -6,12 +6,14 @@
  * files call across: error reporting (errors.c), context push/pop
  * (context.c), kernel look-up/build and launch (modules.c), the cached
  * kernel look-up of the activation and RoPE ops (below), weight look-up
- * (weights.c), tracked allocations (memory.c).
+ * (weights.c), tracked allocations (memory.c), the GEMV kernels and launch
+ * (exec.c, shared with the FFN), the capture state (graph.c) and the FFN
+ * workspace (ffn.c).
  *
  * Locking: ctx->lock guards the module table, the weight table, the
- * allocation list, the staging buffers, the op kernel cache and RoPE's
- * positions buffer. Functions below marked "lock held" must be called with
- * it held; none of them takes it.
+ * allocation list, the staging buffers, the op kernel cache, RoPE's
+ * positions buffer and the FFN workspace. Functions below marked "lock
+ * held" must be called with it held; none of them takes it.
  * Driver calls need the context current: public entry points bracket their
  * work with ptxq__enter / ptxq__leave.
  */
@@ -19,6 +21,7 @@
 #define PTXQ_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,12 +68,14 @@ struct ptxq_weight {
   char name[PTXQ_WEIGHT_NAME_MAX + 1];
   ptxq_type type;
   uint32_t k, n;
-  size_t bytes;
-  CUdeviceptr data;
-  /* The GEMV kernel for each batch size m (index 1..8), filled on first use
-   * so the hot path skips key formatting and the module-table look-up.
-   * Cleared when the weight is replaced (the shape may change). */
-  const struct ptxq_kernel_entry *gemv_by_m[PTXGEN_GEMV_MAX_M + 1];
+  size_t bytes;     /* as uploaded (GGUF layout): what ptxq_weight_info reports */
+  CUdeviceptr data; /* as the kernels read it: Q6_K rows repacked by ptxgen_q6k_repack */
+  /* The GEMV kernel per epilogue (index glu: 0 none, 1 swiglu, 2 geglu; the
+   * gated kernels are kept on the gate weight, W) and batch size m (index
+   * 1..8), filled on first use so the hot path skips key formatting and the
+   * module-table look-up. Cleared when the weight is replaced (the shape
+   * may change). */
+  const struct ptxq_kernel_entry *gemv_by_m[3][PTXGEN_GEMV_MAX_M + 1];
 };
 
 struct ptxq_allocation {
@@ -121,6 +126,20 @@ struct ptxq_ctx {
    * asynchronous copy reads from. */
   CUdeviceptr rope_positions;
   int32_t rope_positions_host[PTXGEN_ROPE_MAX_M];
+
+  /* Set between ptxq_capture_begin and ptxq_capture_end (graph.c). Atomic:
+   * calls that only need to refuse during capture read it without the lock. */
+  atomic_bool capturing;
+
+  /* The fused FFN (ffn.c): its intermediates live in ffn_workspace, grown
+   * on demand. A workspace it outgrows may still be named by a captured
+   * graph, so it is kept in ffn_retired until ptxq_close. ffn_unfused is
+   * PTXQ_FFN_UNFUSED=1 read at ptxq_open (a benchmark switch, see ffn.c). */
+  CUdeviceptr ffn_workspace;
+  size_t ffn_workspace_bytes;
+  CUdeviceptr *ffn_retired;
+  size_t ffn_retired_count;
+  bool ffn_unfused;
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
@@ -202,6 +221,41 @@ void ptxq__weights_free_all(ptxq_ctx *ctx);
 
 /* Frees the staging buffers (ptxq_close; context current, stream idle). */
 void ptxq__staging_free(ptxq_ctx *ctx);
+
+/* The GEMV kernel of weight w for batch m with epilogue glu (0 none, 1
+ * swiglu, 2 geglu: w is then the gate W of the gated kernel), built on
+ * first use and cached on w. PTXQ_ERR_UNSUPPORTED for a weight type or
+ * shape the GEMV does not take. Lock held, context current. */
+int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
+                      const struct ptxq_kernel_entry **out);
+
+/* Enqueues a GEMV kernel: y = x.W^T, or with the gated epilogue (up != 0)
+ * y = act(x.W^T) * (x.U^T) with U = up. Context current. */
+int ptxq__launch_gemv(ptxq_ctx *ctx, const struct ptxq_kernel_entry *kernel, CUdeviceptr weights,
+                      CUdeviceptr up, CUdeviceptr x, CUdeviceptr y);
+
+/* ---- graph.c ---- */
+
+/* Whether the context's stream is being captured, by ptxq_capture_begin or
+ * by the caller through ptxq_stream. Context current. */
+int ptxq__capture_active(ptxq_ctx *ctx, bool *active);
+
+/* PTXQ_ERR_CAPTURE ("<call>: not allowed while ... captured") when the
+ * stream is being captured, else PTXQ_OK: for calls that would copy,
+ * synchronise, allocate or free. Context current. */
+int ptxq__refuse_in_capture(ptxq_ctx *ctx, const char *call);
+
+/* Ends a capture of the context's stream, if any, and discards the graph
+ * (ptxq_close; context current). */
+void ptxq__capture_abandon(ptxq_ctx *ctx);
+
+/* ---- ffn.c ---- */
+
+/* Reads the FFN settings of a new context from the environment (ptxq_open). */
+void ptxq__ffn_init(ptxq_ctx *ctx);
+
+/* Frees the FFN workspaces (ptxq_close; context current, stream idle). */
+void ptxq__ffn_workspace_free(ptxq_ctx *ctx);
 
 /* ---- the kernel look-up of the activation and RoPE ops ---- */
 

@@ -7,6 +7,10 @@
  * it to the driver. Copies are enqueued on the context's stream and then
  * waited for, so they are ordered after the kernels already queued there:
  * a download right after ptxq_gemv sees its result.
+ *
+ * Every call here copies, synchronises, allocates or frees, so each is
+ * refused with PTXQ_ERR_CAPTURE while the stream is being captured
+ * (graph.c), before it reaches the driver and spoils the capture.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
@@ -49,6 +53,10 @@ int ptxq_alloc(ptxq_ctx *ctx, size_t bytes, ptxq_dev *out) {
 
   int status = ptxq__enter(ctx);
   if (status != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_alloc")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   CUdeviceptr ptr = 0;
   status = ptxq__device_alloc(ctx, bytes, "ptxq_alloc", &ptr);
   if (status == PTXQ_OK) {
@@ -66,6 +74,11 @@ int ptxq_alloc(ptxq_ctx *ctx, size_t bytes, ptxq_dev *out) {
 
 int ptxq_free(ptxq_ctx *ctx, ptxq_dev ptr) {
   if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_free: ctx is NULL");
+  int status = ptxq__enter(ctx);
+  if (status != PTXQ_OK) return status;
+  status = ptxq__refuse_in_capture(ctx, "ptxq_free");
+  ptxq__leave(ctx);
+  if (status != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   size_t index = 0;
   while (index < ctx->allocation_count && ctx->allocations[index].ptr != ptr) index++;
@@ -79,8 +92,7 @@ int ptxq_free(ptxq_ctx *ctx, ptxq_dev ptr) {
   ctx->allocations[index] = ctx->allocations[--ctx->allocation_count];
   pthread_mutex_unlock(&ctx->lock);
 
-  int status = ptxq__enter(ctx);
-  if (status != PTXQ_OK) return status;
+  if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   /* Work still queued may read the buffer: cuMemFree does not wait for a
    * non-blocking stream. */
   CUresult result = ptxq__cu.StreamSynchronize(ctx->stream);
@@ -116,6 +128,10 @@ int ptxq_upload(ptxq_ctx *ctx, ptxq_dev dst, const void *src, size_t bytes) {
   int status = check_copy(ctx, "ptxq_upload", src, dst, bytes);
   if (status != PTXQ_OK || bytes == 0) return status;
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_upload")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   CUresult result = ptxq__cu.MemcpyHtoDAsync(dst, src, bytes, ctx->stream);
   if (result == CUDA_SUCCESS) result = ptxq__cu.StreamSynchronize(ctx->stream);
   ptxq__leave(ctx);
@@ -129,6 +145,10 @@ int ptxq_download(ptxq_ctx *ctx, void *dst, ptxq_dev src, size_t bytes) {
   int status = check_copy(ctx, "ptxq_download", dst, src, bytes);
   if (status != PTXQ_OK || bytes == 0) return status;
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_download")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   CUresult result = ptxq__cu.MemcpyDtoHAsync(dst, src, bytes, ctx->stream);
   if (result == CUDA_SUCCESS) result = ptxq__cu.StreamSynchronize(ctx->stream);
   ptxq__leave(ctx);
@@ -142,6 +162,10 @@ int ptxq_sync(ptxq_ctx *ctx) {
   if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_sync: ctx is NULL");
   int status = ptxq__enter(ctx);
   if (status != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_sync")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   CUresult result = ptxq__cu.StreamSynchronize(ctx->stream);
   ptxq__leave(ctx);
   if (result != CUDA_SUCCESS) return ptxq__fail_cu(ctx, result, "cuStreamSynchronize");

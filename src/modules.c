@@ -8,8 +8,9 @@
  * geometry the generator wrote it for; later requests are a hash look-up.
  *
  * Builds happen with the context's lock held: two threads asking for the same
- * new key build it once. Entries are allocated one by one and never move, so
- * callers may keep pointers to them until ptxq_close.
+ * new key build it once. During stream capture nothing is built (graph.c).
+ * Entries are allocated one by one and never move, so callers may keep
+ * pointers to them until ptxq_close.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
@@ -225,6 +226,17 @@ int ptxq__kernel_for(ptxq_ctx *ctx, const ptxgen_spec *spec, const struct ptxq_k
     *out = found;
     return PTXQ_OK;
   }
+  /* A build during capture would stall the capturing thread on the JIT and
+   * bake a first-use cost into what should be a replayable step: kernels
+   * are built before capture, and a miss now is the caller's mistake. */
+  bool capturing = false;
+  int status = ptxq__capture_active(ctx, &capturing);
+  if (status != PTXQ_OK) return status;
+  if (capturing)
+    return ptxq__fail(ctx, PTXQ_ERR_CAPTURE,
+                      "kernel %s is not built: call a prepare function or run the op once "
+                      "before capture",
+                      key);
   return build(ctx, spec, key, hash, out);
 }
 

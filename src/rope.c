@@ -1,6 +1,7 @@
 /*
  * rope.c: the RoPE ops, ptxq_rope (positions in device memory) and
- * ptxq_rope_host_positions (positions from the host).
+ * ptxq_rope_host_positions (positions from the host), and
+ * ptxq_rope_prepare, which builds the kernel ahead of a capture.
  *
  * The parameters become a ptxgen_spec field for field; the generator's own
  * validation judges them, so the rules live in one place (ptxgen/spec.c)
@@ -69,18 +70,10 @@ static int check_buffers_apart(ptxq_ctx *ctx, const char *call, const ptxgen_spe
   return status;
 }
 
-/* Checks what the spec cannot (the context, the parameters' presence and
- * the buffers) and fills the spec. positions is checked by the caller. */
-static int prepare(ptxq_ctx *ctx, const char *call, CUdeviceptr q, CUdeviceptr k, uint32_t m,
-                   const ptxq_rope_params *p, ptxgen_spec *spec) {
-  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "%s: ctx is NULL", call);
-  if (p == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: params is NULL", call);
-  int status = check_buffer(ctx, call, "q", q, QK_ALIGN);
-  if (status == PTXQ_OK) status = check_buffer(ctx, call, "k", k, QK_ALIGN);
-  if (status == PTXQ_OK && p->freq_factors != 0)
-    status = check_buffer(ctx, call, "freq_factors", p->freq_factors, POSITIONS_ALIGN);
-  if (status != PTXQ_OK) return status;
-
+/* The parameters as a spec, judged later by ptxgen's own validation
+ * (ptxq__op_kernel). */
+static void fill_spec(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p,
+                      ptxgen_spec *spec) {
   memset(spec, 0, sizeof *spec); /* compared bytewise by the op cache */
   spec->kind = PTXGEN_KIND_ROPE;
   spec->sm = ctx->info.target_sm;
@@ -98,6 +91,20 @@ static int prepare(ptxq_ctx *ctx, const char *call, CUdeviceptr q, CUdeviceptr k
   spec->beta_fast = p->beta_fast;
   spec->beta_slow = p->beta_slow;
   spec->n_ctx_orig = p->n_ctx_orig;
+}
+
+/* Checks what the spec cannot (the context, the parameters' presence and
+ * the buffers) and fills the spec. positions is checked by the caller. */
+static int prepare(ptxq_ctx *ctx, const char *call, CUdeviceptr q, CUdeviceptr k, uint32_t m,
+                   const ptxq_rope_params *p, ptxgen_spec *spec) {
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "%s: ctx is NULL", call);
+  if (p == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: params is NULL", call);
+  int status = check_buffer(ctx, call, "q", q, QK_ALIGN);
+  if (status == PTXQ_OK) status = check_buffer(ctx, call, "k", k, QK_ALIGN);
+  if (status == PTXQ_OK && p->freq_factors != 0)
+    status = check_buffer(ctx, call, "freq_factors", p->freq_factors, POSITIONS_ALIGN);
+  if (status != PTXQ_OK) return status;
+  fill_spec(ctx, m, p, spec);
   return PTXQ_OK;
 }
 
@@ -111,8 +118,8 @@ static int copy_host_positions(ptxq_ctx *ctx, const char *call, const int32_t *p
   CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;
   CUresult result = ptxq__cu.StreamIsCapturing(ctx->stream, &capture);
   if (result != CUDA_SUCCESS) return ptxq__fail_cu(ctx, result, "%s: cuStreamIsCapturing", call);
-  if (capture != CU_STREAM_CAPTURE_STATUS_NONE)
-    return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+  if (capture != CU_STREAM_CAPTURE_STATUS_NONE || atomic_load(&ctx->capturing))
+    return ptxq__fail(ctx, PTXQ_ERR_CAPTURE,
                       "%s: the context's stream is being captured; a graph must read its "
                       "positions from a device buffer (use ptxq_rope)",
                       call);
@@ -189,6 +196,22 @@ int ptxq_rope_host_positions(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, const int32_
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: m=%u: the number of tokens must be 1..%u", call,
                       m, PTXGEN_ROPE_MAX_M);
   return run_rope(ctx, call, &spec, q, k, 0, positions, p->freq_factors);
+}
+
+int ptxq_rope_prepare(ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p) {
+  const char *call = "ptxq_rope_prepare";
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "%s: ctx is NULL", call);
+  if (p == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: params is NULL", call);
+  ptxgen_spec spec;
+  fill_spec(ctx, m, p, &spec);
+  int status = ptxq__enter(ctx);
+  if (status != PTXQ_OK) return status;
+  pthread_mutex_lock(&ctx->lock);
+  const struct ptxq_kernel_entry *kernel = NULL;
+  status = ptxq__op_kernel(ctx, call, &spec, &kernel);
+  pthread_mutex_unlock(&ctx->lock);
+  ptxq__leave(ctx);
+  return status;
 }
 
 void ptxq__rope_positions_free(ptxq_ctx *ctx) {

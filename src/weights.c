@@ -7,7 +7,15 @@
  * hash look-up by name and nothing else.
  *
  * Replacing or freeing a weight waits for the stream first: kernels already
- * enqueued may still be reading the old buffer.
+ * enqueued may still be reading the old buffer. Both, like an upload, are
+ * refused during stream capture (they synchronise and allocate).
+ *
+ * Q6_K weights are stored on the device in the layout the Q6_K GEMV reads:
+ * each row's 210-byte super-blocks repacked into planes (ptxgen_q6k_repack,
+ * rows padded to 16 bytes). The repacking runs on the host through a
+ * bounded buffer, a slice of rows at a time, so a large tensor never needs
+ * a second full copy in host memory. ptxq_weight_info still reports the
+ * GGUF byte count the caller uploaded.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -17,6 +25,7 @@
 #include "internal.h"
 
 #define INITIAL_BUCKETS 64
+#define REPACK_SLICE_BYTES ((size_t)8 << 20) /* host buffer of the Q6_K repacking */
 
 /* Bytes of an [n][k] matrix; `who` prefixes the messages ("" or "weight 'x': "). */
 static int weight_bytes(const ptxq_ctx *ctx, const char *who, ptxq_type type, uint32_t k,
@@ -142,6 +151,58 @@ static int install(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, 
   return PTXQ_OK;
 }
 
+/* Copies host bytes to the device and waits for the copy. Context current. */
+static int copy_to_device(ptxq_ctx *ctx, const char *name, CUdeviceptr dst, const void *src,
+                          size_t bytes) {
+  CUresult result = ptxq__cu.MemcpyHtoDAsync(dst, src, bytes, ctx->stream);
+  if (result == CUDA_SUCCESS) result = ptxq__cu.StreamSynchronize(ctx->stream);
+  if (result != CUDA_SUCCESS)
+    return ptxq__fail_cu(ctx, result, "weight '%s': copying %zu bytes", name, bytes);
+  return PTXQ_OK;
+}
+
+/* Bytes of the device copy: the GGUF bytes, except for Q6_K's padded,
+ * repacked rows. */
+static int device_bytes(const ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k,
+                        uint32_t n, size_t gguf_bytes, size_t *out) {
+  if (type != PTXQ_TYPE_Q6_K) {
+    *out = gguf_bytes;
+    return PTXQ_OK;
+  }
+  uint64_t stride = ptxgen_q6k_row_stride(k); /* < 2^32 for any k < 2^32 */
+  if (stride > SIZE_MAX / n)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+                      "weight '%s': Q6_K k=%u n=%u: the repacked size overflows size_t", name, k,
+                      n);
+  *out = (size_t)(stride * n);
+  return PTXQ_OK;
+}
+
+/* Repacks Q6_K rows (ptxgen_q6k_repack) a slice at a time into a bounded
+ * host buffer and copies each slice into place. Context current. */
+static int upload_q6k(ptxq_ctx *ctx, const char *name, uint32_t k, uint32_t n, const void *data,
+                      CUdeviceptr buffer) {
+  const size_t src_row = (size_t)(k / PTXQ_QK_K) * PTXQ_Q6_K_BLOCK_BYTES;
+  const size_t dst_row = ptxgen_q6k_row_stride(k);
+  size_t slice_rows = REPACK_SLICE_BYTES / dst_row;
+  if (slice_rows == 0) slice_rows = 1;
+  if (slice_rows > n) slice_rows = n;
+  unsigned char *slice = malloc(slice_rows * dst_row);
+  if (slice == NULL)
+    return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight '%s': no host memory to repack %zu Q6_K rows",
+                      name, slice_rows);
+  int status = PTXQ_OK;
+  for (uint32_t row = 0; row < n && status == PTXQ_OK; row += (uint32_t)slice_rows) {
+    uint32_t rows = n - row < slice_rows ? n - row : (uint32_t)slice_rows;
+    ptxgen_q6k_repack((const unsigned char *)data + (size_t)row * src_row, k, rows, slice);
+    /* Waited for each time: the next slice reuses the buffer. */
+    status = copy_to_device(ctx, name, buffer + (CUdeviceptr)row * dst_row, slice,
+                            (size_t)rows * dst_row);
+  }
+  free(slice);
+  return status;
+}
+
 int ptxq_weight_upload(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, uint32_t n,
                        const void *data, size_t bytes) {
   if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_weight_upload: ctx is NULL");
@@ -155,18 +216,24 @@ int ptxq_weight_upload(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': %zu bytes given, %s k=%u n=%u needs %zu",
                       name, bytes, ptxq__type_name(type), k, n, needed);
   if (data == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': data is NULL", name);
+  size_t on_device = 0;
+  if ((status = device_bytes(ctx, name, type, k, n, bytes, &on_device)) != PTXQ_OK) return status;
 
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_weight_upload")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   /* Allocate and copy outside the lock (a large copy would stall every
    * other thread's launches); only the swap into the table is locked. */
   CUdeviceptr buffer = 0;
-  status = ptxq__device_alloc(ctx, bytes, who, &buffer);
+  status = ptxq__device_alloc(ctx, on_device, who, &buffer);
   if (status == PTXQ_OK) {
-    CUresult result = ptxq__cu.MemcpyHtoDAsync(buffer, data, bytes, ctx->stream);
-    if (result == CUDA_SUCCESS) result = ptxq__cu.StreamSynchronize(ctx->stream);
-    if (result != CUDA_SUCCESS) {
-      status = ptxq__fail_cu(ctx, result, "weight '%s': copying %zu bytes", name, bytes);
-    } else {
+    if (type == PTXQ_TYPE_Q6_K)
+      status = upload_q6k(ctx, name, k, n, data, buffer);
+    else
+      status = copy_to_device(ctx, name, buffer, data, bytes);
+    if (status == PTXQ_OK) {
       pthread_mutex_lock(&ctx->lock);
       status = install(ctx, name, type, k, n, bytes, buffer);
       pthread_mutex_unlock(&ctx->lock);
@@ -182,6 +249,10 @@ int ptxq_weight_free(ptxq_ctx *ctx, const char *name) {
   int status = ptxq__weight_name_check(ctx, name);
   if (status != PTXQ_OK) return status;
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  if ((status = ptxq__refuse_in_capture(ctx, "ptxq_weight_free")) != PTXQ_OK) {
+    ptxq__leave(ctx);
+    return status;
+  }
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w = ptxq__weight_find(ctx, name);
   if (w == NULL) {

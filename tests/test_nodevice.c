@@ -159,6 +159,24 @@ Test(nodevice, null_context_is_harmless) {
   cr_assert_eq(ptxq_event_elapsed_ms(NULL, NULL, NULL, &ms), PTXQ_ERR_INVALID);
   ptxq_event_destroy(NULL, NULL);
 
+  ptxq_ffn_params ffn = {PTXQ_FFN_SWIGLU, "gate", "up", "down"};
+  cr_assert_eq(ptxq_ffn(NULL, &ffn, 0x1000, 0x2000, 1), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_ffn_prepare(NULL, &ffn, 1), PTXQ_ERR_INVALID);
+  ptxq_rope_params rope;
+  ptxq_rope_params_init(&rope, PTXQ_ROPE_NEOX, 64, 8, 2);
+  cr_assert_eq(ptxq_rope_prepare(NULL, 1, &rope), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_capture_begin(NULL), PTXQ_ERR_INVALID);
+  ptxq_graph *graph = (ptxq_graph *)&graph;
+  cr_assert_eq(ptxq_capture_end(NULL, &graph), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_graph_launch(NULL, NULL), PTXQ_ERR_INVALID);
+  ptxq_graph_destroy(NULL, NULL);
+  ptxq_load_stats stats;
+  memset(&stats, 0xA5, sizeof stats);
+  cr_assert_eq(ptxq_weights_from_gguf(NULL, "model.gguf", NULL, NULL, NULL, &stats),
+               PTXQ_ERR_INVALID);
+  cr_assert_eq(stats.tensors, 0, "stats are cleared even when the call fails at once");
+  cr_assert_eq(stats.bytes, 0);
+
   /* Each failure above was on no context: the detail belongs to NULL. */
   cr_assert(strstr(ptxq_last_error(NULL), "ctx is NULL") != NULL, "'%s'", ptxq_last_error(NULL));
 }
