@@ -1,7 +1,7 @@
 /*
  * cli_run.c: `ptxgen run`, run one kernel on the GPU on seeded random data,
  * check it against the CPU reference and time it. This file holds the
- * command, the q4k_gemv and stream_read runners and the helpers every runner
+ * command, the q4k_gemv/q6k_gemv and stream_read runners and the helpers every runner
  * shares (cli_run.h); the activation and RoPE runners are in cli_run_ops.c,
  * the GEMV on a tensor of a GGUF file (--gguf) in cli_run_gguf.c.
  *
@@ -32,7 +32,7 @@ static const char run_usage[] =
     "       ptxgen run [KEY] --gguf FILE --tensor NAME [--m N] [--x FILE] [--out FILE]\n"
     "                  [--seed N] [--cpu]\n"
     "\n"
-    "q4k_gemv keys: makes seeded random Q4_K weights W[n][k] and activations\n"
+    "q4k_gemv and q6k_gemv keys: makes seeded random Q4_K/Q6_K weights W[n][k] and activations\n"
     "x[m][k] in [-1, 1], runs the kernel through the runtime, compares y with the\n"
     "fp64 CPU reference, checks batch invariance and times the kernel:\n"
     "  KEY seed=N device=NAME\n"
@@ -118,6 +118,16 @@ static void random_q4k_blocks(uint64_t *state, uint8_t *blocks, size_t count) {
     uint16_t d = random_f16_scale(state), dmin = random_f16_scale(state);
     block[0] = (uint8_t)d, block[1] = (uint8_t)(d >> 8);
     block[2] = (uint8_t)dmin, block[3] = (uint8_t)(dmin >> 8);
+  }
+}
+
+/* Random Q6_K blocks: any bytes, with d a finite positive f16. */
+static void random_q6k_blocks(uint64_t *state, uint8_t *blocks, size_t count) {
+  random_bytes(state, blocks, count * PTXQ_Q6_K_BLOCK_BYTES);
+  for (size_t b = 0; b < count; b++) {
+    uint8_t *block = blocks + b * PTXQ_Q6_K_BLOCK_BYTES;
+    uint16_t d = random_f16_scale(state);
+    block[208] = (uint8_t)d, block[209] = (uint8_t)(d >> 8);
   }
 }
 
@@ -361,15 +371,18 @@ int run_check_gemv(FILE *report, const char *prefix, uint32_t m, uint32_t n, con
   return result;
 }
 
-static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
-                        int reps) {
+/* q4k_gemv and q6k_gemv keys: random weights of the key's type. */
+static int run_kquant_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
+                           int reps) {
+  const int q6k = spec->kind == PTXGEN_KIND_Q6K_GEMV;
+  const ptxq_type type = q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K;
   ptxq_ctx *ctx = NULL;
   if (!cpu_only && run_open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) {
     ptxq_close(ctx);
     return CLI_EXIT_FAILURE;
   }
   size_t blocks = (size_t)spec->n * (spec->k / PTXQ_QK_K);
-  size_t weight_bytes = blocks * PTXQ_Q4_K_BLOCK_BYTES;
+  size_t weight_bytes = blocks * (q6k ? PTXQ_Q6_K_BLOCK_BYTES : PTXQ_Q4_K_BLOCK_BYTES);
   size_t x_count = (size_t)spec->m * spec->k, y_count = (size_t)spec->m * spec->n;
   uint8_t *weights = run_alloc(weight_bytes, "the weights");
   float *x = run_alloc(x_count * sizeof *x, "x");
@@ -379,15 +392,17 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
   int result = CLI_EXIT_FAILURE, status;
   if (!weights || !x || !y || !ref || !nan_bytes) goto done;
   uint64_t state = seed;
-  random_q4k_blocks(&state, weights, blocks);
+  if (q6k)
+    random_q6k_blocks(&state, weights, blocks);
+  else
+    random_q4k_blocks(&state, weights, blocks);
   random_activations(&state, x, x_count);
   memset(nan_bytes, 0xFF, y_count * sizeof *y);
 
   if (cpu_only) {
     printf("%s seed=%" PRIu64 " cpu\n", key, seed);
     double start = run_now_ms();
-    if (run_reference_gemv(PTXQ_TYPE_Q4_K, weights, spec->k, spec->n, x, spec->m, ref) !=
-        CLI_EXIT_OK)
+    if (run_reference_gemv(type, weights, spec->k, spec->n, x, spec->m, ref) != CLI_EXIT_OK)
       goto done;
     double elapsed = run_now_ms() - start;
     double checksum = 0;
@@ -398,8 +413,7 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
   }
 
   ptxq_dev x_dev = 0, y_dev = 0;
-  status = ptxq_weight_upload(ctx, WEIGHT_NAME, PTXQ_TYPE_Q4_K, spec->k, spec->n, weights,
-                              weight_bytes);
+  status = ptxq_weight_upload(ctx, WEIGHT_NAME, type, spec->k, spec->n, weights, weight_bytes);
   if (status != PTXQ_OK) {
     run_report_ptxq(ctx, "ptxq_weight_upload", status);
     goto done;
@@ -429,8 +443,7 @@ static int run_q4k_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed,
     run_report_ptxq(ctx, "ptxq_download (y)", status);
     goto done;
   }
-  if (run_reference_gemv(PTXQ_TYPE_Q4_K, weights, spec->k, spec->n, x, spec->m, ref) !=
-      CLI_EXIT_OK)
+  if (run_reference_gemv(type, weights, spec->k, spec->n, x, spec->m, ref) != CLI_EXIT_OK)
     goto done;
   int accurate = run_check_gemv(stdout, "", spec->m, spec->n, y, ref) == CLI_EXIT_OK;
   int invariant = 1;
@@ -578,13 +591,14 @@ int cli_run(int argc, char **argv) {
 
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:
+  case PTXGEN_KIND_Q6K_GEMV:
     /* The gated epilogue takes a second weight and computes another y: the
      * plain runner would check (or launch) the wrong thing. */
     if (spec.glu != 0) {
       fprintf(stderr, "ptxgen: run: no runner for gated GEMV keys (glu=) yet: '%s'\n", key);
       return CLI_EXIT_FAILURE;
     }
-    return run_q4k_gemv(key, &spec, seed, cpu_only, (int)reps);
+    return run_kquant_gemv(key, &spec, seed, cpu_only, (int)reps);
   case PTXGEN_KIND_STREAM_READ:
     if (cpu_only) {
       fprintf(stderr, "ptxgen: run: no CPU reference for stream_read\n");

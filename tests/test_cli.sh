@@ -76,8 +76,8 @@ if run 0 list; then
       *) fail "list: example key '$key' does not start with '$kind:'" ;;
     esac
     run 0 emit "$key" && { grep -q '^\.visible \.entry\|\.entry ' "$tmp/out" || fail "emit $key: no .entry"; }
-    # the kinds with a CPU reference in `run` (q6k_gemv has none yet)
-    if echo " q4k_gemv gelu gelu_erf silu swiglu geglu rope " | grep -q " $kind "; then
+    # the kinds with a CPU reference in `run`
+    if echo " q4k_gemv q6k_gemv gelu gelu_erf silu swiglu geglu rope " | grep -q " $kind "; then
       run 0 run "$key" --cpu && { grep -q '^ref_ms=[0-9.]* checksum=[-0-9.e+]* ' "$tmp/out" || fail "run $key --cpu: no ref_ms/checksum line: $(cat "$tmp/out")"; }
     fi
   done <"$tmp/list"

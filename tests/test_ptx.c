@@ -2,7 +2,9 @@
  * test_ptx.c: suite "ptx", every generated kernel through ptxas.
  *
  * For each spec of the matrix (q4k_gemv: k in {256, 4096, 14336} x n in
- * {1, 777, 4096} x m in 1..8 x every target; stream_read: n in {1, 1000,
+ * {1, 777, 4096} x m in 1..8 x every target; q6k_gemv: k as q4k_gemv x n in
+ * {1, 777} x m in {1, 3, 8} x every target; both with glu=swiglu|geglu at
+ * k=4096, n=777, m in {1, 8} x every target; stream_read: n in {1, 1000,
  * 2^24} x every target; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3,
  * 14336, 14337} x m in {1, 8} x every target; rope: mode normal and neox x
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
@@ -146,6 +148,42 @@ ParameterizedTestParameters(ptx, q4k_gemv) {
 }
 
 ParameterizedTest(ptx_case *c, ptx, q4k_gemv) {
+  check_kernel(&c->spec);
+}
+
+ParameterizedTestParameters(ptx, q6k_gemv) {
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777}, ms[] = {1, 3, 8};
+  size_t count = 3 * 2 * 3 * TARGET_COUNT, i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 2; b++)
+      for (size_t c = 0; c < 3; c++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          cases[i++].spec = (ptxgen_spec){
+              .kind = PTXGEN_KIND_Q6K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = ms[c]};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, q6k_gemv) {
+  check_kernel(&c->spec);
+}
+
+/* The gated epilogue (glu=swiglu|geglu) on both weight formats. */
+ParameterizedTestParameters(ptx, gated_gemv) {
+  static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
+  static const uint32_t ms[] = {1, 8};
+  size_t count = 2 * 2 * 2 * TARGET_COUNT, i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 2; a++)
+    for (uint32_t glu = 1; glu <= 2; glu++)
+      for (size_t c = 0; c < 2; c++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          cases[i++].spec = (ptxgen_spec){.kind = kinds[a], .sm = targets[t], .k = 4096, .n = 777,
+                                          .m = ms[c], .glu = glu};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, gated_gemv) {
   check_kernel(&c->spec);
 }
 
