@@ -17,12 +17,15 @@
  *      128, base 500000),
  *      both for m = 1 and 8 tokens and hot only: these kernels take a few
  *      microseconds, so the per-launch event pair makes their figure the
- *      time a launch occupies the GPU, launch latency included.
+ *      time a launch occupies the GPU, launch latency included, and
+ *  (e) a whole decode step of 32 Llama-3-8B layers, as one graph, as direct
+ *      launches and with the FFN unfused (bench/decode.c says how).
  * Every configuration is checked afterwards against the fp64 CPU reference:
  * sampled rows of y (ptxq_ref_gemv), every activation value (ptxq_ref_act,
- * ptxq_ref_glu), every rotated q and k value (ptxq_ref_rope). A failed check
- * makes the exit status 1. `--kernels` picks which of (b)..(d) run; (a) always
- * does, as the others are reported against it.
+ * ptxq_ref_glu), every rotated q and k value (ptxq_ref_rope); the decode
+ * step as decode.c describes. A failed check makes the exit status 1.
+ * `--kernels` picks which of (b)..(e) run; (a) always does, as the others
+ * are reported against it.
  *
  * Exit status: 0 ok, 1 a check or a GPU call failed, 2 usage, 3 no GPU.
  */
@@ -37,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "decode.h"
 #include "ptxgen.h"
 #include "ptxq.h"
 
@@ -71,7 +75,7 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define ROPE_ABS_TOL 2e-6
 #define MAX_SHOWN_ERRORS 5 /* failing values printed per configuration */
 
-enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_ALL = 7 };
+enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_DECODE = 8, KERNELS_ALL = 15 };
 
 typedef struct {
   uint32_t n, k;
@@ -96,6 +100,7 @@ typedef struct {
   uint32_t op_ms[MAX_MS]; /* batch sizes of the activations and RoPE */
   size_t op_m_count;
   unsigned kernels; /* KERNELS_* bits */
+  uint32_t layers;  /* of the decode step */
   uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
   uint64_t seed; /* of the random data; 0: from the clock */
   bool list_keys, quick;
@@ -274,18 +279,22 @@ static void usage(FILE *to)
   fprintf(to,
           "usage: ptxq-bench [options]\n"
           "Measures the device's read ceiling, the Q4_K GEMV on Llama-3-8B decode shapes\n"
-          "(cold and hot), the activations and RoPE (hot), and checks every result\n"
-          "against the CPU reference.\n"
+          "(cold and hot), the activations and RoPE (hot) and a whole Llama-3-8B decode\n"
+          "step (graph, direct launches, unfused FFN), and checks every result against\n"
+          "the CPU reference.\n"
           "\n"
           "  --json FILE     also write the results as JSON to FILE\n"
-          "  --kernels LIST  which rows to measure: gemv, act, rope, e.g. act,rope\n"
+          "  --kernels LIST  which rows to measure: gemv, act, rope, decode, e.g. act,rope\n"
           "                  (default all; the read ceiling is always measured)\n"
-          "  --reps N        event-timed launches per configuration (default %d)\n"
+          "  --layers N      layers of the decode step (default %u; fewer if they do not\n"
+          "                  fit in device memory)\n"
+          "  --reps N        event-timed launches per configuration (default %d; at least\n"
+          "                  %d steps for the decode step)\n"
           "  --shapes LIST   n x k shapes, e.g. 4096x4096,14336x4096 (default: the five\n"
           "                  Llama-3-8B shapes 4096x4096,1024x4096,14336x4096,\n"
           "                  4096x14336,128256x4096)\n"
-          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8 for the GEMV, 1,8 for\n"
-          "                  the activations and RoPE)\n"
+          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8 for the GEMV and the\n"
+          "                  decode step, 1,8 for the activations and RoPE)\n"
           "  --quick         %d timed launches per configuration: a smoke run\n"
           "  --seed N        seed of the random data (default: from the clock; printed)\n"
           "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
@@ -295,7 +304,7 @@ static void usage(FILE *to)
           "  --help          this text\n"
           "\n"
           "Exit status: 0 ok, 1 a check or GPU call failed, 2 usage, 3 no GPU.\n",
-          GEMV_RUNS, QUICK_RUNS);
+          DECODE_DEFAULT_LAYERS, GEMV_RUNS, DECODE_MIN_RUNS, QUICK_RUNS);
 }
 
 static bool parse_u32(const char *text, uint32_t *out)
@@ -346,13 +355,14 @@ static bool parse_ms(char *list, options *opt)
   return opt->m_count > 0;
 }
 
-/* "gemv,act,rope": the KERNELS_* bits; 0 if the list names anything else. */
+/* "gemv,act,rope,decode": the KERNELS_* bits; 0 if the list names anything else. */
 static unsigned parse_kernels(char *list)
 {
   static const struct {
     const char *name;
     unsigned bit;
-  } names[] = {{"gemv", KERNELS_GEMV}, {"act", KERNELS_ACT}, {"rope", KERNELS_ROPE}};
+  } names[] = {{"gemv", KERNELS_GEMV}, {"act", KERNELS_ACT}, {"rope", KERNELS_ROPE},
+               {"decode", KERNELS_DECODE}};
   unsigned kernels = 0;
   for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
        item = strtok_r(NULL, ",", &save)) {
@@ -370,7 +380,8 @@ static unsigned parse_kernels(char *list)
 static int parse_options(int argc, char **argv, options *opt)
 {
   bool runs_given = false, ms_given = false;
-  *opt = (options){.runs = GEMV_RUNS, .ceiling_runs = CEILING_RUNS, .kernels = KERNELS_ALL};
+  *opt = (options){.runs = GEMV_RUNS, .ceiling_runs = CEILING_RUNS, .kernels = KERNELS_ALL,
+                   .layers = DECODE_DEFAULT_LAYERS};
   memcpy(opt->shapes, default_shapes, sizeof default_shapes);
   opt->shape_count = sizeof default_shapes / sizeof default_shapes[0];
   memcpy(opt->ms, default_ms, sizeof default_ms);
@@ -381,7 +392,8 @@ static int parse_options(int argc, char **argv, options *opt)
     char *value = i + 1 < argc ? argv[i + 1] : NULL;
     bool takes_value = !strcmp(arg, "--json") || !strcmp(arg, "--reps") ||
                        !strcmp(arg, "--shapes") || !strcmp(arg, "--m") || !strcmp(arg, "--sm") ||
-                       !strcmp(arg, "--seed") || !strcmp(arg, "--kernels");
+                       !strcmp(arg, "--seed") || !strcmp(arg, "--kernels") ||
+                       !strcmp(arg, "--layers");
     if (takes_value && !value) {
       fprintf(stderr, "ptxq-bench: %s needs a value\n", arg);
       return EXIT_USAGE;
@@ -414,9 +426,16 @@ static int parse_options(int argc, char **argv, options *opt)
       ms_given = true;
     } else if (!strcmp(arg, "--kernels")) {
       if (!(opt->kernels = parse_kernels(value))) {
-        fprintf(stderr, "ptxq-bench: --kernels: want a list of gemv, act, rope\n");
+        fprintf(stderr, "ptxq-bench: --kernels: want a list of gemv, act, rope, decode\n");
         return EXIT_USAGE;
       }
+    } else if (!strcmp(arg, "--layers")) {
+      if (!parse_u32(value, &number) || number < 1 || number > DECODE_MAX_LAYERS) {
+        fprintf(stderr, "ptxq-bench: --layers %s: want a count in 1..%u\n", value,
+                DECODE_MAX_LAYERS);
+        return EXIT_USAGE;
+      }
+      opt->layers = number;
     } else if (!strcmp(arg, "--sm")) {
       if (!parse_u32(value, &number) || !ptxgen_ptx_version(number)) {
         fprintf(stderr, "ptxq-bench: --sm %s: not a supported target\n", value);
@@ -486,6 +505,8 @@ static int list_keys(const options *opt)
       return rc;
     printf("%s\n", key);
   }
+  if (opt->kernels & KERNELS_DECODE)
+    return decode_list_keys(stdout, sm, opt->layers, opt->ms, opt->m_count) ? EXIT_FAILED : 0;
   return 0;
 }
 
@@ -1204,7 +1225,7 @@ static void json_op_record(FILE *f, const op_result *r)
 
 static int write_json(const char *path, const bench *b, const options *opt,
                       const result *results, size_t count, const op_result *ops,
-                      size_t op_count)
+                      size_t op_count, const decode_result *steps, size_t step_count)
 {
   FILE *f = fopen(path, "w");
   if (!f) {
@@ -1238,6 +1259,10 @@ static int write_json(const char *path, const bench *b, const options *opt,
     if (count || i)
       fputc(',', f);
     json_op_record(f, &ops[i]);
+  }
+  for (size_t i = 0; i < step_count; i++) {
+    fprintf(f, "%s\n  ", count || op_count || i ? "," : "");
+    decode_json_record(f, &steps[i]);
   }
   fprintf(f,
           "\n],\n \"date\": \"%s\", \"sm\": %u, \"target_sm\": %u, \"multiprocessors\": %u, "
@@ -1278,12 +1303,15 @@ static int run(bench *b, const options *opt)
   size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
                     (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
   op_rows += op_rows ? 1 : 0; /* the launch floor */
+  size_t step_count = 0;
   result *results = calloc(gemv_rows + 1, sizeof *results); /* + 1: never calloc(0) */
   op_result *ops = calloc(op_rows + 1, sizeof *ops);
-  if (!results || !ops) {
+  decode_result *steps = calloc(decode_max_results(opt->m_count), sizeof *steps);
+  if (!results || !ops || !steps) {
     fprintf(stderr, "ptxq-bench: out of host memory\n");
     free(results);
     free(ops);
+    free(steps);
     return EXIT_FAILED;
   }
   if (gemv_rows)
@@ -1305,15 +1333,26 @@ static int run(bench *b, const options *opt)
            "rope |y-ref|, limit %g\n",
            ACT_ABS_TOL / ACT_REL_TOL, ACT_REL_TOL, ACT_REL_TOL, ACT_ABS_TOL, ROPE_ABS_TOL);
   fflush(stdout);
+  if (!rc && (opt->kernels & KERNELS_DECODE)) {
+    decode_config decode = {.ctx = b->ctx, .info = &b->info,
+                            .open_options = {.device = 0, .target_sm = opt->sm},
+                            .device_bytes_in_use = b->read_bytes, .ceiling_gbps = b->ceiling_gbps,
+                            .layers = opt->layers, .ms = opt->ms, .m_count = opt->m_count,
+                            .runs = opt->runs, .seed = b->seed};
+    rc = decode_run(&decode, steps, &step_count);
+  }
 
   if (!rc && opt->json_path &&
-      (rc = write_json(opt->json_path, b, opt, results, count, ops, op_count)) == 0)
+      (rc = write_json(opt->json_path, b, opt, results, count, ops, op_count, steps,
+                       step_count)) == 0)
     printf("\nwrote %s\n", opt->json_path);
-  size_t failed = 0, ops_failed = 0;
+  size_t failed = 0, ops_failed = 0, steps_failed = 0;
   for (size_t i = 0; i < count; i++)
     failed += !results[i].ok;
   for (size_t i = 0; i < op_count; i++)
     ops_failed += !ops[i].ok;
+  for (size_t i = 0; i < step_count; i++)
+    steps_failed += !steps[i].ok;
   if (failed) {
     fprintf(stderr, "ptxq-bench: %zu configuration(s) FAILED the check against the CPU "
                     "reference (max rel err > %g)\n", failed, MAX_REL_ERR);
@@ -1324,6 +1363,12 @@ static int run(bench *b, const options *opt)
                     "against the CPU reference (max err above its limit)\n", ops_failed);
     rc = EXIT_FAILED;
   }
+  if (steps_failed) {
+    fprintf(stderr, "ptxq-bench: %zu decode-step configuration(s) FAILED their checks\n",
+            steps_failed);
+    rc = EXIT_FAILED;
+  }
+  free(steps);
   free(ops);
   free(results);
   return rc;

@@ -1,0 +1,71 @@
+/*
+ * decode.h: the decode-step benchmark of ptxq-bench (bench/decode.c).
+ *
+ * A whole decode step of a Llama-3-8B-shaped model, every layer with its
+ * own weights, run three ways: replayed as one captured graph, as direct
+ * launches, and replayed as a graph in a second context opened with
+ * PTXQ_FFN_UNFUSED=1 (the FFN's unfused path). bench.c measures the read
+ * ceiling and owns the context; this file does the rest and hands back one
+ * record per (mode, m).
+ */
+#ifndef PTXQ_BENCH_DECODE_H
+#define PTXQ_BENCH_DECODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ptxq.h"
+
+#define DECODE_DEFAULT_LAYERS 32u
+#define DECODE_MAX_LAYERS 256u
+#define DECODE_MIN_RUNS 20 /* timed steps per record, whatever --reps says */
+
+typedef struct decode_config {
+  ptxq_ctx *ctx;                 /* the benchmark's context (its FFN path is the fused one) */
+  const ptxq_device_info *info;  /* of ctx */
+  ptxq_options open_options;     /* to open the unfused context the same way */
+  size_t device_bytes_in_use;    /* already held on the device by the caller */
+  double ceiling_gbps;           /* the read ceiling measured in this run */
+  uint32_t layers;               /* asked for; fewer run if the weights do not fit */
+  const uint32_t *ms;            /* batch sizes, each in 1..8 */
+  size_t m_count;
+  int runs;                      /* timed steps per record (raised to DECODE_MIN_RUNS) */
+  uint64_t seed;                 /* of the weights and inputs */
+} decode_config;
+
+typedef enum decode_mode {
+  DECODE_GRAPH = 0,         /* one captured graph per step, replayed */
+  DECODE_DIRECT = 1,        /* the same ops as direct launches */
+  DECODE_GRAPH_UNFUSED = 2, /* graph, in a context opened with PTXQ_FFN_UNFUSED=1 */
+} decode_mode;
+
+typedef struct decode_result {
+  decode_mode mode;
+  uint32_t layers, m;
+  double bytes; /* weight bytes read per step (Q6_K counted at its GGUF size) */
+  double median_us, gbps, pct_of_ceiling;
+  bool ok;
+  char check[96]; /* "ok", or what failed */
+} decode_result;
+
+/* Records decode_run appends at most (room the caller provides). */
+size_t decode_max_results(size_t m_count);
+
+/* Uploads the weights, measures and checks every mode at every m, appending
+ * to results and printing a table as it goes. Returns 0, or 1 when a ptxq
+ * call failed (printed); failed checks are in the records' ok. */
+int decode_run(const decode_config *cfg, decode_result *results, size_t *count);
+
+/* Prints, one per line, every kernel key the decode step builds for target
+ * sm (no GPU needed). Returns 0, or 1 if a key cannot be formatted. */
+int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count);
+
+/* One JSON object for the results array (no separator, no newline). */
+void decode_json_record(FILE *f, const decode_result *r);
+
+/* "graph", "direct" or "graph_unfused" (as in the JSON). */
+const char *decode_mode_name(decode_mode mode);
+
+#endif
