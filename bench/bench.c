@@ -79,12 +79,27 @@ enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_DECODE = 8, 
 
 typedef struct {
   uint32_t n, k;
+  ptxq_type type; /* PTXQ_TYPE_Q4_K or PTXQ_TYPE_Q6_K */
 } shape;
 
-/* Llama-3-8B decode: q/o and k/v projections, ffn gate/up and down, lm head. */
+/* Llama-3-8B decode: q/o and k/v projections, ffn gate/up and down, lm head,
+ * in Q4_K; and the two that Q4_K_M files keep in Q6_K (ffn_down in half the
+ * layers, the output projection). */
 static const shape default_shapes[] = {
-    {4096, 4096}, {1024, 4096}, {14336, 4096}, {4096, 14336}, {128256, 4096},
+    {4096, 4096, PTXQ_TYPE_Q4_K},   {1024, 4096, PTXQ_TYPE_Q4_K},  {14336, 4096, PTXQ_TYPE_Q4_K},
+    {4096, 14336, PTXQ_TYPE_Q4_K},  {128256, 4096, PTXQ_TYPE_Q4_K}, {4096, 14336, PTXQ_TYPE_Q6_K},
+    {128256, 4096, PTXQ_TYPE_Q6_K},
 };
+
+static const char *gemv_kind_name(ptxq_type type) { return type == PTXQ_TYPE_Q6_K ? "q6k_gemv" : "q4k_gemv"; }
+static ptxgen_kind gemv_kind(ptxq_type type)
+{
+  return type == PTXQ_TYPE_Q6_K ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV;
+}
+static size_t block_bytes(ptxq_type type)
+{
+  return type == PTXQ_TYPE_Q6_K ? PTXQ_Q6_K_BLOCK_BYTES : PTXQ_Q4_K_BLOCK_BYTES;
+}
 static const uint32_t default_ms[] = {1, 2, 4, 8};
 /* Activations and RoPE: one decode token, and a batch of 8. */
 static const uint32_t default_op_ms[] = {1, 8};
@@ -125,6 +140,7 @@ typedef struct {
   double bytes, median_us, gbps, pct_of_ceiling;
   double launch_us; /* median of launches each started on an idle GPU: host launch time included */
   double stream_us; /* per launch, over back-to-back launches between one event pair */
+  double graph_us;  /* per launch, inside a graph of GRAPH_OPS launches replayed */
   double max_err, err_limit; /* see check_act and check_rope for what max_err measures */
   int registers, spill_bytes;
   bool ok;
@@ -183,6 +199,18 @@ static void fill_random_q4k(uint64_t *state, uint8_t *blocks, size_t nblocks)
       block[2 * field] = (uint8_t)(h & 0xFF);
       block[2 * field + 1] = (uint8_t)(h >> 8);
     }
+  }
+}
+
+/* Random valid Q6_K blocks: random quants and scales, d log-uniform in
+ * [1e-3, 1e-1]. */
+static void fill_random_q6k(uint64_t *state, uint8_t *blocks, size_t nblocks)
+{
+  fill_random_bytes(state, blocks, nblocks * PTXQ_Q6_K_BLOCK_BYTES);
+  for (size_t b = 0; b < nblocks; b++) {
+    uint16_t h = ptxq_f32_to_f16((float)(1e-3 * pow(100.0, rng_unit(state))));
+    blocks[b * PTXQ_Q6_K_BLOCK_BYTES + 208] = (uint8_t)(h & 0xFF);
+    blocks[b * PTXQ_Q6_K_BLOCK_BYTES + 209] = (uint8_t)(h >> 8);
   }
 }
 
@@ -290,7 +318,8 @@ static void usage(FILE *to)
           "                  fit in device memory)\n"
           "  --reps N        event-timed launches per configuration (default %d; at least\n"
           "                  %d steps for the decode step)\n"
-          "  --shapes LIST   n x k shapes, e.g. 4096x4096,14336x4096 (default: the five\n"
+          "  --shapes LIST   n x k shapes, e.g. 4096x4096,14336x4096:q6k (Q4_K unless\n"
+          "                  :q6k follows; default: the five\n"
           "                  Llama-3-8B shapes 4096x4096,1024x4096,14336x4096,\n"
           "                  4096x14336,128256x4096)\n"
           "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8 for the GEMV and the\n"
@@ -324,14 +353,21 @@ static bool parse_shapes(char *list, options *opt)
   opt->shape_count = 0;
   for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
        item = strtok_r(NULL, ",", &save)) {
-    char *x = strchr(item, 'x');
-    shape s;
+    char *x = strchr(item, 'x'), *type = strchr(item, ':');
+    shape s = {.type = PTXQ_TYPE_Q4_K};
     if (!x || opt->shape_count == MAX_SHAPES)
       return false;
     *x = '\0';
+    if (type) {
+      *type++ = '\0';
+      if (!strcmp(type, "q6k"))
+        s.type = PTXQ_TYPE_Q6_K;
+      else if (strcmp(type, "q4k"))
+        return false;
+    }
     if (!parse_u32(item, &s.n) || !parse_u32(x + 1, &s.k))
       return false;
-    ptxgen_spec spec = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = s.k, .n = s.n, .m = 1};
+    ptxgen_spec spec = {.kind = gemv_kind(s.type), .sm = 90, .k = s.k, .n = s.n, .m = 1};
     char msg[256];
     if (ptxgen_spec_validate(&spec, msg, sizeof msg) != PTXGEN_OK) {
       fprintf(stderr, "ptxq-bench: shape %ux%u: %s\n", s.n, s.k, msg);
@@ -486,7 +522,7 @@ static int list_keys(const options *opt)
   printf("%s\n", key);
   for (size_t s = 0; s < opt->shape_count && (opt->kernels & KERNELS_GEMV); s++)
     for (size_t j = 0; j < opt->m_count; j++) {
-      int rc = format_key(PTXGEN_KIND_Q4K_GEMV, opt->shapes[s].k, opt->shapes[s].n,
+      int rc = format_key(gemv_kind(opt->shapes[s].type), opt->shapes[s].k, opt->shapes[s].n,
                           opt->ms[j], sm, key, sizeof key);
       if (rc)
         return rc;
@@ -654,6 +690,42 @@ static int time_launches_stream(bench *b, launch_fn launch, void *arg, int runs,
   return 0;
 }
 
+/* A graph of GRAPH_OPS launches, replayed `runs` times, each replay between
+ * its own event pair: the per-op cost once launch overhead is paid by the
+ * graph (how a decode step runs). *per_launch receives median / GRAPH_OPS. */
+#define GRAPH_OPS 100
+static int time_launches_graph(bench *b, launch_fn launch, void *arg, int runs, double *per_launch)
+{
+  int rc = ensure_events(b, runs);
+  if (rc)
+    return rc;
+  ptxq_graph *graph = NULL;
+  int st = ptxq_capture_begin(b->ctx);
+  if (st)
+    return report_failure(b->ctx, "beginning a capture", st);
+  for (int i = 0; i < GRAPH_OPS && !rc; i++)
+    rc = launch(b, arg, i);
+  if ((st = ptxq_capture_end(b->ctx, &graph)) || rc) {
+    ptxq_graph_destroy(b->ctx, graph);
+    return rc ? rc : report_failure(b->ctx, "ending a capture", st);
+  }
+  if ((st = ptxq_graph_launch(b->ctx, graph))) /* warm-up */
+    goto fail;
+  for (int i = 0; i < runs; i++)
+    if ((st = ptxq_event_record(b->ctx, b->start[i])) || (st = ptxq_graph_launch(b->ctx, graph)) ||
+        (st = ptxq_event_record(b->ctx, b->end[i])))
+      goto fail;
+  for (int i = 0; i < runs; i++)
+    if ((st = ptxq_event_elapsed_ms(b->ctx, b->start[i], b->end[i], &b->ms[i])))
+      goto fail;
+  ptxq_graph_destroy(b->ctx, graph);
+  *per_launch = median_ms(b->ms, runs) / GRAPH_OPS;
+  return 0;
+fail:
+  ptxq_graph_destroy(b->ctx, graph);
+  return report_failure(b->ctx, "replaying a graph", st);
+}
+
 /* ---- (a) the read ceiling ----------------------------------------------- */
 
 static int read_pass(bench *b, void *arg, int index)
@@ -733,15 +805,16 @@ static int gemv_pass(bench *b, void *arg, int index)
 static double check_rows(const uint8_t *weight, shape s, uint32_t m, const float *x,
                          const float *y, float *row_values)
 {
-  size_t row_bytes = (size_t)(s.k / PTXQ_QK_K) * PTXQ_Q4_K_BLOCK_BYTES;
+  size_t row_bytes = (size_t)(s.k / PTXQ_QK_K) * block_bytes(s.type);
   uint32_t samples = s.n < CHECK_ROWS ? s.n : CHECK_ROWS;
   double worst = 0;
   for (uint32_t i = 0; i < samples; i++) {
     uint32_t row = samples == 1 ? 0 : (uint32_t)((uint64_t)i * (s.n - 1) / (samples - 1));
     const uint8_t *w = weight + row * row_bytes;
     double want[MAX_MS];
-    if (ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, s.k, 1, x, m, want) ||
-        ptxq_ref_dequantize_q4k(w, s.k / PTXQ_QK_K, row_values))
+    if (ptxq_ref_gemv(s.type, w, s.k, 1, x, m, want) ||
+        (s.type == PTXQ_TYPE_Q6_K ? ptxq_ref_dequantize_q6k(w, s.k / PTXQ_QK_K, row_values)
+                                  : ptxq_ref_dequantize_q4k(w, s.k / PTXQ_QK_K, row_values)))
       return INFINITY;
     for (uint32_t j = 0; j < m; j++) {
       double size = 0;
@@ -755,8 +828,9 @@ static double check_rows(const uint8_t *weight, shape s, uint32_t m, const float
       if (!(err <= worst)) {
         worst = isnan(err) ? INFINITY : err;
         if (!(err <= MAX_REL_ERR))
-          fprintf(stderr, "ptxq-bench: q4k_gemv %ux%u m=%u: row %u batch %u: got %.9g, "
-                          "want %.9g (rel err %.3g)\n", s.n, s.k, m, row, j, got, want[j], err);
+          fprintf(stderr, "ptxq-bench: %s %ux%u m=%u: row %u batch %u: got %.9g, "
+                          "want %.9g (rel err %.3g)\n", gemv_kind_name(s.type), s.n, s.k, m, row, j, got,
+                  want[j], err);
       }
     }
   }
@@ -767,7 +841,7 @@ static void print_result(const result *r)
 {
   char check[32];
   snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
-  printf("%-9s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", "q4k_gemv", r->s.n, r->s.k, r->m,
+  printf("%-9s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m,
          r->cold ? "cold" : "hot", r->median_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
@@ -778,9 +852,9 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
                        size_t *result_count)
 {
   size_t weight_bytes;
-  int st = ptxq_weight_bytes(PTXQ_TYPE_Q4_K, s.k, s.n, &weight_bytes);
+  int st = ptxq_weight_bytes(s.type, s.k, s.n, &weight_bytes);
   if (st) {
-    fprintf(stderr, "ptxq-bench: %ux%u is not a Q4_K shape\n", s.n, s.k);
+    fprintf(stderr, "ptxq-bench: %ux%u is not a %s shape\n", s.n, s.k, gemv_kind_name(s.type));
     return EXIT_FAILED;
   }
 
@@ -811,8 +885,11 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
    * fails the check. The host keeps the last copy's. */
   for (; uploaded < copies; uploaded++) {
     snprintf(names[uploaded], sizeof names[uploaded], "bench.w%d", uploaded);
-    fill_random_q4k(rng, weight, weight_bytes / PTXQ_Q4_K_BLOCK_BYTES);
-    st = ptxq_weight_upload(b->ctx, names[uploaded], PTXQ_TYPE_Q4_K, s.k, s.n, weight,
+    if (s.type == PTXQ_TYPE_Q6_K)
+      fill_random_q6k(rng, weight, weight_bytes / PTXQ_Q6_K_BLOCK_BYTES);
+    else
+      fill_random_q4k(rng, weight, weight_bytes / PTXQ_Q4_K_BLOCK_BYTES);
+    st = ptxq_weight_upload(b->ctx, names[uploaded], s.type, s.k, s.n, weight,
                             weight_bytes);
     if (st) {
       rc = report_failure(b->ctx, "uploading a weight copy", st);
@@ -833,7 +910,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
     char key[128];
     ptxq_kernel_info kernel = {0};
     /* Generation and JIT stay out of the timing. */
-    if ((rc = format_key(PTXGEN_KIND_Q4K_GEMV, s.k, s.n, m, b->info.target_sm, key,
+    if ((rc = format_key(gemv_kind(s.type), s.k, s.n, m, b->info.target_sm, key,
                          sizeof key)))
       goto done;
     if ((st = ptxq_gemv_prepare(b->ctx, names[0], m)) ||
@@ -924,14 +1001,18 @@ static int time_op(bench *b, const options *opt, void **params, double bytes, op
   if ((rc = time_launches_stream(b, key_pass, &l, opt->runs, &ms)))
     return rc;
   r->stream_us = ms * 1e3;
+  if ((rc = time_launches_graph(b, key_pass, &l, opt->runs < 20 ? opt->runs : 20, &ms)))
+    return rc;
+  r->graph_us = ms * 1e3;
   return 0;
 }
 
 /* after_gemv: a blank line parts this table from the GEMV's. */
 static void print_op_header(bool after_gemv)
 {
-  printf("%s%-9s %-16s %2s  %-4s %10s %10s %10s %8s %6s  %s\n", after_gemv ? "\n" : "", "kernel",
-         "shape", "m", "mode", "median_us", "launch_us", "stream_us", "GB/s", "%ceil", "check (max err)");
+  printf("%s%-9s %-16s %2s  %-4s %10s %10s %10s %10s %8s %6s  %s\n", after_gemv ? "\n" : "", "kernel",
+         "shape", "m", "mode", "median_us", "launch_us", "stream_us", "graph_us", "GB/s", "%ceil",
+         "check (max err)");
   fflush(stdout);
 }
 
@@ -945,8 +1026,8 @@ static void print_op_result(const op_result *r)
   else
     snprintf(shape, sizeof shape, "n=%u", r->n);
   snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_err);
-  printf("%-9s %-16s %2u  %-4s %10.2f %10.2f %10.2f %8.1f %6.1f  %s\n", r->kernel, shape, r->m, "hot",
-         r->median_us, r->launch_us, r->stream_us, r->gbps, r->pct_of_ceiling, check);
+  printf("%-9s %-16s %2u  %-4s %10.2f %10.2f %10.2f %10.2f %8.1f %6.1f  %s\n", r->kernel, shape, r->m,
+         "hot", r->median_us, r->launch_us, r->stream_us, r->graph_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
 
@@ -1214,10 +1295,10 @@ static void json_op_record(FILE *f, const op_result *r)
   else
     fprintf(f, ", \"n\": %u", r->n);
   fprintf(f,
-          ", \"m\": %u, \"mode\": \"hot\", \"median_us\": %.3f, \"launch_us\": %.3f, \"stream_us\": %.3f, \"gbps\": %.2f, "
+          ", \"m\": %u, \"mode\": \"hot\", \"median_us\": %.3f, \"launch_us\": %.3f, \"stream_us\": %.3f, \"graph_us\": %.3f, \"gbps\": %.2f, "
           "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"registers\": %d, \"spill_bytes\": %d, "
           "\"max_err\": ",
-          r->m, r->median_us, r->launch_us, r->stream_us, r->gbps, r->pct_of_ceiling, r->bytes, r->registers,
+          r->m, r->median_us, r->launch_us, r->stream_us, r->graph_us, r->gbps, r->pct_of_ceiling, r->bytes, r->registers,
           r->spill_bytes);
   json_number(f, r->max_err);
   fprintf(f, ", \"err_limit\": %g, \"check\": \"%s\"}", r->err_limit, r->ok ? "ok" : "FAIL");
@@ -1243,11 +1324,11 @@ static int write_json(const char *path, const bench *b, const options *opt,
   for (size_t i = 0; i < count; i++) {
     const result *r = &results[i];
     fprintf(f,
-            "%s\n  {\"kernel\": \"q4k_gemv\", \"n\": %u, \"k\": %u, \"m\": %u, "
+            "%s\n  {\"kernel\": \"%s\", \"n\": %u, \"k\": %u, \"m\": %u, "
             "\"mode\": \"%s\", \"median_us\": %.3f, \"gbps\": %.2f, "
             "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"copies\": %d, "
             "\"registers\": %d, \"spill_bytes\": %d, \"max_rel_err\": ",
-            i ? "," : "", r->s.n, r->s.k, r->m, r->cold ? "cold" : "hot", r->median_us,
+            i ? "," : "", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m, r->cold ? "cold" : "hot", r->median_us,
             r->gbps, r->pct_of_ceiling, r->bytes, r->copies, r->registers, r->spill_bytes);
     if (isfinite(r->max_rel_err)) /* JSON has no infinity */
       fprintf(f, "%.3g", r->max_rel_err);
