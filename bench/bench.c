@@ -607,21 +607,29 @@ static int queue_backlog(bench *b, int launches)
 /* One operation the timing loop repeats; index counts launches from 0. */
 typedef int (*launch_fn)(bench *b, void *arg, int index);
 
-/* Warm-up, then `runs` launches each between its own event pair; *median_ms
- * receives the median. */
-static int time_launches(bench *b, launch_fn launch, void *arg, int runs, double *median)
+/* `runs` launches each between its own event pair; *median receives the
+ * median in ms. Busy (time_launches): a warm-up and a backlog of read passes
+ * queued ahead keep the GPU from waiting on the host, so a pair measures the
+ * kernel on the GPU. Idle (time_launches_idle): the stream is synchronised
+ * before each launch, so a pair also holds the host's launch of the
+ * kernel: the end-to-end cost of one small op. */
+static int time_event_pairs(bench *b, launch_fn launch, void *arg, int runs, bool idle, double *median)
 {
   int rc = ensure_events(b, runs);
   if (rc)
     return rc;
-  if (b->read_ms > 0 && (rc = queue_backlog(b, WARMUP_RUNS + runs)))
-    return rc;
   int index = 0;
-  for (int i = 0; i < WARMUP_RUNS; i++)
-    if ((rc = launch(b, arg, index++)))
+  if (!idle) {
+    if (b->read_ms > 0 && (rc = queue_backlog(b, WARMUP_RUNS + runs)))
       return rc;
+    for (int i = 0; i < WARMUP_RUNS; i++)
+      if ((rc = launch(b, arg, index++)))
+        return rc;
+  }
   for (int i = 0; i < runs; i++) {
-    int st = ptxq_event_record(b->ctx, b->start[i]);
+    int st = idle ? ptxq_sync(b->ctx) : 0;
+    if (!st)
+      st = ptxq_event_record(b->ctx, b->start[i]);
     if (st)
       return report_failure(b->ctx, "recording an event", st);
     if ((rc = launch(b, arg, index++)))
@@ -638,33 +646,14 @@ static int time_launches(bench *b, launch_fn launch, void *arg, int runs, double
   return 0;
 }
 
-/* Like time_launches, but each launch starts with the GPU idle (the stream
- * is synchronised first and nothing is queued ahead), so the time between
- * the events includes the host's launch of the kernel: the end-to-end cost
- * of one small op. */
+static int time_launches(bench *b, launch_fn launch, void *arg, int runs, double *median)
+{
+  return time_event_pairs(b, launch, arg, runs, false, median);
+}
+
 static int time_launches_idle(bench *b, launch_fn launch, void *arg, int runs, double *median)
 {
-  int rc = ensure_events(b, runs);
-  if (rc)
-    return rc;
-  for (int i = 0; i < runs; i++) {
-    int st = ptxq_sync(b->ctx);
-    if (!st)
-      st = ptxq_event_record(b->ctx, b->start[i]);
-    if (st)
-      return report_failure(b->ctx, "recording an event", st);
-    if ((rc = launch(b, arg, i)))
-      return rc;
-    if ((st = ptxq_event_record(b->ctx, b->end[i])))
-      return report_failure(b->ctx, "recording an event", st);
-  }
-  for (int i = 0; i < runs; i++) {
-    int st = ptxq_event_elapsed_ms(b->ctx, b->start[i], b->end[i], &b->ms[i]);
-    if (st)
-      return report_failure(b->ctx, "reading an event pair", st);
-  }
-  *median = median_ms(b->ms, runs);
-  return 0;
+  return time_event_pairs(b, launch, arg, runs, true, median);
 }
 
 /* `runs` launches back to back between one event pair, started with the
