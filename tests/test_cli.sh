@@ -11,27 +11,7 @@
 # found. Prints each failed expectation; exits 1 if any.
 
 bin=${1:?usage: test_cli.sh PATH/TO/ptxgen}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-# run EXPECTED_STATUS ARGS...: runs ptxgen, output in $tmp/out and $tmp/err
-run() {
-  want=$1
-  shift
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    fail "ptxgen $* exited $got, want $want; stderr: $(head -c 600 "$tmp/err")"
-    return 1
-  fi
-  return 0
-}
+. "$(dirname "$0")/common.sh"
 
 # --- help and usage ----------------------------------------------------------
 for help in --help -h help; do
@@ -209,8 +189,4 @@ else
   echo "SKIP: check with ptxas (no ptxas found)"
 fi
 
-if [ "$failures" -ne 0 ]; then
-  echo "test_cli.sh: $failures failed"
-  exit 1
-fi
-echo "test_cli.sh: all passed"
+finish

@@ -10,33 +10,8 @@
 
 bin=${1:?usage: test_gguf_cli.sh PATH/TO/ptxgen FIXTURES_DIR}
 fixtures=${2:?usage: test_gguf_cli.sh PATH/TO/ptxgen FIXTURES_DIR}
-gguf=$fixtures/tiny-llama-q4km.gguf
-expected=$fixtures/tiny-llama-q4km.expected.json
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_gguf_cli.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-# run EXPECTED_STATUS ARGS...: runs ptxgen, output in $tmp/out and $tmp/err
-run() {
-  want=$1
-  shift
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    fail "ptxgen $* exited $got, want $want; stderr: $(head -c 600 "$tmp/err")"
-    return 1
-  fi
-  return 0
-}
-
-# The fixture must be there: fail loudly, never skip.
-[ -r "$gguf" ] || { echo "FAIL: fixture $gguf missing"; exit 1; }
-[ -r "$expected" ] || { echo "FAIL: fixture $expected missing"; exit 1; }
+. "$(dirname "$0")/common.sh"
+use_fixtures "$fixtures"
 
 # --- usage ------------------------------------------------------------------------
 run 2 gguf && { grep -q 'missing FILE' "$tmp/err" || fail "gguf without FILE: no message"; }
@@ -88,8 +63,4 @@ run 1 gguf "$tmp/bad-magic.gguf" &&
 run 1 gguf "$tmp/no-such-file.gguf" &&
   { grep -q "^ptxgen: $tmp/no-such-file.gguf: cannot open" "$tmp/err" || fail "missing file: message: $(cat "$tmp/err")"; }
 
-if [ "$failures" -ne 0 ]; then
-  echo "test_gguf_cli.sh: $failures failed"
-  exit 1
-fi
-echo "test_gguf_cli.sh: all passed"
+finish

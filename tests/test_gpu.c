@@ -21,9 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "gpu_common.h"
 #include "ptxgen.h"
 #include "ptxq.h"
 
@@ -32,122 +31,12 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Opens a context on device 0, or skips the test when there is no GPU. */
-static ptxq_ctx *open_or_skip(const ptxq_options *opt) {
-  ptxq_ctx *ctx = NULL;
-  int status = ptxq_open(&ctx, opt);
-  if (status == PTXQ_ERR_NO_DEVICE) cr_skip_test("no GPU: %s", ptxq_last_error(NULL));
-  cr_assert_eq(status, PTXQ_OK, "ptxq_open: %s: %s", ptxq_strerror(status), ptxq_last_error(NULL));
-  return ctx;
-}
-
-/* splitmix64: small, fast, and its whole state is the printed seed. */
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi). */
-static float rng_uniform(rng *r, float lo, float hi) {
-  return lo + (hi - lo) * (float)((double)(rng_next(r) >> 11) * 0x1.0p-53);
-}
-
-static uint64_t fresh_seed(void) {
-  const char *forced = getenv("PTXQ_TEST_SEED");
-  if (forced != NULL && forced[0] != '\0') return strtoull(forced, NULL, 0);
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 30) ^ ((uint64_t)getpid() << 12);
-}
-
-static void *checked_malloc(size_t bytes) {
-  void *p = malloc(bytes);
-  cr_assert_not_null(p, "malloc(%zu)", bytes);
-  return p;
-}
-
-/* A random [n][k] Q4_K matrix quantized from floats whose scale varies per
- * row and per 32-weight stretch, so super-blocks see different d and dmin
- * and sub-blocks different scales and mins (an offset makes the mins
- * matter). Caller frees. */
-static uint8_t *random_q4k(rng *r, uint32_t k, uint32_t n, size_t *bytes_out) {
-  size_t bytes = 0;
-  cr_assert_eq(ptxq_weight_bytes(PTXQ_TYPE_Q4_K, k, n, &bytes), PTXQ_OK);
-  size_t count = (size_t)k * n;
-  float *values = checked_malloc(count * sizeof *values);
-  for (size_t i = 0; i < count; i += 32) {
-    float scale = rng_uniform(r, 0.01f, 2.0f), offset = rng_uniform(r, -0.5f, 0.5f);
-    for (size_t j = i; j < i + 32; j++) values[j] = offset + scale * rng_uniform(r, -1.0f, 1.0f);
-  }
-  uint8_t *blocks = checked_malloc(bytes);
-  int status = ptxq_ref_quantize_q4k(values, count, blocks);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_ref_quantize_q4k: %s", ptxq_strerror(status));
-  free(values);
-  *bytes_out = bytes;
-  return blocks;
-}
-
-static float *random_floats(rng *r, size_t count) {
-  float *x = checked_malloc(count * sizeof *x);
-  for (size_t i = 0; i < count; i++) x[i] = rng_uniform(r, -1.0f, 1.0f);
-  return x;
-}
-
-static void upload_weight(ptxq_ctx *ctx, const char *name, const uint8_t *w, uint32_t k, uint32_t n,
-                          size_t bytes) {
-  int status = ptxq_weight_upload(ctx, name, PTXQ_TYPE_Q4_K, k, n, w, bytes);
-  cr_assert_eq(status, PTXQ_OK, "upload %s k=%u n=%u: %s", name, k, n, ptxq_last_error(ctx));
-}
-
-static ptxq_dev device_alloc(ptxq_ctx *ctx, size_t bytes) {
-  ptxq_dev dev = 0;
-  int status = ptxq_alloc(ctx, bytes, &dev);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_alloc(%zu): %s", bytes, ptxq_last_error(ctx));
-  return dev;
-}
-
-/* Fills a device buffer with 0xFF bytes: every float a NaN. */
-static void poison(ptxq_ctx *ctx, ptxq_dev dev, size_t bytes) {
-  void *nan_bytes = checked_malloc(bytes);
-  memset(nan_bytes, 0xFF, bytes);
-  cr_assert_eq(ptxq_upload(ctx, dev, nan_bytes, bytes), PTXQ_OK, "%s", ptxq_last_error(ctx));
-  free(nan_bytes);
-}
-
-/* max |y - ref| / max |ref| over count values; NaN/Inf in y give +inf. */
-static double relative_error(const float *y, const double *ref, size_t count) {
-  double max_ref = 0.0, max_diff = 0.0;
-  for (size_t i = 0; i < count; i++) {
-    if (!isfinite(y[i])) return INFINITY;
-    max_ref = fmax(max_ref, fabs(ref[i]));
-    max_diff = fmax(max_diff, fabs((double)y[i] - ref[i]));
-  }
-  return max_ref > 0.0 ? max_diff / max_ref : max_diff;
-}
-
 /* Index of the first non-finite value, or count. */
 static size_t first_non_finite(const float *y, size_t count) {
   size_t i = 0;
   while (i < count && isfinite(y[i])) i++;
   return i;
 }
-
-/* Asserts a failed call's status and that the detail names `needle`. */
-#define EXPECT_FAIL(ctx, call, want_status, needle)                                                \
-  do {                                                                                             \
-    int got_ = (call);                                                                             \
-    const char *why_ = ptxq_last_error(ctx);                                                       \
-    cr_assert_eq(got_, (want_status), "%s gave %d (%s), want %d; detail '%s'", #call, got_,        \
-                 ptxq_strerror(got_), (int)(want_status), why_);                                   \
-    cr_assert(strstr(why_, (needle)) != NULL, "%s: detail '%s' should mention '%s'", #call, why_,  \
-              (needle));                                                                           \
-  } while (0)
 
 /* ---- GEMV against the reference ------------------------------------------ */
 
@@ -177,7 +66,7 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
   float *x = random_floats(&r, (size_t)MAX_M * k);
   double *ref = checked_malloc((size_t)MAX_M * n * sizeof *ref);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, k, n, x, MAX_M, ref), PTXQ_OK);
-  upload_weight(ctx, "w", w, k, n, w_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
 
   size_t y_bytes = (size_t)MAX_M * n * sizeof(float);
   ptxq_dev dx = device_alloc(ctx, (size_t)MAX_M * k * sizeof(float));
@@ -205,7 +94,7 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
     for (size_t i = outputs; i < (size_t)MAX_M * n; i++) {
       uint32_t bits;
       memcpy(&bits, &y[i], sizeof bits);
-      cr_assert_eq(bits, 0xFFFFFFFFu,
+      cr_assert_eq(bits, POISON_BITS,
                    "seed %llu k=%u n=%u m=%u: wrote y[%zu], past the m*n outputs",
                    (unsigned long long)seed, k, n, m, i);
     }
@@ -239,7 +128,7 @@ ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
   rng r = {seed};
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
-  upload_weight(ctx, "w", w, k, n, w_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)MAX_M * k); /* 8 distinct rows */
 
   size_t x_row = (size_t)k * sizeof(float), y_row = (size_t)n * sizeof(float);
@@ -354,7 +243,7 @@ Test(gpu, events_time_work) {
   rng r = {fresh_seed()};
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, 4096, 4096, &w_bytes);
-  upload_weight(ctx, "w", w, 4096, 4096, w_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, 4096, 4096, w_bytes);
   ptxq_dev dx = device_alloc(ctx, 4096 * 4), dy = device_alloc(ctx, 4096 * 4);
   cr_assert_eq(ptxq_gemv_prepare(ctx, "w", 1), PTXQ_OK, "%s", ptxq_last_error(ctx));
 
@@ -444,7 +333,7 @@ Test(gpu, kernel_launch_by_key_matches_gemv) {
   const uint32_t k = 512, n = 777, m = 2;
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
-  upload_weight(ctx, "w", w, k, n, w_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)m * k);
   ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), dy = device_alloc(ctx, (size_t)m * n * 4);
   cr_assert_eq(ptxq_upload(ctx, dx, x, (size_t)m * k * 4), PTXQ_OK);
@@ -489,7 +378,7 @@ Test(gpu, older_target_runs) {
   const uint32_t k = 4096, n = 777, m = 3;
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
-  upload_weight(ctx, "w", w, k, n, w_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)m * k), *y = checked_malloc((size_t)m * n * 4);
   double *ref = checked_malloc((size_t)m * n * sizeof *ref);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, k, n, x, m, ref), PTXQ_OK);
@@ -511,7 +400,7 @@ Test(gpu, gemv_rejects_bad_arguments) {
   rng r = {fresh_seed()};
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, 512, 3, &w_bytes);
-  upload_weight(ctx, "blk.0.ffn_up.weight", w, 512, 3, w_bytes);
+  upload_weight(ctx, "blk.0.ffn_up.weight", PTXQ_TYPE_Q4_K, w, 512, 3, w_bytes);
   ptxq_dev dx = device_alloc(ctx, 9 * 512 * 4), dy = device_alloc(ctx, 9 * 3 * 4);
   float hx[512], hy[3];
 
@@ -591,13 +480,13 @@ Test(gpu, weight_replace_and_free) {
   float *x = random_floats(&r, (size_t)m * k), *y = checked_malloc((size_t)m * 777 * 4);
   double *ref = checked_malloc((size_t)m * 777 * sizeof *ref);
 
-  upload_weight(ctx, "w", a, k, 3, a_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, a, k, 3, a_bytes);
   cr_assert_eq(ptxq_gemv_host(ctx, "w", x, y, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, a, k, 3, x, m, ref), PTXQ_OK);
   cr_assert_leq(relative_error(y, ref, (size_t)m * 3), TOLERANCE, "seed %llu",
                 (unsigned long long)seed);
 
-  upload_weight(ctx, "w", b, k, 777, b_bytes);
+  upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, b, k, 777, b_bytes);
   ptxq_weight_info info;
   cr_assert_eq(ptxq_weight_info_get(ctx, "w", &info), PTXQ_OK);
   cr_assert_eq(info.n, 777);
@@ -623,7 +512,7 @@ Test(gpu, weight_replace_and_free) {
   char name[32];
   for (int i = 0; i < 300; i++) {
     snprintf(name, sizeof name, "blk.%d.attn_q.weight", i);
-    upload_weight(ctx, name, a, k, 3, a_bytes);
+    upload_weight(ctx, name, PTXQ_TYPE_Q4_K, a, k, 3, a_bytes);
   }
   for (int i = 0; i < 300; i++) {
     snprintf(name, sizeof name, "blk.%d.attn_q.weight", i);
@@ -699,7 +588,7 @@ Test(gpu, threads_share_a_context) {
   const uint32_t k = 4096, n = 777;
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
-  upload_weight(ctx, "shared", w, k, n, w_bytes);
+  upload_weight(ctx, "shared", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)MAX_M * k);
   /* Rows are independent of m (batch invariance), so the m=8 product holds
    * the expected result of every m. Kernels are built by the threads, racing. */

@@ -32,83 +32,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "fixture.h"
+#include "gpu_common.h"
 #include "ptxq.h"
 
 #define TOLERANCE 1e-5         /* max |y - ref| / max |ref| */
 #define FIXTURE_TOLERANCE 1e-6 /* the same against the fixture's expected y */
 #define MAX_M 8u
-#define POISON_BITS 0xFFFFFFFFu
 
 /* ---- helpers ------------------------------------------------------------ */
-
-/* Opens a context on device 0, or skips the test when there is no GPU. */
-static ptxq_ctx *open_or_skip(void) {
-  ptxq_ctx *ctx = NULL;
-  int status = ptxq_open(&ctx, NULL);
-  if (status == PTXQ_ERR_NO_DEVICE) cr_skip_test("no GPU: %s", ptxq_last_error(NULL));
-  cr_assert_eq(status, PTXQ_OK, "ptxq_open: %s: %s", ptxq_strerror(status), ptxq_last_error(NULL));
-  return ctx;
-}
-
-/* splitmix64: small, fast, and its whole state is the printed seed. */
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi). */
-static float rng_uniform(rng *r, float lo, float hi) {
-  return lo + (hi - lo) * (float)((double)(rng_next(r) >> 11) * 0x1.0p-53);
-}
-
-static uint64_t fresh_seed(void) {
-  const char *forced = getenv("PTXQ_TEST_SEED");
-  if (forced != NULL && forced[0] != '\0') return strtoull(forced, NULL, 0);
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 30) ^ ((uint64_t)getpid() << 12);
-}
-
-static void *checked_malloc(size_t bytes) {
-  void *p = malloc(bytes);
-  cr_assert_not_null(p, "malloc(%zu)", bytes);
-  return p;
-}
-
-static float *random_floats(rng *r, size_t count) {
-  float *x = checked_malloc(count * sizeof *x);
-  for (size_t i = 0; i < count; i++) x[i] = rng_uniform(r, -1.0f, 1.0f);
-  return x;
-}
-
-/* A random [n][k] Q4_K matrix quantized from floats whose scale varies per
- * 32-weight stretch (an offset makes the mins matter). Caller frees. */
-static uint8_t *random_q4k(rng *r, uint32_t k, uint32_t n, size_t *bytes_out) {
-  size_t bytes = 0;
-  cr_assert_eq(ptxq_weight_bytes(PTXQ_TYPE_Q4_K, k, n, &bytes), PTXQ_OK);
-  size_t count = (size_t)k * n;
-  float *values = checked_malloc(count * sizeof *values);
-  for (size_t i = 0; i < count; i += 32) {
-    float scale = rng_uniform(r, 0.01f, 2.0f), offset = rng_uniform(r, -0.5f, 0.5f);
-    for (size_t j = i; j < i + 32; j++) values[j] = offset + scale * rng_uniform(r, -1.0f, 1.0f);
-  }
-  uint8_t *blocks = checked_malloc(bytes);
-  int status = ptxq_ref_quantize_q4k(values, count, blocks);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_ref_quantize_q4k: %s", ptxq_strerror(status));
-  free(values);
-  *bytes_out = bytes;
-  return blocks;
-}
 
 /* A random [n][k] Q6_K matrix: random bytes (every quant and signed scale
  * a valid value) with each super-block's d set to a finite f16 in
@@ -132,37 +65,6 @@ static uint8_t *random_weight(rng *r, ptxq_type type, uint32_t k, uint32_t n, si
   return type == PTXQ_TYPE_Q6_K ? random_q6k(r, k, n, bytes) : random_q4k(r, k, n, bytes);
 }
 
-static void upload_weight(ptxq_ctx *ctx, const char *name, ptxq_type type, const uint8_t *w,
-                          uint32_t k, uint32_t n, size_t bytes) {
-  int status = ptxq_weight_upload(ctx, name, type, k, n, w, bytes);
-  cr_assert_eq(status, PTXQ_OK, "upload %s k=%u n=%u: %s", name, k, n, ptxq_last_error(ctx));
-}
-
-static ptxq_dev device_alloc(ptxq_ctx *ctx, size_t bytes) {
-  ptxq_dev dev = 0;
-  int status = ptxq_alloc(ctx, bytes, &dev);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_alloc(%zu): %s", bytes, ptxq_last_error(ctx));
-  return dev;
-}
-
-static void upload(ptxq_ctx *ctx, ptxq_dev dst, const void *src, size_t bytes) {
-  int status = ptxq_upload(ctx, dst, src, bytes);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_upload(%zu bytes): %s", bytes, ptxq_last_error(ctx));
-}
-
-static void download(ptxq_ctx *ctx, void *dst, ptxq_dev src, size_t bytes) {
-  int status = ptxq_download(ctx, dst, src, bytes);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_download(%zu bytes): %s", bytes, ptxq_last_error(ctx));
-}
-
-/* Fills a device buffer with 0xFF bytes: every float a NaN no kernel writes. */
-static void poison(ptxq_ctx *ctx, ptxq_dev dev, size_t bytes) {
-  void *nan_bytes = checked_malloc(bytes);
-  memset(nan_bytes, 0xFF, bytes);
-  upload(ctx, dev, nan_bytes, bytes);
-  free(nan_bytes);
-}
-
 /* Index of the first value that is not POISON_BITS, or count. */
 static size_t first_unpoisoned(const float *y, size_t count) {
   size_t i = 0;
@@ -171,40 +73,11 @@ static size_t first_unpoisoned(const float *y, size_t count) {
   return i;
 }
 
-/* max |y - ref| / max |ref| over count values; NaN/Inf in y give +inf. */
-static double relative_error(const float *y, const double *ref, size_t count) {
-  double max_ref = 0.0, max_diff = 0.0;
-  for (size_t i = 0; i < count; i++) {
-    if (!isfinite(y[i])) return INFINITY;
-    max_ref = fmax(max_ref, fabs(ref[i]));
-    max_diff = fmax(max_diff, fabs((double)y[i] - ref[i]));
-  }
-  return max_ref > 0.0 ? max_diff / max_ref : max_diff;
-}
-
 static float *to_floats(const double *values, size_t count) {
   float *out = checked_malloc(count * sizeof *out);
   for (size_t i = 0; i < count; i++) out[i] = (float)values[i];
   return out;
 }
-
-/* Asserts a failed call's status and that the detail names `needle`. */
-#define EXPECT_FAIL(ctx, call, want_status, needle)                                                \
-  do {                                                                                             \
-    int got_ = (call);                                                                             \
-    const char *why_ = ptxq_last_error(ctx);                                                       \
-    cr_assert_eq(got_, (want_status), "%s gave %d (%s), want %d; detail '%s'", #call, got_,        \
-                 ptxq_strerror(got_), (int)(want_status), why_);                                   \
-    cr_assert(strstr(why_, (needle)) != NULL, "%s: detail '%s' should mention '%s'", #call, why_,  \
-              (needle));                                                                           \
-  } while (0)
-
-#define EXPECT_OK(ctx, call)                                                                       \
-  do {                                                                                             \
-    int got_ = (call);                                                                             \
-    cr_assert_eq(got_, PTXQ_OK, "%s gave %d (%s): %s", #call, got_, ptxq_strerror(got_),           \
-                 ptxq_last_error(ctx));                                                            \
-  } while (0)
 
 /* ---- weights from the fixture -------------------------------------------- */
 
@@ -251,7 +124,7 @@ static size_t count_matching(const fixture_gguf *gguf, const char *filter, uint6
 }
 
 Test(gpu, fixture_loads_whole_and_matches_expected) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   fixture_gguf gguf;
   open_fixture(&gguf);
   char path[512], err[256];
@@ -315,7 +188,7 @@ Test(gpu, fixture_loads_whole_and_matches_expected) {
 }
 
 Test(gpu, fixture_load_stops_when_the_callback_says_so) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   fixture_gguf gguf;
   open_fixture(&gguf);
   char path[512];
@@ -347,7 +220,7 @@ Test(gpu, fixture_load_stops_when_the_callback_says_so) {
 }
 
 Test(gpu, fixture_filter_selects_tensors) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   fixture_gguf gguf;
   open_fixture(&gguf);
   char path[512];
@@ -387,7 +260,7 @@ Test(gpu, fixture_filter_selects_tensors) {
 }
 
 Test(gpu, gguf_load_errors_pass_through) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_load_stats stats;
   EXPECT_FAIL(ctx, ptxq_weights_from_gguf(ctx, "/nonexistent/model.gguf", NULL, NULL, NULL, &stats),
               PTXQ_ERR_IO, "/nonexistent/model.gguf");
@@ -431,7 +304,7 @@ ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
  * every m > 1 product against its m = 1 product, bit for bit. */
 ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
   const uint32_t k = shape->k, n = shape->n;
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   size_t w_bytes;
@@ -492,7 +365,7 @@ ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
 /* Replacing a Q4_K weight by a Q6_K one of the same shape must switch the
  * kernel (and the layout) with it. */
 Test(gpu, weight_replaced_by_another_type) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   const uint32_t k = 512, n = 37, m = 2;
@@ -609,7 +482,7 @@ static void ffn_by_hand(ptxq_ctx *ctx, const ffn_case *c, ptxq_dev x, ptxq_dev g
 }
 
 ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   const uint32_t k = c->k, n = c->n;
@@ -675,7 +548,7 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   /* The other path, in a context opened with PTXQ_FFN_UNFUSED=1: the same
    * bits (for the mixed case both contexts take the unfused path). */
   cr_assert_eq(setenv("PTXQ_FFN_UNFUSED", "1", 1), 0);
-  ptxq_ctx *unfused = open_or_skip();
+  ptxq_ctx *unfused = open_or_skip(NULL);
   unsetenv("PTXQ_FFN_UNFUSED");
   if (gate != NULL) upload_weight(unfused, "gate", c->gate, gate, k, n, gate_bytes);
   upload_weight(unfused, "up", c->up, up, k, n, up_bytes);
@@ -700,7 +573,7 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
 }
 
 Test(gpu, ffn_rejects_bad_arguments) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   rng r = {fresh_seed()};
   const uint32_t k = 256, n = 512;
   size_t b_up, b_gate, b_down, b_odd;
@@ -813,7 +686,7 @@ static void upload_random(ptxq_ctx *ctx, rng *r, const char *name, ptxq_type typ
 }
 
 Test(gpu, graph_replays_a_decode_layer) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   upload_random(ctx, &r, "wq", PTXQ_TYPE_Q4_K, HIDDEN, HIDDEN);
@@ -897,7 +770,7 @@ Test(gpu, graph_replays_a_decode_layer) {
 }
 
 Test(gpu, capture_refuses_what_it_cannot_record) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   const uint32_t k = 512, n = 3;
@@ -984,7 +857,7 @@ Test(gpu, capture_refuses_what_it_cannot_record) {
 /* The FFN workspace cannot grow during capture, even with every kernel
  * built. */
 Test(gpu, capture_refuses_ffn_workspace_growth) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   rng r = {fresh_seed()};
   const uint32_t k = 256, n = 1024;
   upload_random(ctx, &r, "up", PTXQ_TYPE_Q4_K, k, n);
@@ -1015,11 +888,11 @@ Test(gpu, capture_refuses_ffn_workspace_growth) {
 }
 
 Test(gpu, close_ends_an_open_capture) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   EXPECT_OK(ctx, ptxq_capture_begin(ctx));
   ptxq_close(ctx);
   /* The device is still usable by a new context. */
-  ctx = open_or_skip();
+  ctx = open_or_skip(NULL);
   ptxq_dev dev = device_alloc(ctx, 64);
   float back[16], values[16];
   for (int i = 0; i < 16; i++) values[i] = (float)i;
@@ -1030,7 +903,7 @@ Test(gpu, close_ends_an_open_capture) {
 }
 
 Test(gpu, rope_prepare_rejects_bad_params) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_rope_params p;
   ptxq_rope_params_init(&p, PTXQ_ROPE_NEOX, 64, 8, 2);
   EXPECT_OK(ctx, ptxq_rope_prepare(ctx, 3, &p));

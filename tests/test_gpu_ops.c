@@ -40,13 +40,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "gpu_common.h"
 #include "ptxgen.h"
 #include "ptxq.h"
 
 #define GUARD_FLOATS 64u          /* poisoned floats after every output buffer */
-#define POISON_BITS 0xFFFFFFFFu   /* a NaN the kernels never produce (theirs is 0x7FFFFFFF) */
 #define ACT_REL_TOLERANCE 2e-6
 #define ACT_ABS_TOLERANCE 1e-7
 #define ROPE_TOLERANCE 2e-6       /* absolute, unit-scale inputs */
@@ -61,65 +60,8 @@ ReportHook(PRE_ALL)(struct criterion_test_set *tests) {
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Opens a context on device 0, or skips the test when there is no GPU. */
-static ptxq_ctx *open_or_skip(void) {
-  ptxq_ctx *ctx = NULL;
-  int status = ptxq_open(&ctx, NULL);
-  if (status == PTXQ_ERR_NO_DEVICE) cr_skip_test("no GPU: %s", ptxq_last_error(NULL));
-  cr_assert_eq(status, PTXQ_OK, "ptxq_open: %s: %s", ptxq_strerror(status), ptxq_last_error(NULL));
-  return ctx;
-}
-
-/* splitmix64: small, fast, and its whole state is the printed seed. */
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) {
-  uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi). */
-static float rng_uniform(rng *r, float lo, float hi) {
-  return lo + (hi - lo) * (float)((double)(rng_next(r) >> 11) * 0x1.0p-53);
-}
-
 static uint32_t rng_below(rng *r, uint32_t limit) {
   return (uint32_t)(rng_next(r) % limit);
-}
-
-static uint64_t fresh_seed(void) {
-  const char *forced = getenv("PTXQ_TEST_SEED");
-  if (forced != NULL && forced[0] != '\0') return strtoull(forced, NULL, 0);
-  struct timespec t;
-  clock_gettime(CLOCK_REALTIME, &t);
-  return (uint64_t)t.tv_nsec ^ ((uint64_t)t.tv_sec << 30) ^ ((uint64_t)getpid() << 12);
-}
-
-static void *checked_malloc(size_t bytes) {
-  void *p = malloc(bytes);
-  cr_assert_not_null(p, "malloc(%zu)", bytes);
-  return p;
-}
-
-static ptxq_dev device_alloc(ptxq_ctx *ctx, size_t bytes) {
-  ptxq_dev dev = 0;
-  int status = ptxq_alloc(ctx, bytes, &dev);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_alloc(%zu): %s", bytes, ptxq_last_error(ctx));
-  return dev;
-}
-
-static void upload(ptxq_ctx *ctx, ptxq_dev dst, const void *src, size_t bytes) {
-  int status = ptxq_upload(ctx, dst, src, bytes);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_upload(%zu bytes): %s", bytes, ptxq_last_error(ctx));
-}
-
-static void download(ptxq_ctx *ctx, void *dst, ptxq_dev src, size_t bytes) {
-  int status = ptxq_download(ctx, dst, src, bytes);
-  cr_assert_eq(status, PTXQ_OK, "ptxq_download(%zu bytes): %s", bytes, ptxq_last_error(ctx));
 }
 
 static uint32_t bits_of(float f) {
@@ -146,17 +88,6 @@ static size_t first_changed_guard(const float *buffer, size_t count) {
   while (i < GUARD_FLOATS && bits_of(buffer[count + i]) == POISON_BITS) i++;
   return i;
 }
-
-/* Asserts a failed call's status and that the detail names `needle`. */
-#define EXPECT_FAIL(ctx, call, want_status, needle)                                                \
-  do {                                                                                             \
-    int got_ = (call);                                                                             \
-    const char *why_ = ptxq_last_error(ctx);                                                       \
-    cr_assert_eq(got_, (want_status), "%s gave %d (%s), want %d; detail '%s'", #call, got_,        \
-                 ptxq_strerror(got_), (int)(want_status), why_);                                   \
-    cr_assert(strstr(why_, (needle)) != NULL, "%s: detail '%s' should mention '%s'", #call, why_,  \
-              (needle));                                                                           \
-  } while (0)
 
 /* ---- activations: the five ops behind one index -------------------------- */
 
@@ -349,7 +280,7 @@ ParameterizedTestParameters(gpu, activation_matches_reference) {
 ParameterizedTest(int *kind_param, gpu, activation_matches_reference) {
   const int kind = *kind_param;
   const bool gated = act_gated(kind);
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 3, 8};
@@ -517,7 +448,7 @@ ParameterizedTestParameters(gpu, rope_matches_reference) {
 }
 
 ParameterizedTest(rope_case *c, gpu, rope_matches_reference) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   char name[160];
@@ -604,7 +535,7 @@ ParameterizedTest(rope_case *c, gpu, rope_matches_reference) {
  * them and no wait: each rotation must use its own positions (the context
  * buffer is reused in stream order). */
 Test(gpu, rope_host_positions_in_stream_order) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   const uint32_t heads = 4, head_dim = 64, m = 5;
@@ -651,7 +582,7 @@ Test(gpu, rope_host_positions_in_stream_order) {
 /* ---- bad arguments ------------------------------------------------------------ */
 
 Test(gpu, activations_reject_bad_arguments) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   const uint32_t n = 64, m = 2;
   ptxq_dev x = device_alloc(ctx, 4096), up = device_alloc(ctx, 4096), y = device_alloc(ctx, 4096);
 
@@ -680,7 +611,7 @@ Test(gpu, activations_reject_bad_arguments) {
 }
 
 Test(gpu, rope_rejects_bad_arguments) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_dev q = device_alloc(ctx, 1 << 20), k = device_alloc(ctx, 1 << 20);
   ptxq_dev pos = device_alloc(ctx, 64), ff = device_alloc(ctx, 1024);
   int32_t host_pos[MAX_M] = {1, 2, 3, 4, 5, 6, 7, 8};
@@ -763,7 +694,7 @@ Test(gpu, rope_rejects_bad_arguments) {
  * run its own kernel. Specs differing in one float (base, freq_scale) must
  * not be confused either. */
 Test(gpu, op_cache_keeps_specs_apart) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   enum { SPECS = 24, ROUNDS = 3 };
@@ -876,7 +807,7 @@ static void *run_rope_worker(void *arg) {
 }
 
 Test(gpu, threads_share_rope_host_positions) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   enum { THREADS = 6 };
@@ -929,7 +860,7 @@ static double seconds_now(void) {
  * by-key path that parses, formats and hashes a key on every call. Only
  * reported; the GPU work is tiny so the queue does not fill. */
 Test(gpu, op_call_overhead) {
-  ptxq_ctx *ctx = open_or_skip();
+  ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_device_info info;
   cr_assert_eq(ptxq_device_info_get(ctx, &info), PTXQ_OK);
   enum { CALLS = 2000 };

@@ -19,44 +19,14 @@
 
 #include "fixture.h"
 #include "ptxq.h"
+#include "ref_common.h"
 
 /* ---- helpers ------------------------------------------------------------ */
-
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) { /* splitmix64 */
-  uint64_t z = (r->state += UINT64_C(0x9E3779B97F4A7C15));
-  z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-  z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-  return z ^ (z >> 31);
-}
-
-static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1p-53; }
-
-static double rng_gauss(rng *r) { /* Box-Muller */
-  double u = 1.0 - rng_uniform(r), v = rng_uniform(r);
-  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static float float_from_bits(uint32_t bits) {
   float f;
   memcpy(&f, &bits, sizeof f);
   return f;
-}
-
-/* The value of a finite half, straight from the definition of binary16. */
-static double half_value(uint16_t h) {
-  int exponent = (h >> 10) & 0x1F;
-  double mantissa = h & 0x3FF;
-  double magnitude = exponent == 0 ? ldexp(mantissa, -24) : ldexp(1024 + mantissa, exponent - 25);
-  return (h & 0x8000) ? -magnitude : magnitude;
-}
-
-static void put_le16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v & 0xFF);
-  p[1] = (uint8_t)(v >> 8);
 }
 
 /* ---- f16 ---------------------------------------------------------------- */
@@ -213,13 +183,6 @@ Test(dequant, hand_built_block) {
   }
 }
 
-/* f16 with a random mantissa and an exponent field in [lo, hi]. */
-static uint16_t random_half(rng *r, int lo, int hi) {
-  uint64_t bits = rng_next(r);
-  int exponent = lo + (int)(bits % (uint64_t)(hi - lo + 1));
-  return (uint16_t)(((bits >> 20) & 0x8000) | ((unsigned)exponent << 10) | ((bits >> 8) & 0x3FF));
-}
-
 /* Every weight is the exact d*sc*q - dmin*m rounded once to f32: the
  * products cannot round (f16 significand 11 bits, code 6, quant 4), which
  * is what lets a kernel use an fma or any order of the products. The
@@ -334,7 +297,7 @@ static void check_random_data(distribution dist, double magnitude, double rms_bo
       cr_assert(x != NULL);
       rng r = {seed * 7919 + si};
       for (size_t i = 0; i < count; i++)
-        x[i] = (float)(magnitude * (dist == GAUSSIAN ? rng_gauss(&r) : 2 * rng_uniform(&r) - 1));
+        x[i] = (float)(magnitude * (dist == GAUSSIAN ? rng_gauss(&r) : 2 * rng_unit(&r) - 1));
       quant_error e = quantize_and_measure(x, count);
       free(x);
       cr_assert(e.rms_ratio <= rms_bound, "%s, %zu weights, seed %llu: RMS error ratio %.4f > %.4f",
@@ -520,7 +483,7 @@ static void check_against_dequantized(ptxq_type type, uint32_t k, uint32_t n, ui
   for (size_t i = 0; i < (size_t)n * k; i++)
     dense[i] = (float)rng_gauss(&r);
   for (size_t i = 0; i < (size_t)m * k; i++)
-    x[i] = (float)(2 * rng_uniform(&r) - 1);
+    x[i] = (float)(2 * rng_unit(&r) - 1);
   const void *w = dense;
   if (type == PTXQ_TYPE_Q4_K) {
     cr_assert_eq(ptxq_ref_quantize_q4k(dense, (size_t)n * k, blocks), PTXQ_OK);
@@ -528,19 +491,7 @@ static void check_against_dequantized(ptxq_type type, uint32_t k, uint32_t n, ui
     w = blocks;
   }
   cr_assert_eq(ptxq_ref_gemv(type, w, k, n, x, m, y), PTXQ_OK);
-  for (uint32_t mi = 0; mi < m; mi++) {
-    for (uint32_t row = 0; row < n; row++) {
-      double expected = 0, scale = 0;
-      for (uint32_t i = 0; i < k; i++) {
-        expected += (double)dense[(size_t)row * k + i] * x[(size_t)mi * k + i];
-        scale += fabs((double)dense[(size_t)row * k + i] * x[(size_t)mi * k + i]);
-      }
-      double got = y[(size_t)mi * n + row];
-      cr_assert(fabs(got - expected) <= 1e-13 * scale,
-                "type %d k=%u n=%u: y[%u][%u] = %.17g, expected %.17g", type, k, n, mi, row, got,
-                expected);
-    }
-  }
+  assert_dense_product(type == PTXQ_TYPE_Q4_K ? "Q4_K" : "F32", dense, x, y, k, n, m);
   free(dense);
   free(x);
   free(y);
@@ -581,16 +532,6 @@ Test(gemv, rejects_bad_arguments) {
 
 /* ---- the shared fixture ------------------------------------------------------------ */
 
-/* Missing or unreadable fixture: the test fails (never skips). */
-static void load_fixture(fixture_gguf *gguf, fixture_expected *expected) {
-  char path[1024], err[512];
-  if (fixture_gguf_open(fixture_path(FIXTURE_GGUF, path, sizeof path), gguf, err, sizeof err))
-    cr_assert_fail("fixture: %s", err);
-  if (fixture_expected_load(fixture_path(FIXTURE_EXPECTED, path, sizeof path), expected, err,
-                            sizeof err))
-    cr_assert_fail("fixture: %s", err);
-}
-
 static uint32_t ggml_type_of(const char *name) {
   if (strcmp(name, "q4_K") == 0)
     return PTXQ_TYPE_Q4_K;
@@ -599,10 +540,6 @@ static uint32_t ggml_type_of(const char *name) {
   if (strcmp(name, "f32") == 0)
     return PTXQ_TYPE_F32;
   return UINT32_MAX;
-}
-
-static double relative_error(double got, double expected) {
-  return fabs(got - expected) / fmax(fabs(expected), 1e-300);
 }
 
 Test(fixture, tensor_table_agrees_with_expected) {
@@ -640,18 +577,7 @@ static void check_fixture_tensor(const fixture_tensor *t, const fixture_expected
   else
     memcpy(w, t->data, count * sizeof *w); /* F32, little-endian host */
 
-  for (size_t i = 0; i < 16; i++)
-    cr_assert_eq(w[i], (float)e->row0_first16[i], "%s: weight %zu is %.9g, expected %.9g",
-                 e->name, i, (double)w[i], e->row0_first16[i]);
-  double sum = 0, sumsq = 0;
-  for (size_t i = 0; i < count; i++) {
-    sum += w[i];
-    sumsq += (double)w[i] * w[i];
-  }
-  cr_assert(relative_error(sum, e->sum) <= 1e-12, "%s: sum %.17g, expected %.17g", e->name, sum,
-            e->sum);
-  cr_assert(relative_error(sumsq, e->sumsq) <= 1e-12, "%s: sumsq %.17g, expected %.17g", e->name,
-            sumsq, e->sumsq);
+  assert_fixture_summary(e, w, count);
 
   for (uint32_t i = 0; i < e->k; i++)
     x[i] = fixture_x(i);

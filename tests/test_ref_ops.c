@@ -25,29 +25,12 @@
 #include <string.h>
 
 #include "ptxq.h"
+#include "rng.h"
 
 /* Shared by src/ref/rope.c with the GPU generator (not in a public header). */
 void ptxq__rope_pair_constants(const ptxq_rope_params *p, uint32_t i, double *freq, double *mscale);
 
 /* ---- helpers ------------------------------------------------------------ */
-
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) { /* splitmix64 */
-  uint64_t z = (r->state += UINT64_C(0x9E3779B97F4A7C15));
-  z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-  z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-  return z ^ (z >> 31);
-}
-
-static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1p-53; }
-
-static double rng_gauss(rng *r) { /* Box-Muller */
-  double u = 1.0 - rng_uniform(r), v = rng_uniform(r);
-  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static void fill_gauss(rng *r, float *x, size_t count, double scale) {
   for (size_t i = 0; i < count; i++)
@@ -508,7 +491,7 @@ Test(rope, freq_factors_divide_theta) {
 
   /* Llama-3.1-like factors: 1 for high frequencies rising to 8 for low. */
   for (size_t i = 0; i < half; i++)
-    ff[i] = (float)(1.0 + 7.0 * (double)i / (half - 1) + 0.01 * rng_uniform(&r));
+    ff[i] = (float)(1.0 + 7.0 * (double)i / (half - 1) + 0.01 * rng_unit(&r));
   for (int mode = 0; mode <= 2; mode += 2) {
     p.mode = (ptxq_rope_mode)mode;
     p.n_dims = mode == 0 ? 24 : head_dim; /* with 24, only the first 12 factors count */
@@ -648,7 +631,7 @@ Test(rope, rotation_preserves_pair_norms) {
   rng r = {31337};
   float ff[head_dim / 2];
   for (size_t i = 0; i < head_dim / 2; i++)
-    ff[i] = (float)(0.5 + 4.0 * rng_uniform(&r));
+    ff[i] = (float)(0.5 + 4.0 * rng_unit(&r));
   float *q = checked_calloc(m * heads * head_dim, sizeof *q);
   float *k = checked_calloc(m * kv_heads * head_dim, sizeof *k);
   double *q_out = checked_calloc(m * heads * head_dim, sizeof *q_out);

@@ -21,6 +21,7 @@
 
 #include "fixture.h"
 #include "ptxq.h"
+#include "ref_common.h"
 
 #define Q6K_QL 0
 #define Q6K_QH 128
@@ -28,39 +29,6 @@
 #define Q6K_D 208
 
 /* ---- helpers ------------------------------------------------------------ */
-
-typedef struct rng {
-  uint64_t state;
-} rng;
-
-static uint64_t rng_next(rng *r) { /* splitmix64 */
-  uint64_t z = (r->state += UINT64_C(0x9E3779B97F4A7C15));
-  z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-  z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-  return z ^ (z >> 31);
-}
-
-static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1p-53; }
-
-static void put_le16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v & 0xFF);
-  p[1] = (uint8_t)(v >> 8);
-}
-
-/* The value of a finite half, straight from the definition of binary16. */
-static double half_value(uint16_t h) {
-  int exponent = (h >> 10) & 0x1F;
-  double mantissa = h & 0x3FF;
-  double magnitude = exponent == 0 ? ldexp(mantissa, -24) : ldexp(1024 + mantissa, exponent - 25);
-  return (h & 0x8000) ? -magnitude : magnitude;
-}
-
-/* f16 with a random sign and mantissa and an exponent field in [lo, hi]. */
-static uint16_t random_half(rng *r, int lo, int hi) {
-  uint64_t bits = rng_next(r);
-  int exponent = lo + (int)(bits % (uint64_t)(hi - lo + 1));
-  return (uint16_t)(((bits >> 20) & 0x8000) | ((unsigned)exponent << 10) | ((bits >> 8) & 0x3FF));
-}
 
 /* Where weight i (0..255) of a Q6_K block keeps its bits, worked out from
  * formats.md in the direction opposite to the decoder: half h, position
@@ -285,22 +253,10 @@ static void check_q6k_against_dequantized(uint32_t k, uint32_t n, uint32_t m) {
   for (size_t b = 0; b < nblocks; b++)
     put_le16(w + b * PTXQ_Q6_K_BLOCK_BYTES + Q6K_D, random_half(&r, 8, 16));
   for (size_t i = 0; i < (size_t)m * k; i++)
-    x[i] = (float)(2 * rng_uniform(&r) - 1);
+    x[i] = (float)(2 * rng_unit(&r) - 1);
   cr_assert_eq(ptxq_ref_dequantize_q6k(w, nblocks, dense), PTXQ_OK);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q6_K, w, k, n, x, m, y), PTXQ_OK);
-  for (uint32_t mi = 0; mi < m; mi++) {
-    for (uint32_t row = 0; row < n; row++) {
-      double expected = 0, scale = 0;
-      for (uint32_t i = 0; i < k; i++) {
-        expected += (double)dense[(size_t)row * k + i] * x[(size_t)mi * k + i];
-        scale += fabs((double)dense[(size_t)row * k + i] * x[(size_t)mi * k + i]);
-      }
-      double got = y[(size_t)mi * n + row];
-      cr_assert(fabs(got - expected) <= 1e-13 * scale,
-                "Q6_K k=%u n=%u m=%u: y[%u][%u] = %.17g, expected %.17g", k, n, m, mi, row, got,
-                expected);
-    }
-  }
+  assert_dense_product("Q6_K", dense, x, y, k, n, m);
   free(w);
   free(dense);
   free(x);
@@ -358,7 +314,7 @@ static void check_f16_against_definition(uint32_t k, uint32_t n, uint32_t m) {
   rng r = {k * 131 + n * 17 + m};
   size_t count = (size_t)n * k;
   uint8_t *storage = malloc(count * 2 + 1);
-  double *dense = malloc(count * sizeof *dense);
+  float *dense = malloc(count * sizeof *dense);
   float *x = malloc((size_t)m * k * sizeof *x);
   double *y = malloc((size_t)m * n * sizeof *y);
   cr_assert(storage && dense && x && y);
@@ -366,24 +322,12 @@ static void check_f16_against_definition(uint32_t k, uint32_t n, uint32_t m) {
   for (size_t i = 0; i < count; i++) {
     uint16_t h = random_half(&r, 0, 30);
     put_le16(w + 2 * i, h);
-    dense[i] = half_value(h);
+    dense[i] = (float)half_value(h); /* exact: every half is a float */
   }
   for (size_t i = 0; i < (size_t)m * k; i++)
-    x[i] = (float)(2 * rng_uniform(&r) - 1);
+    x[i] = (float)(2 * rng_unit(&r) - 1);
   cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_F16, w, k, n, x, m, y), PTXQ_OK);
-  for (uint32_t mi = 0; mi < m; mi++) {
-    for (uint32_t row = 0; row < n; row++) {
-      double expected = 0, scale = 0;
-      for (uint32_t i = 0; i < k; i++) {
-        expected += dense[(size_t)row * k + i] * x[(size_t)mi * k + i];
-        scale += fabs(dense[(size_t)row * k + i] * x[(size_t)mi * k + i]);
-      }
-      double got = y[(size_t)mi * n + row];
-      cr_assert(fabs(got - expected) <= 1e-13 * scale,
-                "F16 k=%u n=%u m=%u: y[%u][%u] = %.17g, expected %.17g", k, n, m, mi, row, got,
-                expected);
-    }
-  }
+  assert_dense_product("F16", dense, x, y, k, n, m);
   free(storage);
   free(dense);
   free(x);
@@ -429,20 +373,11 @@ Test(f16_gemv, rejects_bad_arguments) {
 
 /* ---- the shared fixture's Q6_K tensor ---------------------------------------------- */
 
-static double relative_error(double got, double expected) {
-  return fabs(got - expected) / fmax(fabs(expected), 1e-300);
-}
-
 Test(q6k_fixture, ffn_down_matches_expected) {
   const char *name = "blk.0.ffn_down.weight";
-  char path[1024], err[512];
   fixture_gguf gguf;
   fixture_expected expected;
-  if (fixture_gguf_open(fixture_path(FIXTURE_GGUF, path, sizeof path), &gguf, err, sizeof err))
-    cr_assert_fail("fixture: %s", err);
-  if (fixture_expected_load(fixture_path(FIXTURE_EXPECTED, path, sizeof path), &expected, err,
-                            sizeof err))
-    cr_assert_fail("fixture: %s", err);
+  load_fixture(&gguf, &expected);
   const fixture_tensor *t = fixture_gguf_find(&gguf, name);
   const fixture_expected_tensor *e = NULL;
   for (size_t i = 0; i < expected.count; i++)
@@ -465,17 +400,7 @@ Test(q6k_fixture, ffn_down_matches_expected) {
   double *y = malloc(2 * (size_t)e->n * sizeof *y);
   cr_assert(w && x && y);
   cr_assert_eq(ptxq_ref_dequantize_q6k(t->data, count / PTXQ_QK_K, w), PTXQ_OK);
-  for (size_t i = 0; i < 16; i++)
-    cr_assert_eq(w[i], (float)e->row0_first16[i], "weight %zu is %.9g, expected %.9g", i,
-                 (double)w[i], e->row0_first16[i]);
-  double sum = 0, sumsq = 0;
-  for (size_t i = 0; i < count; i++) {
-    sum += w[i];
-    sumsq += (double)w[i] * w[i];
-  }
-  cr_assert(relative_error(sum, e->sum) <= 1e-12, "sum %.17g, expected %.17g", sum, e->sum);
-  cr_assert(relative_error(sumsq, e->sumsq) <= 1e-12, "sumsq %.17g, expected %.17g", sumsq,
-            e->sumsq);
+  assert_fixture_summary(e, w, count);
 
   /* m = 2: row 0 of x is the fixture's input, row 1 its negation, whose
    * product must be exactly the negated one. */

@@ -14,38 +14,15 @@
 
 bin=${1:?usage: test_run_gguf.sh PATH/TO/ptxgen FIXTURES_DIR}
 fixtures=${2:?usage: test_run_gguf.sh PATH/TO/ptxgen FIXTURES_DIR}
-gguf=$fixtures/tiny-llama-q4km.gguf
-expected=$fixtures/tiny-llama-q4km.expected.json
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_run_gguf.XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-
-# run EXPECTED_STATUS ARGS...: runs ptxgen, output in $tmp/out and $tmp/err
-run() {
-  want=$1
-  shift
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  if [ "$got" -ne "$want" ]; then
-    fail "ptxgen $* exited $got, want $want; stderr: $(head -c 600 "$tmp/err")"
-    return 1
-  fi
-  return 0
-}
+. "$(dirname "$0")/common.sh"
+use_fixtures "$fixtures"
 
 # expect_err PATTERN WHAT: stderr must match the grep PATTERN
 expect_err() {
   grep -q -- "$1" "$tmp/err" || fail "$2: stderr does not match '$1': $(head -c 600 "$tmp/err")"
 }
 
-# The fixture and python3 must be there: fail loudly, never skip.
-[ -r "$gguf" ] || { echo "FAIL: fixture $gguf missing"; exit 1; }
-[ -r "$expected" ] || { echo "FAIL: fixture $expected missing"; exit 1; }
+# python3 must be there too: fail loudly, never skip.
 command -v python3 >/dev/null 2>&1 || { echo "FAIL: python3 not found (needed to write x and compare y)"; exit 1; }
 
 # write_x FILE K [SIGN...]: one row of the fixture's x per SIGN (1 or -1),
@@ -211,8 +188,4 @@ run 1 run q4k_gemv:k=512,n=512,m=1,rows=2 --gguf "$gguf" --tensor blk.0.attn_q.w
   expect_err '^ptxgen: run: ptxq_open: ' "GPU run of a tuned key without a driver"
 unset PTXQ_LIBCUDA
 
-if [ "$failures" -ne 0 ]; then
-  echo "test_run_gguf.sh: $failures failed"
-  exit 1
-fi
-echo "test_run_gguf.sh: all passed"
+finish
