@@ -83,6 +83,27 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
   }
 }
 
+void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
+               ptx_reg E[][4], ptx_reg S[][8][4], ptx_reg acc[][8]) {
+  ptx_reg xsum_u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xsum_u.s, u.s, 4 * p->sums, L->xsum_base.s);
+  for (uint32_t m = 0; m < p->m; m++) {
+    ptx_reg xsum[4];
+    for (uint32_t g = 0; g < p->sums; g++) xsum[g] = ptx_new(b, PTX_F32);
+    const uint32_t off = m * p->tile_chunks * 4 * p->sums;
+    if (p->sums == 2)
+      ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum_u.s, off);
+    else
+      ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum[2].s, xsum[3].s,
+              xsum_u.s, off);
+    for (uint32_t r = 0; r < rows; r++)
+      for (uint32_t g = 0; g < p->sums; g++) {
+        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, A[r][g].s, S[r][m][g].s, acc[r][m].s);
+        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, E[r][g].s, xsum[g].s, acc[r][m].s);
+      }
+  }
+}
+
 static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
   L->W = ptx_param_u64(b, "W");
   L->U = p->glu ? ptx_param_u64(b, "U") : L->W;

@@ -66,6 +66,11 @@ typedef struct gemv_format {
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);
 
 /* Small emit helpers shared by the formats. */
+/* Folds a chunk into the row sums: for each batch row m, load the chunk's
+ * `sums` sums of x, then for each row r and group g
+ * acc[r][m] += A[r][g]*S[r][m][g] + E[r][g]*sum_g (two fma, in that order). */
+void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
+               ptx_reg E[][4], ptx_reg S[][8][4], ptx_reg acc[][8]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
 /* 4 floats f[j] = 0.5 + byte_j/256 for the 4 bytes of v (each byte's value
  * must leave bit 7 clear): one byte permute each, placing byte j under the

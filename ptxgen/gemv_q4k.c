@@ -64,7 +64,7 @@ static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
 /* Scale and min of the lane's two sub-blocks from a super-block header
  * (words h0 = d | dmin << 16, h1..h3 = the 12 packed bytes). Produces
  * A = 32*f32(d)*sc and E = -(16*f32(d)*sc + f32(dmin)*m) per sub-block. */
-static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[2], ptx_reg E[2]) {
+static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]) {
   ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16);
   ptx_reg d = ptx_new(b, PTX_F32), dmin = ptx_new(b, PTX_F32), d32 = ptx_new(b, PTX_F32);
   ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
@@ -122,14 +122,14 @@ static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+16];", q[r][0].s, q[r][1].s, q[r][2].s, q[r][3].s, qa.s);
     ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", q[r][4].s, q[r][5].s, q[r][6].s, q[r][7].s, qa.s);
   }
-  ptx_reg A[GEMV_MAX_LOAD_ROWS][2], E[GEMV_MAX_LOAD_ROWS][2];
+  ptx_reg A[GEMV_MAX_LOAD_ROWS][4], E[GEMV_MAX_LOAD_ROWS][4]; /* sub-blocks 2c, 2c+1 in [0], [1] */
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: scales and mins of sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)", r);
     emit_scales(b, L, h[r], A[r], E[r]);
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
-  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][2];
+  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][4];
   for (int w = 0; w < 8; w++) {
     ptx_comment(b, "quant bytes %d..%d: weights 64c+%d.. (low nibbles) and 64c+%d.. (high)", 4 * w, 4 * w + 3,
                 4 * w, 32 + 4 * w);
@@ -164,17 +164,7 @@ static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     }
   }
   ptx_comment(b, "fold the chunk into the row sums: acc += 32a*S - (16a+b)*sum(x), per sub-block");
-  ptx_reg xsum_u = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", xsum_u.s, u.s, L->xsum_base.s);
-  for (uint32_t m = 0; m < M; m++) {
-    ptx_reg xsum[2] = {ptx_new(b, PTX_F32), ptx_new(b, PTX_F32)};
-    ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum_u.s, m * p->tile_chunks * 8);
-    for (uint32_t r = 0; r < R; r++)
-      for (int hl = 0; hl < 2; hl++) {
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, A[r][hl].s, S[r][m][hl].s, acc[r][m].s);
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, E[r][hl].s, xsum[hl].s, acc[r][m].s);
-      }
-  }
+  gemv_fold(b, p, L, u, R, A, E, S, acc);
 }
 
 static const gemv_format q4k_format = {

@@ -169,19 +169,7 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
       }
   }
   ptx_comment(b, "fold the chunk into the row sums: acc += 128ds*S - 96ds*sum(x), per quarter");
-  ptx_reg xsum_u = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xsum_u.s, u.s, L->xsum_base.s);
-  for (uint32_t m = 0; m < M; m++) {
-    ptx_reg xsum[4];
-    for (int t = 0; t < 4; t++) xsum[t] = ptx_new(b, PTX_F32);
-    ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum[2].s, xsum[3].s, xsum_u.s,
-            m * p->tile_chunks * 16);
-    for (uint32_t r = 0; r < R; r++)
-      for (int t = 0; t < 4; t++) {
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, Aq[r][t].s, S[r][m][t].s, acc[r][m].s);
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, Eq[r][t].s, xsum[t].s, acc[r][m].s);
-      }
-  }
+  gemv_fold(b, p, L, u, R, Aq, Eq, S, acc);
 }
 
 static const gemv_format q6k_format = {
