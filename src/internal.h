@@ -202,6 +202,12 @@ int ptxq__kernel_for(ptxq_ctx *ctx, const ptxgen_spec *spec, const struct ptxq_k
  * geometry. Context current. */
 int ptxq__launch(ptxq_ctx *ctx, const struct ptxq_kernel_entry *kernel, void **params);
 
+/* Tests only (fault injection): when set, called on each newly generated
+ * PTX text, which it may edit in place (without growing it), just before
+ * the JIT sees it. NULL in normal use; not thread-safe to change while
+ * kernels are being built. */
+extern void (*ptxq__test_ptx_hook)(char *ptx);
+
 /* Unloads every module and frees the table (ptxq_close; context current). */
 void ptxq__modules_free_all(ptxq_ctx *ctx);
 

@@ -161,6 +161,8 @@ static int describe_function(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
   return PTXQ_OK;
 }
 
+void (*ptxq__test_ptx_hook)(char *ptx) = NULL;
+
 static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64_t hash,
                  const struct ptxq_kernel_entry **out) {
   double start = seconds_now();
@@ -183,6 +185,7 @@ static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64
   e->entry[sizeof e->entry - 1] = '\0';
   e->geometry = kernel.geometry;
 
+  if (ptxq__test_ptx_hook != NULL) ptxq__test_ptx_hook(kernel.ptx);
   int status = load_module(ctx, key, kernel.ptx, &e->module);
   ptxgen_kernel_free(&kernel);
   if (status != PTXQ_OK) {
