@@ -18,7 +18,8 @@
  * graph, the same ops as direct launches, and (for the smallest and largest
  * m) the graph again in a second context opened with PTXQ_FFN_UNFUSED=1,
  * where ptxq_ffn runs gate, up, swiglu and down as four kernels instead of
- * the gated GEMV and down. Each figure is the median over event-timed steps
+ * the gated GEMV and down, and in one opened with PTXQ_PDL=0, where no
+ * kernel starts before the one before it has ended. Each figure is the median over event-timed steps
  * after warm-up; GB/s counts the weight bytes of the step, Q6_K at its GGUF
  * size.
  *
@@ -713,13 +714,14 @@ const char *decode_mode_name(decode_mode mode)
   case DECODE_GRAPH: return "graph";
   case DECODE_DIRECT: return "direct";
   case DECODE_GRAPH_UNFUSED: return "graph_unfused";
+  case DECODE_GRAPH_SERIAL: return "graph_serial";
   }
   return "?";
 }
 
 size_t decode_max_results(size_t m_count)
 {
-  return 2 * m_count + 2;
+  return 2 * m_count + 4;
 }
 
 static void print_result(const decode_result *r)
@@ -823,28 +825,32 @@ static int run_fused(const decode_config *cfg, step *s, host_state *h, weights *
   return 0;
 }
 
-/* The graph in a context opened with PTXQ_FFN_UNFUSED=1, for the smallest
- * and largest m, against the fused context's direct runs. */
-static int run_unfused(const decode_config *cfg, const step *fused, host_state *h,
-                       const weights *w, int runs, decode_result *results, size_t *count)
+/* A variant of the graph, for the smallest and largest m, in a second
+ * context opened with env_name=1 or 0 (see decode_mode), checked against the
+ * fused context's direct runs. */
+static int run_variant(const decode_config *cfg, const step *fused, host_state *h,
+                       const weights *w, int runs, decode_mode mode, decode_result *results,
+                       size_t *count)
 {
+  const char *env_name = mode == DECODE_GRAPH_UNFUSED ? "PTXQ_FFN_UNFUSED" : "PTXQ_PDL";
+  const char *env_value = mode == DECODE_GRAPH_UNFUSED ? "1" : "0";
   /* Set only around ptxq_open, which reads it; a value the user had is put back. */
-  const char *before = getenv("PTXQ_FFN_UNFUSED");
+  const char *before = getenv(env_name);
   char *saved = before ? strdup(before) : NULL;
   if (before && !saved) {
     fprintf(stderr, "ptxq-bench: decode: out of host memory\n");
     return 1;
   }
   step s = {.layers = fused->layers};
-  setenv("PTXQ_FFN_UNFUSED", "1", 1);
+  setenv(env_name, env_value, 1);
   int st = ptxq_open(&s.ctx, &cfg->open_options);
   if (saved)
-    setenv("PTXQ_FFN_UNFUSED", saved, 1);
+    setenv(env_name, saved, 1);
   else
-    unsetenv("PTXQ_FFN_UNFUSED");
+    unsetenv(env_name);
   free(saved);
   if (st)
-    return fail(NULL, "opening the unfused context", st);
+    return fail(NULL, decode_mode_name(mode), st);
 
   uint32_t ms[2];
   size_t m_count;
@@ -862,11 +868,11 @@ static int run_unfused(const decode_config *cfg, const step *fused, host_state *
     if (!(rc = prepare(&s, m)) && !(rc = capture(&s, m, &graph)) &&
         !(rc = time_steps(&s, m, graph, runs, &us)) &&
         !(rc = run_and_download(&s, m, graph, 0xFE, h->got))) {
-      decode_result *r = new_result(cfg, &s, DECODE_GRAPH_UNFUSED, m, us, results, count);
+      decode_result *r = new_result(cfg, &s, mode, m, us, results, count);
       char what[64];
-      snprintf(what, sizeof what, "m=%u unfused graph vs fused direct", m);
+      snprintf(what, sizeof what, "m=%u %s vs fused direct", m, decode_mode_name(mode));
       if (!same_bits(h->direct[mi], h->got, s.layers, m, what))
-        add_failure(r, "unfused != fused");
+        add_failure(r, "differs from direct");
       print_result(r);
     }
     ptxq_graph_destroy(s.ctx, graph);
@@ -940,7 +946,9 @@ int decode_run(const decode_config *cfg, decode_result *results, size_t *count)
   /* The fused context's weights go first: both sets need not fit at once. */
   free_weights(&s, 0, s.layers);
   if (!rc)
-    rc = run_unfused(cfg, &s, &h, &w, runs, results, count);
+    rc = run_variant(cfg, &s, &h, &w, runs, DECODE_GRAPH_UNFUSED, results, count);
+  if (!rc)
+    rc = run_variant(cfg, &s, &h, &w, runs, DECODE_GRAPH_SERIAL, results, count);
 
 done:
   step_close(&s);

@@ -39,6 +39,7 @@ typedef enum decode_mode {
   DECODE_GRAPH = 0,         /* one captured graph per step, replayed */
   DECODE_DIRECT = 1,        /* the same ops as direct launches */
   DECODE_GRAPH_UNFUSED = 2, /* graph, in a context opened with PTXQ_FFN_UNFUSED=1 */
+  DECODE_GRAPH_SERIAL = 3,  /* graph, in a context opened with PTXQ_PDL=0 (no early launch) */
 } decode_mode;
 
 typedef struct decode_result {

@@ -53,6 +53,7 @@ int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_reg y = ptx_param_u64(&b, "y");
   ptx_reg t = ptx_new(&b, PTX_B32), cta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
   ptx_reg off = ptx_new(&b, PTX_B64), xa = ptx_new(&b, PTX_B64), ua = ptx_new(&b, PTX_B64), ya = ptx_new(&b, PTX_B64);
+  ptx_grid_dependency_sync(&b);
   ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", cta.s);
   ptx_ins(&b, "mov.u32 %s, %%tid.x;", t.s);
   ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", t.s, cta.s, THREADS, t.s);
@@ -64,11 +65,11 @@ int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_ins(&b, "add.u64 %s, %s, %s;", xa.s, x.s, off.s);
   ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, y.s, off.s);
   ptx_reg v = ptx_new(&b, PTX_F32), u = v;
-  ptx_ins(&b, "ld.global.f32 %s, [%s];", v.s, xa.s);
+  ptx_ins(&b, "ld.global.cg.f32 %s, [%s];", v.s, xa.s);
   if (gated) {
     u = ptx_new(&b, PTX_F32);
     ptx_ins(&b, "add.u64 %s, %s, %s;", ua.s, up.s, off.s);
-    ptx_ins(&b, "ld.global.f32 %s, [%s];", u.s, ua.s);
+    ptx_ins(&b, "ld.global.cg.f32 %s, [%s];", u.s, ua.s);
   }
   ptx_reg r = emit_value(&b, kind, v, u);
   ptx_ins(&b, "st.global.f32 [%s], %s;", ya.s, r.s);

@@ -18,6 +18,14 @@
  *   rows) fits the target's shared memory it is staged once per block;
  *   otherwise k is cut into tiles staged in turn.
  *
+ * Overlap with the kernels around it
+ *   Weights never depend on earlier kernels, so a block first asks L2 for
+ *   its first row group (prefetch=2; prefetch=3 also asks for the next group
+ *   at each step), then waits for the grids it depends on (programmatic
+ *   dependent launch, sm_90+) and only then reads x (ld.global.cg: an
+ *   earlier kernel may just have written it). Launched early, the kernel's
+ *   weight fetch overlaps the end of the one before.
+ *
  * Determinism and batch invariance
  *   Every float operation is written with an explicit rounding mode, so
  *   ptxas cannot contract or reorder it. Each output is reduced in the same
@@ -51,6 +59,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
+  p.prefetch = s->prefetch ? s->prefetch : 2;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
   p.chunks = s->k / 64;
@@ -156,7 +165,7 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
     ptx_reg v[16][4];
     for (uint32_t i = 0; i < 16; i++) {
       for (int j = 0; j < 4; j++) v[i][j] = ptx_new(b, PTX_F32);
-      ptx_ins(b, "ld.global.nc.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
+      ptx_ins(b, "ld.global.cg.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
               src.s, (r * p->k + f->x_offset(i)) * 4);
     }
     for (uint32_t i = 0; i < 16; i++)
@@ -183,6 +192,43 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
   ptx_label(b, done);
 }
 
+/* Asks L2 for the weight rows of row group `group` (if it exists): one
+ * prefetch per 128-byte line, spread over the block's threads. The rows of a
+ * group are consecutive, so the bytes are one range (two with glu). */
+static void emit_prefetch_group(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg group) {
+  char loop[32], done[32];
+  ptx_label_new(b, "prefetch", loop);
+  ptx_label_new(b, "prefetch_done", done);
+  ptx_reg pr = ptx_new(b, PTX_PRED), first = ptx_new(b, PTX_B32), count = ptx_new(b, PTX_B32);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p->groups);
+  ptx_ins(b, "@%s bra %s;", pr.s, done);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", first.s, group.s, p->rows * p->warps);
+  ptx_ins(b, "sub.u32 %s, %u, %s;", count.s, p->n, first.s);
+  ptx_ins(b, "min.u32 %s, %s, %u;", count.s, count.s, p->rows * p->warps);
+  ptx_reg start = ptx_new(b, PTX_B64), bytes = ptx_new(b, PTX_B64), end = ptx_new(b, PTX_B64);
+  ptx_reg at = ptx_new(b, PTX_B64), lead = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", start.s, first.s, p->row_stride);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", bytes.s, count.s, p->row_stride);
+  ptx_ins(b, "add.u64 %s, %s, %s;", end.s, start.s, bytes.s);
+  ptx_ins(b, "and.b64 %s, %s, -128;", at.s, start.s); /* whole lines from the one holding the first byte */
+  ptx_ins(b, "mul.wide.u32 %s, %s, 128;", lead.s, L->tid.s);
+  ptx_ins(b, "add.u64 %s, %s, %s;", at.s, at.s, lead.s);
+  ptx_label(b, loop);
+  ptx_ins(b, "setp.ge.u64 %s, %s, %s;", pr.s, at.s, end.s);
+  ptx_ins(b, "@%s bra %s;", pr.s, done);
+  ptx_reg wa = ptx_new(b, PTX_B64);
+  ptx_ins(b, "add.u64 %s, %s, %s;", wa.s, L->W.s, at.s);
+  ptx_ins(b, "prefetch.global.L2 [%s];", wa.s);
+  if (p->glu) {
+    ptx_reg ua = ptx_new(b, PTX_B64);
+    ptx_ins(b, "add.u64 %s, %s, %s;", ua.s, L->U.s, at.s);
+    ptx_ins(b, "prefetch.global.L2 [%s];", ua.s);
+  }
+  ptx_ins(b, "add.u64 %s, %s, %u;", at.s, at.s, 128 * p->threads);
+  ptx_ins(b, "bra.uni %s;", loop);
+  ptx_label(b, done);
+}
+
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
   ptx_builder b;
@@ -200,6 +246,17 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
 
   gemv_lane L;
   emit_lane_consts(&b, &p, f, &L);
+
+  /* Weights do not depend on earlier kernels: ask for the first rows before
+   * waiting for x, so that the wait, the launch and the staging of x overlap
+   * their fetch from DRAM. */
+  if (p.prefetch >= 2) {
+    ptx_comment(&b, "prefetch this block's first row group into L2");
+    ptx_reg first_group = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", first_group.s);
+    emit_prefetch_group(&b, &p, &L, first_group);
+  }
+  ptx_grid_dependency_sync(&b);
 
   ptx_reg tile = ptx_new(&b, PTX_B32), tile_len = ptx_new(&b, PTX_B32);
   if (p.tiles == 1) {
@@ -219,6 +276,12 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_label(&b, group_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
+  if (p.prefetch == 3) {
+    ptx_comment(&b, "prefetch the block's next row group while this one is read");
+    ptx_reg next = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "add.u32 %s, %s, %s;", next.s, group.s, ncta.s);
+    emit_prefetch_group(&b, &p, &L, next);
+  }
 
   ptx_reg row0 = ptx_new(&b, PTX_B32), rowp[GEMV_MAX_LOAD_ROWS];
   ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);

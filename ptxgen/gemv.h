@@ -32,6 +32,7 @@ typedef struct gemv_plan {
   uint32_t tiles;
   uint32_t groups;               /* row groups of rows*warps rows */
   uint32_t sums;                 /* sums of x per chunk and batch row */
+  uint32_t prefetch;             /* spec->prefetch with the default resolved: 1, 2 or 3 */
   uint32_t xs_bytes, shared_bytes;
 } gemv_plan;
 

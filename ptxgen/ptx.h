@@ -41,11 +41,21 @@ typedef struct ptx_builder {
   ptx_text body; /* instructions */
   unsigned nregs[PTX_NTYPES];
   unsigned nlabels;
+  uint32_t sm; /* the target, from ptx_begin */
   int failed;
 } ptx_builder;
 
 /* Starts a module for target sm_<sm> with .version ptx_version. */
 void ptx_begin(ptx_builder *b, const char *ptx_version, uint32_t sm);
+
+/* Programmatic dependent launch (sm_90 and newer; nothing before): waits
+ * until the grids this one depends on have finished and their writes are
+ * visible, then lets the next grid on the stream start launching. Everything
+ * a kernel emits before this must not read what an earlier kernel writes,
+ * nor write anything. Loads after it of data an earlier kernel wrote use
+ * ld.global.cg (from L2, the point of coherence), never .nc. Without the
+ * launch attribute (runtime's choice) the wait returns at once. */
+void ptx_grid_dependency_sync(ptx_builder *b);
 
 /* Opens the entry `name` with nparams .u64 parameters called param_names[i],
  * and declares dynamic shared memory `xs` when dyn_shared is nonzero. */

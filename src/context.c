@@ -163,6 +163,12 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
   ptxq__ffn_init(ctx);
 
   status = open_device(ctx, ordinal, requested_target);
+  if (status == PTXQ_OK) {
+    const char *pdl = getenv("PTXQ_PDL");
+    ctx->programmatic_launch = ptxq__cu.LaunchKernelEx != NULL && ctx->info.sm >= 90 &&
+                               ctx->info.driver_version >= 12030 &&
+                               !(pdl != NULL && strcmp(pdl, "0") == 0);
+  }
   if (status != PTXQ_OK) {
     if (ctx->stream != NULL && ptxq__cu.CtxPushCurrent(ctx->context) == CUDA_SUCCESS) {
       (void)ptxq__cu.StreamDestroy(ctx->stream);

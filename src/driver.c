@@ -121,6 +121,10 @@ static void load_driver(void) {
   PTXQ_DRIVER_ENTRY_POINTS(PTXQ_BIND)
 #undef PTXQ_BIND
 
+  fn = NULL;
+  if (lookup(get_v2, get_v1, version, "cuLaunchKernelEx", &fn) == CUDA_SUCCESS && fn != NULL)
+    memcpy(&table.LaunchKernelEx, &fn, sizeof fn);
+
   result = table.Init(0);
   if (result != CUDA_SUCCESS) {
     /* Whatever cuInit says (no device, driver/kernel-module mismatch, no

@@ -66,6 +66,10 @@
 #define PTXQ_DRIVER_MEMBER(name, params) CUresult (*name) params;
 struct ptxq_driver {
   PTXQ_DRIVER_ENTRY_POINTS(PTXQ_DRIVER_MEMBER)
+  /* Optional (CUDA 12.0+; NULL when the driver lacks it): launches with
+   * attributes, used for programmatic dependent launch. */
+  CUresult (*LaunchKernelEx)(const CUlaunchConfig *config, CUfunction function, void **params,
+                             void **extra);
 };
 #undef PTXQ_DRIVER_MEMBER
 

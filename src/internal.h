@@ -59,6 +59,7 @@ struct ptxq_kernel_entry {
   int local_bytes; /* local memory per thread: spills and stack */
   int static_shared_bytes;
   double jit_ms; /* generation + JIT wall time */
+  bool programmatic; /* its PTX waits for earlier grids itself (ptx_grid_dependency_sync) */
 };
 
 /* One named weight on the device. */
@@ -140,6 +141,13 @@ struct ptxq_ctx {
   CUdeviceptr *ffn_retired;
   size_t ffn_retired_count;
   bool ffn_unfused;
+
+  /* Kernels that wait for earlier grids themselves are launched with
+   * programmatic stream serialization, so each starts (and prefetches its
+   * weights) while the one before finishes: needs sm_90+, cuLaunchKernelEx
+   * and a driver that keeps such edges in captured graphs (12.3+). Off with
+   * PTXQ_PDL=0 read at ptxq_open (a benchmark switch). */
+  bool programmatic_launch;
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables

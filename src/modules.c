@@ -184,6 +184,7 @@ static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64
   memcpy(e->entry, kernel.entry, sizeof e->entry);
   e->entry[sizeof e->entry - 1] = '\0';
   e->geometry = kernel.geometry;
+  e->programmatic = spec->sm >= 90 && spec->kind != PTXGEN_KIND_STREAM_READ;
 
   if (ptxq__test_ptx_hook != NULL) ptxq__test_ptx_hook(kernel.ptx);
   int status = load_module(ctx, key, kernel.ptx, &e->module);
@@ -245,9 +246,25 @@ int ptxq__kernel_for(ptxq_ctx *ctx, const ptxgen_spec *spec, const struct ptxq_k
 
 int ptxq__launch(ptxq_ctx *ctx, const struct ptxq_kernel_entry *k, void **params) {
   const ptxgen_geometry *g = &k->geometry;
-  CUresult result =
-      ptxq__cu.LaunchKernel(k->function, g->grid[0], g->grid[1], g->grid[2], g->block[0],
-                            g->block[1], g->block[2], g->shared_bytes, ctx->stream, params, NULL);
+  CUresult result;
+  if (ctx->programmatic_launch && k->programmatic) {
+    /* The kernel may start before the one before it ends: it waits for it
+     * itself before reading anything that kernel writes. */
+    CUlaunchAttribute attribute;
+    memset(&attribute, 0, sizeof attribute);
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attribute.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config = {
+        .gridDimX = g->grid[0], .gridDimY = g->grid[1], .gridDimZ = g->grid[2],
+        .blockDimX = g->block[0], .blockDimY = g->block[1], .blockDimZ = g->block[2],
+        .sharedMemBytes = g->shared_bytes, .hStream = ctx->stream,
+        .attrs = &attribute, .numAttrs = 1};
+    result = ptxq__cu.LaunchKernelEx(&config, k->function, params, NULL);
+  } else {
+    result = ptxq__cu.LaunchKernel(k->function, g->grid[0], g->grid[1], g->grid[2], g->block[0],
+                                   g->block[1], g->block[2], g->shared_bytes, ctx->stream, params,
+                                   NULL);
+  }
   if (result != CUDA_SUCCESS)
     return ptxq__fail_cu(
         ctx, result, "cuLaunchKernel(%s, grid %ux%ux%u, block %ux%ux%u, %u shared bytes)", k->key,
