@@ -82,10 +82,10 @@ typedef struct ptxgen_spec {
   /* q4k_gemv tuning, 0 = the generator's choice (and then absent from the
    * key): rows per warp (1, 2, 4) and warps per block (4, 8, 16). */
   uint32_t rows, warps;
-  /* q4k_gemv / q6k_gemv L2 prefetch of weight rows, 0 = the generator's
-   * choice (absent from the key): 1 none, 2 each block's first row group
-   * before x is read, 3 that and, in each group, the block's next group. */
-  uint32_t prefetch;
+  /* q4k_gemv / q6k_gemv: loads one chunk ahead of the arithmetic, 0 = the
+   * generator's choice (on when x is staged in one tile; absent from the
+   * key), 1 off (for comparison), 2 on where possible. */
+  uint32_t preload;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each

@@ -65,11 +65,11 @@ int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_ins(&b, "add.u64 %s, %s, %s;", xa.s, x.s, off.s);
   ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, y.s, off.s);
   ptx_reg v = ptx_new(&b, PTX_F32), u = v;
-  ptx_ins(&b, "ld.global.cg.f32 %s, [%s];", v.s, xa.s);
+  ptx_ins(&b, "ld.global.f32 %s, [%s];", v.s, xa.s);
   if (gated) {
     u = ptx_new(&b, PTX_F32);
     ptx_ins(&b, "add.u64 %s, %s, %s;", ua.s, up.s, off.s);
-    ptx_ins(&b, "ld.global.cg.f32 %s, [%s];", u.s, ua.s);
+    ptx_ins(&b, "ld.global.f32 %s, [%s];", u.s, ua.s);
   }
   ptx_reg r = emit_value(&b, kind, v, u);
   ptx_ins(&b, "st.global.f32 [%s], %s;", ya.s, r.s);

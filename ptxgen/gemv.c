@@ -18,13 +18,16 @@
  *   rows) fits the target's shared memory it is staged once per block;
  *   otherwise k is cut into tiles staged in turn.
  *
- * Overlap with the kernels around it
- *   Weights never depend on earlier kernels, so a block first asks L2 for
- *   its first row group (prefetch=2; prefetch=3 also asks for the next group
- *   at each step), then waits for the grids it depends on (programmatic
- *   dependent launch, sm_90+) and only then reads x (ld.global.cg: an
- *   earlier kernel may just have written it). Launched early, the kernel's
- *   weight fetch overlaps the end of the one before.
+ * Loads in flight from the start
+ *   With x staged once (one tile), a lane's loads run one chunk ahead of
+ *   its arithmetic: the next chunk is loaded before the current one is
+ *   computed, and the first chunk of a row group is loaded before anything
+ *   waits: for the block's first group before x is staged (and, sm_90+,
+ *   before the kernel waits for the grids it depends on: weights never
+ *   depend on earlier kernels), for the next group before the current one's
+ *   sums are reduced and stored. x itself is read with a plain coherent
+ *   load, not .nc: with programmatic launch an earlier kernel may have
+ *   written it during this kernel's life.
  *
  * Determinism and batch invariance
  *   Every float operation is written with an explicit rounding mode, so
@@ -39,7 +42,7 @@
 #include "act_math.h"
 #include "gemv.h"
 
-#define GRID_CAP 1024u /* blocks; row groups beyond are walked with a grid stride */
+#define GRID_CAP 1024u /* blocks at most (the runtime fits the grid to one wave); more groups are walked with a grid stride */
 
 /* Shared memory we allow x to take, per target: under the per-block opt-in
  * maximum (64 KiB on sm_75, 163 KiB on sm_80, 99 KiB on sm_86/89/120,
@@ -59,7 +62,6 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
-  p.prefetch = s->prefetch ? s->prefetch : 2;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
   p.chunks = s->k / 64;
@@ -72,6 +74,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
     p.tile_chunks = fit >= 32 ? fit & ~31u : fit;
   }
   p.tiles = (p.chunks + p.tile_chunks - 1) / p.tile_chunks;
+  p.preload = p.tiles == 1 && s->preload != 1;
   uint32_t per_group = p.rows * p.warps;
   p.groups = (s->n + per_group - 1) / per_group;
   p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
@@ -165,7 +168,7 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
     ptx_reg v[16][4];
     for (uint32_t i = 0; i < 16; i++) {
       for (int j = 0; j < 4; j++) v[i][j] = ptx_new(b, PTX_F32);
-      ptx_ins(b, "ld.global.cg.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
+      ptx_ins(b, "ld.global.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
               src.s, (r * p->k + f->x_offset(i)) * 4);
     }
     for (uint32_t i = 0; i < 16; i++)
@@ -192,41 +195,45 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
   ptx_label(b, done);
 }
 
-/* Asks L2 for the weight rows of row group `group` (if it exists): one
- * prefetch per 128-byte line, spread over the block's threads. The rows of a
- * group are consecutive, so the bytes are one range (two with glu). */
-static void emit_prefetch_group(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg group) {
-  char loop[32], done[32];
-  ptx_label_new(b, "prefetch", loop);
-  ptx_label_new(b, "prefetch_done", done);
-  ptx_reg pr = ptx_new(b, PTX_PRED), first = ptx_new(b, PTX_B32), count = ptx_new(b, PTX_B32);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p->groups);
-  ptx_ins(b, "@%s bra %s;", pr.s, done);
-  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", first.s, group.s, p->rows * p->warps);
-  ptx_ins(b, "sub.u32 %s, %u, %s;", count.s, p->n, first.s);
-  ptx_ins(b, "min.u32 %s, %s, %u;", count.s, count.s, p->rows * p->warps);
-  ptx_reg start = ptx_new(b, PTX_B64), bytes = ptx_new(b, PTX_B64), end = ptx_new(b, PTX_B64);
-  ptx_reg at = ptx_new(b, PTX_B64), lead = ptx_new(b, PTX_B64);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", start.s, first.s, p->row_stride);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", bytes.s, count.s, p->row_stride);
-  ptx_ins(b, "add.u64 %s, %s, %s;", end.s, start.s, bytes.s);
-  ptx_ins(b, "and.b64 %s, %s, -128;", at.s, start.s); /* whole lines from the one holding the first byte */
-  ptx_ins(b, "mul.wide.u32 %s, %s, 128;", lead.s, L->tid.s);
-  ptx_ins(b, "add.u64 %s, %s, %s;", at.s, at.s, lead.s);
-  ptx_label(b, loop);
-  ptx_ins(b, "setp.ge.u64 %s, %s, %s;", pr.s, at.s, end.s);
-  ptx_ins(b, "@%s bra %s;", pr.s, done);
-  ptx_reg wa = ptx_new(b, PTX_B64);
-  ptx_ins(b, "add.u64 %s, %s, %s;", wa.s, L->W.s, at.s);
-  ptx_ins(b, "prefetch.global.L2 [%s];", wa.s);
-  if (p->glu) {
-    ptx_reg ua = ptx_new(b, PTX_B64);
-    ptx_ins(b, "add.u64 %s, %s, %s;", ua.s, L->U.s, at.s);
-    ptx_ins(b, "prefetch.global.L2 [%s];", ua.s);
+/* Row pointers of the warp's rows in row group `group`: rowp[r] for W, and
+ * with glu rowp[rows + r] for U. Rows past n (and groups past the last)
+ * point at row n-1, so that loads through them stay in bounds. */
+static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg group,
+                              const ptx_reg *rowp) {
+  ptx_reg row0 = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p->rows * p->warps);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L->warp.s, p->rows, row0.s);
+  for (uint32_t r = 0; r < p->rows; r++) {
+    ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
+    ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
+    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
+    ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
+    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[r].s, L->W.s, off.s);
+    if (p->glu) ptx_ins(b, "add.u64 %s, %s, %s;", rowp[p->rows + r].s, L->U.s, off.s);
   }
-  ptx_ins(b, "add.u64 %s, %s, %u;", at.s, at.s, 128 * p->threads);
-  ptx_ins(b, "bra.uni %s;", loop);
-  ptx_label(b, done);
+}
+
+/* Fresh registers for one chunk's raw loads, of the format's types. */
+static void new_raw(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_raw *raw) {
+  for (uint32_t r = 0; r < p->load_rows; r++)
+    for (uint32_t i = 0; i < f->raw_count; i++) raw->r[r][i] = ptx_new(b, f->raw_types[i]);
+}
+
+static void copy_raw(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_raw *dst,
+                     const gemv_raw *src) {
+  for (uint32_t r = 0; r < p->load_rows; r++)
+    for (uint32_t i = 0; i < f->raw_count; i++)
+      ptx_ins(b, "mov.b%d %s, %s;", f->raw_types[i] == PTX_B16 ? 16 : 32, dst->r[r][i].s, src->r[r][i].s);
+}
+
+/* Loads the lane's first chunk (g = lane) of row group `group` into raw, if
+ * both exist. Only with one tile (the chunk index is then g itself). */
+static void emit_first_chunk_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                                  ptx_reg group, const ptx_reg *rowp, const gemv_raw *raw) {
+  ptx_reg have = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, L->lane.s, p->chunks);
+  ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p->groups, have.s);
+  f->load(b, p, L, rowp, L->lane, have.s, raw);
 }
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
@@ -246,15 +253,21 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
 
   gemv_lane L;
   emit_lane_consts(&b, &p, f, &L);
+  ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
+  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
+  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  ptx_reg rowp[GEMV_MAX_LOAD_ROWS];
+  for (uint32_t r = 0; r < p.load_rows; r++) rowp[r] = ptx_new(&b, PTX_B64);
+  gemv_raw cur, next;
+  new_raw(&b, &p, f, &cur);
+  new_raw(&b, &p, f, &next);
 
-  /* Weights do not depend on earlier kernels: ask for the first rows before
-   * waiting for x, so that the wait, the launch and the staging of x overlap
-   * their fetch from DRAM. */
-  if (p.prefetch >= 2) {
-    ptx_comment(&b, "prefetch this block's first row group into L2");
-    ptx_reg first_group = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", first_group.s);
-    emit_prefetch_group(&b, &p, &L, first_group);
+  if (p.preload) {
+    /* Weights do not depend on earlier kernels: the first chunk's loads go
+     * out before the wait for them and the staging of x, which they overlap. */
+    ptx_comment(&b, "preload: this lane's first chunk of the block's first row group");
+    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
   }
   ptx_grid_dependency_sync(&b);
 
@@ -267,38 +280,13 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   }
 
   ptx_comment(&b, "row groups, grid-stride");
-  ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
   char group_loop[32], group_done[32];
   ptx_label_new(&b, "group", group_loop);
   ptx_label_new(&b, "group_done", group_done);
-  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
-  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
   ptx_label(&b, group_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
-  if (p.prefetch == 3) {
-    ptx_comment(&b, "prefetch the block's next row group while this one is read");
-    ptx_reg next = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "add.u32 %s, %s, %s;", next.s, group.s, ncta.s);
-    emit_prefetch_group(&b, &p, &L, next);
-  }
-
-  ptx_reg row0 = ptx_new(&b, PTX_B32), rowp[GEMV_MAX_LOAD_ROWS];
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
-  for (uint32_t r = 0; r < p.rows; r++) {
-    /* rows past n read row n-1 and store nothing */
-    ptx_reg row = ptx_new(&b, PTX_B32), off = ptx_new(&b, PTX_B64);
-    rowp[r] = ptx_new(&b, PTX_B64);
-    ptx_ins(&b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
-    ptx_ins(&b, "min.u32 %s, %s, %u;", row.s, row.s, p.n - 1);
-    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p.row_stride);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", rowp[r].s, L.W.s, off.s);
-    if (p.glu) { /* the up weight's row: load row rows + r */
-      rowp[p.rows + r] = ptx_new(&b, PTX_B64);
-      ptx_ins(&b, "add.u64 %s, %s, %s;", rowp[p.rows + r].s, L.U.s, off.s);
-    }
-  }
+  if (!p.preload) emit_row_pointers(&b, &p, &L, group, rowp);
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][8];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
@@ -335,9 +323,22 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_label(&b, chunk_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
   ptx_ins(&b, "@%s bra %s;", pr.s, chunk_done);
-  ptx_reg g = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "add.u32 %s, %s, %s;", g.s, base.s, u.s);
-  f->chunk(&b, &p, &L, rowp, u, g, acc);
+  if (p.preload) {
+    /* x is staged once (one tile), so g = u; the next chunk's loads are in
+     * flight while this one is computed */
+    ptx_reg un = ptx_new(&b, PTX_B32), more = ptx_new(&b, PTX_PRED);
+    ptx_ins(&b, "add.u32 %s, %s, 32;", un.s, u.s);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", more.s, un.s, p.chunks);
+    ptx_comment(&b, "load the lane's next chunk, then compute this one");
+    f->load(&b, &p, &L, rowp, un, more.s, &next);
+    f->compute(&b, &p, &L, &cur, u, acc);
+    copy_raw(&b, &p, f, &cur, &next);
+  } else {
+    ptx_reg g = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "add.u32 %s, %s, %s;", g.s, base.s, u.s);
+    f->load(&b, &p, &L, rowp, g, NULL, &cur);
+    f->compute(&b, &p, &L, &cur, u, acc);
+  }
   ptx_ins(&b, "add.u32 %s, %s, 32;", u.s, u.s);
   ptx_ins(&b, "bra.uni %s;", chunk_loop); /* divergent only at the last chunk */
   ptx_label(&b, chunk_done);
@@ -345,6 +346,16 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_ins(&b, "add.u32 %s, %s, 1;", tile.s, tile.s);
     ptx_ins(&b, "bra.uni %s;", tile_loop);
     ptx_label(&b, tile_done);
+  }
+
+  ptx_reg row0 = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
+  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
+  ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
+  if (p.preload) {
+    ptx_comment(&b, "preload the first chunk of the block's next row group, then finish this one");
+    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
   }
 
   ptx_comment(&b, "sum the 32 lanes (butterfly: every lane ends with the same total) and store");
@@ -374,7 +385,6 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
       ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, m * p.n * 4, v.s);
     }
   }
-  ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
   ptx_ins(&b, "bra.uni %s;", group_loop);
   ptx_label(&b, group_done);
   ptx_ins(&b, "ret;");

@@ -17,6 +17,8 @@
 #ifndef PTXGEN_GEMV_H
 #define PTXGEN_GEMV_H
 
+#include <stdbool.h>
+
 #include "ptx.h"
 #include "ptxgen.h"
 
@@ -32,7 +34,7 @@ typedef struct gemv_plan {
   uint32_t tiles;
   uint32_t groups;               /* row groups of rows*warps rows */
   uint32_t sums;                 /* sums of x per chunk and batch row */
-  uint32_t prefetch;             /* spec->prefetch with the default resolved: 1, 2 or 3 */
+  bool preload;                  /* loads run a chunk ahead (one tile only; spec->preload != 1) */
   uint32_t xs_bytes, shared_bytes;
 } gemv_plan;
 
@@ -47,6 +49,12 @@ typedef struct gemv_lane {
 
 #define GEMV_MAX_LOAD_ROWS 8
 
+/* The raw registers of one chunk's loads, per weight row the warp reads. */
+#define GEMV_MAX_RAW 16
+typedef struct gemv_raw {
+  ptx_reg r[GEMV_MAX_LOAD_ROWS][GEMV_MAX_RAW];
+} gemv_raw;
+
 typedef struct gemv_format {
   const char *name;  /* entry-name prefix, e.g. "q4k_gemv" */
   uint32_t sums;     /* 2: x sums over float4s 0-7 and 8-15 of a chunk; 4: over each 4 */
@@ -56,12 +64,19 @@ typedef struct gemv_format {
   void (*x_base)(ptx_builder *b, ptx_reg c, ptx_reg out);
   uint32_t (*x_offset)(uint32_t i);
   void (*lane_consts)(ptx_builder *b, const gemv_plan *p, gemv_lane *L);
-  /* Loads chunk g (u within the tile) of each of the warp's load_rows rows,
-   * dequantizes it and adds its products to acc[row][batch]. The staged x of
-   * the chunk: float4 i of batch row r at xs_base + ((r*16 + i)*tile_chunks
-   * + u)*16; its sums at xsum_base + ((r*tile_chunks + u)*sums + s)*4. */
-  void (*chunk)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]);
+  /* A chunk's loads land in raw_count registers per row, of raw_types. */
+  uint32_t raw_count;
+  const ptx_type *raw_types;
+  /* Loads chunk g of each of the warp's load_rows rows into raw; every load
+   * predicated on `guard` (a predicate register's name) unless it is NULL. */
+  void (*load)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg g,
+               const char *guard, const gemv_raw *raw);
+  /* Dequantizes the loaded chunk and adds its products to acc[row][batch].
+   * The staged x of the chunk: float4 i of batch row r at xs_base +
+   * ((r*16 + i)*tile_chunks + u)*16; its sums at xsum_base +
+   * ((r*tile_chunks + u)*sums + s)*4. */
+  void (*compute)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
+                  ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]);
 } gemv_format;
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);

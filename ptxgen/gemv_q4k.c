@@ -20,6 +20,8 @@
  *   (32a)*S - (16a + b)*sum(x): two fma per sub-block, the sums of x
  *   precomputed when x is staged.
  */
+#include <stdio.h>
+
 #include "gemv.h"
 #include "kernels.h"
 
@@ -102,30 +104,39 @@ static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], 
   }
 }
 
-static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                      ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
-  const uint32_t R = p->load_rows, M = p->m;
+/* Raw registers per row: the header words h0..h3, then the quant words q0..q7. */
+enum { RAW_H = 0, RAW_Q = 4, RAW_COUNT = 12 };
+static const ptx_type q4k_raw_types[RAW_COUNT] = {PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32,
+                                                  PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32};
+
+static void q4k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg g,
+                     const char *guard, const gemv_raw *raw) {
+  char at[24] = "";
+  if (guard) snprintf(at, sizeof at, "@%s ", guard);
   ptx_reg hdr_off = ptx_new(b, PTX_B32), qoff = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", hdr_off.s, g.s);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", hdr_off.s, hdr_off.s, Q4K_BLOCK_BYTES);
   ptx_ins(b, "add.u32 %s, %s, %s;", qoff.s, hdr_off.s, L->fmt[C32].s);
   ptx_reg qoff64 = gemv_u64_of(b, qoff), hoff64 = gemv_u64_of(b, hdr_off);
-  ptx_reg h[GEMV_MAX_LOAD_ROWS][4], q[GEMV_MAX_LOAD_ROWS][8];
-  ptx_comment(b, "load: super-block header and this lane's 32 quant bytes, for each of %u rows", R);
-  for (uint32_t r = 0; r < R; r++) {
+  for (uint32_t r = 0; r < p->load_rows; r++) {
+    const ptx_reg *h = &raw->r[r][RAW_H], *q = &raw->r[r][RAW_Q];
     ptx_reg ha = ptx_new(b, PTX_B64), qa = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u64 %s, %s, %s;", ha.s, rowp[r].s, hoff64.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", qa.s, rowp[r].s, qoff64.s);
-    for (int i = 0; i < 4; i++) h[r][i] = ptx_new(b, PTX_B32);
-    for (int i = 0; i < 8; i++) q[r][i] = ptx_new(b, PTX_B32);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", h[r][0].s, h[r][1].s, h[r][2].s, h[r][3].s, ha.s);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+16];", q[r][0].s, q[r][1].s, q[r][2].s, q[r][3].s, qa.s);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", q[r][4].s, q[r][5].s, q[r][6].s, q[r][7].s, qa.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, h[0].s, h[1].s, h[2].s, h[3].s, ha.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+16];", at, q[0].s, q[1].s, q[2].s, q[3].s, qa.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, q[4].s, q[5].s, q[6].s, q[7].s, qa.s);
   }
+}
+
+static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
+                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  const uint32_t R = p->load_rows, M = p->m;
+  const ptx_reg(*h)[GEMV_MAX_RAW] = raw->r;
   ptx_reg A[GEMV_MAX_LOAD_ROWS][4], E[GEMV_MAX_LOAD_ROWS][4]; /* sub-blocks 2c, 2c+1 in [0], [1] */
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: scales and mins of sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)", r);
-    emit_scales(b, L, h[r], A[r], E[r]);
+    emit_scales(b, L, &h[r][RAW_H], A[r], E[r]);
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
@@ -137,9 +148,9 @@ static void q4k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     for (uint32_t r = 0; r < R; r++) {
       ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32);
       /* nibbles into bits 3..6 of each byte: f = 0.5 + q/32 */
-      ptx_ins(b, "shl.b32 %s, %s, 3;", lo.s, q[r][w].s);
+      ptx_ins(b, "shl.b32 %s, %s, 3;", lo.s, raw->r[r][RAW_Q + w].s);
       ptx_ins(b, "and.b32 %s, %s, 0x78787878;", lo.s, lo.s);
-      ptx_ins(b, "shr.b32 %s, %s, 1;", hi.s, q[r][w].s);
+      ptx_ins(b, "shr.b32 %s, %s, 1;", hi.s, raw->r[r][RAW_Q + w].s);
       ptx_ins(b, "and.b32 %s, %s, 0x78787878;", hi.s, hi.s);
       gemv_bytes_to_floats(b, L, lo, f[r][0]);
       gemv_bytes_to_floats(b, L, hi, f[r][1]);
@@ -174,7 +185,10 @@ static const gemv_format q4k_format = {
     .x_base = q4k_x_base,
     .x_offset = q4k_x_offset,
     .lane_consts = q4k_lane_consts,
-    .chunk = q4k_chunk,
+    .raw_count = RAW_COUNT,
+    .raw_types = q4k_raw_types,
+    .load = q4k_load,
+    .compute = q4k_compute,
 };
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) { return gemv_emit(spec, &q4k_format, out); }

@@ -25,6 +25,8 @@
  */
 #include <string.h>
 
+#include <stdio.h>
+
 #include "gemv.h"
 #include "kernels.h"
 
@@ -80,9 +82,18 @@ static void q6k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   ptx_ins(b, "add.u32 %s, %s, 16;", L->fmt[POS1].s, L->fmt[POS0].s);
 }
 
-static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg u,
-                      ptx_reg g, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
-  const uint32_t R = p->load_rows, M = p->m, nb = p->k / 256;
+/* Raw registers per row: ql words A (bytes 0..15 of the lane's run) and B
+ * (bytes 32..47), the qh words Q, the scale words SW, and d. */
+enum { RAW_A = 0, RAW_B = 4, RAW_Q = 8, RAW_SW = 12, RAW_D = 14, RAW_COUNT = 15 };
+static const ptx_type q6k_raw_types[RAW_COUNT] = {PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32,
+                                                  PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B32,
+                                                  PTX_B32, PTX_B32, PTX_B32, PTX_B32, PTX_B16};
+
+static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg g,
+                     const char *guard, const gemv_raw *raw) {
+  const uint32_t nb = p->k / 256;
+  char at[24] = "";
+  if (guard) snprintf(at, sizeof at, "@%s ", guard);
   ptx_reg sb = ptx_new(b, PTX_B32), qa = ptx_new(b, PTX_B32), qh = ptx_new(b, PTX_B32);
   ptx_reg sc = ptx_new(b, PTX_B32), dd = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", sb.s, g.s);
@@ -91,37 +102,33 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", sc.s, sb.s, L->fmt[SC_OFF].s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", dd.s, sb.s, nb * 208);
   ptx_reg qa64 = gemv_u64_of(b, qa), qh64 = gemv_u64_of(b, qh), sc64 = gemv_u64_of(b, sc), dd64 = gemv_u64_of(b, dd);
-  ptx_reg A[GEMV_MAX_LOAD_ROWS][4], B[GEMV_MAX_LOAD_ROWS][4], Q[GEMV_MAX_LOAD_ROWS][4];
-  ptx_reg SW[GEMV_MAX_LOAD_ROWS][2], D16[GEMV_MAX_LOAD_ROWS];
-  ptx_comment(b, "load: this lane's 48 quant bytes, 8 scale bytes and d, for each of %u rows", R);
-  for (uint32_t r = 0; r < R; r++) {
+  for (uint32_t r = 0; r < p->load_rows; r++) {
+    const ptx_reg *A = &raw->r[r][RAW_A], *B = &raw->r[r][RAW_B], *Q = &raw->r[r][RAW_Q];
+    const ptx_reg *SW = &raw->r[r][RAW_SW];
     ptx_reg a1 = ptx_new(b, PTX_B64), a2 = ptx_new(b, PTX_B64), a3 = ptx_new(b, PTX_B64), a4 = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u64 %s, %s, %s;", a1.s, rowp[r].s, qa64.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", a2.s, rowp[r].s, qh64.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", a3.s, rowp[r].s, sc64.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", a4.s, rowp[r].s, dd64.s);
-    for (int i = 0; i < 4; i++) {
-      A[r][i] = ptx_new(b, PTX_B32);
-      B[r][i] = ptx_new(b, PTX_B32);
-      Q[r][i] = ptx_new(b, PTX_B32);
-    }
-    SW[r][0] = ptx_new(b, PTX_B32);
-    SW[r][1] = ptx_new(b, PTX_B32);
-    D16[r] = ptx_new(b, PTX_B16);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", A[r][0].s, A[r][1].s, A[r][2].s, A[r][3].s, a1.s);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", B[r][0].s, B[r][1].s, B[r][2].s, B[r][3].s, a1.s);
-    ptx_ins(b, "ld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", Q[r][0].s, Q[r][1].s, Q[r][2].s, Q[r][3].s, a2.s);
-    ptx_ins(b, "ld.global.nc.v2.u32 {%s, %s}, [%s];", SW[r][0].s, SW[r][1].s, a3.s);
-    ptx_ins(b, "ld.global.nc.b16 %s, [%s];", D16[r].s, a4.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, A[0].s, A[1].s, A[2].s, A[3].s, a1.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, B[0].s, B[1].s, B[2].s, B[3].s, a1.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, Q[0].s, Q[1].s, Q[2].s, Q[3].s, a2.s);
+    ptx_ins(b, "%sld.global.nc.v2.u32 {%s, %s}, [%s];", at, SW[0].s, SW[1].s, a3.s);
+    ptx_ins(b, "%sld.global.nc.b16 %s, [%s];", at, raw->r[r][RAW_D].s, a4.s);
   }
+}
+
+static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
+                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  const uint32_t R = p->load_rows, M = p->m;
   ptx_reg Aq[GEMV_MAX_LOAD_ROWS][4], Eq[GEMV_MAX_LOAD_ROWS][4]; /* per row and quarter: 128 d s and -96 d s */
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d times the scales of the four quarters", r);
     ptx_reg d = ptx_new(b, PTX_F32);
-    ptx_ins(b, "cvt.f32.f16 %s, %s;", d.s, D16[r].s);
+    ptx_ins(b, "cvt.f32.f16 %s, %s;", d.s, raw->r[r][RAW_D].s);
     for (int t = 0; t < 4; t++) {
       ptx_reg si = ptx_new(b, PTX_B32), sf = ptx_new(b, PTX_F32), ds = ptx_new(b, PTX_F32);
-      ptx_ins(b, "bfe.s32 %s, %s, %s, 8;", si.s, SW[r][t >> 1].s, (t & 1) ? L->fmt[POS1].s : L->fmt[POS0].s);
+      ptx_ins(b, "bfe.s32 %s, %s, %s, 8;", si.s, raw->r[r][RAW_SW + (t >> 1)].s, (t & 1) ? L->fmt[POS1].s : L->fmt[POS0].s);
       ptx_ins(b, "cvt.rn.f32.s32 %s, %s;", sf.s, si.s);
       ptx_ins(b, "mul.rn.f32 %s, %s, %s;", ds.s, d.s, sf.s); /* exact: 11 x 8 bits */
       Aq[r][t] = ptx_new(b, PTX_F32);
@@ -141,11 +148,11 @@ static void q6k_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, co
     for (uint32_t r = 0; r < R; r++)
       for (int t = 0; t < 4; t++) {
         ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32), v = ptx_new(b, PTX_B32);
-        const ptx_reg src = (t & 1) ? B[r][w] : A[r][w];
+        const ptx_reg src = raw->r[r][((t & 1) ? RAW_B : RAW_A) + w];
         ptx_ins(b, "%s.b32 %s, %s, %d;", lo_shift[t] > 0 ? "shl" : "shr", lo.s, src.s,
                 lo_shift[t] > 0 ? lo_shift[t] : -lo_shift[t]);
         ptx_ins(b, "and.b32 %s, %s, 0x1E1E1E1E;", lo.s, lo.s);
-        ptx_ins(b, "%s.b32 %s, %s, %d;", hi_shift[t] > 0 ? "shl" : "shr", hi.s, Q[r][w].s,
+        ptx_ins(b, "%s.b32 %s, %s, %d;", hi_shift[t] > 0 ? "shl" : "shr", hi.s, raw->r[r][RAW_Q + w].s,
                 hi_shift[t] > 0 ? hi_shift[t] : -hi_shift[t]);
         ptx_ins(b, "and.b32 %s, %s, 0x60606060;", hi.s, hi.s);
         ptx_ins(b, "or.b32 %s, %s, %s;", v.s, lo.s, hi.s); /* u = q + 32 in bits 1..6 */
@@ -179,7 +186,10 @@ static const gemv_format q6k_format = {
     .x_base = q6k_x_base,
     .x_offset = q6k_x_offset,
     .lane_consts = q6k_lane_consts,
-    .chunk = q6k_chunk,
+    .raw_count = RAW_COUNT,
+    .raw_types = q6k_raw_types,
+    .load = q6k_load,
+    .compute = q6k_compute,
 };
 
 int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) { return gemv_emit(spec, &q6k_format, out); }

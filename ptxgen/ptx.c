@@ -57,10 +57,15 @@ void ptx_begin(ptx_builder *b, const char *ptx_version, uint32_t sm) {
   b->sm = sm;
 }
 
+void ptx_grid_dependency_wait(ptx_builder *b) {
+  if (b->sm < 90) return;
+  ptx_comment(b, "wait for the grids this one depends on");
+  ptx_ins(b, "griddepcontrol.wait;");
+}
+
 void ptx_grid_dependency_sync(ptx_builder *b) {
   if (b->sm < 90) return;
-  ptx_comment(b, "wait for the grids this one depends on, then let the next one launch");
-  ptx_ins(b, "griddepcontrol.wait;");
+  ptx_grid_dependency_wait(b);
   ptx_ins(b, "griddepcontrol.launch_dependents;");
 }
 

@@ -48,13 +48,16 @@ typedef struct ptx_builder {
 /* Starts a module for target sm_<sm> with .version ptx_version. */
 void ptx_begin(ptx_builder *b, const char *ptx_version, uint32_t sm);
 
-/* Programmatic dependent launch (sm_90 and newer; nothing before): waits
- * until the grids this one depends on have finished and their writes are
- * visible, then lets the next grid on the stream start launching. Everything
- * a kernel emits before this must not read what an earlier kernel writes,
- * nor write anything. Loads after it of data an earlier kernel wrote use
- * ld.global.cg (from L2, the point of coherence), never .nc. Without the
- * launch attribute (runtime's choice) the wait returns at once. */
+/* Programmatic dependent launch (sm_90 and newer; nothing before).
+ * ptx_grid_dependency_wait: waits until the grids this one depends on have
+ * finished and their writes are visible. Everything before it must not read
+ * what an earlier kernel writes, nor write anything; loads after it of such
+ * data are plain (coherent) ld.global, never .nc (read-only for the
+ * kernel's whole life, which now overlaps the writer's). Without the launch
+ * attribute (the runtime's choice) it returns at once.
+ * ptx_grid_dependency_sync: the wait, then lets the next grid on the stream
+ * start launching (its blocks then take room beside this grid's). */
+void ptx_grid_dependency_wait(ptx_builder *b);
 void ptx_grid_dependency_sync(ptx_builder *b);
 
 /* Opens the entry `name` with nparams .u64 parameters called param_names[i],

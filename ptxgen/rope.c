@@ -83,7 +83,7 @@ static void emit_table_entry(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, pt
     ptx_reg fa = ptx_new(b, PTX_B64), ffv = ptx_new(b, PTX_F32), ffd = ptx_new(b, PTX_B64);
     ptx_ins(b, "mul.wide.u32 %s, %s, 4;", fa.s, i.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", fa.s, fa.s, ff.s);
-    ptx_ins(b, "ld.global.cg.f32 %s, [%s];", ffv.s, fa.s);
+    ptx_ins(b, "ld.global.f32 %s, [%s];", ffv.s, fa.s);
     ptx_ins(b, "cvt.f64.f32 %s, %s;", ffd.s, ffv.s);
     ptx_ins(b, "div.rn.f64 %s, %s, %s;", f.s, f.s, ffd.s);
   }
@@ -170,7 +170,7 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   ptx_reg pa = ptx_new(&b, PTX_B64), pv = ptx_new(&b, PTX_B32), posd = ptx_new(&b, PTX_B64);
   ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", pa.s, tok.s);
   ptx_ins(&b, "add.u64 %s, %s, %s;", pa.s, pa.s, pos.s);
-  ptx_ins(&b, "ld.global.cg.s32 %s, [%s];", pv.s, pa.s);
+  ptx_ins(&b, "ld.global.s32 %s, [%s];", pv.s, pa.s);
   ptx_ins(&b, "cvt.rn.f64.s32 %s, %s;", posd.s, pv.s);
 
   /* Each thread's items (head vector j / pairs, pair j % pairs, for
@@ -212,10 +212,10 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
     x0[t] = ptx_new(&b, PTX_F32);
     x1[t] = ptx_new(&b, PTX_F32);
     if (s->mode == 2) {
-      ptx_ins(&b, "@%s ld.global.cg.f32 %s, [%s];", ok[t].s, x0[t].s, addr[t].s);
-      ptx_ins(&b, "@%s ld.global.cg.f32 %s, [%s+%u];", ok[t].s, x1[t].s, addr[t].s, pairs * 4);
+      ptx_ins(&b, "@%s ld.global.f32 %s, [%s];", ok[t].s, x0[t].s, addr[t].s);
+      ptx_ins(&b, "@%s ld.global.f32 %s, [%s+%u];", ok[t].s, x1[t].s, addr[t].s, pairs * 4);
     } else {
-      ptx_ins(&b, "@%s ld.global.cg.v2.f32 {%s, %s}, [%s];", ok[t].s, x0[t].s, x1[t].s, addr[t].s);
+      ptx_ins(&b, "@%s ld.global.v2.f32 {%s, %s}, [%s];", ok[t].s, x0[t].s, x1[t].s, addr[t].s);
     }
   }
 

@@ -57,7 +57,7 @@ typedef struct {
 #define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
-    U(rows, 0, 0),             U(warps, 0, 0),            U(prefetch, 0, 0),
+    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0),
     {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}};
 static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
@@ -107,9 +107,7 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
     return fail(msg, cap, "rows=%u: rows per warp must be 1, 2 or 4", s->rows);
   if (s->warps != 0 && s->warps != 4 && s->warps != 8 && s->warps != 16)
     return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
-  if (s->prefetch > 3)
-    return fail(msg, cap, "prefetch=%u: must be 1 (none), 2 (first row group) or 3 (also one group ahead)",
-                s->prefetch);
+  if (s->preload > 2) return fail(msg, cap, "preload=%u: must be 1 (off) or 2 (on)", s->preload);
   if (s->glu > 2) return fail(msg, cap, "glu=%u: must be 0 (none), 1 (swiglu) or 2 (geglu)", s->glu);
   return PTXGEN_OK;
 }
@@ -205,7 +203,10 @@ int ptxgen_spec_format(const ptxgen_spec *s, char *buf, size_t cap) {
     if (pd->type == P_F32) {
       float v;
       memcpy(&v, field, sizeof v);
-      if (!(pd->flags & SHOWN) && v == (float)pd->fallback) continue;
+      /* Compared bit for bit: -0 is not its default 0 (ext_factor=-0 is
+       * valid), and a key that dropped it would parse back to +0. */
+      float fallback = (float)pd->fallback;
+      if (!(pd->flags & SHOWN) && memcmp(&v, &fallback, sizeof v) == 0) continue;
       format_float(v, value, sizeof value);
     } else {
       uint32_t v;

@@ -44,6 +44,8 @@
   X(ModuleGetFunction, (CUfunction *function, CUmodule module, const char *name))        \
   X(FuncGetAttribute, (int *value, CUfunction_attribute attribute, CUfunction function)) \
   X(FuncSetAttribute, (CUfunction function, CUfunction_attribute attribute, int value))  \
+  X(OccupancyMaxActiveBlocksPerMultiprocessor, (int *blocks, CUfunction function,        \
+                                                int block_size, size_t dynamic_shared))  \
   X(LaunchKernel, (CUfunction function, unsigned int grid_x, unsigned int grid_y,        \
                    unsigned int grid_z, unsigned int block_x, unsigned int block_y,      \
                    unsigned int block_z, unsigned int shared_bytes, CUstream stream,     \

@@ -161,6 +161,26 @@ static int describe_function(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
   return PTXQ_OK;
 }
 
+/* A GEMV walks its row groups with a grid stride, so any grid is correct;
+ * the fastest is one wave: every block resident from the start, each
+ * staging x once and loading one group ahead while it finishes another,
+ * and a programmatically launched next kernel then only takes the room its
+ * blocks leave as they finish. The generator's grid is an upper bound; the
+ * device's occupancy for this kernel decides. */
+static int fit_grid_to_device(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
+  const ptxgen_geometry *g = &e->geometry;
+  int per_sm = 0;
+  CUresult result = ptxq__cu.OccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, e->function, (int)(g->block[0] * g->block[1] * g->block[2]), g->shared_bytes);
+  if (result != CUDA_SUCCESS)
+    return ptxq__fail_cu(ctx, result, "kernel %s: cuOccupancyMaxActiveBlocksPerMultiprocessor",
+                         e->key);
+  if (per_sm < 1) per_sm = 1;
+  uint64_t wave = (uint64_t)per_sm * ctx->info.multiprocessors;
+  if (wave >= 1 && wave < e->geometry.grid[0]) e->geometry.grid[0] = (uint32_t)wave;
+  return PTXQ_OK;
+}
+
 void (*ptxq__test_ptx_hook)(char *ptx) = NULL;
 
 static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64_t hash,
@@ -193,7 +213,10 @@ static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64
     free(e);
     return status;
   }
-  if ((status = describe_function(ctx, e)) == PTXQ_OK) {
+  if ((status = describe_function(ctx, e)) == PTXQ_OK &&
+      (spec->kind == PTXGEN_KIND_Q4K_GEMV || spec->kind == PTXGEN_KIND_Q6K_GEMV))
+    status = fit_grid_to_device(ctx, e);
+  if (status == PTXQ_OK) {
     e->jit_ms = (seconds_now() - start) * 1e3;
     status = insert(ctx, e);
   }

@@ -120,6 +120,22 @@ static inline double relative_error(const float *y, const double *ref, size_t co
   return max_ref > 0.0 ? max_diff / max_ref : max_diff;
 }
 
+/* max |y - ref| over count values, divided by max |ref| over the first
+ * scale_count >= count reference values: the outputs of one weight over all
+ * the batch rows drawn, so that a product with a single output (n = 1) that
+ * happens to cancel to near zero is judged on the scale of its kind, not
+ * on its own tiny value. NaN/Inf in y give +inf. */
+static inline double relative_error_over(const float *y, const double *ref, size_t count,
+                                         size_t scale_count) {
+  double max_ref = 0.0, max_diff = 0.0;
+  for (size_t i = 0; i < scale_count; i++) max_ref = fmax(max_ref, fabs(ref[i]));
+  for (size_t i = 0; i < count; i++) {
+    if (!isfinite(y[i])) return INFINITY;
+    max_diff = fmax(max_diff, fabs((double)y[i] - ref[i]));
+  }
+  return max_ref > 0.0 ? max_diff / max_ref : max_diff;
+}
+
 /* Asserts a failed call's status and that the detail names `needle`. */
 #define EXPECT_FAIL(ctx, call, want_status, needle)                                                \
   do {                                                                                             \
