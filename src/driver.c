@@ -99,7 +99,7 @@ static void load_driver(void) {
     memcpy(&get_v1, &symbol, sizeof symbol);
   } else {
     snprintf(load_message, sizeof load_message,
-             "%s has no cuGetProcAddress: the driver is older than CUDA 11.3", path);
+             "%s has no cuGetProcAddress: not a CUDA driver, or one older than CUDA 11.3", path);
     return;
   }
 

@@ -641,7 +641,8 @@ int ptxq_gguf_open(const char *path, ptxq_gguf **out) {
     if (mapped == MAP_FAILED) {
       int error = errno;
       close(fd);
-      return ptxq__fail(NULL, PTXQ_ERR_IO, "cannot map '%s': %s", path, strerror(error));
+      return ptxq__fail(NULL, error == ENOMEM ? PTXQ_ERR_NOMEM : PTXQ_ERR_IO, "cannot map '%s': %s", path,
+                        strerror(error));
     }
     map = mapped;
   }

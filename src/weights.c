@@ -227,7 +227,9 @@ int ptxq_weight_upload(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t
   /* Allocate and copy outside the lock (a large copy would stall every
    * other thread's launches); only the swap into the table is locked. */
   CUdeviceptr buffer = 0;
-  status = ptxq__device_alloc(ctx, on_device, who, &buffer);
+  char what[PTXQ_WEIGHT_NAME_MAX + 16];
+  snprintf(what, sizeof what, "weight '%s'", name);
+  status = ptxq__device_alloc(ctx, on_device, what, &buffer);
   if (status == PTXQ_OK) {
     if (type == PTXQ_TYPE_Q6_K)
       status = upload_q6k(ctx, name, k, n, data, buffer);
