@@ -18,12 +18,15 @@
  *    and arguments holding a '/' are refused, so files named by -o, --out
  *    or --x are only ever the scratch folder's. The files an input may
  *    read are in $PTXQ_FUZZ_FILES (run.sh puts the shared fixture there as
- *    fixture.gguf, and the GGUF seeds): "@NAME" (also at the end of an
+ *    fixture.gguf, the GGUF seeds, and x files of 512, 1024 and 1536 fp32
+ *    values as x-512.f32, ...): "@NAME" (also at the end of an
  *    argument, as in "--gguf=@NAME") is replaced by that folder's NAME
  *    when it has one, except as the value of -o or --out (those would
  *    overwrite it);
  *  - an argument that is a valid key for more than WORK_CAP multiply-adds
- *    (or values) is refused, so that `run KEY --cpu` stays in milliseconds.
+ *    (or values) is refused, so that `run KEY --cpu` stays in milliseconds
+ *    (unless --gguf is there too: then the tensor sets the work, and a key
+ *    must match it).
  * Refused inputs return -1 (libFuzzer keeps them out of the corpus).
  */
 #define _GNU_SOURCE
@@ -105,11 +108,13 @@ static uint64_t key_work(const ptxgen_spec *s) {
   }
 }
 
-/* An argument the harness will not pass (see the file comment). */
-static int refused(const char *arg) {
-  if (strchr(arg, '/') != NULL) return 1;
+static int too_much_work(const char *arg) {
   ptxgen_spec spec;
   return ptxgen_spec_parse(arg, &spec, NULL, 0) == PTXGEN_OK && key_work(&spec) > WORK_CAP;
+}
+
+static int is_gguf_option(const char *arg) {
+  return strcmp(arg, "--gguf") == 0 || strncmp(arg, "--gguf=", 7) == 0;
 }
 
 /* arg with its "@NAME" tail replaced by the path of NAME in files_dir,
@@ -160,13 +165,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (i < size && text[i] != '\n' && text[i] != '\0') continue;
     if (argc == MAX_ARGS + 1) return -1;
     text[i] = '\0';
-    if (refused(text + start)) return -1;
+    if (strchr(text + start, '/') != NULL) return -1;
     argv[argc] = with_file(text + start, file_args[argc - 1], sizeof file_args[0]);
     if (argv[argc] != text + start && names_output(argv[argc - 1], text + start)) return -1;
     argc++;
     start = i + 1;
   }
   argv[argc] = NULL;
+  int gguf_run = 0;
+  for (int i = 1; i < argc; i++) gguf_run |= is_gguf_option(argv[i]);
+  for (int i = 1; i < argc && !gguf_run; i++)
+    if (too_much_work(argv[i])) return -1;
 
   fuzz_expect(chdir(scratch) == 0, "chdir %s: %s", scratch, strerror(errno));
   int status = ptxgen_cli_main(argc, argv);

@@ -60,6 +60,15 @@ case "$name" in
     cp "$fixtures/tiny-llama-q4km.gguf" "$work/files/fixture.gguf" ||
       { say "FAIL: no fixture in $fixtures"; exit 1; }
     cp "$here/corpus/gguf"/*.gguf "$work/files/" || exit 1
+    # x for --x: 1, -0.5, 0.25, -2, ... as little-endian fp32, as many values
+    # as the fixture's tensors take (k = 512 or 1536; m = 1 or 2).
+    for count in 512 1024 1536; do
+      i=0
+      while [ $i -lt $((count / 4)) ]; do
+        printf '\000\000\200\077\000\000\000\277\000\000\200\076\000\000\000\300'
+        i=$((i + 1))
+      done >"$work/files/x-$count.f32"
+    done
     export PTXQ_FUZZ_FILES="$work/files" ;;
 esac
 export TMPDIR="$work/tmp"
