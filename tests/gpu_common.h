@@ -78,6 +78,24 @@ static inline uint8_t *random_q4k(rng *r, uint32_t k, uint32_t n, size_t *bytes_
   return blocks;
 }
 
+/* A random [n][k] Q6_K matrix: random bytes (every quant and signed scale
+ * a valid value) with each super-block's d set to a finite f16 in
+ * [1e-4, 5e-4), so weights stay within about +-2. Caller frees. */
+static inline uint8_t *random_q6k(rng *r, uint32_t k, uint32_t n, size_t *bytes_out) {
+  size_t bytes = 0;
+  cr_assert_eq(ptxq_weight_bytes(PTXQ_TYPE_Q6_K, k, n, &bytes), PTXQ_OK);
+  uint8_t *blocks = checked_malloc(bytes);
+  for (size_t i = 0; i < bytes; i++) blocks[i] = (uint8_t)rng_next(r);
+  for (size_t b = 0; b < bytes / PTXQ_Q6_K_BLOCK_BYTES; b++) {
+    uint16_t d = ptxq_f32_to_f16(rng_uniform(r, 1e-4f, 5e-4f));
+    uint8_t *block = blocks + b * PTXQ_Q6_K_BLOCK_BYTES;
+    block[208] = (uint8_t)(d & 0xFF); /* little-endian f16 */
+    block[209] = (uint8_t)(d >> 8);
+  }
+  *bytes_out = bytes;
+  return blocks;
+}
+
 static inline void upload_weight(ptxq_ctx *ctx, const char *name, ptxq_type type, const uint8_t *w,
                                  uint32_t k, uint32_t n, size_t bytes) {
   int status = ptxq_weight_upload(ctx, name, type, k, n, w, bytes);

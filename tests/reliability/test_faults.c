@@ -85,20 +85,6 @@ static void check_gemv(ptxq_ctx *ctx, const char *name, const uint8_t *w, uint32
   EXPECT_OK(ctx, ptxq_free(ctx, dy));
 }
 
-/* A random [n][k] Q6_K matrix with small finite super-block scales. */
-static uint8_t *random_q6k(rng *r, uint32_t k, uint32_t n, size_t *bytes_out) {
-  size_t bytes = 0;
-  cr_assert_eq(ptxq_weight_bytes(PTXQ_TYPE_Q6_K, k, n, &bytes), PTXQ_OK);
-  uint8_t *blocks = checked_malloc(bytes);
-  for (size_t i = 0; i < bytes; i++) blocks[i] = (uint8_t)rng_next(r);
-  for (size_t b = 0; b < bytes / PTXQ_Q6_K_BLOCK_BYTES; b++) {
-    uint16_t d = ptxq_f32_to_f16(rng_uniform(r, 1e-4f, 4e-4f));
-    blocks[b * PTXQ_Q6_K_BLOCK_BYTES + 208] = (uint8_t)d;
-    blocks[b * PTXQ_Q6_K_BLOCK_BYTES + 209] = (uint8_t)(d >> 8);
-  }
-  *bytes_out = bytes;
-  return blocks;
-}
 
 /* ---- device memory exhausted ----------------------------------------------------------- */
 
