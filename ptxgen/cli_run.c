@@ -1,9 +1,10 @@
 /*
  * cli_run.c: `ptxgen run`, run one kernel on the GPU on seeded random data,
  * check it against the CPU reference and time it. This file holds the
- * command, the q4k_gemv/q6k_gemv and stream_read runners and the helpers every runner
- * shares (cli_run.h); the activation and RoPE runners are in cli_run_ops.c,
- * the GEMV on a tensor of a GGUF file (--gguf) in cli_run_gguf.c.
+ * command, the q4k_gemv/q6k_gemv runner (plain and gated, glu=), the
+ * stream_read runner and the helpers every runner shares (cli_run.h); the
+ * activation and RoPE runners are in cli_run_ops.c, the GEMV on a tensor
+ * of a GGUF file (--gguf) in cli_run_gguf.c.
  *
  * The data are random but valid inputs, never zeros: Q4_K blocks are made
  * directly from random bytes (quantizing floats would take minutes at the
@@ -40,8 +41,12 @@ static const char run_usage[] =
     "  batch_invariant=yes|no      (m > 1: each row against its own m=1 product)\n"
     "  kernel_us=T weight_gbps=G (median of R reps after 3 warm-up, weights hot)\n"
     "Fails (exit 1) if max_rel_err > 1e-5, an output is NaN or batch invariance fails.\n"
-    "A key with tuning (rows=, warps=) is launched by its key (ptxq_kernel_launch),\n"
-    "any other through ptxq_gemv.\n"
+    "A gated key (glu=swiglu or glu=geglu) has a second random weight U of the same\n"
+    "shape and y = act(x.W^T) * (x.U^T), act silu or tanh gelu; its reference is the\n"
+    "fp64 product twice and the activation's fp64 formula (ptxq_ref_glu), and\n"
+    "weight_gbps counts both weights.\n"
+    "A key with tuning (rows=, warps=, preload=) or glu= is launched by its key\n"
+    "(ptxq_kernel_launch), any other through ptxq_gemv.\n"
     "With --cpu only the reference runs (no GPU needed):\n"
     "  KEY seed=N cpu\n"
     "  ref_ms=T checksum=S (sum of y over m*n outputs)\n"
@@ -270,20 +275,27 @@ int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, 
 }
 
 /* A product is launched through ptxq_gemv, the way a user runs it, unless
- * the key names tuning (rows=, warps=) that ptxq_gemv would not choose: then
- * the key's own kernel is launched, so that the kernel checked is the one
- * the key names. */
+ * the key names what ptxq_gemv would not choose: tuning (rows=, warps=,
+ * preload=) or the gated epilogue (glu=, which no public op launches on
+ * its own: ptxq_ffn runs it only followed by down). Then the key's own
+ * kernel is launched, so that the kernel checked is the one the key names. */
 typedef struct gemv_launch {
   const char *key; /* NULL: ptxq_gemv */
-  ptxq_dev w, x, y;
+  ptxq_dev w, up;  /* up: U of a gated key, 0 for a plain one */
+  ptxq_dev x, y;
   uint32_t m;
 } gemv_launch;
 
 static int launch_gemv(ptxq_ctx *ctx, void *arg) {
   gemv_launch *g = arg;
   if (!g->key) return ptxq_gemv(ctx, WEIGHT_NAME, g->x, g->y, g->m);
-  void *params[] = {&g->w, &g->x, &g->y};
-  return ptxq_kernel_launch(ctx, g->key, params);
+  void *plain[] = {&g->w, &g->x, &g->y};
+  void *gated[] = {&g->w, &g->up, &g->x, &g->y}; /* the order ptxgen.h gives */
+  return ptxq_kernel_launch(ctx, g->key, g->up ? gated : plain);
+}
+
+static int launched_by_key(const ptxgen_spec *spec) {
+  return spec->rows != 0 || spec->warps != 0 || spec->preload != 0 || spec->glu != 0;
 }
 
 int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {
@@ -314,7 +326,7 @@ static int check_batch_invariance(ptxq_ctx *ctx, const ptxgen_spec *spec,
   for (uint32_t i = 0; i < spec->m && result == CLI_EXIT_OK; i++) {
     result = run_poison(ctx, y1, nan_bytes, row_bytes);
     if (result != CLI_EXIT_OK) break;
-    gemv_launch one = {batched->key ? single_key : NULL, batched->w,
+    gemv_launch one = {batched->key ? single_key : NULL, batched->w, batched->up,
                        batched->x + (ptxq_dev)i * spec->k * sizeof(float), y1, 1};
     status = launch_gemv(ctx, &one);
     if (status == PTXQ_OK) status = ptxq_download(ctx, row, y1, row_bytes);
@@ -371,99 +383,168 @@ int run_check_gemv(FILE *report, const char *prefix, uint32_t m, uint32_t n, con
   return result;
 }
 
-/* q4k_gemv and q6k_gemv keys: random weights of the key's type. */
+/* ---- q4k_gemv and q6k_gemv keys, plain and gated -------------------------- */
+
+/* What a q4k_gemv/q6k_gemv run holds on the host. A gated key (glu=) has a
+ * second weight, U, of the same shape: y = act(x . W^T) * (x . U^T). */
+typedef struct kquant_run {
+  const ptxgen_spec *spec;
+  ptxq_type type;
+  int weight_count;     /* 1, or 2 for a gated key */
+  size_t weight_bytes;  /* of one weight */
+  uint8_t *weights[2];  /* W (the gate of a gated key), U */
+  float *x, *y;
+  double *ref;
+  uint8_t *nan_bytes;   /* y's poison */
+  size_t x_count, y_count;
+} kquant_run;
+
+static const char *const kquant_weight_names[2] = {WEIGHT_NAME, WEIGHT_NAME "_up"};
+
+static void kquant_free(kquant_run *r) {
+  free(r->weights[0]);
+  free(r->weights[1]);
+  free(r->x);
+  free(r->y);
+  free(r->ref);
+  free(r->nan_bytes);
+}
+
+/* Allocates and fills the host data: W, then U, then x from the seed, so
+ * that a plain key draws the same data as it did before gated keys ran. */
+static int kquant_prepare(kquant_run *r, const ptxgen_spec *spec, uint64_t seed) {
+  const int q6k = spec->kind == PTXGEN_KIND_Q6K_GEMV;
+  size_t blocks = (size_t)spec->n * (spec->k / PTXQ_QK_K);
+  *r = (kquant_run){.spec = spec,
+                    .type = q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K,
+                    .weight_count = spec->glu ? 2 : 1,
+                    .weight_bytes = blocks * (q6k ? PTXQ_Q6_K_BLOCK_BYTES : PTXQ_Q4_K_BLOCK_BYTES),
+                    .x_count = (size_t)spec->m * spec->k,
+                    .y_count = (size_t)spec->m * spec->n};
+  for (int w = 0; w < r->weight_count; w++)
+    if (!(r->weights[w] = run_alloc(r->weight_bytes, w ? "the up weights" : "the weights")))
+      return CLI_EXIT_FAILURE;
+  r->x = run_alloc(r->x_count * sizeof *r->x, "x");
+  r->y = run_alloc(r->y_count * sizeof *r->y, "y");
+  r->ref = run_alloc(r->y_count * sizeof *r->ref, "the reference y");
+  r->nan_bytes = run_alloc(r->y_count * sizeof *r->y, "the NaN poison");
+  if (!r->x || !r->y || !r->ref || !r->nan_bytes) return CLI_EXIT_FAILURE;
+  uint64_t state = seed;
+  for (int w = 0; w < r->weight_count; w++) {
+    if (q6k)
+      random_q6k_blocks(&state, r->weights[w], blocks);
+    else
+      random_q4k_blocks(&state, r->weights[w], blocks);
+  }
+  random_activations(&state, r->x, r->x_count);
+  memset(r->nan_bytes, 0xFF, r->y_count * sizeof *r->y);
+  return CLI_EXIT_OK;
+}
+
+/* r->ref: x . W^T in fp64; for a gated key act(x . W^T) * (x . U^T), the
+ * activation being ptxq_ref_glu, the fp64 formula the activation runner
+ * checks against. It takes floats: both products are rounded to float
+ * first, a change of at most 2^-24 of each, far below RUN_MAX_REL_ERR. */
+static int kquant_reference(kquant_run *r) {
+  const ptxgen_spec *s = r->spec;
+  if (run_reference_gemv(r->type, r->weights[0], s->k, s->n, r->x, s->m, r->ref) != CLI_EXIT_OK)
+    return CLI_EXIT_FAILURE;
+  if (!s->glu) return CLI_EXIT_OK;
+  double *up = run_alloc(r->y_count * sizeof *up, "the reference up product");
+  float *gate_f = run_alloc(r->y_count * sizeof *gate_f, "the gate product as floats");
+  float *up_f = run_alloc(r->y_count * sizeof *up_f, "the up product as floats");
+  int result = CLI_EXIT_FAILURE;
+  if (up && gate_f && up_f &&
+      run_reference_gemv(r->type, r->weights[1], s->k, s->n, r->x, s->m, up) == CLI_EXIT_OK) {
+    for (size_t i = 0; i < r->y_count; i++) gate_f[i] = (float)r->ref[i], up_f[i] = (float)up[i];
+    ptxq_act act = s->glu == 1 ? PTXQ_ACT_SILU : PTXQ_ACT_GELU; /* swiglu, geglu (tanh) */
+    int status = ptxq_ref_glu(act, gate_f, up_f, r->ref, r->y_count);
+    if (status == PTXQ_OK)
+      result = CLI_EXIT_OK;
+    else
+      fprintf(stderr, "ptxgen: run: ptxq_ref_glu: %s\n", ptxq_strerror(status));
+  }
+  free(up);
+  free(gate_f);
+  free(up_f);
+  return result;
+}
+
+/* Uploads the weights and x, allocates y and poisons it; fills launch. */
+static int kquant_upload(ptxq_ctx *ctx, const kquant_run *r, gemv_launch *launch) {
+  const ptxgen_spec *s = r->spec;
+  ptxq_dev weight_data[2] = {0, 0};
+  for (int w = 0; w < r->weight_count; w++) {
+    const char *name = kquant_weight_names[w];
+    ptxq_weight_info info;
+    int status = ptxq_weight_upload(ctx, name, r->type, s->k, s->n, r->weights[w], r->weight_bytes);
+    if (status != PTXQ_OK) return run_report_ptxq(ctx, "ptxq_weight_upload", status);
+    if ((status = ptxq_weight_info_get(ctx, name, &info)) != PTXQ_OK)
+      return run_report_ptxq(ctx, "ptxq_weight_info_get", status);
+    weight_data[w] = info.data;
+  }
+  ptxq_dev x_dev = 0, y_dev = 0;
+  int status;
+  if ((status = ptxq_alloc(ctx, r->x_count * sizeof *r->x, &x_dev)) != PTXQ_OK ||
+      (status = ptxq_alloc(ctx, r->y_count * sizeof *r->y, &y_dev)) != PTXQ_OK)
+    return run_report_ptxq(ctx, "ptxq_alloc", status);
+  if ((status = ptxq_upload(ctx, x_dev, r->x, r->x_count * sizeof *r->x)) != PTXQ_OK)
+    return run_report_ptxq(ctx, "ptxq_upload (x)", status);
+  if (run_poison(ctx, y_dev, r->nan_bytes, r->y_count * sizeof *r->y) != CLI_EXIT_OK)
+    return CLI_EXIT_FAILURE;
+  *launch = (gemv_launch){NULL, weight_data[0], weight_data[1], x_dev, y_dev, s->m};
+  return CLI_EXIT_OK;
+}
+
 static int run_kquant_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
                            int reps) {
-  const int q6k = spec->kind == PTXGEN_KIND_Q6K_GEMV;
-  const ptxq_type type = q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K;
   ptxq_ctx *ctx = NULL;
-  if (!cpu_only && run_open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) {
-    ptxq_close(ctx);
-    return CLI_EXIT_FAILURE;
-  }
-  size_t blocks = (size_t)spec->n * (spec->k / PTXQ_QK_K);
-  size_t weight_bytes = blocks * (q6k ? PTXQ_Q6_K_BLOCK_BYTES : PTXQ_Q4_K_BLOCK_BYTES);
-  size_t x_count = (size_t)spec->m * spec->k, y_count = (size_t)spec->m * spec->n;
-  uint8_t *weights = run_alloc(weight_bytes, "the weights");
-  float *x = run_alloc(x_count * sizeof *x, "x");
-  float *y = run_alloc(y_count * sizeof *y, "y");
-  double *ref = run_alloc(y_count * sizeof *ref, "the reference y");
-  uint8_t *nan_bytes = run_alloc(y_count * sizeof *y, "the NaN run_poison");
+  kquant_run r;
   int result = CLI_EXIT_FAILURE, status;
-  if (!weights || !x || !y || !ref || !nan_bytes) goto done;
-  uint64_t state = seed;
-  if (q6k)
-    random_q6k_blocks(&state, weights, blocks);
-  else
-    random_q4k_blocks(&state, weights, blocks);
-  random_activations(&state, x, x_count);
-  memset(nan_bytes, 0xFF, y_count * sizeof *y);
+  if (kquant_prepare(&r, spec, seed) != CLI_EXIT_OK) goto done;
 
   if (cpu_only) {
     printf("%s seed=%" PRIu64 " cpu\n", key, seed);
     double start = run_now_ms();
-    if (run_reference_gemv(type, weights, spec->k, spec->n, x, spec->m, ref) != CLI_EXIT_OK)
-      goto done;
+    if (kquant_reference(&r) != CLI_EXIT_OK) goto done;
     double elapsed = run_now_ms() - start;
     double checksum = 0;
-    for (size_t i = 0; i < y_count; i++) checksum += ref[i];
+    for (size_t i = 0; i < r.y_count; i++) checksum += r.ref[i];
     printf("ref_ms=%.1f checksum=%.17g (sum of y over m*n outputs)\n", elapsed, checksum);
     result = CLI_EXIT_OK;
     goto done;
   }
 
-  ptxq_dev x_dev = 0, y_dev = 0;
-  status = ptxq_weight_upload(ctx, WEIGHT_NAME, type, spec->k, spec->n, weights, weight_bytes);
-  if (status != PTXQ_OK) {
-    run_report_ptxq(ctx, "ptxq_weight_upload", status);
-    goto done;
-  }
-  if ((status = ptxq_alloc(ctx, x_count * sizeof *x, &x_dev)) != PTXQ_OK ||
-      (status = ptxq_alloc(ctx, y_count * sizeof *y, &y_dev)) != PTXQ_OK) {
-    run_report_ptxq(ctx, "ptxq_alloc", status);
-    goto done;
-  }
-  if ((status = ptxq_upload(ctx, x_dev, x, x_count * sizeof *x)) != PTXQ_OK) {
-    run_report_ptxq(ctx, "ptxq_upload (x)", status);
-    goto done;
-  }
-  if (run_poison(ctx, y_dev, nan_bytes, y_count * sizeof *y) != CLI_EXIT_OK) goto done;
-  ptxq_weight_info weight;
-  if ((status = ptxq_weight_info_get(ctx, WEIGHT_NAME, &weight)) != PTXQ_OK) {
-    run_report_ptxq(ctx, "ptxq_weight_info_get", status);
-    goto done;
-  }
-  int tuned = spec->rows != 0 || spec->warps != 0;
-  gemv_launch batched = {tuned ? key : NULL, weight.data, x_dev, y_dev, spec->m};
+  if (run_open_device(key, spec, seed, &ctx) != CLI_EXIT_OK) goto done;
+  gemv_launch batched;
+  if (kquant_upload(ctx, &r, &batched) != CLI_EXIT_OK) goto done;
+  if (launched_by_key(spec)) batched.key = key;
   if ((status = launch_gemv(ctx, &batched)) != PTXQ_OK) {
-    run_report_ptxq(ctx, "ptxq_gemv", status);
+    run_report_ptxq(ctx, batched.key ? "ptxq_kernel_launch" : "ptxq_gemv", status);
     goto done;
   }
-  if ((status = ptxq_download(ctx, y, y_dev, y_count * sizeof *y)) != PTXQ_OK) {
+  if ((status = ptxq_download(ctx, r.y, batched.y, r.y_count * sizeof *r.y)) != PTXQ_OK) {
     run_report_ptxq(ctx, "ptxq_download (y)", status);
     goto done;
   }
-  if (run_reference_gemv(type, weights, spec->k, spec->n, x, spec->m, ref) != CLI_EXIT_OK)
-    goto done;
-  int accurate = run_check_gemv(stdout, "", spec->m, spec->n, y, ref) == CLI_EXIT_OK;
+  if (kquant_reference(&r) != CLI_EXIT_OK) goto done;
+  int accurate = run_check_gemv(stdout, "", spec->m, spec->n, r.y, r.ref) == CLI_EXIT_OK;
   int invariant = 1;
   if (spec->m > 1 &&
-      check_batch_invariance(ctx, spec, &batched, y, nan_bytes, &invariant) != CLI_EXIT_OK)
+      check_batch_invariance(ctx, spec, &batched, r.y, r.nan_bytes, &invariant) != CLI_EXIT_OK)
     goto done;
   double us = 0;
   if (run_time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
   printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
-         us, (double)weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
+         us, (double)r.weight_count * r.weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
   result = accurate && invariant ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
-  ptxq_close(ctx); /* frees the weight and buffers too */
-  free(weights);
-  free(x);
-  free(y);
-  free(ref);
-  free(nan_bytes);
+  ptxq_close(ctx); /* frees the weights and buffers too */
+  kquant_free(&r);
   return result;
 }
+
+/* ---- stream_read ------------------------------------------------------------ */
 
 typedef struct read_launch {
   const char *key;
@@ -592,12 +673,6 @@ int cli_run(int argc, char **argv) {
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:
   case PTXGEN_KIND_Q6K_GEMV:
-    /* The gated epilogue takes a second weight and computes another y: the
-     * plain runner would check (or launch) the wrong thing. */
-    if (spec.glu != 0) {
-      fprintf(stderr, "ptxgen: run: no runner for gated GEMV keys (glu=) yet: '%s'\n", key);
-      return CLI_EXIT_FAILURE;
-    }
     return run_kquant_gemv(key, &spec, seed, cpu_only, (int)reps);
   case PTXGEN_KIND_STREAM_READ:
     if (cpu_only) {

@@ -1,10 +1,10 @@
 /*
  * cli_run.h: what the runners of `ptxgen run` share.
  *
- * cli_run.c holds the command (options, dispatch by kind), the q4k_gemv and
- * stream_read runners and the helpers below; cli_run_ops.c holds the
- * runners of the activation kinds and of rope; cli_run_gguf.c the GEMV on a
- * tensor of a GGUF file (--gguf). Every runner prints its results to
+ * cli_run.c holds the command (options, dispatch by kind), the q4k_gemv /
+ * q6k_gemv runner (plain and gated), the stream_read runner and the helpers
+ * below; cli_run_ops.c holds the runners of the activation kinds and of
+ * rope; cli_run_gguf.c the GEMV on a tensor of a GGUF file (--gguf). Every runner prints its results to
  * stdout, messages starting "ptxgen: run: " to stderr, and returns an exit
  * status of cli.h.
  */

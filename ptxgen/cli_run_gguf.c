@@ -252,7 +252,7 @@ static int gpu_gemv(const run_gguf_request *r, const gguf_matrix *w, uint32_t m,
     run_report_ptxq(ctx, "ptxq_weight_upload", status);
     goto done;
   }
-  if (r->spec && (r->spec->rows != 0 || r->spec->warps != 0)) {
+  if (r->spec && (r->spec->rows != 0 || r->spec->warps != 0 || r->spec->preload != 0)) {
     result = launch_key(ctx, r->key, w, m, x, y);
   } else if ((status = ptxq_gemv_host(ctx, WEIGHT_NAME, x, y, m)) != PTXQ_OK) {
     run_report_ptxq(ctx, "ptxq_gemv_host", status);

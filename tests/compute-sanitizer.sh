@@ -1,43 +1,252 @@
 #!/usr/bin/env bash
-# tests/compute-sanitizer.sh: NVIDIA compute-sanitizer (memcheck, racecheck,
-# initcheck, synccheck) over every kernel kind ptxq generates, at odd shapes
-# and m = 1..8, through `ptxgen run` (which checks each result against the
-# CPU reference), then memcheck over the gpu test binaries. Needs a GPU and
-# the CUDA toolkit's compute-sanitizer; not part of CI.
+# tests/compute-sanitizer.sh: NVIDIA compute-sanitizer's four tools
+# (memcheck, racecheck, initcheck, synccheck) over every kernel ptxq
+# generates and over the gpu test suite (issue #6). Needs a GPU and the CUDA
+# toolkit's compute-sanitizer; not part of CI.
 #
 #   tests/compute-sanitizer.sh BUILD_DIR [LOG_DIR]
 #
-# Exit status: 0 when every run reports no error, 1 otherwise, 2 on usage.
+# Under each tool, in this order:
+#  (a) every key `ptxq-bench --list-keys` prints (deduplicated; stream_read
+#      included), through `ptxgen run KEY --reps 1`, which also checks the
+#      result against the CPU reference;
+#  (b) odd shapes: plain and gated GEMVs (glu=) of both weight types at odd n
+#      and m = 1..8, tuned keys, every activation and rope;
+#  (c) the gpu-suite test binaries: test_gpu, test_gpu_ops, test_gpu_model,
+#      tests/reliability/test_concurrency (one job: each of its tests starts
+#      8 threads under a 240 s limit of its own) and test_faults' "faults"
+#      suite one test at a time (their timeouts are the tests' own).
+#      concurrency_tsan is not run: it is test_concurrency's source built
+#      with ThreadSanitizer, which looks at host threads, not kernels, and
+#      test_concurrency itself runs here.
+#
+# A run passes when the program passes (exit 0, or Criterion's synthesis
+# with no failure) and the tool reports nothing: memcheck, initcheck and
+# synccheck print "ERROR SUMMARY: N errors", racecheck "RACECHECK SUMMARY:
+# ... (E errors, W warnings)", hazards of either severity counted. CUDA API
+# errors ("Program hit CUDA_ERROR_...") count too, except those a test
+# provokes on purpose (expected_api below): test_gpu's one refused 2^60-byte
+# ptxq_alloc, and in test_faults the exhausted device memory, the corrupted
+# PTX and the hidden devices.
+#
+# Slow bench keys: memcheck runs every key (up to KEY_LIMIT_MEMCHECK_S each;
+# a timeout fails). Each other tool gets BENCH_BUDGET_S over the bench keys,
+# smallest first, and KEY_LIMIT_S per key; a key that runs out of either is
+# left to memcheck alone and listed as such (never dropped silently).
+#
+# Environment: TOOLS (the tools to run, default all four), PARTS (which of
+# "bench odd tests" to run, default all; a run split over several calls),
+# BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S
+# (600), TEST_LIMIT_S (1800, per test binary or fault test), JOBS (4,
+# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90).
+#
+# Exit status: 0 when every run passes, 1 otherwise, 2 on usage.
 set -uo pipefail
 build=${1:?usage: tests/compute-sanitizer.sh BUILD_DIR [LOG_DIR]}
 logs=${2:-$build/compute-sanitizer}
-mkdir -p "$logs"
-cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-[ -n "$cs" ] || { echo "compute-sanitizer not found (CUDA toolkit's bin/)"; exit 2; }
-[ -x "$build/ptxgen" ] || { echo "no $build/ptxgen: build first"; exit 2; }
+budget_s=${BENCH_BUDGET_S:-600} key_limit_s=${KEY_LIMIT_S:-180}
+memcheck_limit_s=${KEY_LIMIT_MEMCHECK_S:-600} test_limit_s=${TEST_LIMIT_S:-1800}
+jobs=${JOBS:-4} seed=${SEED:-1}
+read -ra tools <<< "${TOOLS:-memcheck racecheck initcheck synccheck}"
+parts=" ${PARTS:-bench odd tests} "
 
-keys=()
-for m in 1 2 3 4 5 6 7 8; do keys+=("q4k_gemv:k=4096,n=1001,m=$m" "q6k_gemv:k=2048,n=999,m=$m"); done
-keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=4096,n=1001,m=1,preload=1
-       gelu:n=1001,m=3 gelu_erf:n=999,m=1 silu:n=4097,m=8 swiglu:n=14336,m=1 geglu:n=777,m=2
-       rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=3
-       rope:mode=normal,head_dim=64,n_dims=32,heads=5,kv_heads=1,m=1)
-runs=0 failed=0
-for tool in memcheck racecheck initcheck synccheck; do
-  for key in "${keys[@]}"; do
-    runs=$((runs + 1))
-    log="$logs/$tool-$runs.log"
-    timeout 300 "$cs" --tool "$tool" --error-exitcode 9 "$build/ptxgen" run "$key" >"$log" 2>&1
-    rc=$?
-    if [ $rc -ne 0 ]; then failed=$((failed + 1)); echo "FAIL $tool $key (exit $rc, $log)"; fi
+cs=$(command -v compute-sanitizer || find /usr/local/cuda*/bin -name compute-sanitizer 2>/dev/null | head -1)
+[ -n "$cs" ] || { echo "compute-sanitizer not found (CUDA toolkit's bin/)"; exit 2; }
+for bin in ptxgen ptxq-bench test_gpu test_gpu_ops test_gpu_model \
+  tests/reliability/test_concurrency tests/reliability/test_faults; do
+  [ -x "$build/$bin" ] || { echo "no $build/$bin: build first (the tests need Criterion)"; exit 2; }
+done
+mkdir -p "$logs" || exit 2
+echo "$($cs --version | tail -1); logs in $logs"
+
+# ---- what runs ----------------------------------------------------------------
+
+# with_sm KEY: the key for target $SM, when set (parameters may come in any order).
+with_sm() { if [ -n "${SM:-}" ]; then echo "$1,sm=$SM"; else echo "$1"; fi; }
+
+# Bench keys, cheapest first (roughly the bytes a launch touches), so that a
+# tool's budget covers as many as it can.
+mapfile -t bench_keys < <("$build/ptxq-bench" --list-keys ${SM:+--sm "$SM"} | sort -u | awk -F'[:,]' '
+  { cost = 1
+    for (i = 2; i <= NF; i++) {
+      split($i, kv, "=")
+      if (kv[1] ~ /^(k|n|m|heads|head_dim)$/) cost *= kv[2]
+      if (kv[1] == "glu") cost *= 2
+    }
+    if ($1 == "stream_read") cost *= 16
+    printf "%.0f %s\n", cost, $0 }' | sort -n -k1,1 | cut -d' ' -f2-)
+[ "${#bench_keys[@]}" -gt 0 ] || { echo "ptxq-bench --list-keys printed no key"; exit 2; }
+
+odd_keys=()
+for m in 1 2 3 4 5 6 7 8; do
+  # swiglu at odd m and geglu at even m for Q4_K, the other way round for Q6_K
+  glu=$([ $((m % 2)) -eq 1 ] && echo swiglu || echo geglu)
+  other=$([ "$glu" = swiglu ] && echo geglu || echo swiglu)
+  odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m" "q6k_gemv:k=2048,n=999,m=$m"
+             "q4k_gemv:k=4096,n=1001,m=$m,glu=$glu" "q6k_gemv:k=2048,n=999,m=$m,glu=$other")
+done
+# shellcheck disable=SC2054 # the commas are inside keys
+odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8
+           q4k_gemv:k=256,n=7,m=5,glu=geglu q6k_gemv:k=256,n=3,m=8,glu=swiglu
+           # tuning: rows, warps, and preload 1 (no loads ahead) or 2 (a chunk ahead)
+           q4k_gemv:k=4096,n=1001,m=1,preload=1 q6k_gemv:k=2048,n=999,m=1,preload=1
+           q4k_gemv:k=4096,n=1001,m=4,preload=2 q6k_gemv:k=2048,n=999,m=3,preload=2
+           q4k_gemv:k=4096,n=1001,m=5,preload=1 q6k_gemv:k=2048,n=999,m=8,preload=2,glu=swiglu
+           q4k_gemv:k=4096,n=1001,m=3,rows=2,glu=swiglu q6k_gemv:k=2048,n=999,m=2,preload=1,glu=geglu
+           q4k_gemv:k=14336,n=333,m=8,warps=4,glu=geglu q4k_gemv:k=14336,n=333,m=7,rows=4,preload=1,glu=geglu
+           gelu:n=1001,m=3 gelu_erf:n=999,m=1 silu:n=4097,m=8 swiglu:n=14336,m=1 geglu:n=777,m=2
+           rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=3
+           rope:mode=normal,head_dim=64,n_dims=32,heads=5,kv_heads=1,m=1)
+
+# Test binaries, with their Criterion options: "BINARY|OPTIONS".
+test_runs=("test_gpu|--jobs $jobs" "test_gpu_ops|--jobs $jobs" "test_gpu_model|--jobs $jobs"
+           "tests/reliability/test_concurrency|--jobs 1")
+while read -r name; do
+  test_runs+=("tests/reliability/test_faults|--jobs 1 --filter faults/$name")
+done < <("$build/tests/reliability/test_faults" --list 2>/dev/null |
+         awk '/^[a-z_0-9]+: [0-9]+ tests?$/ { suite = $1 } suite == "faults:" && !/: [0-9]+ tests?$/ { print $NF }')
+[ "${#test_runs[@]}" -gt 4 ] || { echo "test_faults --list named no test of the faults suite"; exit 2; }
+
+# API errors provoked on purpose, by run label: "NAME:MAX" entries (MAX a
+# count or "any"). The label of a test run is its binary, or faults/NAME.
+declare -A expected_api=(
+  [test_gpu]="CUDA_ERROR_OUT_OF_MEMORY:1"
+  [faults/device_memory_exhausted]="CUDA_ERROR_OUT_OF_MEMORY:any"
+  [faults/jit_failure_is_reported_and_the_context_recovers]="CUDA_ERROR_INVALID_PTX:any"
+  [faults/driver_without_a_visible_gpu]="CUDA_ERROR_NO_DEVICE:any"
+)
+
+# ---- one run ------------------------------------------------------------------
+
+# allowed_api_count LOG ENTRIES: how many of LOG's API errors ENTRIES allow.
+allowed_api_count() {
+  local log=$1 entry name max n total=0
+  for entry in $2; do
+    name=${entry%%:*} max=${entry#*:}
+    n=$(grep -c "Program hit $name " "$log")
+    if [ "$max" != any ] && [ "$n" -gt "$max" ]; then n=$max; fi
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+# verdict TOOL LOG RC ALLOWED CRITERION: prints why the run failed; nothing if it passed.
+verdict() {
+  local tool=$1 log=$2 rc=$3 allowed=$4 criterion=$5 reported api allowed_n findings
+  if [ "$tool" = racecheck ]; then
+    reported=$(awk '/RACECHECK SUMMARY:/ { n++; sub(/.*\(/, ""); split($0, p, " "); s += p[1] + p[3] }
+                    END { print n ? s : "none" }' "$log")
+  else
+    reported=$(awk '/ERROR SUMMARY:/ { n++; sub(/.*ERROR SUMMARY: /, ""); s += $1 }
+                    END { print n ? s : "none" }' "$log")
+  fi
+  if [ "$reported" = none ]; then echo "no $tool summary (exit $rc)"; return; fi
+  api=$(grep -c 'Program hit CUDA_ERROR_' "$log")
+  allowed_n=$(allowed_api_count "$log" "$allowed")
+  # memcheck-style summaries count the API errors among their errors; the
+  # racecheck summary counts hazards alone. (If a summary ever leaves API
+  # errors out, the second branch still counts every unexpected one.)
+  if [ "$tool" != racecheck ] && [ "$reported" -ge "$api" ]; then
+    findings=$((reported - allowed_n))
+  else
+    findings=$((reported + api - allowed_n))
+  fi
+  if [ "$findings" -gt 0 ]; then echo "$findings sanitizer report(s)"; return; fi
+  if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 9 ] && [ "$allowed_n" -gt 0 ]; }; then
+    echo "exit $rc"
+    return
+  fi
+  if [ "$criterion" = 1 ] &&
+    ! grep -qE 'Synthesis: Tested: [1-9][0-9]* \| Passing: [0-9]+ \| Failing: 0 \| Crashing: 0' "$log"; then
+    echo "tests failed or did not run"
+  fi
+}
+
+# sanitize TOOL LABEL LIMIT_S ALLOWED CRITERION COMMAND...: runs COMMAND under
+# TOOL and counts the run; sets why (empty: passed), timed_out (0/1) and log.
+sanitize() {
+  local tool=$1 label=$2 limit=$3 allowed=$4 criterion=$5 rc
+  shift 5
+  log="$logs/$tool/${label//[^A-Za-z0-9_.=-]/_}.log"
+  timeout --kill-after=30 "$limit" "$cs" --tool "$tool" --error-exitcode 9 \
+    --target-processes all "$@" >"$log" 2>&1
+  rc=$?
+  timed_out=$([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo 1 || echo 0)
+  why=$(verdict "$tool" "$log" "$rc" "$allowed" "$criterion")
+  [ "$timed_out" = 1 ] && why="timed out after $limit s"
+  runs[$tool]=$((${runs[$tool]} + 1))
+}
+
+# report TOOL LABEL: prints and counts the failure of the last run, if it failed.
+report() {
+  [ -z "$why" ] && return
+  failed[$1]=$((${failed[$1]} + 1))
+  echo "FAIL $1 $2: $why ($log)"
+}
+
+# leave_to_memcheck TOOL KEY WHY
+leave_to_memcheck() {
+  memcheck_only[$1]=$((${memcheck_only[$1]} + 1))
+  echo "MEMCHECK ONLY $1 $2: $3"
+}
+
+# ---- the runs -------------------------------------------------------------------
+
+declare -A runs failed memcheck_only
+for tool in "${tools[@]}"; do
+  runs[$tool]=0 failed[$tool]=0 memcheck_only[$tool]=0
+  mkdir -p "$logs/$tool"
+
+  [[ $parts == *" bench "* ]] && echo "== $tool: ${#bench_keys[@]} bench keys"
+  deadline=$((SECONDS + budget_s))
+  [[ $parts == *" bench "* ]] && for key in "${bench_keys[@]}"; do
+    if [ "$tool" = memcheck ]; then
+      sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+      report "$tool" "$key"
+      continue
+    fi
+    left=$((deadline - SECONDS))
+    if [ "$left" -le 0 ]; then
+      leave_to_memcheck "$tool" "$key" "the $budget_s s budget over the bench keys is spent"
+      continue
+    fi
+    limit=$((left < key_limit_s ? left : key_limit_s))
+    sanitize "$tool" "$key" "$limit" "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    if [ "$timed_out" = 1 ]; then
+      leave_to_memcheck "$tool" "$key" "over $limit s"
+    else
+      report "$tool" "$key"
+    fi
+  done
+
+  [[ $parts == *" odd "* ]] && echo "== $tool: ${#odd_keys[@]} odd-shape keys"
+  [[ $parts == *" odd "* ]] && for key in "${odd_keys[@]}"; do
+    key=$(with_sm "$key")
+    sanitize "$tool" "$key" 300 "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    report "$tool" "$key"
+  done
+
+  [[ $parts == *" tests "* ]] && echo "== $tool: ${#test_runs[@]} test runs"
+  [[ $parts == *" tests "* ]] && for entry in "${test_runs[@]}"; do
+    bin=${entry%%|*} options=${entry#*|}
+    label=$(basename "$bin")
+    case $options in *--filter\ faults/*) label=faults/${options##*faults/} ;; esac
+    # shellcheck disable=SC2086 # options are words
+    sanitize "$tool" "$label" "$test_limit_s" "${expected_api[$label]:-}" 1 "$build/$bin" $options
+    report "$tool" "$label"
   done
 done
-echo "ptxgen run under compute-sanitizer: $runs runs, $failed failed"
-for t in test_gpu_ops test_gpu; do
-  # test_gpu provokes one out-of-memory on purpose (ptxq_alloc's refusal):
-  # memcheck reports that API error; it is listed, not counted.
-  timeout 600 "$cs" --tool memcheck "$build/$t" --jobs 4 >"$logs/memcheck-$t.log" 2>&1
-  echo "memcheck $t: exit $?; $(grep -c 'Invalid\|uninitialized' "$logs/memcheck-$t.log") access reports; $(grep 'ERROR SUMMARY' "$logs/memcheck-$t.log" | tail -1)"
-  if grep -q 'Invalid\|uninitialized' "$logs/memcheck-$t.log"; then failed=$((failed + 1)); fi
+
+# ---- summary --------------------------------------------------------------------
+
+total_runs=0 total_failed=0 total_memcheck_only=0
+for tool in "${tools[@]}"; do
+  echo "$tool: ${runs[$tool]} runs, ${failed[$tool]} failed, ${memcheck_only[$tool]} bench keys left to memcheck alone"
+  total_runs=$((total_runs + ${runs[$tool]}))
+  total_failed=$((total_failed + ${failed[$tool]}))
+  total_memcheck_only=$((total_memcheck_only + ${memcheck_only[$tool]}))
 done
-[ $failed -eq 0 ]
+echo "total: $total_runs runs, $total_failed failed, $total_memcheck_only (tool, bench key) pairs left to" \
+  "memcheck alone (MEMCHECK ONLY lines above); not run: concurrency_tsan (ThreadSanitizer build of" \
+  "test_concurrency, which runs)"
+[ "$total_failed" -eq 0 ]

@@ -6,9 +6,10 @@
 # Exit statuses (0 ok, 1 failure, 2 usage), where data and messages go, that
 # every example key of `list` emits and (where `run` has one) runs its CPU
 # reference, that emit is deterministic, that bad keys are refused with a
-# message naming the problem, the CPU-only runs of q4k_gemv, the activations
-# and rope, the usage errors of run --gguf, and check when a ptxas can be
-# found. Prints each failed expectation; exits 1 if any.
+# message naming the problem, the CPU-only runs of q4k_gemv and q6k_gemv
+# (plain and gated), the activations and rope, the usage errors of run
+# --gguf, and check when a ptxas can be found. Prints each failed
+# expectation; exits 1 if any.
 
 bin=${1:?usage: test_cli.sh PATH/TO/ptxgen}
 . "$(dirname "$0")/common.sh"
@@ -160,13 +161,24 @@ for key in gelu:n=14337,m=3 gelu_erf:n=1001,m=2 silu:n=5,m=1 swiglu:n=4096,m=8,s
   rope:mode=neox,head_dim=64,n_dims=32,heads=6,kv_heads=3,m=8,sm=100,freq_factors=1,ext_factor=1,n_ctx_orig=4096,freq_scale=0.25; do
   cpu_run_checksums "$key"
 done
-run 1 run q4k_gemv:k=256,n=4,m=1,glu=swiglu --cpu && { grep -q 'no runner for gated GEMV' "$tmp/err" || fail "run of a glu= key: message"; }
+# gated GEMV keys: deterministic per seed, and the epilogue changes y: plain,
+# swiglu and geglu of the same weights and x give three different checksums
+for key in q4k_gemv:k=512,n=37,m=3,glu=swiglu q6k_gemv:k=256,n=9,m=8,sm=80,glu=geglu; do
+  cpu_run_checksums "$key"
+done
+gated_sums=""
+for glu in "" ",glu=swiglu" ",glu=geglu"; do
+  run 0 run "q6k_gemv:k=512,n=13,m=2$glu" --cpu --seed 3 &&
+    gated_sums="$gated_sums $(sed -n 's/.*checksum=\([^ ]*\).*/\1/p' "$tmp/out")"
+done
+[ "$(echo $gated_sums | tr ' ' '\n' | sort -u | wc -l)" -eq 3 ] ||
+  fail "run --cpu: plain, swiglu and geglu q6k_gemv want three different checksums, got:$gated_sums"
 run 1 run stream_read:n=1000 --cpu && { grep -q 'no CPU reference for stream_read' "$tmp/err" || fail "run stream_read --cpu: message"; }
 
 # --- no driver: run and check --driver fail with the runtime's message ------
 PTXQ_LIBCUDA=/nonexistent/libcuda.so.1
 export PTXQ_LIBCUDA
-for key in $small geglu:n=1001,m=2 rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1; do
+for key in $small q4k_gemv:k=256,n=7,m=2,glu=swiglu geglu:n=1001,m=2 rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1; do
   run 1 run $key && { grep -q '^ptxgen: run: ' "$tmp/err" || fail "run $key without a driver: no message"; }
 done
 run 1 check --driver $small && { grep -q 'no GPU driver' "$tmp/err" || fail "check --driver without a driver: message"; }

@@ -361,6 +361,60 @@ Test(gpu, kernel_launch_by_key_matches_gemv) {
   ptxq_close(ctx);
 }
 
+/* Every way of running a product (loads a chunk ahead or not, rows per
+ * warp, warps per block) reduces each output in the same order with the
+ * same arithmetic: the tuned keys give the default kernel's bits. Shapes
+ * where lanes own different numbers of chunks (k = 2304: 36 chunks), with
+ * rows past n in the last group, and x in tiles (k = 14336, m = 8 below). */
+Test(gpu, tuning_variants_give_the_same_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { int q6k; uint32_t k, n, m; } shapes[] = {
+      {0, 2304, 1001, 1}, {0, 4096, 333, 3}, {1, 2304, 999, 2}, {1, 14336, 77, 1}, {0, 256, 7, 8},
+      {0, 14336, 45, 8}};
+  static const char *const tunings[] = {"preload=1", "preload=2",
+                                        "warps=4",   "warps=16",  "rows=1",    "rows=4,preload=2",
+                                        "rows=4,warps=4,preload=1"};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    size_t w_bytes;
+    uint8_t *w = shapes[s].q6k ? random_q6k(&r, k, n, &w_bytes) : random_q4k(&r, k, n, &w_bytes);
+    upload_weight(ctx, "w", shapes[s].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
+    float *x = random_floats(&r, (size_t)m * k);
+    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), dy = device_alloc(ctx, (size_t)m * n * 4);
+    upload(ctx, dx, x, (size_t)m * k * 4);
+    float *want = checked_malloc((size_t)m * n * 4), *got = checked_malloc((size_t)m * n * 4);
+    cr_assert_eq(ptxq_gemv(ctx, "w", dx, dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    cr_assert_eq(ptxq_download(ctx, want, dy, (size_t)m * n * 4), PTXQ_OK);
+    ptxq_weight_info winfo;
+    cr_assert_eq(ptxq_weight_info_get(ctx, "w", &winfo), PTXQ_OK);
+    uint64_t pw = winfo.data, px = dx, py = dy;
+    void *params[] = {&pw, &px, &py};
+    for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
+      char key[160];
+      snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u,%s", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
+               dev.target_sm, tunings[t]);
+      poison(ctx, dy, (size_t)m * n * 4);
+      cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      cr_assert_eq(ptxq_download(ctx, got, dy, (size_t)m * n * 4), PTXQ_OK);
+      size_t i = 0;
+      while (i < (size_t)m * n && memcmp(&want[i], &got[i], 4) == 0) i++;
+      cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the default kernel gives %.9g",
+                (unsigned long long)seed, key, i / n, i % n, (double)got[i], (double)want[i]);
+    }
+    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
+    cr_assert_eq(ptxq_free(ctx, dy), PTXQ_OK);
+    free(x);
+    free(w);
+    free(want);
+    free(got);
+  }
+  ptxq_close(ctx);
+}
+
 /* An older target than the device's own runs and is right too. */
 Test(gpu, older_target_runs) {
   ptxq_ctx *probe = open_or_skip(NULL);
