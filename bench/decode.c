@@ -3,7 +3,8 @@
  * Llama-3-8B-shaped model, each with its own weights, as one step.
  *
  * Per layer (x is the layer's input, [m][4096] fp32):
- *   q = x.Wq^T, k = x.Wk^T, v = x.Wv^T        q, o 4096x4096; k, v 1024x4096
+ *   q = x.Wq^T, k = x.Wk^T, v = x.Wv^T        q, o 4096x4096; k, v 1024x4096; q, k and v
+ *                                              as one kernel (ptxq_gemv_multi)
  *   rope(q, k) in place                        NeoX, 32 + 8 heads of 128, base 500000,
  *                                              positions read from the device
  *   x2 = q.Wo^T                                stand-in for attention: ptxq has no
@@ -265,12 +266,17 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, cha
                       .n_ctx_orig = p.n_ctx_orig};
   int rc = add_key(&rope, keys, count);
   for (uint32_t l = 0; l < layers && l < 2 && !rc; l++) /* layers 0 and 1 hold every type */
-    for (int r = 0; r < ROLE_COUNT && !rc; r++) {
+    for (int r = ROLE_V; r < ROLE_COUNT && !rc; r++) { /* q, k, v: one kernel, below */
       bool gated = r == ROLE_GATE || r == ROLE_UP;
       ptxgen_spec gemv = {.kind = weight_type(l, (role)r) == PTXQ_TYPE_Q6_K ? PTXGEN_KIND_Q6K_GEMV
                                                                            : PTXGEN_KIND_Q4K_GEMV,
                           .sm = sm, .k = roles[r].k, .n = roles[r].n, .m = m,
                           .glu = gated && !unfused ? 1 : 0};
+      if (r == ROLE_V) {
+        gemv.n = roles[ROLE_Q].n;
+        gemv.n2 = roles[ROLE_K].n;
+        gemv.n3 = roles[ROLE_V].n;
+      }
       rc = add_key(&gemv, keys, count);
     }
   if (unfused && !rc) {
@@ -402,11 +408,9 @@ static int enqueue_layer(step *s, uint32_t layer, uint32_t m)
   ptxq_dev y = arena_at(s, layer, BUF_Y);
   ptxq_ffn_params ffn = {.kind = PTXQ_FFN_SWIGLU, .gate = names[ROLE_GATE],
                          .up = names[ROLE_UP], .down = names[ROLE_DOWN]};
-  int st = ptxq_gemv(s->ctx, names[ROLE_Q], in, q, m);
-  if (!st)
-    st = ptxq_gemv(s->ctx, names[ROLE_K], in, k, m);
-  if (!st)
-    st = ptxq_gemv(s->ctx, names[ROLE_V], in, v, m);
+  const char *qkv[3] = {names[ROLE_Q], names[ROLE_K], names[ROLE_V]};
+  const ptxq_dev qkv_out[3] = {q, k, v};
+  int st = ptxq_gemv_multi(s->ctx, qkv, 3, in, qkv_out, m); /* one kernel */
   if (!st)
     st = ptxq_rope(s->ctx, q, k, s->positions, m, &s->rope);
   if (!st)
@@ -442,9 +446,11 @@ static int prepare(step *s, uint32_t m)
   for (uint32_t l = 0; l < s->layers; l++) {
     for (int r = 0; r < ROLE_COUNT; r++)
       weight_name(names[r], sizeof names[r], l, (role)r);
-    for (int r = ROLE_Q; r <= ROLE_O; r++)
-      if ((st = ptxq_gemv_prepare(s->ctx, names[r], m)))
-        return fail(s->ctx, names[r], st);
+    const char *qkv[3] = {names[ROLE_Q], names[ROLE_K], names[ROLE_V]};
+    if ((st = ptxq_gemv_multi_prepare(s->ctx, qkv, 3, m)))
+      return fail(s->ctx, names[ROLE_Q], st);
+    if ((st = ptxq_gemv_prepare(s->ctx, names[ROLE_O], m)))
+      return fail(s->ctx, names[ROLE_O], st);
     ptxq_ffn_params ffn = {.kind = PTXQ_FFN_SWIGLU, .gate = names[ROLE_GATE],
                            .up = names[ROLE_UP], .down = names[ROLE_DOWN]};
     if ((st = ptxq_ffn_prepare(s->ctx, &ffn, m)))

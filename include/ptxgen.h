@@ -91,6 +91,12 @@ typedef struct ptxgen_spec {
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each
    * product computed exactly as the plain GEMV computes it. */
   uint32_t glu;
+  /* q4k_gemv / q6k_gemv over several weights of the same k and type, one
+   * kernel (a layer's q, k and v): n2, n3 are the rows of the second and
+   * third weight (0: absent; n3 needs n2; not with glu). Parameters:
+   * u64 W, u64 W2[, u64 W3], u64 x, u64 y, u64 y2[, u64 y3]; y_i[m][n_i] =
+   * x . W_i^T, each row computed exactly as the single product computes it. */
+  uint32_t n2, n3;
   /* rope (m is the number of tokens). mode: 0 normal, 2 neox (as ptxq's
    * PTXQ_ROPE_*). Floats are written in keys so that they round-trip. */
   uint32_t mode, head_dim, n_dims, heads, kv_heads;

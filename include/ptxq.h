@@ -153,6 +153,15 @@ int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info
 int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_t m);
 int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m);
 
+/* Several products of one x as one kernel: ys[i][m][n_i] = x . W_i^T for
+ * `count` (1..PTXQ_GEMV_MULTI_MAX) weights of the same type (Q4_K or
+ * Q6_K) and k, such as a layer's q, k and v; fewer kernel launches, the
+ * same bits as ptxq_gemv on each weight. */
+#define PTXQ_GEMV_MULTI_MAX 3
+int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                    const ptxq_dev *ys, uint32_t m);
+int ptxq_gemv_multi_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m);
+
 /* The same with host x (m*k floats) and host y (m*n floats); returns when y
  * is written. Uses a context-owned staging buffer. */
 int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, uint32_t m);

@@ -38,6 +38,7 @@
  *   bit-identical to the m = 1 product of that row.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "act_math.h"
 #include "gemv.h"
@@ -59,6 +60,9 @@ static uint32_t shared_budget(uint32_t sm) {
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   gemv_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .sums = f->sums};
   p.glu = s->glu;
+  p.seg_n[0] = s->n, p.seg_n[1] = s->n2, p.seg_n[2] = s->n3;
+  p.segments = s->n3 ? 3 : s->n2 ? 2 : 1;
+  p.n_total = s->n + s->n2 + s->n3;
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
@@ -76,7 +80,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.tiles = (p.chunks + p.tile_chunks - 1) / p.tile_chunks;
   p.preload = p.tiles == 1 && s->preload != 1;
   uint32_t per_group = p.rows * p.warps;
-  p.groups = (s->n + per_group - 1) / per_group;
+  p.groups = (p.n_total + per_group - 1) / per_group;
   p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
   p.shared_bytes = s->m * p.tile_chunks * chunk_bytes;
   return p;
@@ -117,10 +121,13 @@ void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u
 }
 
 static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
-  L->W = ptx_param_u64(b, "W");
+  static const char *const w_names[3] = {"W", "W2", "W3"}, *const y_names[3] = {"y", "y2", "y3"};
+  for (uint32_t i = 0; i < p->segments; i++) L->Ws[i] = ptx_param_u64(b, w_names[i]);
+  L->W = L->Ws[0];
   L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
   L->x = ptx_param_u64(b, "x");
-  L->y = ptx_param_u64(b, "y");
+  for (uint32_t i = 0; i < p->segments; i++) L->ys[i] = ptx_param_u64(b, y_names[i]);
+  L->y = L->ys[0];
   L->tid = ptx_new(b, PTX_B32);
   L->lane = ptx_new(b, PTX_B32);
   L->warp = ptx_new(b, PTX_B32);
@@ -195,6 +202,29 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
   ptx_label(b, done);
 }
 
+/* For a row of the joint row space, the base of its segment among
+ * bases[] (W or y of each weight), and the row made local to that segment
+ * (in place); *stride_out, if given, is the segment's y row stride in bytes. */
+static ptx_reg emit_segment_select(ptx_builder *b, const gemv_plan *p, const ptx_reg *bases, ptx_reg row,
+                                   ptx_reg *stride_out) {
+  ptx_reg base = ptx_new(b, PTX_B64), in = ptx_new(b, PTX_PRED), local = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.b64 %s, %s;", base.s, bases[0].s);
+  if (stride_out) {
+    *stride_out = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mov.u32 %s, %u;", stride_out->s, p->seg_n[0] * 4);
+  }
+  uint32_t start = 0;
+  for (uint32_t i = 1; i < p->segments; i++) {
+    start += p->seg_n[i - 1];
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", in.s, row.s, start);
+    ptx_ins(b, "selp.b64 %s, %s, %s, %s;", base.s, bases[i].s, base.s, in.s);
+    if (stride_out) ptx_ins(b, "selp.b32 %s, %u, %s, %s;", stride_out->s, p->seg_n[i] * 4, stride_out->s, in.s);
+    ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, row.s, start);
+    ptx_ins(b, "selp.b32 %s, %s, %s, %s;", row.s, local.s, row.s, in.s);
+  }
+  return base;
+}
+
 /* Row pointers of the warp's rows in row group `group`: rowp[r] for W, and
  * with glu rowp[rows + r] for U. Rows past n (and groups past the last)
  * point at row n-1, so that loads through them stay in bounds. */
@@ -206,9 +236,11 @@ static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const gemv_lan
   for (uint32_t r = 0; r < p->rows; r++) {
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
-    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
+    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n_total - 1);
+    ptx_reg base = L->W;
+    if (p->segments > 1) base = emit_segment_select(b, p, L->Ws, row, NULL);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
-    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[r].s, L->W.s, off.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[r].s, base.s, off.s);
     if (p->glu) ptx_ins(b, "add.u64 %s, %s, %s;", rowp[p->rows + r].s, L->U.s, off.s);
   }
 }
@@ -241,9 +273,22 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
-  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u_m%u%s", f->name, p.k, p.n, p.m, glu_names[p.glu]);
+  char more[32] = "";
+  if (p.segments > 1) snprintf(more, sizeof more, "_n%u", p.seg_n[1]);
+  if (p.segments > 2) snprintf(more + strlen(more), sizeof more - strlen(more), "_n%u", p.seg_n[2]);
+  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u%s_m%u%s", f->name, p.k, p.n, more, p.m, glu_names[p.glu]);
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
-  ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1);
+  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2"};
+  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3"};
+  if (p.segments == 3)
+    ptx_entry(&b, out->entry, seg3_params, 7, 1);
+  else if (p.segments == 2)
+    ptx_entry(&b, out->entry, seg2_params, 5, 1);
+  else
+    ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1);
+  if (p.segments > 1)
+    ptx_comment(&b, "%u weights in one row space: rows [0, %u), then [%u, %u)%s", p.segments, p.seg_n[0], p.seg_n[0],
+                p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest" : "");
   if (p.glu)
     ptx_comment(&b, "gated: y = %s(x . W^T) * (x . U^T), each product as the plain GEMV computes it",
                 p.glu == 1 ? "silu" : "gelu");
@@ -372,9 +417,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_reg row = ptx_new(&b, PTX_B32), ok = ptx_new(&b, PTX_PRED), off = ptx_new(&b, PTX_B64);
     ptx_reg ya = ptx_new(&b, PTX_B64);
     ptx_ins(&b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
-    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n, lane0.s);
+    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n_total, lane0.s);
+    ptx_reg ybase = L.y, ystride = {{0}};
+    if (p.segments > 1) ybase = emit_segment_select(&b, &p, L.ys, row, &ystride);
     ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", off.s, row.s);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, L.y.s, off.s);
+    ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, ybase.s, off.s);
     for (uint32_t m = 0; m < p.m; m++) {
       ptx_reg v = acc[r][m];
       if (p.glu) { /* act(gate) * up, the arithmetic of the swiglu/geglu kernels */
@@ -382,7 +429,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
         v = ptx_new(&b, PTX_F32);
         ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", v.s, a.s, acc[p.rows + r][m].s);
       }
-      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, m * p.n * 4, v.s);
+      if (p.segments > 1 && m > 0) { /* the segment's row stride is not a constant */
+        ptx_reg step = gemv_u64_of(&b, ystride);
+        ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, ya.s, step.s);
+      }
+      ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok.s, ya.s, p.segments > 1 ? 0 : m * p.n * 4, v.s);
     }
   }
   ptx_ins(&b, "bra.uni %s;", group_loop);

@@ -58,7 +58,7 @@ typedef struct {
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
     U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0),
-    {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}};
+    {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0)};
 static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 /* n_dims defaults to head_dim (fallback -1 marks that) */
@@ -109,6 +109,11 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
     return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
   if (s->preload > 2) return fail(msg, cap, "preload=%u: must be 1 (off) or 2 (on)", s->preload);
   if (s->glu > 2) return fail(msg, cap, "glu=%u: must be 0 (none), 1 (swiglu) or 2 (geglu)", s->glu);
+  if (s->n3 != 0 && s->n2 == 0) return fail(msg, cap, "n3=%u without n2: the weights come in order", s->n3);
+  if (s->n2 != 0 && s->glu != 0) return fail(msg, cap, "n2=%u with glu: a gated product has one weight pair", s->n2);
+  if ((uint64_t)s->n + s->n2 + s->n3 > PTXGEN_GEMV_MAX_N)
+    return fail(msg, cap, "n+n2+n3=%llu exceeds the limit %u rows", (unsigned long long)s->n + s->n2 + s->n3,
+                PTXGEN_GEMV_MAX_N);
   return PTXGEN_OK;
 }
 

@@ -1,6 +1,8 @@
 /*
  * exec.c: the GEMV ops. Validate, find the kernel, launch.
  *
+ * ptxq_gemv_multi runs several weights of one x (a layer's q, k, v) as one
+ * kernel over their rows side by side (ptxgen.h, n2/n3).
  * The hot path of a decode step is ptxq_gemv: one lock, one hash look-up by
  * weight name, the kernel cached on the weight for this m, cuLaunchKernel.
  * The weight's type picks the kernel family (q4k_gemv for Q4_K, q6k_gemv
@@ -125,6 +127,93 @@ int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m) {
   const struct ptxq_weight *w = NULL;
   const struct ptxq_kernel_entry *kernel = NULL;
   status = gemv_kernel(ctx, weight, m, &w, &kernel);
+  pthread_mutex_unlock(&ctx->lock);
+  ptxq__leave(ctx);
+  return status;
+}
+
+/* ---- several weights, one kernel ------------------------------------------ */
+
+static int check_multi_args(ptxq_ctx *ctx, const char *call, const char *const *weights, uint32_t count,
+                            uint32_t m) {
+  if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "%s: ctx is NULL", call);
+  if (weights == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: weights is NULL", call);
+  if (count < 1 || count > PTXQ_GEMV_MULTI_MAX)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=%u is outside 1..%d", call, count, PTXQ_GEMV_MULTI_MAX);
+  for (uint32_t i = 0; i < count; i++) {
+    int status = check_gemv_args(ctx, call, weights[i], m);
+    if (status != PTXQ_OK) return status;
+  }
+  return PTXQ_OK;
+}
+
+/* The weights and the kernel reading them side by side. Lock held. */
+static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
+                        struct ptxq_weight **w, const struct ptxq_kernel_entry **out) {
+  for (uint32_t i = 0; i < count; i++) {
+    struct ptxq_weight *found = ptxq__weight_find(ctx, names[i]);
+    if (found == NULL) return ptxq__fail(ctx, PTXQ_ERR_NOT_FOUND, "%s: no weight '%s'", call, names[i]);
+    w[i] = found;
+    if (i > 0 && (found->type != w[0]->type || found->k != w[0]->k))
+      return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+                        "%s: weight '%s' is %s with k=%u, '%s' is %s with k=%u: one kernel needs one type and k",
+                        call, names[i], ptxq__type_name(found->type), found->k, names[0],
+                        ptxq__type_name(w[0]->type), w[0]->k);
+  }
+  if (count == 1) return ptxq__gemv_kernel(ctx, w[0], m, 0, out);
+  if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
+    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
+                      names[0], ptxq__type_name(w[0]->type));
+  ptxgen_spec spec = {.kind = w[0]->type == PTXQ_TYPE_Q6_K ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV,
+                      .sm = ctx->info.target_sm,
+                      .k = w[0]->k,
+                      .n = w[0]->n,
+                      .n2 = w[1]->n,
+                      .n3 = count > 2 ? w[2]->n : 0,
+                      .m = m};
+  return ptxq__kernel_for(ctx, &spec, out);
+}
+
+int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                    const ptxq_dev *ys, uint32_t m) {
+  int status = check_multi_args(ctx, "ptxq_gemv_multi", weights, count, m);
+  if (status != PTXQ_OK) return status;
+  if (ys == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: ys is NULL");
+  if (x == 0 || x % GEMV_X_ALIGN != 0)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: x=0x%llx is null or not %u-byte aligned",
+                      (unsigned long long)x, GEMV_X_ALIGN);
+  for (uint32_t i = 0; i < count; i++)
+    if (ys[i] == 0 || ys[i] % sizeof(float) != 0)
+      return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: ys[%u]=0x%llx (for '%s') is null or not %zu-byte aligned",
+                        i, (unsigned long long)ys[i], weights[i], sizeof(float));
+  if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  pthread_mutex_lock(&ctx->lock);
+  struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
+  const struct ptxq_kernel_entry *kernel = NULL;
+  status = multi_kernel(ctx, "ptxq_gemv_multi", weights, count, m, w, &kernel);
+  if (status == PTXQ_OK) {
+    /* u64 W, W2[, W3], x, y, y2[, y3]: the order ptxgen.h gives */
+    CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd = x;
+    void *params[2 * PTXQ_GEMV_MULTI_MAX + 1];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < count; i++) wd[i] = w[i]->data, params[n++] = &wd[i];
+    params[n++] = &xd;
+    for (uint32_t i = 0; i < count; i++) yd[i] = ys[i], params[n++] = &yd[i];
+    status = ptxq__launch(ctx, kernel, params);
+  }
+  pthread_mutex_unlock(&ctx->lock);
+  ptxq__leave(ctx);
+  return status;
+}
+
+int ptxq_gemv_multi_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m) {
+  int status = check_multi_args(ctx, "ptxq_gemv_multi_prepare", weights, count, m);
+  if (status != PTXQ_OK) return status;
+  if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
+  pthread_mutex_lock(&ctx->lock);
+  struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
+  const struct ptxq_kernel_entry *kernel = NULL;
+  status = multi_kernel(ctx, "ptxq_gemv_multi_prepare", weights, count, m, w, &kernel);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;

@@ -415,6 +415,83 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_close(ctx);
 }
 
+/* ptxq_gemv_multi gives, for each weight, the bits ptxq_gemv gives: two and
+ * three weights, both types, odd n (groups straddle the weights), m 1..8. */
+Test(gpu, gemv_multi_matches_single_products) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  static const struct { int q6k; uint32_t k, count, m, n[3]; } cases[] = {
+      {0, 4096, 3, 1, {1001, 77, 333}}, {0, 2304, 2, 8, {129, 1024, 0}}, {1, 2048, 3, 3, {999, 5, 64}},
+      {1, 14336, 2, 1, {37, 90, 0}},    {0, 256, 3, 5, {7, 1, 17}}};
+  static const char *const names[3] = {"wa", "wb", "wc"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count;
+    float *x = random_floats(&r, (size_t)m * k);
+    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), ys[3] = {0}, single = 0;
+    upload(ctx, dx, x, (size_t)m * k * 4);
+    uint32_t most = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t n = cases[c].n[i];
+      size_t w_bytes;
+      uint8_t *w = cases[c].q6k ? random_q6k(&r, k, n, &w_bytes) : random_q4k(&r, k, n, &w_bytes);
+      upload_weight(ctx, names[i], cases[c].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
+      free(w);
+      ys[i] = device_alloc(ctx, (size_t)m * n * 4);
+      poison(ctx, ys[i], (size_t)m * n * 4);
+      most = n > most ? n : most;
+    }
+    single = device_alloc(ctx, (size_t)m * most * 4);
+    cr_assert_eq(ptxq_gemv_multi(ctx, names, count, dx, ys, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    float *want = checked_malloc((size_t)m * most * 4), *got = checked_malloc((size_t)m * most * 4);
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t n = cases[c].n[i];
+      cr_assert_eq(ptxq_gemv(ctx, names[i], dx, single, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      cr_assert_eq(ptxq_download(ctx, want, single, (size_t)m * n * 4), PTXQ_OK);
+      cr_assert_eq(ptxq_download(ctx, got, ys[i], (size_t)m * n * 4), PTXQ_OK);
+      size_t j = 0;
+      while (j < (size_t)m * n && memcmp(&want[j], &got[j], 4) == 0) j++;
+      cr_assert(j == (size_t)m * n, "seed %llu, case %zu: weight %u y[%zu][%zu] = %.9g, ptxq_gemv gives %.9g",
+                (unsigned long long)seed, c, i, j / n, j % n, (double)got[j], (double)want[j]);
+      cr_assert_eq(ptxq_free(ctx, ys[i]), PTXQ_OK);
+    }
+    cr_assert_eq(ptxq_free(ctx, single), PTXQ_OK);
+    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
+    free(x);
+    free(want);
+    free(got);
+  }
+  ptxq_close(ctx);
+}
+
+Test(gpu, gemv_multi_rejects_bad_arguments) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  rng r = {fresh_seed()};
+  size_t bytes;
+  uint8_t *a = random_q4k(&r, 512, 8, &bytes);
+  upload_weight(ctx, "a", PTXQ_TYPE_Q4_K, a, 512, 8, bytes);
+  uint8_t *b = random_q4k(&r, 256, 8, &bytes);
+  upload_weight(ctx, "b", PTXQ_TYPE_Q4_K, b, 256, 8, bytes);
+  uint8_t *c = random_q6k(&r, 512, 8, &bytes);
+  upload_weight(ctx, "c", PTXQ_TYPE_Q6_K, c, 512, 8, bytes);
+  ptxq_dev x = device_alloc(ctx, 4096), y = device_alloc(ctx, 4096);
+  const ptxq_dev ys[3] = {y, y, y};
+  const char *const ab[2] = {"a", "b"}, *const ac[2] = {"a", "c"}, *const a_missing[2] = {"a", "nope"};
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, ys, 1), PTXQ_ERR_INVALID, "k=256");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ac, 2, x, ys, 1), PTXQ_ERR_INVALID, "Q6_K");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, a_missing, 2, x, ys, 1), PTXQ_ERR_NOT_FOUND, "nope");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 0, x, ys, 1), PTXQ_ERR_INVALID, "count=0");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 4, x, ys, 1), PTXQ_ERR_INVALID, "count=4");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, NULL, 1), PTXQ_ERR_INVALID, "ys");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x + 4, ys, 1), PTXQ_ERR_INVALID, "aligned");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, ys, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_prepare(ctx, ac, 2, 1), PTXQ_ERR_INVALID, "Q6_K");
+  free(a);
+  free(b);
+  free(c);
+  ptxq_close(ctx);
+}
+
 /* An older target than the device's own runs and is right too. */
 Test(gpu, older_target_runs) {
   ptxq_ctx *probe = open_or_skip(NULL);

@@ -146,6 +146,10 @@ Test(nodevice, null_context_is_harmless) {
   cr_assert_eq(ptxq_weight_info_get(NULL, "w", &winfo), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_gemv(NULL, "w", 0x1000, 0x2000, 1), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_gemv_prepare(NULL, "w", 1), PTXQ_ERR_INVALID);
+  const char *const qkv[3] = {"q", "k", "v"};
+  const ptxq_dev ys[3] = {0x2000, 0x3000, 0x4000};
+  cr_assert_eq(ptxq_gemv_multi(NULL, qkv, 3, 0x1000, ys, 1), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_gemv_multi_prepare(NULL, qkv, 3, 1), PTXQ_ERR_INVALID);
   float x[4], y[4];
   cr_assert_eq(ptxq_gemv_host(NULL, "w", x, y, 1), PTXQ_ERR_INVALID);
   ptxq_kernel_info kinfo;

@@ -620,6 +620,10 @@ Test(nodriver, every_context_call_fails_cleanly) {
   EXPECT_NULL_CTX(ptxq_weight_info_get(NULL, "w", &winfo), "ptxq_weight_info_get");
   EXPECT_NULL_CTX(ptxq_gemv(NULL, "w", 0x1000, 0x2000, 1), "ptxq_gemv");
   EXPECT_NULL_CTX(ptxq_gemv_prepare(NULL, "w", 1), "ptxq_gemv_prepare");
+  const char *const qkv[3] = {"q", "k", "v"};
+  const ptxq_dev ys[3] = {0x2000, 0x3000, 0x4000};
+  EXPECT_NULL_CTX(ptxq_gemv_multi(NULL, qkv, 3, 0x1000, ys, 1), "ptxq_gemv_multi");
+  EXPECT_NULL_CTX(ptxq_gemv_multi_prepare(NULL, qkv, 3, 1), "ptxq_gemv_multi_prepare");
   EXPECT_NULL_CTX(ptxq_gemv_host(NULL, "w", x, y, 1), "ptxq_gemv_host");
   EXPECT_NULL_CTX(ptxq_gelu(NULL, 0x1000, 0x2000, 8, 1), "ptxq_gelu");
   EXPECT_NULL_CTX(ptxq_gelu_erf(NULL, 0x1000, 0x2000, 8, 1), "ptxq_gelu_erf");
