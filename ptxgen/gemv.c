@@ -213,13 +213,15 @@ static ptx_reg emit_segment_select(ptx_builder *b, const gemv_plan *p, const ptx
     *stride_out = ptx_new(b, PTX_B32);
     ptx_ins(b, "mov.u32 %s, %u;", stride_out->s, p->seg_n[0] * 4);
   }
+  ptx_reg joint = ptx_new(b, PTX_B32); /* the row before it is made local */
+  ptx_ins(b, "mov.u32 %s, %s;", joint.s, row.s);
   uint32_t start = 0;
   for (uint32_t i = 1; i < p->segments; i++) {
     start += p->seg_n[i - 1];
-    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", in.s, row.s, start);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", in.s, joint.s, start);
     ptx_ins(b, "selp.b64 %s, %s, %s, %s;", base.s, bases[i].s, base.s, in.s);
     if (stride_out) ptx_ins(b, "selp.b32 %s, %u, %s, %s;", stride_out->s, p->seg_n[i] * 4, stride_out->s, in.s);
-    ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, row.s, start);
+    ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, joint.s, start);
     ptx_ins(b, "selp.b32 %s, %s, %s, %s;", row.s, local.s, row.s, in.s);
   }
   return base;
