@@ -46,7 +46,7 @@ int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_begin(&b, ptxgen_ptx_version(spec->sm), spec->sm);
   snprintf(out->entry, sizeof out->entry, "%s_n%u_m%u", kind_name(kind), spec->n, spec->m);
   static const char *const unary[] = {"x", "y"}, *const glu[] = {"gate", "up", "y"};
-  ptx_entry(&b, out->entry, gated ? glu : unary, gated ? 3 : 2, 0);
+  ptx_entry(&b, out->entry, gated ? glu : unary, gated ? 3 : 2, 0, 0);
   ptx_comment(&b, "%s over %u x %u values, one per thread", kind_name(kind), spec->m, spec->n);
   ptx_reg x = ptx_param_u64(&b, gated ? "gate" : "x");
   ptx_reg up = gated ? ptx_param_u64(&b, "up") : x;

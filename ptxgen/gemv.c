@@ -282,12 +282,15 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
   static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2"};
   static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3"};
+  /* Up to 256 threads a block can have the most registers ptxas uses (255)
+   * and the PTX says nothing; past that, ptxas must know the block size. */
+  const uint32_t maxntid = p.threads > 256 ? p.threads : 0;
   if (p.segments == 3)
-    ptx_entry(&b, out->entry, seg3_params, 7, 1);
+    ptx_entry(&b, out->entry, seg3_params, 7, 1, maxntid);
   else if (p.segments == 2)
-    ptx_entry(&b, out->entry, seg2_params, 5, 1);
+    ptx_entry(&b, out->entry, seg2_params, 5, 1, maxntid);
   else
-    ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1);
+    ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1, maxntid);
   if (p.segments > 1)
     ptx_comment(&b, "%u weights in one row space: rows [0, %u), then [%u, %u)%s", p.segments, p.seg_n[0], p.seg_n[0],
                 p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest" : "");

@@ -70,12 +70,14 @@ void ptx_grid_dependency_sync(ptx_builder *b) {
 }
 
 void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
-               int dyn_shared) {
+               int dyn_shared, uint32_t threads) {
   if (dyn_shared) text_append(&b->head, ".extern .shared .align 16 .b8 xs[];\n\n");
   text_append(&b->head, ".visible .entry %s(", name);
   for (int i = 0; i < nparams; i++)
     text_append(&b->head, "%s\n\t.param .u64 %s", i ? "," : "", param_names[i]);
-  text_append(&b->head, "\n)\n{\n");
+  text_append(&b->head, "\n)\n");
+  if (threads > 0) text_append(&b->head, ".maxntid %u, 1, 1\n.minnctapersm 1\n", threads);
+  text_append(&b->head, "{\n");
 }
 
 void ptx_decl(ptx_builder *b, const char *fmt, ...) {

@@ -61,9 +61,13 @@ void ptx_grid_dependency_wait(ptx_builder *b);
 void ptx_grid_dependency_sync(ptx_builder *b);
 
 /* Opens the entry `name` with nparams .u64 parameters called param_names[i],
- * and declares dynamic shared memory `xs` when dyn_shared is nonzero. */
+ * and declares dynamic shared memory `xs` when dyn_shared is nonzero.
+ * `threads`, if not 0, is the block size it is launched with, written as
+ * .maxntid (with .minnctapersm 1) so that ptxas fits its registers to that
+ * many threads: a kernel compiled without it may need more registers than
+ * a block of that size can have, and then cannot launch. */
 void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
-               int dyn_shared);
+               int dyn_shared, uint32_t threads);
 
 /* A module-scope declaration (e.g. an initialised .const array), written
  * before the entry; call it before ptx_entry. */

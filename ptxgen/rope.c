@@ -156,7 +156,7 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   snprintf(out->entry, sizeof out->entry, "rope_%s_d%u_r%u_h%u_kv%u_m%u", s->mode == 2 ? "neox" : "normal",
            s->head_dim, s->n_dims, s->heads, s->kv_heads, s->m);
   static const char *const params[] = {"q", "k", "positions", "freq_factors"};
-  ptx_entry(&b, out->entry, params, 4, 0);
+  ptx_entry(&b, out->entry, params, 4, 0, 0);
   ptx_comment(&b, "%s RoPE: %u tokens x (%u q + %u k heads) of %u dims, %u rotated; base %.9g, freq_scale %.9g%s%s",
               s->mode == 2 ? "neox" : "normal", s->m, s->heads, s->kv_heads, s->head_dim, s->n_dims, (double)s->base,
               (double)s->freq_scale, s->freq_factors ? ", freq_factors" : "", s->ext_factor != 0 ? ", YaRN" : "");

@@ -23,7 +23,7 @@ int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_begin(&b, ptxgen_ptx_version(spec->sm), spec->sm);
   snprintf(out->entry, sizeof out->entry, "stream_read_n%u", n);
   static const char *const params[] = {"src", "sink"};
-  ptx_entry(&b, out->entry, params, 2, 0);
+  ptx_entry(&b, out->entry, params, 2, 0, 0);
 
   ptx_reg src = ptx_param_u64(&b, "src"), sink = ptx_param_u64(&b, "sink");
   ptx_reg tid = ptx_new(&b, PTX_B32), cta = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32);

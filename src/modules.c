@@ -148,6 +148,19 @@ static int describe_function(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
                            wanted[i].name);
   }
 
+  /* A block larger than the compiled function allows would fail at every
+   * launch ("too many resources requested"): say so once, here. */
+  int max_threads = 0;
+  result = ptxq__cu.FuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, e->function);
+  if (result != CUDA_SUCCESS)
+    return ptxq__fail_cu(ctx, result, "kernel %s: cuFuncGetAttribute(MAX_THREADS_PER_BLOCK)", e->key);
+  uint32_t threads = e->geometry.block[0] * e->geometry.block[1] * e->geometry.block[2];
+  if ((uint32_t)max_threads < threads)
+    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED,
+                      "kernel %s: compiled with %d registers per thread it runs at most %d threads per "
+                      "block, and it is launched with %u",
+                      e->key, e->registers, max_threads, threads);
+
   uint32_t shared = e->geometry.shared_bytes;
   if (shared > DEFAULT_MAX_SHARED_BYTES) {
     result = ptxq__cu.FuncSetAttribute(e->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

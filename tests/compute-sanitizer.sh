@@ -27,7 +27,12 @@
 # errors ("Program hit CUDA_ERROR_...") count too, except those a test
 # provokes on purpose (expected_api below): test_gpu's one refused 2^60-byte
 # ptxq_alloc, and in test_faults the exhausted device memory, the corrupted
-# PTX and the hidden devices.
+# PTX and the hidden devices. Two test outcomes are the tool's, not ptxq's,
+# and pass with a NOTE line: a test that makes no CUDA call the driver
+# accepts (hidden devices: cuInit fails) leaves the tool nothing to
+# instrument and no summary; and a failed assertion listed in tool_effects
+# below (the open/close leak check counts the heap the tool's own in-process
+# library grows; the plain gpu suite keeps that check).
 #
 # Slow bench keys: memcheck runs every key (up to KEY_LIMIT_MEMCHECK_S each;
 # a timeout fails). Each other tool gets BENCH_BUDGET_S over the bench keys,
@@ -116,6 +121,12 @@ declare -A expected_api=(
   [faults/driver_without_a_visible_gpu]="CUDA_ERROR_NO_DEVICE:any"
 )
 
+# Assertion messages that fail only because the tool runs inside the process,
+# by run label. Any other failed assertion in the run still fails it.
+declare -A tool_effects=(
+  [faults/open_close_cycles_do_not_leak]="malloc'd bytes grew by"
+)
+
 # ---- one run ------------------------------------------------------------------
 
 # allowed_api_count LOG ENTRIES: how many of LOG's API errors ENTRIES allow.
@@ -130,9 +141,21 @@ allowed_api_count() {
   echo "$total"
 }
 
-# verdict TOOL LOG RC ALLOWED CRITERION: prints why the run failed; nothing if it passed.
+# criterion_passed LOG TOLERATED: whether Criterion's synthesis shows tests run
+# and none failing, or failing only on assertions whose message holds TOLERATED.
+criterion_passed() {
+  local log=$1 tolerated=$2 asserts matched
+  grep -qE 'Synthesis: Tested: [1-9][0-9]* \| Passing: [0-9]+ \| Failing: 0 \| Crashing: 0' "$log" && return 0
+  [ -n "$tolerated" ] || return 1
+  grep -qE 'Synthesis: Tested: [1-9][0-9]* \| Passing: [0-9]+ \| Failing: [0-9]+ \| Crashing: 0' "$log" || return 1
+  asserts=$(grep -c 'Assertion Failed' "$log")
+  matched=$(grep -cF -- "$tolerated" "$log")
+  [ "$asserts" -gt 0 ] && [ "$asserts" -eq "$matched" ] && [ "$(grep -c '^\[FAIL\]' "$log")" -le "$asserts" ]
+}
+
+# verdict TOOL LOG RC ALLOWED CRITERION TOLERATED: prints why the run failed; nothing if it passed.
 verdict() {
-  local tool=$1 log=$2 rc=$3 allowed=$4 criterion=$5 reported api allowed_n findings
+  local tool=$1 log=$2 rc=$3 allowed=$4 criterion=$5 tolerated=$6 reported api allowed_n findings
   if [ "$tool" = racecheck ]; then
     reported=$(awk '/RACECHECK SUMMARY:/ { n++; sub(/.*\(/, ""); split($0, p, " "); s += p[1] + p[3] }
                     END { print n ? s : "none" }' "$log")
@@ -140,7 +163,15 @@ verdict() {
     reported=$(awk '/ERROR SUMMARY:/ { n++; sub(/.*ERROR SUMMARY: /, ""); s += $1 }
                     END { print n ? s : "none" }' "$log")
   fi
-  if [ "$reported" = none ]; then echo "no $tool summary (exit $rc)"; return; fi
+  if [ "$reported" = none ]; then
+    # nothing reached the driver, so nothing was instrumented: the test's own verdict stands
+    if [ "$criterion" = 1 ] && grep -q 'Target application terminated before first instrumented API call' "$log" &&
+      criterion_passed "$log" ""; then
+      return
+    fi
+    echo "no $tool summary (exit $rc)"
+    return
+  fi
   api=$(grep -c 'Program hit CUDA_ERROR_' "$log")
   allowed_n=$(allowed_api_count "$log" "$allowed")
   # memcheck-style summaries count the API errors among their errors; the
@@ -152,34 +183,44 @@ verdict() {
     findings=$((reported + api - allowed_n))
   fi
   if [ "$findings" -gt 0 ]; then echo "$findings sanitizer report(s)"; return; fi
-  if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 9 ] && [ "$allowed_n" -gt 0 ]; }; then
-    echo "exit $rc"
+  if [ "$criterion" = 1 ] && ! criterion_passed "$log" "$tolerated"; then
+    echo "tests failed or did not run (exit $rc)"
     return
   fi
-  if [ "$criterion" = 1 ] &&
-    ! grep -qE 'Synthesis: Tested: [1-9][0-9]* \| Passing: [0-9]+ \| Failing: 0 \| Crashing: 0' "$log"; then
-    echo "tests failed or did not run"
+  # a tolerated assertion leaves the program's exit 1
+  if [ "$rc" -ne 0 ] && ! { [ "$rc" -eq 9 ] && [ "$allowed_n" -gt 0 ]; } &&
+    ! { [ "$rc" -eq 1 ] && [ -n "$tolerated" ]; }; then
+    echo "exit $rc"
   fi
 }
 
-# sanitize TOOL LABEL LIMIT_S ALLOWED CRITERION COMMAND...: runs COMMAND under
-# TOOL and counts the run; sets why (empty: passed), timed_out (0/1) and log.
+# sanitize TOOL LABEL LIMIT_S ALLOWED CRITERION TOLERATED COMMAND...: runs
+# COMMAND under TOOL and counts the run; sets why (empty: passed), timed_out
+# (0/1) and log.
 sanitize() {
-  local tool=$1 label=$2 limit=$3 allowed=$4 criterion=$5 rc
-  shift 5
+  local tool=$1 label=$2 limit=$3 allowed=$4 criterion=$5 tolerated=$6 rc
+  shift 6
   log="$logs/$tool/${label//[^A-Za-z0-9_.=-]/_}.log"
   timeout --kill-after=30 "$limit" "$cs" --tool "$tool" --error-exitcode 9 \
     --target-processes all "$@" >"$log" 2>&1
   rc=$?
   timed_out=$([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo 1 || echo 0)
-  why=$(verdict "$tool" "$log" "$rc" "$allowed" "$criterion")
+  why=$(verdict "$tool" "$log" "$rc" "$allowed" "$criterion" "$tolerated")
   [ "$timed_out" = 1 ] && why="timed out after $limit s"
   runs[$tool]=$((${runs[$tool]} + 1))
 }
 
-# report TOOL LABEL: prints and counts the failure of the last run, if it failed.
+# report TOOL LABEL: prints and counts the failure of the last run, if it
+# failed; notes a pass that rests on one of the tool's own outcomes.
 report() {
-  [ -z "$why" ] && return
+  if [ -z "$why" ]; then
+    if grep -q 'Target application terminated before first instrumented API call' "$log"; then
+      echo "NOTE $1 $2: passed; no CUDA call reached the driver, nothing to instrument"
+    elif grep -q 'Assertion Failed' "$log"; then
+      echo "NOTE $1 $2: passed; tolerated: $(grep -F -- "${tool_effects[$2]}" "$log" | head -1 | sed 's/^\[----\] *//')"
+    fi
+    return
+  fi
   failed[$1]=$((${failed[$1]} + 1))
   echo "FAIL $1 $2: $why ($log)"
 }
@@ -201,7 +242,7 @@ for tool in "${tools[@]}"; do
   deadline=$((SECONDS + budget_s))
   [[ $parts == *" bench "* ]] && for key in "${bench_keys[@]}"; do
     if [ "$tool" = memcheck ]; then
-      sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+      sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
       report "$tool" "$key"
       continue
     fi
@@ -211,7 +252,7 @@ for tool in "${tools[@]}"; do
       continue
     fi
     limit=$((left < key_limit_s ? left : key_limit_s))
-    sanitize "$tool" "$key" "$limit" "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    sanitize "$tool" "$key" "$limit" "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
     if [ "$timed_out" = 1 ]; then
       leave_to_memcheck "$tool" "$key" "over $limit s"
     else
@@ -222,7 +263,7 @@ for tool in "${tools[@]}"; do
   [[ $parts == *" odd "* ]] && echo "== $tool: ${#odd_keys[@]} odd-shape keys"
   [[ $parts == *" odd "* ]] && for key in "${odd_keys[@]}"; do
     key=$(with_sm "$key")
-    sanitize "$tool" "$key" 300 "" 0 "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    sanitize "$tool" "$key" 300 "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
     report "$tool" "$key"
   done
 
@@ -232,7 +273,8 @@ for tool in "${tools[@]}"; do
     label=$(basename "$bin")
     case $options in *--filter\ faults/*) label=faults/${options##*faults/} ;; esac
     # shellcheck disable=SC2086 # options are words
-    sanitize "$tool" "$label" "$test_limit_s" "${expected_api[$label]:-}" 1 "$build/$bin" $options
+    sanitize "$tool" "$label" "$test_limit_s" "${expected_api[$label]:-}" 1 "${tool_effects[$label]:-}" \
+      "$build/$bin" $options
     report "$tool" "$label"
   done
 done

@@ -245,6 +245,9 @@ Test(gpu, events_time_work) {
   uint8_t *w = random_q4k(&r, 4096, 4096, &w_bytes);
   upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, 4096, 4096, w_bytes);
   ptxq_dev dx = device_alloc(ctx, 4096 * 4), dy = device_alloc(ctx, 4096 * 4);
+  float *x = random_floats(&r, 4096); /* inputs written: initcheck reads every byte the kernel reads */
+  upload(ctx, dx, x, 4096 * 4);
+  free(x);
   cr_assert_eq(ptxq_gemv_prepare(ctx, "w", 1), PTXQ_OK, "%s", ptxq_last_error(ctx));
 
   ptxq_event *start = NULL, *end = NULL;

@@ -848,6 +848,10 @@ Test(gpu, capture_refuses_ffn_workspace_growth) {
   const ptxq_ffn_params p = {PTXQ_FFN_GELU, NULL, "up", "down"};
   ptxq_dev dx = device_alloc(ctx, MAX_M * k * 4), dy = device_alloc(ctx, MAX_M * k * 4);
   ptxq_dev dh = device_alloc(ctx, MAX_M * n * 4);
+  float *fill = random_floats(&r, MAX_M * n); /* inputs written: initcheck reads what kernels read */
+  upload(ctx, dx, fill, MAX_M * k * 4);
+  upload(ctx, dh, fill, MAX_M * n * 4);
+  free(fill);
   EXPECT_OK(ctx, ptxq_ffn_prepare(ctx, &p, 1)); /* workspace for m=1 */
   /* The m=8 kernels, built without the FFN. */
   EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "up", MAX_M));

@@ -585,6 +585,11 @@ Test(gpu, activations_reject_bad_arguments) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   const uint32_t n = 64, m = 2;
   ptxq_dev x = device_alloc(ctx, 4096), up = device_alloc(ctx, 4096), y = device_alloc(ctx, 4096);
+  rng r = {fresh_seed()};
+  float *fill = random_floats(&r, 1024); /* inputs written: initcheck reads what kernels read */
+  upload(ctx, x, fill, 4096);
+  upload(ctx, up, fill, 4096);
+  free(fill);
 
   EXPECT_FAIL(NULL, ptxq_gelu(NULL, x, y, n, m), PTXQ_ERR_INVALID, "ctx is NULL");
   EXPECT_FAIL(ctx, ptxq_gelu(ctx, x, y, 0, m), PTXQ_ERR_INVALID, "n=0");

@@ -286,6 +286,9 @@ Test(faults, close_with_work_in_flight, .timeout = 120) {
   ptxq_dev dx = device_alloc(ctx, (size_t)8 * k * 4), dy = device_alloc(ctx, (size_t)8 * n * 4);
   ptxq_dev big = device_alloc(ctx, (size_t)8 << 20);
   upload(ctx, dx, x, (size_t)8 * k * 4);
+  float *big_x = random_floats(&r, (size_t)2 << 20); /* written: initcheck reads what kernels read */
+  upload(ctx, big, big_x, (size_t)8 << 20);
+  free(big_x);
   for (uint32_t m = 1; m <= 8; m++) EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "w", m));
 
   /* About 3000 kernels, most of them reading 18 MB: tens of milliseconds
