@@ -32,6 +32,13 @@
 /* ---- helpers ------------------------------------------------------------ */
 
 /* Index of the first non-finite value, or count. */
+/* Index of the first float whose bits differ, or count if none does. */
+static size_t first_bit_difference(const float *want, const float *got, size_t count) {
+  size_t i = 0;
+  while (i < count && memcmp(&want[i], &got[i], sizeof want[i]) == 0) i++;
+  return i;
+}
+
 static size_t first_non_finite(const float *y, size_t count) {
   size_t i = 0;
   while (i < count && isfinite(y[i])) i++;
@@ -403,8 +410,7 @@ Test(gpu, tuning_variants_give_the_same_bits) {
       poison(ctx, dy, (size_t)m * n * 4);
       cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
       cr_assert_eq(ptxq_download(ctx, got, dy, (size_t)m * n * 4), PTXQ_OK);
-      size_t i = 0;
-      while (i < (size_t)m * n && memcmp(&want[i], &got[i], 4) == 0) i++;
+      size_t i = first_bit_difference(want, got, (size_t)m * n);
       cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the default kernel gives %.9g",
                 (unsigned long long)seed, key, i / n, i % n, (double)got[i], (double)want[i]);
     }
@@ -452,8 +458,7 @@ Test(gpu, gemv_multi_matches_single_products) {
       cr_assert_eq(ptxq_gemv(ctx, names[i], dx, single, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
       cr_assert_eq(ptxq_download(ctx, want, single, (size_t)m * n * 4), PTXQ_OK);
       cr_assert_eq(ptxq_download(ctx, got, ys[i], (size_t)m * n * 4), PTXQ_OK);
-      size_t j = 0;
-      while (j < (size_t)m * n && memcmp(&want[j], &got[j], 4) == 0) j++;
+      size_t j = first_bit_difference(want, got, (size_t)m * n);
       cr_assert(j == (size_t)m * n, "seed %llu, case %zu: weight %u y[%zu][%zu] = %.9g, ptxq_gemv gives %.9g",
                 (unsigned long long)seed, c, i, j / n, j % n, (double)got[j], (double)want[j]);
       cr_assert_eq(ptxq_free(ctx, ys[i]), PTXQ_OK);
