@@ -19,13 +19,15 @@
  *      microseconds, so the per-launch event pair makes their figure the
  *      time a launch occupies the GPU, launch latency included, and
  *  (e) a whole decode step of 32 Llama-3-8B layers, as one graph, as direct
- *      launches and with the FFN unfused (bench/decode.c says how).
+ *      launches and with the FFN unfused (bench/decode.c says how), and
+ *  (f) before the device is opened, the time ptxgen takes to write each
+ *      kernel the other rows use (bench/generate.c; needs no GPU).
  * Every configuration is checked afterwards against the fp64 CPU reference:
  * sampled rows of y (ptxq_ref_gemv), every activation value (ptxq_ref_act,
  * ptxq_ref_glu), every rotated q and k value (ptxq_ref_rope); the decode
  * step as decode.c describes. A failed check makes the exit status 1.
- * `--kernels` picks which of (b)..(e) run; (a) always does, as the others
- * are reported against it.
+ * `--kernels` picks which of (b)..(f) run; (a) always does (except for (f)
+ * alone), as the others are reported against it.
  *
  * Exit status: 0 ok, 1 a check or a GPU call failed, 2 usage, 3 no GPU.
  */
@@ -41,6 +43,7 @@
 #include <time.h>
 
 #include "decode.h"
+#include "generate.h"
 #include "ptxgen.h"
 #include "ptxq.h"
 
@@ -75,7 +78,9 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define ROPE_ABS_TOL 2e-6
 #define MAX_SHOWN_ERRORS 5 /* failing values printed per configuration */
 
-enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_DECODE = 8, KERNELS_ALL = 15 };
+enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_DECODE = 8, KERNELS_GEN = 16,
+       KERNELS_ALL = 31 };
+#define GEN_REPS 51 /* emissions timed per key */
 
 typedef struct {
   uint32_t n, k;
@@ -312,8 +317,10 @@ static void usage(FILE *to)
           "the CPU reference.\n"
           "\n"
           "  --json FILE     also write the results as JSON to FILE\n"
-          "  --kernels LIST  which rows to measure: gemv, act, rope, decode, e.g. act,rope\n"
-          "                  (default all; the read ceiling is always measured)\n"
+          "  --kernels LIST  which rows to measure: gemv, act, rope, decode, gen, e.g.\n"
+          "                  act,rope (default all; the read ceiling is always measured).\n"
+          "                  gen: how long ptxgen takes to write each kernel the other\n"
+          "                  rows use (every kind's with gen alone, which needs no GPU)\n"
           "  --layers N      layers of the decode step (default %u; fewer if they do not\n"
           "                  fit in device memory)\n"
           "  --reps N        event-timed launches per configuration (default %d; at least\n"
@@ -398,7 +405,7 @@ static unsigned parse_kernels(char *list)
     const char *name;
     unsigned bit;
   } names[] = {{"gemv", KERNELS_GEMV}, {"act", KERNELS_ACT}, {"rope", KERNELS_ROPE},
-               {"decode", KERNELS_DECODE}};
+               {"decode", KERNELS_DECODE}, {"gen", KERNELS_GEN}};
   unsigned kernels = 0;
   for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
        item = strtok_r(NULL, ",", &save)) {
@@ -514,35 +521,36 @@ static int parse_options(int argc, char **argv, options *opt)
   return 0;
 }
 
-static int list_keys(const options *opt)
+/* The keys of the kinds in `kernels` (gen has none of its own). */
+static int list_keys(FILE *out, const options *opt, unsigned kernels)
 {
   uint32_t sm = opt->sm ? opt->sm : 90;
   char key[128];
   read_key(sm, READ_BYTES, key, sizeof key);
-  printf("%s\n", key);
-  for (size_t s = 0; s < opt->shape_count && (opt->kernels & KERNELS_GEMV); s++)
+  fprintf(out, "%s\n", key);
+  for (size_t s = 0; s < opt->shape_count && (kernels & KERNELS_GEMV); s++)
     for (size_t j = 0; j < opt->m_count; j++) {
       int rc = format_key(gemv_kind(opt->shapes[s].type), opt->shapes[s].k, opt->shapes[s].n,
                           opt->ms[j], sm, key, sizeof key);
       if (rc)
         return rc;
-      printf("%s\n", key);
+      fprintf(out, "%s\n", key);
     }
-  for (size_t a = 0; a < ACT_KINDS && (opt->kernels & KERNELS_ACT); a++)
+  for (size_t a = 0; a < ACT_KINDS && (kernels & KERNELS_ACT); a++)
     for (size_t j = 0; j < opt->op_m_count; j++) {
       int rc = act_key(&act_defs[a], opt->op_ms[j], sm, key, sizeof key);
       if (rc)
         return rc;
-      printf("%s\n", key);
+      fprintf(out, "%s\n", key);
     }
-  for (size_t j = 0; j < opt->op_m_count && (opt->kernels & KERNELS_ROPE); j++) {
+  for (size_t j = 0; j < opt->op_m_count && (kernels & KERNELS_ROPE); j++) {
     int rc = rope_key(opt->op_ms[j], sm, key, sizeof key);
     if (rc)
       return rc;
-    printf("%s\n", key);
+    fprintf(out, "%s\n", key);
   }
-  if (opt->kernels & KERNELS_DECODE)
-    return decode_list_keys(stdout, sm, opt->layers, opt->ms, opt->m_count) ? EXIT_FAILED : 0;
+  if (kernels & KERNELS_DECODE)
+    return decode_list_keys(out, sm, opt->layers, opt->ms, opt->m_count) ? EXIT_FAILED : 0;
   return 0;
 }
 
@@ -1295,7 +1303,8 @@ static void json_op_record(FILE *f, const op_result *r)
 
 static int write_json(const char *path, const bench *b, const options *opt,
                       const result *results, size_t count, const op_result *ops,
-                      size_t op_count, const decode_result *steps, size_t step_count)
+                      size_t op_count, const decode_result *steps, size_t step_count,
+                      const gen_result *gens, size_t gen_count)
 {
   FILE *f = fopen(path, "w");
   if (!f) {
@@ -1334,6 +1343,10 @@ static int write_json(const char *path, const bench *b, const options *opt,
     fprintf(f, "%s\n  ", count || op_count || i ? "," : "");
     decode_json_record(f, &steps[i]);
   }
+  for (size_t i = 0; i < gen_count; i++) {
+    fprintf(f, "%s\n  ", count || op_count || step_count || i ? "," : "");
+    generate_json_record(f, &gens[i]);
+  }
   fprintf(f,
           "\n],\n \"date\": \"%s\", \"sm\": %u, \"target_sm\": %u, \"multiprocessors\": %u, "
           "\"l2_bytes\": %llu, \"driver_version\": %d, \"read_key\": \"%s\", "
@@ -1352,7 +1365,7 @@ static int write_json(const char *path, const bench *b, const options *opt,
 
 /* ---- main --------------------------------------------------------------- */
 
-static int run(bench *b, const options *opt)
+static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_count)
 {
   uint64_t rng = b->seed;
   int st = ptxq_device_info_get(b->ctx, &b->info);
@@ -1414,7 +1427,7 @@ static int run(bench *b, const options *opt)
 
   if (!rc && opt->json_path &&
       (rc = write_json(opt->json_path, b, opt, results, count, ops, op_count, steps,
-                       step_count)) == 0)
+                       step_count, gens, gen_count)) == 0)
     printf("\nwrote %s\n", opt->json_path);
   size_t failed = 0, ops_failed = 0, steps_failed = 0;
   for (size_t i = 0; i < count; i++)
@@ -1444,6 +1457,54 @@ static int run(bench *b, const options *opt)
   return rc;
 }
 
+/* The generation rows, over the keys of the other kinds asked for (all of
+ * them with --kernels gen alone). Needs no GPU. */
+static int bench_generation(const options *opt, gen_result **gens, size_t *gen_count)
+{
+  unsigned kinds = opt->kernels & ~(unsigned)KERNELS_GEN;
+  char *keys = NULL;
+  size_t keys_len = 0;
+  FILE *mem = open_memstream(&keys, &keys_len);
+  if (!mem) {
+    fprintf(stderr, "ptxq-bench: out of host memory\n");
+    return EXIT_FAILED;
+  }
+  int rc = list_keys(mem, opt, kinds ? kinds : KERNELS_ALL & ~(unsigned)KERNELS_GEN);
+  if (fclose(mem) != 0 && !rc)
+    rc = EXIT_FAILED;
+  if (!rc)
+    rc = generate_bench(keys, opt->quick ? 11 : GEN_REPS, gens, gen_count) ? EXIT_FAILED : 0;
+  free(keys);
+  printf("\n");
+  return rc;
+}
+
+/* --kernels gen alone: the JSON holds the generation rows only. */
+static int write_generation_json(const char *path, const gen_result *gens, size_t count)
+{
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
+    return EXIT_FAILED;
+  }
+  char date[32];
+  time_t now = time(NULL);
+  struct tm utc;
+  strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &utc));
+  fprintf(f, "{\"date\": \"%s\", \"results\": [", date);
+  for (size_t i = 0; i < count; i++) {
+    fprintf(f, "%s\n  ", i ? "," : "");
+    generate_json_record(f, &gens[i]);
+  }
+  fprintf(f, "\n]}\n");
+  if (fclose(f) != 0) {
+    fprintf(stderr, "ptxq-bench: writing %s failed\n", path);
+    return EXIT_FAILED;
+  }
+  printf("wrote %s\n", path);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   options opt;
@@ -1451,19 +1512,34 @@ int main(int argc, char **argv)
   if (rc)
     return rc < 0 ? 0 : rc;
   if (opt.list_keys)
-    return list_keys(&opt);
+    return list_keys(stdout, &opt, opt.kernels);
+  gen_result *gens = NULL;
+  size_t gen_count = 0;
+  if (opt.kernels & KERNELS_GEN) {
+    rc = bench_generation(&opt, &gens, &gen_count);
+    if (rc || opt.kernels == KERNELS_GEN) {
+      if (!rc && opt.json_path)
+        rc = write_generation_json(opt.json_path, gens, gen_count);
+      free(gens);
+      return rc;
+    }
+  }
 
   bench b = {.seed = opt.seed ? opt.seed : (uint64_t)time(NULL)};
   ptxq_options open_options = {.device = 0, .target_sm = opt.sm};
   int st = ptxq_open(&b.ctx, &open_options);
   if (st == PTXQ_ERR_NO_DEVICE) {
     fprintf(stderr, "ptxq-bench: no GPU: %s\n", ptxq_last_error(NULL));
+    free(gens);
     return EXIT_NO_GPU;
   }
-  if (st)
+  if (st) {
+    free(gens);
     return report_failure(NULL, "opening the device", st);
+  }
 
-  rc = run(&b, &opt);
+  rc = run(&b, &opt, gens, gen_count);
+  free(gens);
   for (int i = 0; i < b.event_count; i++) {
     ptxq_event_destroy(b.ctx, b.start[i]);
     ptxq_event_destroy(b.ctx, b.end[i]);
