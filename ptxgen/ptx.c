@@ -43,6 +43,25 @@ static void text_vappend(ptx_text *t, const char *fmt, va_list ap) {
   }
 }
 
+/* Appends a plain string: no formatting, so no vsnprintf to pay for. */
+static void text_puts(ptx_text *t, const char *s) {
+  if (t->failed) return;
+  size_t n = strlen(s);
+  if (t->cap - t->len <= n) {
+    size_t cap = t->cap ? t->cap : 4096;
+    while (cap - t->len <= n) cap *= 2;
+    char *p = realloc(t->data, cap);
+    if (!p) {
+      t->failed = 1;
+      return;
+    }
+    t->data = p;
+    t->cap = cap;
+  }
+  memcpy(t->data + t->len, s, n + 1);
+  t->len += n;
+}
+
 static void text_append(ptx_text *t, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -101,9 +120,9 @@ void ptx_label_new(ptx_builder *b, const char *hint, char out[32]) {
 void ptx_ins(ptx_builder *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  text_append(&b->body, "\t");
+  text_puts(&b->body, "\t");
   text_vappend(&b->body, fmt, ap);
-  text_append(&b->body, "\n");
+  text_puts(&b->body, "\n");
   va_end(ap);
 }
 
