@@ -1511,8 +1511,8 @@ int main(int argc, char **argv)
   int rc = parse_options(argc, argv, &opt);
   if (rc)
     return rc < 0 ? 0 : rc;
-  if (opt.list_keys)
-    return list_keys(stdout, &opt, opt.kernels);
+  if (opt.list_keys) /* gen alone lists what it times: every kind's keys */
+    return list_keys(stdout, &opt, opt.kernels == KERNELS_GEN ? KERNELS_ALL : opt.kernels);
   gen_result *gens = NULL;
   size_t gen_count = 0;
   if (opt.kernels & KERNELS_GEN) {
