@@ -1301,20 +1301,29 @@ static void json_op_record(FILE *f, const op_result *r)
   fprintf(f, ", \"err_limit\": %g, \"check\": \"%s\"}", r->err_limit, r->ok ? "ok" : "FAIL");
 }
 
+/* Opens a JSON file for writing (saying why not) and dates it: UTC now. */
+static FILE *open_json(const char *path, char date[32])
+{
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  time_t now = time(NULL);
+  struct tm utc;
+  strftime(date, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &utc));
+  return f;
+}
+
 static int write_json(const char *path, const bench *b, const options *opt,
                       const result *results, size_t count, const op_result *ops,
                       size_t op_count, const decode_result *steps, size_t step_count,
                       const gen_result *gens, size_t gen_count)
 {
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
-    return EXIT_FAILED;
-  }
   char date[32];
-  time_t now = time(NULL);
-  struct tm utc;
-  strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &utc));
+  FILE *f = open_json(path, date);
+  if (!f)
+    return EXIT_FAILED;
 
   fprintf(f, "{\"device\": ");
   json_string(f, b->info.name);
@@ -1482,15 +1491,10 @@ static int bench_generation(const options *opt, gen_result **gens, size_t *gen_c
 /* --kernels gen alone: the JSON holds the generation rows only. */
 static int write_generation_json(const char *path, const gen_result *gens, size_t count)
 {
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    fprintf(stderr, "ptxq-bench: cannot write %s: %s\n", path, strerror(errno));
-    return EXIT_FAILED;
-  }
   char date[32];
-  time_t now = time(NULL);
-  struct tm utc;
-  strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &utc));
+  FILE *f = open_json(path, date);
+  if (!f)
+    return EXIT_FAILED;
   fprintf(f, "{\"date\": \"%s\", \"results\": [", date);
   for (size_t i = 0; i < count; i++) {
     fprintf(f, "%s\n  ", i ? "," : "");
