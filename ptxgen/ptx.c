@@ -30,11 +30,24 @@ static int text_reserve(ptx_text *t, size_t n) {
   return 1;
 }
 
-static void text_bytes(ptx_text *t, const char *s, size_t n) {
-  if (!text_reserve(t, n)) return;
+static inline void text_bytes(ptx_text *t, const char *s, size_t n) {
+  if (t->cap - t->len <= n && !text_reserve(t, n)) return;
   memcpy(t->data + t->len, s, n);
   t->len += n;
   t->data[t->len] = '\0';
+}
+
+/* A string with no directive in it, byte by byte: the common %s argument
+ * (a register name) is a few bytes, too few for strlen + memcpy to pay. */
+static inline void text_str(ptx_text *t, const char *s) {
+  for (;;) {
+    if (t->cap - t->len <= 32 && !text_reserve(t, 32)) return;
+    char *out = t->data + t->len, *end = out + 32;
+    while (out < end && *s) *out++ = *s++;
+    t->len = (size_t)(out - t->data);
+    t->data[t->len] = '\0';
+    if (!*s) return;
+  }
 }
 
 /* Formats what the generators write: %s, %u, %d, %%, %08X and %016llX by
@@ -44,16 +57,13 @@ static void text_vappend(ptx_text *t, const char *fmt, va_list ap) {
   static const char hex[] = "0123456789ABCDEF";
   char num[64];
   while (*fmt && !t->failed) {
-    const char *pct = strchr(fmt, '%');
-    if (!pct) {
-      text_bytes(t, fmt, strlen(fmt));
-      return;
-    }
+    const char *pct = fmt;
+    while (*pct && *pct != '%') pct++;
     text_bytes(t, fmt, (size_t)(pct - fmt));
+    if (!*pct) return;
     const char *d = pct + 1;
     if (*d == 's') {
-      const char *arg = va_arg(ap, const char *);
-      text_bytes(t, arg, strlen(arg));
+      text_str(t, va_arg(ap, const char *));
     } else if (*d == 'u' || *d == 'd') {
       long long v = *d == 'u' ? (long long)va_arg(ap, unsigned) : (long long)va_arg(ap, int);
       unsigned long long mag = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
