@@ -10,9 +10,11 @@
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
  * 2/2/6/3, 512/512/1/1} x m in {1, 8} x every target, plus one key per
  * target with freq_factors and YaRN) the PTX must assemble with no spills and no stack
- * frame in at most 255 registers, define the entry ptxgen_emit names, carry
+ * frame in at most 255 registers, its block must fit the register file, define the entry ptxgen_emit names, carry
  * the .version and .target its target needs, and come out byte-identical
- * when emitted twice. One Criterion parameterized test per kind, so the
+ * when emitted twice. Tuned GEMV keys (rows, warps, preload at their
+ * extremes) and multi-weight ones (n2, n3) must assemble and fit the
+ * register file. One Criterion parameterized test per kind, so the
  * cases spread over the runner's workers. Without ptxas these tests skip.
  *
  * ptxas.c itself is tested here too (log parsing, failure reporting).
@@ -67,6 +69,16 @@ static int defines_entry(const char *ptx, const char *name) {
     if (strncmp(at, name, len) == 0 && strchr("( \t\r\n", at[len]) && at[len] != '\0') return 1;
   }
   return 0;
+}
+
+/* A block must fit one multiprocessor's 65536 registers, allocated per
+ * warp in units of 256: else every launch fails ("too many resources"). */
+static void check_fits_register_file(const char *key, const ptxgen_kernel *k, const ptxas_report *report) {
+  uint32_t threads = k->geometry.block[0] * k->geometry.block[1] * k->geometry.block[2];
+  uint32_t per_warp = ((uint32_t)report->registers * 32 + 255) / 256 * 256;
+  uint32_t needed = (threads + 31) / 32 * per_warp;
+  cr_assert(needed <= 65536, "%s: %u threads x %d registers need %u of 65536 registers: it cannot launch", key,
+            threads, report->registers, needed);
 }
 
 static void check_kernel(const ptxgen_spec *spec) {
@@ -125,8 +137,29 @@ static void check_kernel(const ptxgen_spec *spec) {
                report.log);
   cr_assert(report.registers > 0 && report.registers <= 255, "%s: %d registers\n%s", key,
             report.registers, report.log);
+  check_fits_register_file(key, &first, &report);
   ptxas_report_free(&report);
   ptxgen_kernel_free(&first);
+}
+
+/* Tuned and multi-weight GEMV keys: they must assemble and their block must
+ * fit the register file (spills are the tuning's business, not an error). */
+static void check_launchable(const ptxgen_spec *spec) {
+  const char *ptxas = find_ptxas();
+  if (!ptxas) cr_skip_test("no ptxas (PTXAS_PATH empty, none in PATH or the CUDA folders)");
+  char key[256], msg[512] = "";
+  cr_assert_eq(ptxgen_spec_validate(spec, msg, sizeof msg), PTXGEN_OK, "invalid spec: %s", msg);
+  int key_len = ptxgen_spec_format(spec, key, sizeof key);
+  cr_assert(key_len > 0 && (size_t)key_len < sizeof key, "cannot format the key");
+  ptxgen_kernel k;
+  memset(&k, 0, sizeof k);
+  cr_assert_eq(ptxgen_emit(spec, &k, msg, sizeof msg), 0, "%s: %s", key, msg);
+  ptxas_report report;
+  cr_assert_eq(ptxas_assemble(ptxas, k.ptx, k.ptx_len, spec->sm, &report, msg, sizeof msg), 0, "%s: %s", key, msg);
+  cr_assert_eq(report.exit_status, 0, "%s: ptxas failed:\n%s", key, report.log);
+  check_fits_register_file(key, &k, &report);
+  ptxas_report_free(&report);
+  ptxgen_kernel_free(&k);
 }
 
 static void free_cases(struct criterion_test_params *params) {
@@ -185,6 +218,30 @@ ParameterizedTestParameters(ptx, gated_gemv) {
 
 ParameterizedTest(ptx_case *c, ptx, gated_gemv) {
   check_kernel(&c->spec);
+}
+
+/* Keys the runtime does not choose but runs when asked (ptxq_kernel_launch,
+ * ptxgen run): every tuning at its extremes, and q, k, v as one kernel. */
+ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
+  static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
+  static const struct { uint32_t rows, warps, preload, n2, n3; } tunings[] = {
+      {0, 16, 0, 0, 0}, {4, 16, 0, 0, 0}, {4, 4, 1, 0, 0}, {1, 16, 2, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}};
+  static const uint32_t ms[] = {1, 2, 8}, sms[] = {80, 90};
+  const size_t count = 2 * (sizeof tunings / sizeof tunings[0]) * 3 * 2;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 2; a++)
+    for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++)
+      for (size_t c = 0; c < 3; c++)
+        for (size_t d = 0; d < 2; d++)
+          cases[i++].spec = (ptxgen_spec){.kind = kinds[a], .sm = sms[d], .k = 2304, .n = 999, .m = ms[c],
+                                          .rows = tunings[t].rows, .warps = tunings[t].warps,
+                                          .preload = tunings[t].preload, .n2 = tunings[t].n2, .n3 = tunings[t].n3};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tuned_and_multi_gemv) {
+  check_launchable(&c->spec);
 }
 
 ParameterizedTestParameters(ptx, stream_read) {

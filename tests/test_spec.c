@@ -74,6 +74,8 @@ Test(spec, activation_and_rope_keys_round_trip) {
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,sm=80,base=10000,freq_scale=0.25,"
       "freq_factors=1,ext_factor=1,attn_factor=1.5,beta_fast=16,beta_slow=2,n_ctx_orig=4096",
       "rope:mode=neox,head_dim=96,n_dims=64,heads=3,kv_heads=1,m=2,sm=89,base=123.456,freq_scale=0.1",
+      "q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024",
+      "q6k_gemv:k=2048,n=999,m=3,sm=80,n2=5",
   };
   for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
     ptxgen_spec s, back;
@@ -173,6 +175,9 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1", "missing parameter 'm'");
   refuse("q4k_gemv:k=256,k=512,n=1,m=1", "given twice");
   refuse("q4k_gemv:k=-256,n=1,m=1", "k='-256'");
+  refuse("q4k_gemv:k=256,n=8,m=1,n3=4", "n3=4 without n2");
+  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,glu=swiglu", "n2=4 with glu");
+  refuse("q4k_gemv:k=256,n=262144,m=1,n2=1", "n+n2+n3=262145");
   refuse("q4k_gemv:k=1e3,n=1,m=1", "k='1e3'");
   refuse("q4k_gemv:k=,n=1,m=1", "k=''");
   refuse("q4k_gemv:k=99999999999,n=1,m=1", "k='99999999999'");
@@ -252,6 +257,8 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "gelu:n=14336,m=1,sm=90",               "gelu_erf:n=777,m=3,sm=75",
       "q6k_gemv:k=256,n=1,m=1,sm=75",         "q6k_gemv:k=14336,n=4096,m=8,sm=90",
       "q4k_gemv:k=4096,n=14336,m=2,glu=swiglu", "q6k_gemv:k=512,n=7,m=8,sm=120,glu=geglu",
+      "q4k_gemv:k=4096,n=4096,m=2,n2=1024,n3=1024", "q6k_gemv:k=2304,n=999,m=5,sm=80,n2=77",
+      "q6k_gemv:k=2304,n=999,m=2,warps=16",
       "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
   };
