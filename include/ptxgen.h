@@ -82,9 +82,11 @@ typedef struct ptxgen_spec {
   /* q4k_gemv tuning, 0 = the generator's choice (and then absent from the
    * key): rows per warp (1, 2, 4) and warps per block (4, 8, 16). */
   uint32_t rows, warps;
-  /* q4k_gemv / q6k_gemv: loads one chunk ahead of the arithmetic, 0 = the
-   * generator's choice (on when x is staged in one tile; absent from the
-   * key), 1 off (for comparison), 2 on where possible. */
+  /* q4k_gemv / q6k_gemv: how far weight loads run ahead of the arithmetic,
+   * 0 = the generator's choice (absent from the key), 1 off (for
+   * comparison), 2 one chunk ahead, 3 a lane's whole row group at once;
+   * 2 and 3 only where x is staged in one tile (else off), 3 only where a
+   * lane's chunks of a group fit its registers (else 2). */
   uint32_t preload;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes

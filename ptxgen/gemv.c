@@ -19,15 +19,17 @@
  *   otherwise k is cut into tiles staged in turn.
  *
  * Loads in flight from the start
- *   With x staged once (one tile), a lane's loads run one chunk ahead of
- *   its arithmetic: the next chunk is loaded before the current one is
- *   computed, and the first chunk of a row group is loaded before anything
- *   waits: for the block's first group before x is staged (and, sm_90+,
- *   before the kernel waits for the grids it depends on: weights never
- *   depend on earlier kernels), for the next group before the current one's
- *   sums are reduced and stored. x itself is read with a plain coherent
- *   load, not .nc: with programmatic launch an earlier kernel may have
- *   written it during this kernel's life.
+ *   With x staged once (one tile), a lane's loads run ahead of its
+ *   arithmetic, and the loads of the block's first row group go out before
+ *   x is staged and (sm_90+) before the kernel waits for the grids it
+ *   depends on: weights never depend on earlier kernels. Where a lane's
+ *   chunks of a row group fit its registers (k = 4096: two chunks of two
+ *   rows), it loads the whole group at once, and the next group's loads go
+ *   out before the current one's sums are reduced and stored: a layer's
+ *   q, k, v and o weights are then mostly read while the kernel before is
+ *   still finishing. Otherwise the loads run one chunk ahead. x itself is
+ *   read with a plain coherent load, not .nc: with programmatic launch an
+ *   earlier kernel may have written it during this kernel's life.
  *
  * Determinism and batch invariance
  *   Every float operation is written with an explicit rounding mode, so
@@ -44,6 +46,14 @@
 #include "gemv.h"
 
 #define GRID_CAP 1024u /* blocks at most (the runtime fits the grid to one wave); more groups are walked with a grid stride */
+/* Registers a lane may hold loads of a whole row group in (k = 4096: two
+ * chunks of two Q4_K or Q6_K rows, or of a gated pair); past that, loads run
+ * one chunk ahead. Large batches need the registers for their sums and x:
+ * with more than 4 batch rows the budget is smaller (ptxas spills a Q6_K
+ * gated m = 8 kernel at 60). */
+#define GROUP_PRELOAD_REGS 64u
+#define GROUP_PRELOAD_REGS_LARGE_M 48u
+#define MAX_LANE_CHUNKS (GROUP_PRELOAD_REGS / 12 + 1) /* the smallest chunk (Q4_K) is 12 registers per row */
 
 /* Shared memory we allow x to take, per target: under the per-block opt-in
  * maximum (64 KiB on sm_75, 163 KiB on sm_80, 99 KiB on sm_86/89/120,
@@ -78,7 +88,16 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
     p.tile_chunks = fit >= 32 ? fit & ~31u : fit;
   }
   p.tiles = (p.chunks + p.tile_chunks - 1) / p.tile_chunks;
-  p.preload = p.tiles == 1 && s->preload != 1;
+  p.lane_chunks = (p.chunks + 31) / 32;
+  const uint32_t group_regs = p.lane_chunks * p.load_rows * f->raw_count;
+  const bool group_fits = group_regs <= (s->m > 4 ? GROUP_PRELOAD_REGS_LARGE_M : GROUP_PRELOAD_REGS);
+  if (p.tiles > 1 || s->preload == 1) {
+    p.preload = GEMV_PRELOAD_OFF;
+  } else if (s->preload == 3 || (s->preload == 0 && group_fits)) {
+    p.preload = group_fits ? GEMV_PRELOAD_GROUP : GEMV_PRELOAD_CHUNK;
+  } else {
+    p.preload = GEMV_PRELOAD_CHUNK;
+  }
   uint32_t per_group = p.rows * p.warps;
   p.groups = (p.n_total + per_group - 1) / per_group;
   p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
@@ -270,6 +289,114 @@ static void emit_first_chunk_load(ptx_builder *b, const gemv_plan *p, const gemv
   f->load(b, p, L, rowp, L->lane, have.s, raw);
 }
 
+/* The lane's chunk u = lane + 32*i of a row (one tile: u is also g); with
+ * `missing`, a predicate also set where that chunk is past the row's end. */
+static ptx_reg lane_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, uint32_t i, ptx_reg *missing) {
+  ptx_reg u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "add.u32 %s, %s, %u;", u.s, L->lane.s, 32 * i);
+  if (missing) {
+    *missing = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", missing->s, u.s, p->chunks);
+  }
+  return u;
+}
+
+/* Loads all the lane's chunks of row group `group` (if it exists), chunk i
+ * into raws[i]: the whole group in flight at once. */
+static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                            ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws) {
+  ptx_reg have = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
+  for (uint32_t i = 0; i < p->lane_chunks; i++) {
+    const bool partial = 32 * (i + 1) > p->chunks;
+    ptx_reg guard = have, u = lane_chunk(b, p, L, i, NULL);
+    if (partial) {
+      guard = ptx_new(b, PTX_PRED);
+      ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", guard.s, u.s, p->chunks, have.s);
+    }
+    f->load(b, p, L, rowp, u, guard.s, &raws[i]);
+  }
+}
+
+/* Computes the lane's chunks of a group loaded by emit_group_load, in
+ * increasing g (the order every other mode uses). */
+static void emit_group_compute(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                               const gemv_raw *raws, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  for (uint32_t i = 0; i < p->lane_chunks; i++) {
+    const bool partial = 32 * (i + 1) > p->chunks;
+    ptx_reg missing, u = lane_chunk(b, p, L, i, partial ? &missing : NULL);
+    char skip[32];
+    if (partial) {
+      ptx_label_new(b, "no_chunk", skip);
+      ptx_ins(b, "@%s bra %s;", missing.s, skip);
+    }
+    f->compute(b, p, L, &raws[i], u, acc);
+    if (partial) ptx_label(b, skip);
+  }
+}
+
+/* The chunk loop of one row group: over the tiles of k (staging each) and
+ * the lane's chunks of each, loads one chunk ahead (GEMV_PRELOAD_CHUNK: the
+ * first already in cur) or none. */
+static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                            ptx_reg tile, ptx_reg tile_len, const ptx_reg *rowp, const gemv_raw *cur,
+                            const gemv_raw *next, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  char tile_loop[32], tile_done[32], chunk_loop[32], chunk_done[32];
+  ptx_label_new(b, "tile", tile_loop);
+  ptx_label_new(b, "tile_done", tile_done);
+  ptx_label_new(b, "chunk", chunk_loop);
+  ptx_label_new(b, "chunk_done", chunk_done);
+  ptx_reg pr = ptx_new(b, PTX_PRED);
+  if (p->tiles > 1) {
+    ptx_comment(b, "tiles of k: stage x, then every warp consumes it");
+    ptx_ins(b, "mov.u32 %s, 0;", tile.s);
+    ptx_label(b, tile_loop);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, tile.s, p->tiles);
+    ptx_ins(b, "@%s bra %s;", pr.s, tile_done);
+    ptx_reg rest = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", rest.s, tile.s, p->tile_chunks);
+    ptx_ins(b, "sub.u32 %s, %u, %s;", rest.s, p->chunks, rest.s);
+    ptx_ins(b, "min.u32 %s, %s, %u;", tile_len.s, rest.s, p->tile_chunks);
+    ptx_ins(b, "bar.sync 0;");
+    emit_stage(b, p, f, L, tile, tile_len);
+    ptx_ins(b, "bar.sync 0;");
+  }
+  /* This lane owns the chunks g = lane (mod 32); in this tile, the first is
+   * u = (lane - first chunk of the tile) mod 32. */
+  ptx_comment(b, "chunks of this tile owned by this lane: g = lane (mod 32)");
+  ptx_reg base = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", base.s, tile.s, p->tile_chunks);
+  ptx_ins(b, "sub.u32 %s, %s, %s;", u.s, L->lane.s, base.s);
+  ptx_ins(b, "and.b32 %s, %s, 31;", u.s, u.s);
+  ptx_label(b, chunk_loop);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
+  ptx_ins(b, "@%s bra %s;", pr.s, chunk_done);
+  if (p->preload == GEMV_PRELOAD_CHUNK) {
+    /* x is staged once (one tile), so g = u; the next chunk's loads are in
+     * flight while this one is computed */
+    ptx_reg un = ptx_new(b, PTX_B32), more = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "add.u32 %s, %s, 32;", un.s, u.s);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", more.s, un.s, p->chunks);
+    ptx_comment(b, "load the lane's next chunk, then compute this one");
+    f->load(b, p, L, rowp, un, more.s, next);
+    f->compute(b, p, L, cur, u, acc);
+    copy_raw(b, p, f, cur, next);
+  } else {
+    ptx_reg g = ptx_new(b, PTX_B32);
+    ptx_ins(b, "add.u32 %s, %s, %s;", g.s, base.s, u.s);
+    f->load(b, p, L, rowp, g, NULL, cur);
+    f->compute(b, p, L, cur, u, acc);
+  }
+  ptx_ins(b, "add.u32 %s, %s, 32;", u.s, u.s);
+  ptx_ins(b, "bra.uni %s;", chunk_loop); /* divergent only at the last chunk */
+  ptx_label(b, chunk_done);
+  if (p->tiles > 1) {
+    ptx_ins(b, "add.u32 %s, %s, 1;", tile.s, tile.s);
+    ptx_ins(b, "bra.uni %s;", tile_loop);
+    ptx_label(b, tile_done);
+  }
+}
+
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
   ptx_builder b;
@@ -308,16 +435,23 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
   ptx_reg rowp[GEMV_MAX_LOAD_ROWS];
   for (uint32_t r = 0; r < p.load_rows; r++) rowp[r] = ptx_new(&b, PTX_B64);
-  gemv_raw cur, next;
+  gemv_raw cur, next, group_raws[MAX_LANE_CHUNKS];
   new_raw(&b, &p, f, &cur);
   new_raw(&b, &p, f, &next);
+  if (p.preload == GEMV_PRELOAD_GROUP)
+    for (uint32_t i = 0; i < p.lane_chunks; i++) new_raw(&b, &p, f, &group_raws[i]);
 
-  if (p.preload) {
-    /* Weights do not depend on earlier kernels: the first chunk's loads go
-     * out before the wait for them and the staging of x, which they overlap. */
-    ptx_comment(&b, "preload: this lane's first chunk of the block's first row group");
+  if (p.preload != GEMV_PRELOAD_OFF) {
+    /* Weights do not depend on earlier kernels: the first loads go out
+     * before the wait for them and the staging of x, which they overlap. */
     emit_row_pointers(&b, &p, &L, group, rowp);
-    emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
+    if (p.preload == GEMV_PRELOAD_GROUP) {
+      ptx_comment(&b, "preload: this lane's %u chunk(s) of the block's first row group", p.lane_chunks);
+      emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
+    } else {
+      ptx_comment(&b, "preload: this lane's first chunk of the block's first row group");
+      emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
+    }
   }
   ptx_grid_dependency_sync(&b);
 
@@ -336,73 +470,29 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_label(&b, group_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
-  if (!p.preload) emit_row_pointers(&b, &p, &L, group, rowp);
+  if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, &L, group, rowp);
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][8];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
       acc[r][m] = ptx_new(&b, PTX_F32);
       ptx_ins(&b, "mov.b32 %s, 0f00000000;", acc[r][m].s);
     }
-
-  char tile_loop[32], tile_done[32], chunk_loop[32], chunk_done[32];
-  ptx_label_new(&b, "tile", tile_loop);
-  ptx_label_new(&b, "tile_done", tile_done);
-  ptx_label_new(&b, "chunk", chunk_loop);
-  ptx_label_new(&b, "chunk_done", chunk_done);
-  if (p.tiles > 1) {
-    ptx_comment(&b, "tiles of k: stage x, then every warp consumes it");
-    ptx_ins(&b, "mov.u32 %s, 0;", tile.s);
-    ptx_label(&b, tile_loop);
-    ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, tile.s, p.tiles);
-    ptx_ins(&b, "@%s bra %s;", pr.s, tile_done);
-    ptx_reg rest = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", rest.s, tile.s, p.tile_chunks);
-    ptx_ins(&b, "sub.u32 %s, %u, %s;", rest.s, p.chunks, rest.s);
-    ptx_ins(&b, "min.u32 %s, %s, %u;", tile_len.s, rest.s, p.tile_chunks);
-    ptx_ins(&b, "bar.sync 0;");
-    emit_stage(&b, &p, f, &L, tile, tile_len);
-    ptx_ins(&b, "bar.sync 0;");
-  }
-  /* This lane owns the chunks g = lane (mod 32); in this tile, the first is
-   * u = (lane - first chunk of the tile) mod 32. */
-  ptx_comment(&b, "chunks of this tile owned by this lane: g = lane (mod 32)");
-  ptx_reg base = ptx_new(&b, PTX_B32), u = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", base.s, tile.s, p.tile_chunks);
-  ptx_ins(&b, "sub.u32 %s, %s, %s;", u.s, L.lane.s, base.s);
-  ptx_ins(&b, "and.b32 %s, %s, 31;", u.s, u.s);
-  ptx_label(&b, chunk_loop);
-  ptx_ins(&b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
-  ptx_ins(&b, "@%s bra %s;", pr.s, chunk_done);
-  if (p.preload) {
-    /* x is staged once (one tile), so g = u; the next chunk's loads are in
-     * flight while this one is computed */
-    ptx_reg un = ptx_new(&b, PTX_B32), more = ptx_new(&b, PTX_PRED);
-    ptx_ins(&b, "add.u32 %s, %s, 32;", un.s, u.s);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", more.s, un.s, p.chunks);
-    ptx_comment(&b, "load the lane's next chunk, then compute this one");
-    f->load(&b, &p, &L, rowp, un, more.s, &next);
-    f->compute(&b, &p, &L, &cur, u, acc);
-    copy_raw(&b, &p, f, &cur, &next);
+  if (p.preload == GEMV_PRELOAD_GROUP) {
+    ptx_comment(&b, "the lane's chunks of this group, already loaded");
+    emit_group_compute(&b, &p, f, &L, group_raws, acc);
   } else {
-    ptx_reg g = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "add.u32 %s, %s, %s;", g.s, base.s, u.s);
-    f->load(&b, &p, &L, rowp, g, NULL, &cur);
-    f->compute(&b, &p, &L, &cur, u, acc);
-  }
-  ptx_ins(&b, "add.u32 %s, %s, 32;", u.s, u.s);
-  ptx_ins(&b, "bra.uni %s;", chunk_loop); /* divergent only at the last chunk */
-  ptx_label(&b, chunk_done);
-  if (p.tiles > 1) {
-    ptx_ins(&b, "add.u32 %s, %s, 1;", tile.s, tile.s);
-    ptx_ins(&b, "bra.uni %s;", tile_loop);
-    ptx_label(&b, tile_done);
+    emit_chunk_loop(&b, &p, f, &L, tile, tile_len, rowp, &cur, &next, acc);
   }
 
   ptx_reg row0 = ptx_new(&b, PTX_B32);
   ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
   ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
   ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
-  if (p.preload) {
+  if (p.preload == GEMV_PRELOAD_GROUP) {
+    ptx_comment(&b, "load the lane's chunks of the block's next row group, then finish this one");
+    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
+  } else if (p.preload == GEMV_PRELOAD_CHUNK) {
     ptx_comment(&b, "preload the first chunk of the block's next row group, then finish this one");
     emit_row_pointers(&b, &p, &L, group, rowp);
     emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);

@@ -22,6 +22,15 @@
 #include "ptx.h"
 #include "ptxgen.h"
 
+/* How far a lane's weight loads run ahead of its arithmetic. Weights never
+ * depend on earlier kernels, so whatever is preloaded for the block's first
+ * row group goes out before the kernel waits for them. */
+typedef enum gemv_preload {
+  GEMV_PRELOAD_OFF,   /* load a chunk, then compute it */
+  GEMV_PRELOAD_CHUNK, /* one chunk ahead (x staged in one tile) */
+  GEMV_PRELOAD_GROUP, /* all the lane's chunks of the next row group at once (one tile, few chunks per lane) */
+} gemv_preload;
+
 /* Every choice the skeleton makes from a spec, in one place. */
 typedef struct gemv_plan {
   uint32_t k, n, m, sm;
@@ -37,7 +46,8 @@ typedef struct gemv_plan {
   uint32_t tiles;
   uint32_t groups;               /* row groups of rows*warps rows */
   uint32_t sums;                 /* sums of x per chunk and batch row */
-  bool preload;                  /* loads run a chunk ahead (one tile only; spec->preload != 1) */
+  gemv_preload preload;          /* how far the loads run ahead of the arithmetic (spec->preload) */
+  uint32_t lane_chunks;          /* chunks a lane owns per row: ceil(chunks / 32) */
   uint32_t xs_bytes, shared_bytes;
 } gemv_plan;
 

@@ -93,10 +93,10 @@ done
 # shellcheck disable=SC2054 # the commas are inside keys
 odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8
            q4k_gemv:k=256,n=7,m=5,glu=geglu q6k_gemv:k=256,n=3,m=8,glu=swiglu
-           # tuning: rows, warps, and preload 1 (no loads ahead) or 2 (a chunk ahead)
+           # tuning: rows, warps, and preload 1 (no loads ahead), 2 (a chunk ahead) or 3 (a row group)
            q4k_gemv:k=4096,n=1001,m=1,preload=1 q6k_gemv:k=2048,n=999,m=1,preload=1
            q4k_gemv:k=4096,n=1001,m=4,preload=2 q6k_gemv:k=2048,n=999,m=3,preload=2
-           q4k_gemv:k=4096,n=1001,m=5,preload=1 q6k_gemv:k=2048,n=999,m=8,preload=2,glu=swiglu
+           q4k_gemv:k=4096,n=1001,m=5,preload=3 q6k_gemv:k=2048,n=999,m=8,preload=2,glu=swiglu
            q4k_gemv:k=4096,n=1001,m=3,rows=2,glu=swiglu q6k_gemv:k=2048,n=999,m=2,preload=1,glu=geglu
            q4k_gemv:k=14336,n=333,m=8,warps=4,glu=geglu q4k_gemv:k=14336,n=333,m=7,rows=4,preload=1,glu=geglu
            gelu:n=1001,m=3 gelu_erf:n=999,m=1 silu:n=4097,m=8 swiglu:n=14336,m=1 geglu:n=777,m=2

@@ -385,9 +385,9 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   static const struct { int q6k; uint32_t k, n, m; } shapes[] = {
       {0, 2304, 1001, 1}, {0, 4096, 333, 3}, {1, 2304, 999, 2}, {1, 14336, 77, 1}, {0, 256, 7, 8},
       {0, 14336, 45, 8}};
-  static const char *const tunings[] = {"preload=1", "preload=2",
-                                        "warps=4",   "warps=16",  "rows=1",    "rows=4,preload=2",
-                                        "rows=4,warps=4,preload=1"};
+  static const char *const tunings[] = {"preload=1", "preload=2", "preload=3",         "warps=4",
+                                        "warps=16",  "rows=1",    "rows=4,preload=2",  "rows=4,warps=4,preload=1",
+                                        "rows=1,warps=16,preload=3"};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
     size_t w_bytes;

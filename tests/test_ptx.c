@@ -225,7 +225,8 @@ ParameterizedTest(ptx_case *c, ptx, gated_gemv) {
 ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
   static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
   static const struct { uint32_t rows, warps, preload, n2, n3; } tunings[] = {
-      {0, 16, 0, 0, 0}, {4, 16, 0, 0, 0}, {4, 4, 1, 0, 0}, {1, 16, 2, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}};
+      {0, 16, 0, 0, 0}, {4, 16, 0, 0, 0},       {4, 4, 1, 0, 0},   {1, 16, 2, 0, 0},
+      {1, 16, 3, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}, {0, 0, 2, 1024, 1024}};
   static const uint32_t ms[] = {1, 2, 8}, sms[] = {80, 90};
   const size_t count = 2 * (sizeof tunings / sizeof tunings[0]) * 3 * 2;
   size_t i = 0;
