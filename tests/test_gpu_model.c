@@ -569,6 +569,9 @@ Test(gpu, ffn_rejects_bad_arguments) {
   float *norm = random_floats(&r, (size_t)k * n);
   EXPECT_OK(ctx, ptxq_weight_upload(ctx, "f32", PTXQ_TYPE_F32, k, n, norm, (size_t)k * n * 4));
   ptxq_dev dx = device_alloc(ctx, MAX_M * k * 4), dy = device_alloc(ctx, MAX_M * k * 4);
+  float *x = random_floats(&r, (size_t)MAX_M * k); /* written: initcheck sees every read */
+  upload(ctx, dx, x, (size_t)MAX_M * k * 4);
+  free(x);
 
   ptxq_ffn_params p = {PTXQ_FFN_SWIGLU, "gate", "up", "down"};
   EXPECT_OK(ctx, ptxq_ffn(ctx, &p, dx, dy, 3));

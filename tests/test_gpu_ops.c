@@ -872,6 +872,11 @@ Test(gpu, op_call_overhead) {
   ptxq_dev x = device_alloc(ctx, 4096), y = device_alloc(ctx, 4096);
   ptxq_dev q = device_alloc(ctx, 4096), k = device_alloc(ctx, 4096), pos = device_alloc(ctx, 64);
   cr_assert_eq(ptxq_upload(ctx, pos, (int32_t[]){7}, sizeof(int32_t)), PTXQ_OK);
+  float ones[1024]; /* inputs written: initcheck sees every read */
+  for (int i = 0; i < 1024; i++) ones[i] = 1.0f;
+  cr_assert_eq(ptxq_upload(ctx, x, ones, sizeof ones), PTXQ_OK);
+  cr_assert_eq(ptxq_upload(ctx, q, ones, sizeof ones), PTXQ_OK);
+  cr_assert_eq(ptxq_upload(ctx, k, ones, sizeof ones), PTXQ_OK);
   ptxq_rope_params p;
   ptxq_rope_params_init(&p, PTXQ_ROPE_NEOX, 64, 2, 2);
   char key[128];

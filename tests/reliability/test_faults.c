@@ -188,6 +188,7 @@ Test(faults, jit_failure_is_reported_and_the_context_recovers, .timeout = 120) {
   upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)m * k);
   ptxq_dev act = device_alloc(ctx, 4096);
+  upload(ctx, act, x, 100 * sizeof(float)); /* written: initcheck sees every read */
   EXPECT_OK(ctx, ptxq_silu(ctx, act, act, 100, 1)); /* built before the fault */
 
   ptxq__test_ptx_hook = corrupt_first_ret;
