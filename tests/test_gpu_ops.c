@@ -623,6 +623,13 @@ Test(gpu, rope_rejects_bad_arguments) {
   float ones[64];
   for (int i = 0; i < 64; i++) ones[i] = 1.0f;
   upload(ctx, ff, ones, sizeof ones);
+  /* every input written, so that initcheck sees no read of unwritten memory */
+  float *qk = checked_malloc(1 << 20);
+  for (size_t i = 0; i < (1 << 20) / sizeof(float); i++) qk[i] = 0.5f;
+  upload(ctx, q, qk, 1 << 20);
+  upload(ctx, k, qk, 1 << 20);
+  free(qk);
+  upload(ctx, pos, host_pos, sizeof host_pos);
   ptxq_rope_params good, p;
   ptxq_rope_params_init(&good, PTXQ_ROPE_NEOX, 128, 32, 8);
 
