@@ -99,6 +99,16 @@ typedef struct ptxgen_spec {
    * u64 W, u64 W2[, u64 W3], u64 x, u64 y, u64 y2[, u64 y3]; y_i[m][n_i] =
    * x . W_i^T, each row computed exactly as the single product computes it. */
   uint32_t n2, n3;
+  /* q4k_gemv / q6k_gemv over a layer's q, k[, v] (n2 set): RoPE in the
+   * epilogue, 0 none, 1 normal, 2 neox (key: rope=normal|neox). The first
+   * weight's rows are q heads, the second's k heads, head_dim rows each (n
+   * and n2 multiples of it); v is not rotated; rows=1 is refused (a warp's
+   * rows are rotation pairs). It takes the rope fields below (head_dim,
+   * n_dims, base, freq_scale, freq_factors, YaRN; heads and kv_heads stay 0:
+   * they are n/head_dim and n2/head_dim) and the parameters gain
+   * u64 positions, u64 freq_factors at the end. y and y2 come out as the
+   * GEMV then the rope kernel would write them, bit for bit. */
+  uint32_t rope;
   /* rope (m is the number of tokens). mode: 0 normal, 2 neox (as ptxq's
    * PTXQ_ROPE_*). Floats are written in keys so that they round-trip. */
   uint32_t mode, head_dim, n_dims, heads, kv_heads;

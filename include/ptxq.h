@@ -256,6 +256,18 @@ int ptxq_ffn_prepare(ptxq_ctx *ctx, const ptxq_ffn_params *p, uint32_t m);
  * activation is built by its first call.) */
 int ptxq_rope_prepare(ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p);
 
+/* ptxq_gemv_multi of a layer's q, k and optionally v (count 2 or 3) with
+ * RoPE in the same kernel: ys[0] (q, [m][heads][head_dim]) and ys[1] (k,
+ * [m][kv_heads][head_dim]) come out rotated at the device positions[m],
+ * bit-identical to ptxq_gemv_multi followed by ptxq_rope; ys[2] (v) is not
+ * rotated. rope->heads * head_dim and kv_heads * head_dim must be the rows
+ * of q and k. One kernel launch instead of two. The _prepare call builds
+ * the kernel ahead of a capture. */
+int ptxq_gemv_multi_rope(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                         const ptxq_dev *ys, uint32_t m, ptxq_dev positions, const ptxq_rope_params *rope);
+int ptxq_gemv_multi_rope_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m,
+                                 const ptxq_rope_params *rope);
+
 /* ---- graphs --------------------------------------------------------------
  * Capture of the context's stream (driver stream capture): ops called
  * between begin and end are recorded, not run; ptxq_graph_launch replays

@@ -673,6 +673,13 @@ int cli_run(int argc, char **argv) {
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:
   case PTXGEN_KIND_Q6K_GEMV:
+    if (spec.n2 != 0) { /* a runner for one weight would check only the first */
+      fprintf(stderr,
+              "ptxgen: run: '%s' reads several weights (n2=%u): run has no runner for them; the gpu "
+              "suite checks them (ptxq_gemv_multi%s)\n",
+              key, spec.n2, spec.rope ? "_rope" : "");
+      return CLI_EXIT_FAILURE;
+    }
     return run_kquant_gemv(key, &spec, seed, cpu_only, (int)reps);
   case PTXGEN_KIND_STREAM_READ:
     if (cpu_only) {

@@ -44,6 +44,7 @@
 
 #include "act_math.h"
 #include "gemv.h"
+#include "rope_math.h"
 
 #define GRID_CAP 1024u /* blocks at most (the runtime fits the grid to one wave); more groups are walked with a grid stride */
 /* Registers a lane may hold loads of a whole row group in (k = 4096: two
@@ -73,6 +74,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.seg_n[0] = s->n, p.seg_n[1] = s->n2, p.seg_n[2] = s->n3;
   p.segments = s->n3 ? 3 : s->n2 ? 2 : 1;
   p.n_total = s->n + s->n2 + s->n3;
+  p.rope = s->rope;
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
@@ -147,6 +149,10 @@ static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_form
   L->x = ptx_param_u64(b, "x");
   for (uint32_t i = 0; i < p->segments; i++) L->ys[i] = ptx_param_u64(b, y_names[i]);
   L->y = L->ys[0];
+  if (p->rope) {
+    L->positions = ptx_param_u64(b, "positions");
+    L->ff = ptx_param_u64(b, "freq_factors");
+  }
   L->tid = ptx_new(b, PTX_B32);
   L->lane = ptx_new(b, PTX_B32);
   L->warp = ptx_new(b, PTX_B32);
@@ -246,11 +252,36 @@ static ptx_reg emit_segment_select(ptx_builder *b, const gemv_plan *p, const ptx
   return base;
 }
 
+/* RoPE (neox) rotates the pairs (i, i + n_dims/2) of a head, and a warp's
+ * rows must be such pairs: in the q and k segments, the joint row's local
+ * index j (in place) is mapped to the head row it computes. With pair
+ * P = j/2 and member r = j%2, head h = P / (head_dim/2) and its pair
+ * i = P mod (head_dim/2): row h*head_dim + i + r*n_dims/2 while i < n_dims/2,
+ * else h*head_dim + 2i + r (dims past n_dims, not rotated: j itself). The
+ * normal mode's pairs (2i, 2i+1) are j itself: no mapping. */
+static void emit_rope_row(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, ptx_reg joint, ptx_reg row) {
+  if (p->rope != 2) return;
+  const uint32_t half = s->head_dim / 2, rot_pairs = s->n_dims / 2;
+  ptx_comment(b, "RoPE neox: a warp's rows are the pairs (i, i + %u) of a head", rot_pairs);
+  ptx_reg P = ptx_new(b, PTX_B32), r = ptx_new(b, PTX_B32), i = ptx_new(b, PTX_B32), head = ptx_new(b, PTX_B32);
+  ptx_reg mapped = ptx_new(b, PTX_B32), use = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "shr.u32 %s, %s, 1;", P.s, row.s);
+  ptx_ins(b, "and.b32 %s, %s, 1;", r.s, row.s);
+  ptx_ins(b, "div.u32 %s, %s, %u;", head.s, P.s, half);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", i.s, head.s, half);
+  ptx_ins(b, "sub.u32 %s, %s, %s;", i.s, P.s, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mapped.s, r.s, rot_pairs, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mapped.s, head.s, s->head_dim, mapped.s);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", use.s, i.s, rot_pairs);
+  ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", use.s, joint.s, p->seg_n[0] + p->seg_n[1], use.s);
+  ptx_ins(b, "selp.b32 %s, %s, %s, %s;", row.s, mapped.s, row.s, use.s);
+}
+
 /* Row pointers of the warp's rows in row group `group`: rowp[r] for W, and
  * with glu rowp[rows + r] for U. Rows past n (and groups past the last)
  * point at row n-1, so that loads through them stay in bounds. */
-static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg group,
-                              const ptx_reg *rowp) {
+static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
+                              ptx_reg group, const ptx_reg *rowp) {
   ptx_reg row0 = ptx_new(b, PTX_B32);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p->rows * p->warps);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L->warp.s, p->rows, row0.s);
@@ -258,8 +289,10 @@ static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const gemv_lan
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
     ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n_total - 1);
-    ptx_reg base = L->W;
+    ptx_reg base = L->W, joint = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mov.u32 %s, %s;", joint.s, row.s);
     if (p->segments > 1) base = emit_segment_select(b, p, L->Ws, row, NULL);
+    emit_rope_row(b, p, s, joint, row);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
     ptx_ins(b, "add.u64 %s, %s, %s;", rowp[r].s, base.s, off.s);
     if (p->glu) ptx_ins(b, "add.u64 %s, %s, %s;", rowp[p->rows + r].s, L->U.s, off.s);
@@ -397,25 +430,64 @@ static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_forma
   }
 }
 
+/* RoPE on the warp's sums before they are stored: in the q and k segments,
+ * rows r and r+1 of a warp are a rotation pair (emit_rope_row), rotated at
+ * each batch row's (token's) position with the rope kernel's instructions. */
+static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
+                               ptx_reg row0, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+  const uint32_t half = s->head_dim / 2, rot_pairs = s->n_dims / 2;
+  ptx_comment(b, "RoPE: rotate the warp's row pairs of q and k heads at the tokens' positions");
+  for (uint32_t r = 0; r + 1 < p->rows; r += 2) {
+    ptx_reg joint = ptx_new(b, PTX_B32), local = ptx_new(b, PTX_B32), i = ptx_new(b, PTX_B32);
+    ptx_reg in_k = ptx_new(b, PTX_PRED), skip = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "add.u32 %s, %s, %u;", joint.s, row0.s, r);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", in_k.s, joint.s, p->seg_n[0]);
+    ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, joint.s, p->seg_n[0]);
+    ptx_ins(b, "selp.b32 %s, %s, %s, %s;", local.s, local.s, joint.s, in_k.s);
+    ptx_ins(b, "shr.u32 %s, %s, 1;", i.s, local.s);
+    ptx_ins(b, "rem.u32 %s, %s, %u;", i.s, i.s, half); /* the pair within its head */
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, i.s, rot_pairs);
+    ptx_ins(b, "setp.ge.or.u32 %s, %s, %u, %s;", skip.s, joint.s, p->seg_n[0] + p->seg_n[1], skip.s);
+    char done[32];
+    ptx_label_new(b, "rope_done", done);
+    ptx_ins(b, "@%s bra %s;", skip.s, done);
+    for (uint32_t m = 0; m < p->m; m++) {
+      ptx_reg pos = ptx_new(b, PTX_B32), posd = ptx_new(b, PTX_B64), c, sn, y0, y1;
+      ptx_ins(b, "ld.global.s32 %s, [%s+%u];", pos.s, L->positions.s, 4 * m);
+      ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, pos.s);
+      rope_emit_cos_sin(b, s, i, posd, L->ff, &c, &sn);
+      rope_emit_rotate(b, acc[r][m], acc[r + 1][m], c, sn, &y0, &y1);
+      ptx_ins(b, "mov.b32 %s, %s;", acc[r][m].s, y0.s);
+      ptx_ins(b, "mov.b32 %s, %s;", acc[r + 1][m].s, y1.s);
+    }
+    ptx_label(b, done);
+  }
+}
+
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
-  char more[32] = "";
+  char more[64] = "";
   if (p.segments > 1) snprintf(more, sizeof more, "_n%u", p.seg_n[1]);
   if (p.segments > 2) snprintf(more + strlen(more), sizeof more - strlen(more), "_n%u", p.seg_n[2]);
+  if (p.rope)
+    snprintf(more + strlen(more), sizeof more - strlen(more), "_rope%s_d%u_r%u", p.rope == 2 ? "neox" : "normal",
+             spec->head_dim, spec->n_dims);
   snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u%s_m%u%s", f->name, p.k, p.n, more, p.m, glu_names[p.glu]);
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
-  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2"};
-  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3"};
+  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
+  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};
+  const int rope_params = p.rope ? 2 : 0;
+  if (p.rope) rope_emit_freq_table(&b, spec);
   /* Up to 256 threads a block can have the most registers ptxas uses (255)
    * and the PTX says nothing; past that, ptxas must know the block size. */
   const uint32_t maxntid = p.threads > 256 ? p.threads : 0;
   if (p.segments == 3)
-    ptx_entry(&b, out->entry, seg3_params, 7, 1, maxntid);
+    ptx_entry(&b, out->entry, seg3_params, 7 + rope_params, 1, maxntid);
   else if (p.segments == 2)
-    ptx_entry(&b, out->entry, seg2_params, 5, 1, maxntid);
+    ptx_entry(&b, out->entry, seg2_params, 5 + rope_params, 1, maxntid);
   else
     ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1, maxntid);
   if (p.segments > 1)
@@ -444,7 +516,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (p.preload != GEMV_PRELOAD_OFF) {
     /* Weights do not depend on earlier kernels: the first loads go out
      * before the wait for them and the staging of x, which they overlap. */
-    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_row_pointers(&b, &p, spec, &L, group, rowp);
     if (p.preload == GEMV_PRELOAD_GROUP) {
       ptx_comment(&b, "preload: this lane's %u chunk(s) of the block's first row group", p.lane_chunks);
       emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
@@ -470,7 +542,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_label(&b, group_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
-  if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, &L, group, rowp);
+  if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, spec, &L, group, rowp);
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][8];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
@@ -490,11 +562,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
   if (p.preload == GEMV_PRELOAD_GROUP) {
     ptx_comment(&b, "load the lane's chunks of the block's next row group, then finish this one");
-    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_row_pointers(&b, &p, spec, &L, group, rowp);
     emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
   } else if (p.preload == GEMV_PRELOAD_CHUNK) {
     ptx_comment(&b, "preload the first chunk of the block's next row group, then finish this one");
-    emit_row_pointers(&b, &p, &L, group, rowp);
+    emit_row_pointers(&b, &p, spec, &L, group, rowp);
     emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
   }
 
@@ -506,6 +578,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
         ptx_ins(&b, "shfl.sync.bfly.b32 %s, %s, %d, 0x1f, 0xffffffff;", t.s, acc[r][m].s, off);
         ptx_ins(&b, "add.rn.f32 %s, %s, %s;", acc[r][m].s, acc[r][m].s, t.s);
       }
+  if (p.rope) emit_rope_epilogue(&b, &p, spec, &L, row0, acc);
   ptx_reg lane0 = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "setp.eq.u32 %s, %s, 0;", lane0.s, L.lane.s);
   for (uint32_t r = 0; r < p.rows; r++) {
@@ -513,8 +586,10 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_reg ya = ptx_new(&b, PTX_B64);
     ptx_ins(&b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
     ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n_total, lane0.s);
-    ptx_reg ybase = L.y, ystride = {{0}};
+    ptx_reg ybase = L.y, ystride = {{0}}, joint = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "mov.u32 %s, %s;", joint.s, row.s);
     if (p.segments > 1) ybase = emit_segment_select(&b, &p, L.ys, row, &ystride);
+    emit_rope_row(&b, &p, spec, joint, row);
     ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", off.s, row.s);
     ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, ybase.s, off.s);
     for (uint32_t m = 0; m < p.m; m++) {

@@ -39,6 +39,7 @@ typedef struct gemv_plan {
   uint32_t segments;             /* weights side by side in the row space (spec->n2, n3): 1..3 */
   uint32_t seg_n[3];             /* their rows; rows [0, n_total) walk them in order */
   uint32_t n_total;
+  uint32_t rope;                 /* spec->rope: 0, or RoPE on the rows [0, seg_n[0] + seg_n[1]) (q and k) */
   uint32_t load_rows;            /* weight rows a warp reads per chunk: rows, twice that with glu */
   uint32_t row_stride;           /* bytes from one row of W to the next */
   uint32_t chunks;               /* per row: k / 64 */
@@ -58,6 +59,7 @@ typedef struct gemv_lane {
   ptx_reg xs_base, xsum_base;  /* shared addresses of the staged x and its sums */
   ptx_reg W, U, x, y;          /* global addresses (U: the up weight of a glu kernel) */
   ptx_reg Ws[3], ys[3];        /* per segment: W and y first, then W2, y2 (, W3, y3) */
+  ptx_reg positions, ff;       /* with RoPE: the token positions and freq_factors parameters */
   ptx_reg fmt[8];              /* the format's own constants */
 } gemv_lane;
 

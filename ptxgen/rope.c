@@ -29,6 +29,7 @@
 
 #include "kernels.h"
 #include "ptx.h"
+#include "rope_math.h"
 
 #define THREADS 128u
 #define ROWS_PER_BLOCK 8u
@@ -70,8 +71,21 @@ static double rope_mscale(const ptxgen_spec *s) {
   return ms;
 }
 
-/* Builds the (cos, sin) * mscale table entry of pair i (register) into shared. */
-static void emit_table_entry(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, ptx_reg posd, ptx_reg ff) {
+void rope_emit_freq_table(ptx_builder *b, const ptxgen_spec *s) {
+  const uint32_t pairs = s->n_dims / 2;
+  char line[64];
+  ptx_decl(b, "// freq_i = base^(-2i/n_dims) with linear and YaRN scaling folded in");
+  ptx_decl(b, ".const .align 8 .b64 rope_freq[%u] = {", pairs);
+  for (uint32_t i = 0; i < pairs; i++) {
+    snprintf(line, sizeof line, "\t0x%016llX%s // %.17g", (unsigned long long)dbits(pair_freq(s, i)),
+             i + 1 < pairs ? "," : "", pair_freq(s, i));
+    ptx_decl(b, "%s", line);
+  }
+  ptx_decl(b, "};");
+}
+
+void rope_emit_cos_sin(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, ptx_reg posd, ptx_reg ff, ptx_reg *cos_out,
+                       ptx_reg *sin_out) {
   ptx_reg off = ptx_new(b, PTX_B32), f = ptx_new(b, PTX_B64), th = ptx_new(b, PTX_B64);
   ptx_reg ca = ptx_new(b, PTX_B64), co = ptx_new(b, PTX_B64);
   ptx_ins(b, "shl.b32 %s, %s, 3;", off.s, i.s);
@@ -131,9 +145,27 @@ static void emit_table_entry(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, pt
     ptx_ins(b, "mul.rn.f32 %s, %s, 0f%08X; // mscale %.9g", st.s, st.s, fbits(ms), (double)ms);
     ptx_ins(b, "mul.rn.f32 %s, %s, 0f%08X;", ct.s, ct.s, fbits(ms));
   }
-  ptx_reg sa = ptx_new(b, PTX_B32);
+  *cos_out = ct;
+  *sin_out = st;
+}
+
+void rope_emit_rotate(ptx_builder *b, ptx_reg x0, ptx_reg x1, ptx_reg c, ptx_reg sn, ptx_reg *y0, ptx_reg *y1) {
+  ptx_reg t0 = ptx_new(b, PTX_F32), t1 = ptx_new(b, PTX_F32);
+  *y0 = ptx_new(b, PTX_F32);
+  *y1 = ptx_new(b, PTX_F32);
+  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", t0.s, x1.s, sn.s);
+  ptx_ins(b, "neg.f32 %s, %s;", t0.s, t0.s);
+  ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", y0->s, x0.s, c.s, t0.s); /* a cos - b sin */
+  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", t1.s, x1.s, c.s);
+  ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", y1->s, x0.s, sn.s, t1.s); /* a sin + b cos */
+}
+
+/* Builds the (cos, sin) * mscale table entry of pair i (register) into shared. */
+static void emit_table_entry(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, ptx_reg posd, ptx_reg ff) {
+  ptx_reg ct, st, sa = ptx_new(b, PTX_B32);
+  rope_emit_cos_sin(b, s, i, posd, ff, &ct, &st);
   ptx_ins(b, "mov.u32 %s, rope_cs;", sa.s);
-  ptx_ins(b, "add.u32 %s, %s, %s;", sa.s, sa.s, off.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", sa.s, i.s, sa.s);
   ptx_ins(b, "st.shared.v2.f32 [%s], {%s, %s};", sa.s, ct.s, st.s);
 }
 
@@ -142,16 +174,7 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   const uint32_t row_blocks = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(s->sm), s->sm);
-  /* the frequency table, one double per pair */
-  char line[64];
-  ptx_decl(&b, "// freq_i = base^(-2i/n_dims) with linear and YaRN scaling folded in");
-  ptx_decl(&b, ".const .align 8 .b64 rope_freq[%u] = {", pairs);
-  for (uint32_t i = 0; i < pairs; i++) {
-    snprintf(line, sizeof line, "\t0x%016llX%s // %.17g", (unsigned long long)dbits(pair_freq(s, i)),
-             i + 1 < pairs ? "," : "", pair_freq(s, i));
-    ptx_decl(&b, "%s", line);
-  }
-  ptx_decl(&b, "};");
+  rope_emit_freq_table(&b, s); /* one double per pair */
   ptx_decl(&b, ".shared .align 8 .b8 rope_cs[%u];\n", pairs * 8);
   snprintf(out->entry, sizeof out->entry, "rope_%s_d%u_r%u_h%u_kv%u_m%u", s->mode == 2 ? "neox" : "normal",
            s->head_dim, s->n_dims, s->heads, s->kv_heads, s->m);
@@ -240,12 +263,8 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
     ptx_ins(&b, "mov.u32 %s, rope_cs;", ta.s);
     ptx_ins(&b, "mad.lo.u32 %s, %s, 8, %s;", ta.s, pidx[t].s, ta.s);
     ptx_ins(&b, "@%s ld.shared.v2.f32 {%s, %s}, [%s];", ok[t].s, c.s, sn.s, ta.s);
-    ptx_reg t0 = ptx_new(&b, PTX_F32), t1 = ptx_new(&b, PTX_F32), y0 = ptx_new(&b, PTX_F32), y1 = ptx_new(&b, PTX_F32);
-    ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t0.s, x1[t].s, sn.s);
-    ptx_ins(&b, "neg.f32 %s, %s;", t0.s, t0.s);
-    ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y0.s, x0[t].s, c.s, t0.s); /* a cos - b sin */
-    ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", t1.s, x1[t].s, c.s);
-    ptx_ins(&b, "fma.rn.f32 %s, %s, %s, %s;", y1.s, x0[t].s, sn.s, t1.s); /* a sin + b cos */
+    ptx_reg y0, y1;
+    rope_emit_rotate(&b, x0[t], x1[t], c, sn, &y0, &y1);
     if (s->mode == 2) {
       ptx_ins(&b, "@%s st.global.f32 [%s], %s;", ok[t].s, addr[t].s, y0.s);
       ptx_ins(&b, "@%s st.global.f32 [%s+%u], %s;", ok[t].s, addr[t].s, pairs * 4, y1.s);

@@ -42,8 +42,10 @@ static int fail(char *msg, size_t cap, const char *fmt, ...) {
 
 /* ---- the parameters of each kind ----------------------------------------- */
 
-typedef enum { P_U32, P_F32, P_MODE, P_GLU } param_type;
-enum { SHOWN = 1, REQUIRED = 2 }; /* SHOWN: always in the canonical key */
+typedef enum { P_U32, P_F32, P_MODE, P_GLU, P_ROPE } param_type;
+/* SHOWN: always in the canonical key. ROPE: a GEMV's RoPE constant, zero
+ * unless rope= is given, and then defaulting as the rope kind's does. */
+enum { SHOWN = 1, REQUIRED = 2, ROPE = 4 };
 
 typedef struct {
   const char *name;
@@ -58,7 +60,10 @@ typedef struct {
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
     U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0),
-    {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0)};
+    {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0),
+    {"rope", offsetof(ptxgen_spec, rope), P_ROPE, 0, 0}, U(head_dim, ROPE, 0), U(n_dims, ROPE, 0),
+    F(base, ROPE, 0), F(freq_scale, ROPE, 0), U(freq_factors, ROPE, 0), F(ext_factor, ROPE, 0),
+    F(attn_factor, ROPE, 0), F(beta_fast, ROPE, 0), F(beta_slow, ROPE, 0), U(n_ctx_orig, ROPE, 0)};
 static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 /* n_dims defaults to head_dim (fallback -1 marks that) */
@@ -93,7 +98,47 @@ static const kind_def *kind_of(ptxgen_kind kind) {
   return NULL;
 }
 
+/* The default of a GEMV's RoPE constant when rope= is given: the rope
+ * kind's (n_dims: head_dim). */
+static double rope_default(const param_def *pd, const ptxgen_spec *s) {
+  if (pd->offset == offsetof(ptxgen_spec, n_dims)) return s->head_dim;
+  const kind_def *rk = kind_of(PTXGEN_KIND_ROPE);
+  for (size_t i = 0; i < rk->nparams; i++)
+    if (rk->params[i].offset == pd->offset) return rk->params[i].fallback;
+  return 0;
+}
+
 /* ---- validation ----------------------------------------------------------- */
+
+static int validate_rope(const ptxgen_spec *s, char *msg, size_t cap);
+
+/* A GEMV's RoPE epilogue: the rope kind's rules for q and k as n/head_dim
+ * and n2/head_dim heads, plus what the epilogue needs. */
+static int validate_gemv_rope(const ptxgen_spec *s, char *msg, size_t cap) {
+  const kind_def *kd = kind_of(s->kind);
+  if (s->rope == 0) {
+    for (size_t i = 0; i < kd->nparams; i++) {
+      uint32_t bits;
+      memcpy(&bits, (const char *)s + kd->params[i].offset, sizeof bits);
+      if ((kd->params[i].flags & ROPE) && bits != 0)
+        return fail(msg, cap, "%s is a RoPE constant: it needs rope=normal or rope=neox", kd->params[i].name);
+    }
+    return PTXGEN_OK;
+  }
+  if (s->rope > 2) return fail(msg, cap, "rope=%u: must be 0 (none), 1 (normal) or 2 (neox)", s->rope);
+  if (s->n2 == 0) return fail(msg, cap, "rope needs n2: the second weight's rows are the k heads");
+  if (s->rows == 1) return fail(msg, cap, "rope with rows=1: a warp's rows must be rotation pairs");
+  if (s->head_dim == 0 || s->head_dim % 2 || s->head_dim > PTXGEN_ROPE_MAX_HEAD_DIM)
+    return fail(msg, cap, "head_dim=%u: must be even and 2..%u", s->head_dim, PTXGEN_ROPE_MAX_HEAD_DIM);
+  if (s->n % s->head_dim || s->n2 % s->head_dim)
+    return fail(msg, cap, "n=%u and n2=%u must be whole heads of head_dim=%u rows", s->n, s->n2, s->head_dim);
+  ptxgen_spec r = *s;
+  r.kind = PTXGEN_KIND_ROPE;
+  r.mode = s->rope == 2 ? 2 : 0;
+  r.heads = s->n / s->head_dim;
+  r.kv_heads = s->n2 / s->head_dim;
+  return validate_rope(&r, msg, cap);
+}
 
 static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->k == 0) return fail(msg, cap, "k=0: the inner dimension must be a positive multiple of 256");
@@ -115,7 +160,7 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if ((uint64_t)s->n + s->n2 + s->n3 > PTXGEN_GEMV_MAX_N)
     return fail(msg, cap, "n+n2+n3=%llu exceeds the limit %u rows", (unsigned long long)s->n + s->n2 + s->n3,
                 PTXGEN_GEMV_MAX_N);
-  return PTXGEN_OK;
+  return validate_gemv_rope(s, msg, cap);
 }
 
 static int validate_act(const ptxgen_spec *s, char *msg, size_t cap) {
@@ -211,14 +256,16 @@ int ptxgen_spec_format(const ptxgen_spec *s, char *buf, size_t cap) {
       memcpy(&v, field, sizeof v);
       /* Compared bit for bit: -0 is not its default 0 (ext_factor=-0 is
        * valid), and a key that dropped it would parse back to +0. */
-      float fallback = (float)pd->fallback;
+      float fallback = (float)((pd->flags & ROPE) && s->rope ? rope_default(pd, s) : pd->fallback);
       if (!(pd->flags & SHOWN) && memcmp(&v, &fallback, sizeof v) == 0) continue;
       format_float(v, value, sizeof value);
     } else {
       uint32_t v;
       memcpy(&v, field, sizeof v);
-      if (!(pd->flags & SHOWN) && v == (uint32_t)pd->fallback) continue;
-      if (pd->type == P_MODE) snprintf(value, sizeof value, "%s", v == 2 ? "neox" : "normal");
+      uint32_t fallback = (uint32_t)((pd->flags & ROPE) && s->rope ? rope_default(pd, s) : pd->fallback);
+      if (!(pd->flags & SHOWN) && v == fallback) continue;
+      if (pd->type == P_MODE || pd->type == P_ROPE)
+        snprintf(value, sizeof value, "%s", v == 2 ? "neox" : "normal");
       else if (pd->type == P_GLU) snprintf(value, sizeof value, "%s", v == 1 ? "swiglu" : "geglu");
       else snprintf(value, sizeof value, "%u", v);
     }
@@ -269,6 +316,10 @@ static int parse_value(const param_def *pd, const char *p, size_t len, ptxgen_sp
     if (len == 6 && !memcmp(p, "normal", 6)) v = 0;
     else if (len == 4 && !memcmp(p, "neox", 4)) v = 2;
     else return -1;
+  } else if (pd->type == P_ROPE) {
+    if (len == 6 && !memcmp(p, "normal", 6)) v = 1;
+    else if (len == 4 && !memcmp(p, "neox", 4)) v = 2;
+    else return -1;
   } else if (pd->type == P_GLU) {
     if (len == 6 && !memcmp(p, "swiglu", 6)) v = 1;
     else if (len == 5 && !memcmp(p, "geglu", 5)) v = 2;
@@ -282,7 +333,7 @@ static int parse_value(const param_def *pd, const char *p, size_t len, ptxgen_sp
 
 static const char *type_words(param_type t) {
   return t == P_F32    ? "a finite decimal number"
-         : t == P_MODE ? "normal or neox"
+         : t == P_MODE || t == P_ROPE ? "normal or neox"
          : t == P_GLU  ? "swiglu or geglu"
                        : "an unsigned 32-bit decimal number";
 }
@@ -341,6 +392,20 @@ int ptxgen_spec_parse(const char *key, ptxgen_spec *out, char *msg, size_t cap) 
     }
   }
   if (kd->kind == PTXGEN_KIND_ROPE && !(seen & (1u << 2))) s.n_dims = s.head_dim; /* n_dims defaults to head_dim */
+  if (s.rope) /* a GEMV's RoPE constants default as the rope kind's */
+    for (size_t i = 0; i < kd->nparams; i++) {
+      const param_def *pd = &kd->params[i];
+      if (!(pd->flags & ROPE) || (seen & (1u << i))) continue;
+      char *field = (char *)&s + pd->offset;
+      double d = rope_default(pd, &s);
+      if (pd->type == P_F32) {
+        float v = (float)d;
+        memcpy(field, &v, sizeof v);
+      } else {
+        uint32_t v = (uint32_t)d;
+        memcpy(field, &v, sizeof v);
+      }
+    }
   int rc = ptxgen_spec_validate(&s, msg, cap);
   if (rc) return rc;
   *out = s;

@@ -147,9 +147,34 @@ static int check_multi_args(ptxq_ctx *ctx, const char *call, const char *const *
   return PTXQ_OK;
 }
 
-/* The weights and the kernel reading them side by side. Lock held. */
+/* RoPE in the epilogue of q, k[, v]: the parameters as the spec's rope
+ * fields (ptxgen's validation judges them), after checking that the heads
+ * are the weights' rows. */
+static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p, struct ptxq_weight *const *w,
+                     ptxgen_spec *spec) {
+  if (p->head_dim == 0 || (uint64_t)p->heads * p->head_dim != w[0]->n ||
+      (uint64_t)p->kv_heads * p->head_dim != w[1]->n)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID,
+                      "%s: heads=%u and kv_heads=%u of head_dim=%u do not match the rows of q (%u) and k (%u)", call,
+                      p->heads, p->kv_heads, p->head_dim, w[0]->n, w[1]->n);
+  spec->rope = p->mode == PTXQ_ROPE_NEOX ? 2 : p->mode == PTXQ_ROPE_NORMAL ? 1 : 3; /* 3: refused as invalid */
+  spec->head_dim = p->head_dim;
+  spec->n_dims = p->n_dims;
+  spec->base = p->base;
+  spec->freq_scale = p->freq_scale;
+  spec->freq_factors = p->freq_factors != 0;
+  spec->ext_factor = p->ext_factor;
+  spec->attn_factor = p->attn_factor;
+  spec->beta_fast = p->beta_fast;
+  spec->beta_slow = p->beta_slow;
+  spec->n_ctx_orig = p->n_ctx_orig;
+  return PTXQ_OK;
+}
+
+/* The weights and the kernel reading them side by side, with RoPE on the
+ * first two when rope is given. Lock held. */
 static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
-                        struct ptxq_weight **w, const struct ptxq_kernel_entry **out) {
+                        const ptxq_rope_params *rope, struct ptxq_weight **w, const struct ptxq_kernel_entry **out) {
   for (uint32_t i = 0; i < count; i++) {
     struct ptxq_weight *found = ptxq__weight_find(ctx, names[i]);
     if (found == NULL) return ptxq__fail(ctx, PTXQ_ERR_NOT_FOUND, "%s: no weight '%s'", call, names[i]);
@@ -160,7 +185,8 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
                         call, names[i], ptxq__type_name(found->type), found->k, names[0],
                         ptxq__type_name(w[0]->type), w[0]->k);
   }
-  if (count == 1) return ptxq__gemv_kernel(ctx, w[0], m, 0, out);
+  if (count == 1 && rope == NULL) return ptxq__gemv_kernel(ctx, w[0], m, 0, out);
+  if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
                       names[0], ptxq__type_name(w[0]->type));
@@ -171,34 +197,47 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
                       .n2 = w[1]->n,
                       .n3 = count > 2 ? w[2]->n : 0,
                       .m = m};
+  if (rope != NULL) {
+    int status = fill_rope(ctx, call, rope, w, &spec);
+    if (status != PTXQ_OK) return status;
+  }
   return ptxq__kernel_for(ctx, &spec, out);
 }
 
-int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
-                    const ptxq_dev *ys, uint32_t m) {
-  int status = check_multi_args(ctx, "ptxq_gemv_multi", weights, count, m);
+/* ptxq_gemv_multi and ptxq_gemv_multi_rope (rope and positions given). */
+static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                     const ptxq_dev *ys, uint32_t m, ptxq_dev positions, const ptxq_rope_params *rope) {
+  int status = check_multi_args(ctx, call, weights, count, m);
   if (status != PTXQ_OK) return status;
-  if (ys == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: ys is NULL");
+  if (ys == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: ys is NULL", call);
   if (x == 0 || x % GEMV_X_ALIGN != 0)
-    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: x=0x%llx is null or not %u-byte aligned",
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: x=0x%llx is null or not %u-byte aligned", call,
                       (unsigned long long)x, GEMV_X_ALIGN);
   for (uint32_t i = 0; i < count; i++)
     if (ys[i] == 0 || ys[i] % sizeof(float) != 0)
-      return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi: ys[%u]=0x%llx (for '%s') is null or not %zu-byte aligned",
+      return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: ys[%u]=0x%llx (for '%s') is null or not %zu-byte aligned", call,
                         i, (unsigned long long)ys[i], weights[i], sizeof(float));
+  if (rope != NULL && (positions == 0 || positions % sizeof(int32_t) != 0))
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: positions=0x%llx is null or not 4-byte aligned", call,
+                      (unsigned long long)positions);
+  if (rope != NULL && rope->freq_factors % sizeof(float) != 0)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: freq_factors=0x%llx is not 4-byte aligned", call,
+                      (unsigned long long)rope->freq_factors);
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
   const struct ptxq_kernel_entry *kernel = NULL;
-  status = multi_kernel(ctx, "ptxq_gemv_multi", weights, count, m, w, &kernel);
+  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel);
   if (status == PTXQ_OK) {
-    /* u64 W, W2[, W3], x, y, y2[, y3]: the order ptxgen.h gives */
-    CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd = x;
-    void *params[2 * PTXQ_GEMV_MULTI_MAX + 1];
+    /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order ptxgen.h gives */
+    CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd = x, pd = positions;
+    CUdeviceptr fd = rope != NULL ? rope->freq_factors : 0;
+    void *params[2 * PTXQ_GEMV_MULTI_MAX + 3];
     uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) wd[i] = w[i]->data, params[n++] = &wd[i];
     params[n++] = &xd;
     for (uint32_t i = 0; i < count; i++) yd[i] = ys[i], params[n++] = &yd[i];
+    if (rope != NULL) params[n++] = &pd, params[n++] = &fd;
     status = ptxq__launch(ctx, kernel, params);
   }
   pthread_mutex_unlock(&ctx->lock);
@@ -206,17 +245,41 @@ int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, p
   return status;
 }
 
-int ptxq_gemv_multi_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m) {
-  int status = check_multi_args(ctx, "ptxq_gemv_multi_prepare", weights, count, m);
+static int multi_prepare(const char *call, ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m,
+                         const ptxq_rope_params *rope) {
+  int status = check_multi_args(ctx, call, weights, count, m);
   if (status != PTXQ_OK) return status;
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
   const struct ptxq_kernel_entry *kernel = NULL;
-  status = multi_kernel(ctx, "ptxq_gemv_multi_prepare", weights, count, m, w, &kernel);
+  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;
+}
+
+int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                    const ptxq_dev *ys, uint32_t m) {
+  return multi_run("ptxq_gemv_multi", ctx, weights, count, x, ys, m, 0, NULL);
+}
+
+int ptxq_gemv_multi_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m) {
+  return multi_prepare("ptxq_gemv_multi_prepare", ctx, weights, count, m, NULL);
+}
+
+int ptxq_gemv_multi_rope(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
+                         const ptxq_dev *ys, uint32_t m, ptxq_dev positions, const ptxq_rope_params *rope) {
+  if (ctx != NULL && rope == NULL)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi_rope: params is NULL");
+  return multi_run("ptxq_gemv_multi_rope", ctx, weights, count, x, ys, m, positions, rope);
+}
+
+int ptxq_gemv_multi_rope_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t count, uint32_t m,
+                                 const ptxq_rope_params *rope) {
+  if (ctx != NULL && rope == NULL)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "ptxq_gemv_multi_rope_prepare: params is NULL");
+  return multi_prepare("ptxq_gemv_multi_rope_prepare", ctx, weights, count, m, rope);
 }
 
 /* Grows a staging buffer to at least `bytes`. Lock held, stream idle (every
