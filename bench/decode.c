@@ -4,9 +4,10 @@
  *
  * Per layer (x is the layer's input, [m][4096] fp32):
  *   q = x.Wq^T, k = x.Wk^T, v = x.Wv^T        q, o 4096x4096; k, v 1024x4096; q, k and v
- *                                              as one kernel (ptxq_gemv_multi)
- *   rope(q, k) in place                        NeoX, 32 + 8 heads of 128, base 500000,
- *                                              positions read from the device
+ *   rope(q, k)                                 as one kernel with RoPE in its epilogue
+ *                                              (ptxq_gemv_multi_rope); NeoX, 32 + 8 heads
+ *                                              of 128, base 500000, positions read from
+ *                                              the device
  *   x2 = q.Wo^T                                stand-in for attention: ptxq has no
  *                                              attention op, so o reads q directly
  *   y = ptxq_ffn(SwiGLU, x2)                   gate, up 14336x4096 Q4_K; down
@@ -19,7 +20,8 @@
  * graph, the same ops as direct launches, and (for the smallest and largest
  * m) the graph again in a second context opened with PTXQ_FFN_UNFUSED=1,
  * where ptxq_ffn runs gate, up, swiglu and down as four kernels instead of
- * the gated GEMV and down, and in one opened with PTXQ_PDL=0, where no
+ * the gated GEMV and down and q, k, v and RoPE run as two kernels
+ * (ptxq_gemv_multi, ptxq_rope), and in one opened with PTXQ_PDL=0, where no
  * kernel starts before the one before it has ended. Each figure is the median over event-timed steps
  * after warm-up; GB/s counts the weight bytes of the step, Q6_K at its GGUF
  * size.
@@ -68,6 +70,10 @@
 #define KV_HEADS 8u
 #define ROPE_BASE 500000.0f
 #define MAX_M 8u /* PTXGEN_GEMV_MAX_M; the buffers hold this many rows */
+/* src/internal.h's PTXQ__EPILOGUE_MAX_M: past it, ptxq_ffn and
+ * ptxq_gemv_multi_rope run the activation and RoPE as kernels of their own
+ * (the keys --list-keys prints follow it) */
+#define EPILOGUE_MAX_M 4u
 #define MAX_POSITION (1u << 17)
 #define WARMUP_STEPS 3
 #define CHECK_ROWS 64
@@ -258,13 +264,14 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, cha
 {
   ptxq_rope_params p;
   rope_params(&p);
+  unfused = unfused || m > EPILOGUE_MAX_M; /* the kernels the library then runs */
   ptxgen_spec rope = {.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = (uint32_t)p.mode,
                       .head_dim = p.head_dim, .n_dims = p.n_dims, .heads = p.heads,
                       .kv_heads = p.kv_heads, .base = p.base, .freq_scale = p.freq_scale,
                       .ext_factor = p.ext_factor, .attn_factor = p.attn_factor,
                       .beta_fast = p.beta_fast, .beta_slow = p.beta_slow,
                       .n_ctx_orig = p.n_ctx_orig};
-  int rc = add_key(&rope, keys, count);
+  int rc = unfused ? add_key(&rope, keys, count) : 0;
   for (uint32_t l = 0; l < layers && l < 2 && !rc; l++) /* layers 0 and 1 hold every type */
     for (int r = ROLE_V; r < ROLE_COUNT && !rc; r++) { /* q, k, v: one kernel, below */
       bool gated = r == ROLE_GATE || r == ROLE_UP;
@@ -272,10 +279,22 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, cha
                                                                            : PTXGEN_KIND_Q4K_GEMV,
                           .sm = sm, .k = roles[r].k, .n = roles[r].n, .m = m,
                           .glu = gated && !unfused ? 1 : 0};
-      if (r == ROLE_V) {
+      if (r == ROLE_V) { /* q, k, v as one kernel, RoPE in it unless unfused */
         gemv.n = roles[ROLE_Q].n;
         gemv.n2 = roles[ROLE_K].n;
         gemv.n3 = roles[ROLE_V].n;
+        if (!unfused) {
+          gemv.rope = p.mode == PTXQ_ROPE_NEOX ? 2 : 1;
+          gemv.head_dim = p.head_dim;
+          gemv.n_dims = p.n_dims;
+          gemv.base = p.base;
+          gemv.freq_scale = p.freq_scale;
+          gemv.ext_factor = p.ext_factor;
+          gemv.attn_factor = p.attn_factor;
+          gemv.beta_fast = p.beta_fast;
+          gemv.beta_slow = p.beta_slow;
+          gemv.n_ctx_orig = p.n_ctx_orig;
+        }
       }
       rc = add_key(&gemv, keys, count);
     }
@@ -323,6 +342,7 @@ typedef struct {
   ptxq_dev x, positions, arena;
   size_t arena_floats;
   ptxq_rope_params rope;
+  bool unfused; /* q, k, v then RoPE as two kernels, as the FFN of PTXQ_FFN_UNFUSED */
   ptxq_event **start, **end; /* one pair per timed step */
   int events;
 } step;
@@ -410,9 +430,14 @@ static int enqueue_layer(step *s, uint32_t layer, uint32_t m)
                          .up = names[ROLE_UP], .down = names[ROLE_DOWN]};
   const char *qkv[3] = {names[ROLE_Q], names[ROLE_K], names[ROLE_V]};
   const ptxq_dev qkv_out[3] = {q, k, v};
-  int st = ptxq_gemv_multi(s->ctx, qkv, 3, in, qkv_out, m); /* one kernel */
-  if (!st)
-    st = ptxq_rope(s->ctx, q, k, s->positions, m, &s->rope);
+  int st;
+  if (s->unfused) {
+    st = ptxq_gemv_multi(s->ctx, qkv, 3, in, qkv_out, m);
+    if (!st)
+      st = ptxq_rope(s->ctx, q, k, s->positions, m, &s->rope);
+  } else {
+    st = ptxq_gemv_multi_rope(s->ctx, qkv, 3, in, qkv_out, m, s->positions, &s->rope); /* one kernel */
+  }
   if (!st)
     st = ptxq_gemv(s->ctx, names[ROLE_O], q, x2, m);
   if (!st)
@@ -440,14 +465,16 @@ static int enqueue_step(step *s, uint32_t m, ptxq_graph *graph)
 static int prepare(step *s, uint32_t m)
 {
   char names[ROLE_COUNT][64];
-  int st = ptxq_rope_prepare(s->ctx, m, &s->rope);
+  int st = s->unfused ? ptxq_rope_prepare(s->ctx, m, &s->rope) : 0;
   if (st)
     return fail(s->ctx, "ptxq_rope_prepare", st);
   for (uint32_t l = 0; l < s->layers; l++) {
     for (int r = 0; r < ROLE_COUNT; r++)
       weight_name(names[r], sizeof names[r], l, (role)r);
     const char *qkv[3] = {names[ROLE_Q], names[ROLE_K], names[ROLE_V]};
-    if ((st = ptxq_gemv_multi_prepare(s->ctx, qkv, 3, m)))
+    st = s->unfused ? ptxq_gemv_multi_prepare(s->ctx, qkv, 3, m)
+                    : ptxq_gemv_multi_rope_prepare(s->ctx, qkv, 3, m, &s->rope);
+    if (st)
       return fail(s->ctx, names[ROLE_Q], st);
     if ((st = ptxq_gemv_prepare(s->ctx, names[ROLE_O], m)))
       return fail(s->ctx, names[ROLE_O], st);
@@ -847,7 +874,7 @@ static int run_variant(const decode_config *cfg, const step *fused, host_state *
     fprintf(stderr, "ptxq-bench: decode: out of host memory\n");
     return 1;
   }
-  step s = {.layers = fused->layers};
+  step s = {.layers = fused->layers, .unfused = mode == DECODE_GRAPH_UNFUSED};
   setenv(env_name, env_value, 1);
   int st = ptxq_open(&s.ctx, &cfg->open_options);
   if (saved)

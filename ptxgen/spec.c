@@ -262,8 +262,9 @@ int ptxgen_spec_format(const ptxgen_spec *s, char *buf, size_t cap) {
     } else {
       uint32_t v;
       memcpy(&v, field, sizeof v);
-      uint32_t fallback = (uint32_t)((pd->flags & ROPE) && s->rope ? rope_default(pd, s) : pd->fallback);
-      if (!(pd->flags & SHOWN) && v == fallback) continue;
+      /* (the rope kind's n_dims has the fallback -1, "head_dim", but is SHOWN) */
+      double fallback = (pd->flags & ROPE) && s->rope ? rope_default(pd, s) : pd->fallback;
+      if (!(pd->flags & SHOWN) && fallback >= 0 && v == (uint32_t)fallback) continue;
       if (pd->type == P_MODE || pd->type == P_ROPE)
         snprintf(value, sizeof value, "%s", v == 2 ? "neox" : "normal");
       else if (pd->type == P_GLU) snprintf(value, sizeof value, "%s", v == 1 ? "swiglu" : "geglu");

@@ -150,14 +150,23 @@ static int check_multi_args(ptxq_ctx *ctx, const char *call, const char *const *
 /* RoPE in the epilogue of q, k[, v]: the parameters as the spec's rope
  * fields (ptxgen's validation judges them), after checking that the heads
  * are the weights' rows. */
-static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p, struct ptxq_weight *const *w,
-                     ptxgen_spec *spec) {
+static int check_heads(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p, struct ptxq_weight *const *w) {
   if (p->head_dim == 0 || (uint64_t)p->heads * p->head_dim != w[0]->n ||
       (uint64_t)p->kv_heads * p->head_dim != w[1]->n)
     return ptxq__fail(ctx, PTXQ_ERR_INVALID,
                       "%s: heads=%u and kv_heads=%u of head_dim=%u do not match the rows of q (%u) and k (%u)", call,
                       p->heads, p->kv_heads, p->head_dim, w[0]->n, w[1]->n);
-  spec->rope = p->mode == PTXQ_ROPE_NEOX ? 2 : p->mode == PTXQ_ROPE_NORMAL ? 1 : 3; /* 3: refused as invalid */
+  return PTXQ_OK;
+}
+
+static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p, struct ptxq_weight *const *w,
+                     ptxgen_spec *spec) {
+  int status = check_heads(ctx, call, p, w);
+  if (status != PTXQ_OK) return status;
+  if (p->mode != PTXQ_ROPE_NORMAL && p->mode != PTXQ_ROPE_NEOX)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: mode=%d: must be PTXQ_ROPE_NORMAL (0) or PTXQ_ROPE_NEOX (2)", call,
+                      (int)p->mode);
+  spec->rope = p->mode == PTXQ_ROPE_NEOX ? 2 : 1;
   spec->head_dim = p->head_dim;
   spec->n_dims = p->n_dims;
   spec->base = p->base;
@@ -172,9 +181,13 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
 }
 
 /* The weights and the kernel reading them side by side, with RoPE on the
- * first two when rope is given. Lock held. */
+ * first two when rope is given: in the kernel's epilogue up to
+ * PTXQ__EPILOGUE_MAX_M, else (*rope_apart set) by the rope kernel after it.
+ * Lock held. */
 static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
-                        const ptxq_rope_params *rope, struct ptxq_weight **w, const struct ptxq_kernel_entry **out) {
+                        const ptxq_rope_params *rope, struct ptxq_weight **w, const struct ptxq_kernel_entry **out,
+                        bool *rope_apart) {
+  *rope_apart = rope != NULL && m > PTXQ__EPILOGUE_MAX_M;
   for (uint32_t i = 0; i < count; i++) {
     struct ptxq_weight *found = ptxq__weight_find(ctx, names[i]);
     if (found == NULL) return ptxq__fail(ctx, PTXQ_ERR_NOT_FOUND, "%s: no weight '%s'", call, names[i]);
@@ -198,7 +211,7 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
                       .n3 = count > 2 ? w[2]->n : 0,
                       .m = m};
   if (rope != NULL) {
-    int status = fill_rope(ctx, call, rope, w, &spec);
+    int status = *rope_apart ? check_heads(ctx, call, rope, w) : fill_rope(ctx, call, rope, w, &spec);
     if (status != PTXQ_OK) return status;
   }
   return ptxq__kernel_for(ctx, &spec, out);
@@ -209,6 +222,10 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
                      const ptxq_dev *ys, uint32_t m, ptxq_dev positions, const ptxq_rope_params *rope) {
   int status = check_multi_args(ctx, call, weights, count, m);
   if (status != PTXQ_OK) return status;
+  /* RoPE as a kernel of its own: its parameters judged (and its kernel
+   * built) before anything is enqueued */
+  if (rope != NULL && m > PTXQ__EPILOGUE_MAX_M && (status = ptxq_rope_prepare(ctx, m, rope)) != PTXQ_OK)
+    return status;
   if (ys == NULL) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: ys is NULL", call);
   if (x == 0 || x % GEMV_X_ALIGN != 0)
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: x=0x%llx is null or not %u-byte aligned", call,
@@ -227,7 +244,8 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
   const struct ptxq_kernel_entry *kernel = NULL;
-  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel);
+  bool rope_apart = false;
+  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel, &rope_apart);
   if (status == PTXQ_OK) {
     /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order ptxgen.h gives */
     CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd = x, pd = positions;
@@ -237,11 +255,12 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
     for (uint32_t i = 0; i < count; i++) wd[i] = w[i]->data, params[n++] = &wd[i];
     params[n++] = &xd;
     for (uint32_t i = 0; i < count; i++) yd[i] = ys[i], params[n++] = &yd[i];
-    if (rope != NULL) params[n++] = &pd, params[n++] = &fd;
+    if (rope != NULL && !rope_apart) params[n++] = &pd, params[n++] = &fd;
     status = ptxq__launch(ctx, kernel, params);
   }
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
+  if (status == PTXQ_OK && rope_apart) status = ptxq_rope(ctx, ys[0], ys[1], positions, m, rope);
   return status;
 }
 
@@ -249,11 +268,14 @@ static int multi_prepare(const char *call, ptxq_ctx *ctx, const char *const *wei
                          const ptxq_rope_params *rope) {
   int status = check_multi_args(ctx, call, weights, count, m);
   if (status != PTXQ_OK) return status;
+  if (rope != NULL && m > PTXQ__EPILOGUE_MAX_M && (status = ptxq_rope_prepare(ctx, m, rope)) != PTXQ_OK)
+    return status;
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
   const struct ptxq_kernel_entry *kernel = NULL;
-  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel);
+  bool rope_apart = false;
+  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel, &rope_apart);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;

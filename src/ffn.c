@@ -4,7 +4,8 @@
  *   SWIGLU  y = down . (silu(gate . x) * (up . x))
  *   GEGLU   y = down . (gelu(gate . x) * (up . x))
  *
- * Paths. The gated kinds, when gate and up have the same type, take the
+ * Paths. The gated kinds, when gate and up have the same type and m is at
+ * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster), take the
  * fused path: one GEMV kernel with the gated epilogue (ptxgen.h, glu) reads
  * both matrices and writes h = act(gate . x) * (up . x), then the down GEMV
  * reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
@@ -151,7 +152,8 @@ static int find_weights(ptxq_ctx *ctx, const char *call, const ptxq_ffn_params *
 static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uint32_t m,
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
-  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused;
+  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
+                m <= PTXQ__EPILOGUE_MAX_M;
   int status;
   if (plan->fused) {
     status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->first);

@@ -41,6 +41,13 @@
 
 #define PTXQ_DETAIL_CAP 4096     /* bytes of the per-thread error detail */
 #define PTXQ_WEIGHT_NAME_MAX 127 /* bytes of a weight name, NUL excluded */
+/* The largest batch for which an activation (ptxq_ffn) or RoPE
+ * (ptxq_gemv_multi_rope) runs in a GEMV's epilogue rather than as a kernel
+ * of its own. On the H100 the fused kernels measured faster in the
+ * Llama-3-8B decode step at m = 1, 2 and 4 and slower at m = 8
+ * (bench/RESULTS.md); m = 5..7 were not measured. Either way gives the same
+ * bits. */
+#define PTXQ__EPILOGUE_MAX_M 4u
 #define PTXQ_KEY_CAP 512         /* bytes of a formatted kernel key (a RoPE key with YaRN and
                                     every float set runs past 256; ptxgen formats at most 511) */
 #define PTXQ_OP_CACHE_SLOTS 16   /* recent activation/RoPE specs remembered per context */

@@ -81,6 +81,14 @@ mapfile -t bench_keys < <("$build/ptxq-bench" --list-keys ${SM:+--sm "$SM"} | so
     if ($1 == "stream_read") cost *= 16
     printf "%.0f %s\n", cost, $0 }' | sort -n -k1,1 | cut -d' ' -f2-)
 [ "${#bench_keys[@]}" -gt 0 ] || { echo "ptxq-bench --list-keys printed no key"; exit 2; }
+# Keys of several weights (n2=: a layer's q, k, v, with RoPE) have no
+# `ptxgen run` runner; test_gpu's gemv_multi tests launch such kernels (part
+# c), so they are listed here and left to the tests.
+multi_keys=() single_keys=()
+for key in "${bench_keys[@]}"; do
+  case $key in *,n2=*) multi_keys+=("$key") ;; *) single_keys+=("$key") ;; esac
+done
+bench_keys=("${single_keys[@]}")
 
 odd_keys=()
 for m in 1 2 3 4 5 6 7 8; do
@@ -248,7 +256,8 @@ for tool in "${tools[@]}"; do
   runs[$tool]=0 failed[$tool]=0 memcheck_only[$tool]=0
   mkdir -p "$logs/$tool"
 
-  [[ $parts == *" bench "* ]] && echo "== $tool: ${#bench_keys[@]} bench keys"
+  [[ $parts == *" bench "* ]] && echo "== $tool: ${#bench_keys[@]} bench keys;" \
+    "${#multi_keys[@]} multi-weight keys left to test_gpu's gemv_multi tests: ${multi_keys[*]}"
   deadline=$((SECONDS + budget_s))
   [[ $parts == *" bench "* ]] && for key in "${bench_keys[@]}"; do
     if [ "$tool" = memcheck ]; then

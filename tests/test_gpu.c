@@ -500,6 +500,120 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
   ptxq_close(ctx);
 }
 
+/* RoPE in the q/k/v kernel gives the bits of ptxq_gemv_multi followed by
+ * ptxq_rope: both modes, partial rotation, freq_factors, YaRN, with and
+ * without v, both weight types, odd batch sizes. */
+Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  static const struct {
+    int q6k;
+    uint32_t k, count, m, head_dim, n_dims, heads, kv_heads, v_rows;
+    ptxq_rope_mode mode;
+    int yarn, factors;
+  } cases[] = {
+      {0, 4096, 3, 1, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 0, 0}, /* Llama-3-8B */
+      {0, 2304, 2, 8, 64, 32, 6, 3, 0, PTXQ_ROPE_NORMAL, 1, 1},
+      {1, 2048, 3, 3, 64, 64, 4, 2, 77, PTXQ_ROPE_NEOX, 0, 1},
+      {1, 256, 2, 5, 32, 16, 2, 1, 0, PTXQ_ROPE_NEOX, 1, 0},
+      {0, 512, 3, 2, 16, 16, 4, 4, 5, PTXQ_ROPE_NORMAL, 0, 0},
+      {1, 4096, 3, 7, 128, 96, 8, 2, 256, PTXQ_ROPE_NEOX, 0, 0}};
+  static const char *const names[3] = {"q", "k", "v"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count, hd = cases[c].head_dim;
+    const uint32_t rows[3] = {cases[c].heads * hd, cases[c].kv_heads * hd, cases[c].v_rows};
+    ptxq_rope_params p;
+    ptxq_rope_params_init(&p, cases[c].mode, hd, cases[c].heads, cases[c].kv_heads);
+    p.n_dims = cases[c].n_dims;
+    p.base = 500000.0f;
+    if (cases[c].yarn) p.ext_factor = 1.0f, p.freq_scale = 0.25f, p.n_ctx_orig = 4096;
+    ptxq_dev ff = 0;
+    if (cases[c].factors) {
+      float factors[256];
+      for (uint32_t i = 0; i < p.n_dims / 2; i++) factors[i] = rng_uniform(&r, 1.0f, 8.0f);
+      ff = device_alloc(ctx, sizeof factors);
+      upload(ctx, ff, factors, sizeof factors);
+      p.freq_factors = ff;
+    }
+    int32_t positions[8];
+    for (uint32_t t = 0; t < m; t++) positions[t] = (int32_t)(rng_next(&r) % 300000) - 1000;
+    ptxq_dev dpos = device_alloc(ctx, sizeof positions);
+    upload(ctx, dpos, positions, sizeof positions);
+    float *x = random_floats(&r, (size_t)m * k);
+    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), fused[3] = {0}, apart[3] = {0};
+    upload(ctx, dx, x, (size_t)m * k * 4);
+    for (uint32_t i = 0; i < count; i++) {
+      size_t w_bytes;
+      uint8_t *w = cases[c].q6k ? random_q6k(&r, k, rows[i], &w_bytes) : random_q4k(&r, k, rows[i], &w_bytes);
+      upload_weight(ctx, names[i], cases[c].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, w, k, rows[i], w_bytes);
+      free(w);
+      fused[i] = device_alloc(ctx, (size_t)m * rows[i] * 4);
+      apart[i] = device_alloc(ctx, (size_t)m * rows[i] * 4);
+      poison(ctx, fused[i], (size_t)m * rows[i] * 4);
+    }
+    cr_assert_eq(ptxq_gemv_multi_rope(ctx, names, count, dx, fused, m, dpos, &p), PTXQ_OK, "%s",
+                 ptxq_last_error(ctx));
+    cr_assert_eq(ptxq_gemv_multi(ctx, names, count, dx, apart, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    cr_assert_eq(ptxq_rope(ctx, apart[0], apart[1], dpos, m, &p), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    for (uint32_t i = 0; i < count; i++) {
+      const size_t n = (size_t)m * rows[i];
+      float *want = checked_malloc(n * 4), *got = checked_malloc(n * 4);
+      download(ctx, want, apart[i], n * 4);
+      download(ctx, got, fused[i], n * 4);
+      size_t j = first_bit_difference(want, got, n);
+      cr_assert(j == n, "seed %llu, case %zu: %s[%zu][%zu] = %.9g, gemv_multi then rope give %.9g",
+                (unsigned long long)seed, c, names[i], j / rows[i], j % rows[i], (double)got[j], (double)want[j]);
+      free(want);
+      free(got);
+      cr_assert_eq(ptxq_free(ctx, fused[i]), PTXQ_OK);
+      cr_assert_eq(ptxq_free(ctx, apart[i]), PTXQ_OK);
+    }
+    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
+    cr_assert_eq(ptxq_free(ctx, dpos), PTXQ_OK);
+    if (ff) cr_assert_eq(ptxq_free(ctx, ff), PTXQ_OK);
+    free(x);
+  }
+  ptxq_close(ctx);
+}
+
+Test(gpu, gemv_multi_rope_rejects_bad_arguments) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  rng r = {fresh_seed()};
+  size_t bytes;
+  uint8_t *q = random_q4k(&r, 512, 128, &bytes);
+  upload_weight(ctx, "q", PTXQ_TYPE_Q4_K, q, 512, 128, bytes);
+  uint8_t *k = random_q4k(&r, 512, 64, &bytes);
+  upload_weight(ctx, "k", PTXQ_TYPE_Q4_K, k, 512, 64, bytes);
+  ptxq_dev x = device_alloc(ctx, 4096), y = device_alloc(ctx, 4096), pos = device_alloc(ctx, 64);
+  const ptxq_dev ys[3] = {y, y, y};
+  const char *const qk[2] = {"q", "k"};
+  ptxq_rope_params p, bad;
+  ptxq_rope_params_init(&p, PTXQ_ROPE_NEOX, 32, 4, 2);
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, NULL), PTXQ_ERR_INVALID, "params is NULL");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 1, x, ys, 1, pos, &p), PTXQ_ERR_INVALID, "count=1");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, 0, &p), PTXQ_ERR_INVALID, "positions");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos + 2, &p), PTXQ_ERR_INVALID, "positions");
+  bad = p;
+  bad.heads = 8;
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, &bad), PTXQ_ERR_INVALID, "heads=8");
+  bad = p;
+  bad.n_dims = 48;
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, &bad), PTXQ_ERR_INVALID, "n_dims=48");
+  bad = p;
+  bad.mode = (ptxq_rope_mode)1;
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, &bad), PTXQ_ERR_INVALID, "mode=1");
+  bad = p;
+  bad.freq_factors = pos + 2;
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, &bad), PTXQ_ERR_INVALID, "freq_factors");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 9, &p), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 1, NULL), PTXQ_ERR_INVALID, "params is NULL");
+  EXPECT_OK(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 1, &p));
+  free(q);
+  free(k);
+  ptxq_close(ctx);
+}
+
 /* An older target than the device's own runs and is right too. */
 Test(gpu, older_target_runs) {
   ptxq_ctx *probe = open_or_skip(NULL);

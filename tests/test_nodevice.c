@@ -169,6 +169,10 @@ Test(nodevice, null_context_is_harmless) {
   ptxq_rope_params rope;
   ptxq_rope_params_init(&rope, PTXQ_ROPE_NEOX, 64, 8, 2);
   cr_assert_eq(ptxq_rope_prepare(NULL, 1, &rope), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_gemv_multi_rope(NULL, qkv, 3, 0x1000, ys, 1, 0x5000, &rope), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_gemv_multi_rope_prepare(NULL, qkv, 3, 1, &rope), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_gemv_multi_rope(NULL, qkv, 2, 0x1000, ys, 1, 0x5000, NULL), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_gemv_multi_rope_prepare(NULL, qkv, 2, 1, NULL), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_capture_begin(NULL), PTXQ_ERR_INVALID);
   ptxq_graph *graph = (ptxq_graph *)&graph;
   cr_assert_eq(ptxq_capture_end(NULL, &graph), PTXQ_ERR_INVALID);

@@ -14,7 +14,10 @@
  * the .version and .target its target needs, and come out byte-identical
  * when emitted twice. Tuned GEMV keys (rows, warps, preload at their
  * extremes) and multi-weight ones (n2, n3) must assemble and fit the
- * register file. One Criterion parameterized test per kind, so the
+ * register file. Multi-weight keys with RoPE in the epilogue (rope_gemv:
+ * both modes, partial rotation, freq_factors, YaRN, rows=4, m in {1, 2, 8},
+ * with and without n3, sm_80 and sm_90) must also have no spills and no
+ * stack frame. One Criterion parameterized test per kind, so the
  * cases spread over the runner's workers. Without ptxas these tests skip.
  *
  * ptxas.c itself is tested here too (log parsing, failure reporting).
@@ -243,6 +246,49 @@ ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
 
 ParameterizedTest(ptx_case *c, ptx, tuned_and_multi_gemv) {
   check_launchable(&c->spec);
+}
+
+/* RoPE in the epilogue of q, k[, v] (rope=normal|neox): both weight
+ * formats, both modes, partial rotation, freq_factors, YaRN, a head whose
+ * half is not a power of two, a last row group past n + n2 + n3, rows=4
+ * (two rotation pairs per warp), m in {1, 2, 8}, n3 or not, on sm_80 and
+ * sm_90. They must assemble with no spills and fit the register file. */
+ParameterizedTestParameters(ptx, rope_gemv) {
+  static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
+  static const struct {
+    uint32_t rope, head_dim, n_dims, heads, kv_heads, n3, m, rows, freq_factors, yarn;
+  } shapes[] = {
+      {2, 128, 128, 8, 2, 256, 1, 0, 0, 0}, /* Llama-3 style q, k, v */
+      {1, 128, 128, 8, 2, 0, 2, 0, 0, 0},   /* q, k only */
+      {2, 64, 32, 8, 4, 256, 8, 0, 0, 0},   /* half the dims rotated */
+      {1, 64, 32, 4, 4, 0, 1, 4, 1, 0},     /* rows=4 (q6k spills at m >= 4 even without RoPE), freq_factors */
+      {2, 128, 96, 4, 1, 128, 2, 4, 1, 1},  /* freq_factors and YaRN at once */
+      {1, 96, 64, 3, 1, 77, 8, 0, 0, 1},    /* half a head of 48 pairs; YaRN; 365 rows */
+  };
+  static const uint32_t sms[] = {80, 90};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0], count = 2 * shape_count * 2;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 2; a++)
+    for (size_t b = 0; b < shape_count; b++)
+      for (size_t d = 0; d < 2; d++) {
+        ptxgen_spec s = {.kind = kinds[a], .sm = sms[d], .k = 2304, .n = shapes[b].heads * shapes[b].head_dim,
+                         .m = shapes[b].m, .rows = shapes[b].rows, .n2 = shapes[b].kv_heads * shapes[b].head_dim,
+                         .n3 = shapes[b].n3, .rope = shapes[b].rope, .head_dim = shapes[b].head_dim,
+                         .n_dims = shapes[b].n_dims, .freq_factors = shapes[b].freq_factors, .base = 500000.0f,
+                         .freq_scale = 1.0f, .attn_factor = 1.0f, .beta_fast = 32.0f, .beta_slow = 1.0f};
+        if (shapes[b].yarn) {
+          s.ext_factor = 1.0f;
+          s.n_ctx_orig = 4096;
+          s.freq_scale = 0.25f;
+        }
+        cases[i++].spec = s;
+      }
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, rope_gemv) {
+  check_kernel(&c->spec);
 }
 
 ParameterizedTestParameters(ptx, stream_read) {

@@ -97,6 +97,105 @@ Test(spec, activation_and_rope_keys_round_trip) {
   cr_assert_str_eq(key, "rope:mode=normal,head_dim=8,n_dims=8,heads=2,kv_heads=1,m=1,sm=90,base=10000");
 }
 
+/* A GEMV's RoPE epilogue (rope=normal|neox on q, k[, v]): its constants
+ * are written only where they differ from the rope kind's defaults
+ * (n_dims: head_dim), after the GEMV's own parameters. */
+Test(spec, rope_gemv_keys_round_trip) {
+  static const char *const canonical[] = {
+      "q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000",
+      "q4k_gemv:k=4096,n=4096,m=2,sm=90,n2=1024,rope=normal,head_dim=128",
+      "q6k_gemv:k=2048,n=1024,m=8,sm=80,rows=4,n2=256,rope=normal,head_dim=64,n_dims=32",
+      "q6k_gemv:k=4096,n=4096,m=3,sm=90,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000,freq_factors=1",
+      "q4k_gemv:k=256,n=36,m=3,sm=120,warps=16,preload=3,n2=12,n3=7,rope=neox,head_dim=12,n_dims=4,"
+      "base=123.456,freq_scale=0.25,freq_factors=1,ext_factor=1,attn_factor=1.5,beta_fast=16,beta_slow=2,"
+      "n_ctx_orig=4096",
+      "q6k_gemv:k=512,n=6,m=1,sm=75,rows=2,n2=2,rope=normal,head_dim=2,attn_factor=-2,n_ctx_orig=8192",
+      /* -0 is not the default +0 (compared bit for bit) and needs no n_ctx_orig */
+      "q4k_gemv:k=256,n=64,m=1,sm=90,n2=64,rope=neox,head_dim=64,ext_factor=-0",
+  };
+  for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
+    ptxgen_spec s, back;
+    char msg[256], key[512];
+    cr_assert_eq(ptxgen_spec_parse(canonical[i], &s, msg, sizeof msg), 0, "%s: %s", canonical[i], msg);
+    cr_assert_neq(s.rope, 0u, "%s", canonical[i]);
+    cr_assert(s.heads == 0 && s.kv_heads == 0 && s.mode == 0, "%s: heads, kv_heads and mode stay 0", canonical[i]);
+    ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert_str_eq(key, canonical[i]);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0, "round trip changed %s", key);
+  }
+  /* Any order, every default spelled out: the canonical key drops them, and
+   * the parsed constants are the rope kind's defaults. */
+  static const struct { const char *key, *canonical; uint32_t rope, n_dims; } defaults[] = {
+      {"q4k_gemv:rope=neox,head_dim=128,n_dims=128,base=10000,freq_scale=1,freq_factors=0,ext_factor=0,"
+       "attn_factor=1,beta_fast=32,beta_slow=1,n_ctx_orig=0,n3=1024,n2=1024,m=1,n=4096,k=4096",
+       "q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024,rope=neox,head_dim=128", 2, 128},
+      {"q6k_gemv:head_dim=64,rope=normal,n2=128,m=8,n=256,k=256,sm=80",
+       "q6k_gemv:k=256,n=256,m=8,sm=80,n2=128,rope=normal,head_dim=64", 1, 64},
+      {"q6k_gemv:k=256,n=256,m=2,n2=256,rope=neox,head_dim=64,n_dims=64,rows=2,warps=8",
+       "q6k_gemv:k=256,n=256,m=2,sm=90,rows=2,warps=8,n2=256,rope=neox,head_dim=64", 2, 64},
+  };
+  for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) {
+    ptxgen_spec s, back;
+    char msg[256], key[512];
+    cr_assert_eq(ptxgen_spec_parse(defaults[i].key, &s, msg, sizeof msg), 0, "%s: %s", defaults[i].key, msg);
+    cr_assert_eq(s.rope, defaults[i].rope, "%s", defaults[i].key);
+    cr_assert_eq(s.n_dims, defaults[i].n_dims, "%s: n_dims defaults to head_dim", defaults[i].key);
+    cr_assert(s.base == 10000.0f && s.freq_scale == 1.0f && s.freq_factors == 0 && s.ext_factor == 0.0f &&
+                  s.attn_factor == 1.0f && s.beta_fast == 32.0f && s.beta_slow == 1.0f && s.n_ctx_orig == 0,
+              "%s: the rope kind's defaults", defaults[i].key);
+    ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert_str_eq(key, defaults[i].canonical);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0, "round trip changed %s", key);
+  }
+  /* Without rope= every constant is 0 and none is written. */
+  ptxgen_spec s;
+  char msg[256], key[512];
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024", &s, msg, sizeof msg), 0, "%s", msg);
+  cr_assert(s.rope == 0 && s.head_dim == 0 && s.n_dims == 0 && s.base == 0.0f && s.freq_scale == 0.0f &&
+            s.attn_factor == 0.0f && s.beta_fast == 0.0f && s.beta_slow == 0.0f);
+  ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_str_eq(key, "q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024");
+}
+
+/* Random valid RoPE GEMV specs: parse(format(spec)) == spec. */
+Test(spec, rope_gemv_round_trip_random) {
+  rng_state = 4242;
+  for (int i = 0; i < 3000; i++) {
+    ptxgen_spec s = {0}, back;
+    s.kind = rnd() % 2 ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV;
+    s.sm = targets[rnd() % 7];
+    s.k = 256 * (1 + rnd() % 256);
+    s.m = 1 + rnd() % PTXGEN_GEMV_MAX_M;
+    static const uint32_t rows[] = {0, 2, 4}, warps[] = {0, 4, 8, 16};
+    s.rows = rows[rnd() % 3];
+    s.warps = warps[rnd() % 4];
+    s.preload = rnd() % 4;
+    s.rope = 1 + rnd() % 2;
+    s.head_dim = 2 * (1 + rnd() % (PTXGEN_ROPE_MAX_HEAD_DIM / 2));
+    s.n_dims = 2 * (1 + rnd() % (s.head_dim / 2));
+    uint32_t kv_heads = 1 + rnd() % 8, heads = kv_heads * (1 + rnd() % 8);
+    s.n = heads * s.head_dim;
+    s.n2 = kv_heads * s.head_dim;
+    s.n3 = rnd() % 2 ? rnd() % 5000 : 0;
+    s.base = (float)(rnd() % 1000000 + 2) / 7.0f;
+    s.freq_scale = (float)(rnd() % 1000 + 1) / 997.0f;
+    s.freq_factors = rnd() % 2;
+    s.ext_factor = rnd() % 2 ? (float)(rnd() % 100) / 64.0f : 0.0f;
+    s.n_ctx_orig = rnd() % 2 || s.ext_factor != 0 ? 1 + rnd() % 131072 : 0;
+    s.attn_factor = (float)((int)(rnd() % 2001) - 1000) / 333.0f;
+    s.beta_fast = (float)(rnd() % 1000 + 1) / 31.0f;
+    s.beta_slow = (float)(rnd() % 1000 + 1) / 127.0f;
+    char key[512], msg[256];
+    cr_assert_eq(ptxgen_spec_validate(&s, msg, sizeof msg), 0, "spec %d: %s", i, msg);
+    int len = ptxgen_spec_format(&s, key, sizeof key);
+    cr_assert(len > 0 && (size_t)len < sizeof key);
+    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+    cr_assert(memcmp(&s, &back, sizeof s) == 0, "round trip changed %s", key);
+  }
+}
+
 Test(spec, random_float_constants_round_trip) {
   rng_state = 777;
   for (int i = 0; i < 2000; i++) {
@@ -208,6 +307,75 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("stream_read:n=1,k=256", "unknown parameter 'k'");
 }
 
+Test(spec, bad_rope_gemv_keys_name_the_problem) {
+  refuse("q4k_gemv:k=4096,n=4096,m=1,rope=neox,head_dim=128", "rope needs n2");
+  refuse("q6k_gemv:k=4096,n=4096,m=1,rope=normal,head_dim=128", "rope needs n2");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rows=1,rope=neox,head_dim=128", "rope with rows=1");
+  refuse("q6k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rows=1,rope=normal,head_dim=128", "rope with rows=1");
+  refuse("q4k_gemv:k=4096,n=4000,m=1,n2=1024,rope=neox,head_dim=128",
+         "n=4000 and n2=1024 must be whole heads of head_dim=128");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1000,rope=neox,head_dim=128",
+         "n=4096 and n2=1000 must be whole heads of head_dim=128");
+  /* the RoPE constants need rope= */
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,head_dim=128",
+         "head_dim is a RoPE constant: it needs rope=normal or rope=neox");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,base=500000", "base is a RoPE constant");
+  refuse("q6k_gemv:k=256,n=1,m=1,freq_factors=1", "freq_factors is a RoPE constant");
+  refuse("q4k_gemv:k=256,n=128,m=1,n2=128,n_dims=64", "n_dims is a RoPE constant");
+  refuse("q4k_gemv:k=256,n=128,m=1,n2=128,n_ctx_orig=4096", "n_ctx_orig is a RoPE constant");
+  refuse("q4k_gemv:k=256,n=128,m=1,n2=128,ext_factor=-0", "ext_factor is a RoPE constant");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=yes,head_dim=128", "rope='yes' is not normal or neox");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=2,head_dim=128", "rope='2' is not normal or neox");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox", "head_dim=0");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=127", "head_dim=127: must be even");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=1024", "head_dim=1024: must be even and 2..512");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,n_dims=256",
+         "n_dims=256 exceeds head_dim=128");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,n_dims=7", "n_dims=7");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,n_dims=0", "n_dims=0");
+  /* 32 q heads, 10 kv heads */
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1280,rope=neox,head_dim=128", "kv_heads=10 does not divide heads=32");
+  refuse("q4k_gemv:k=256,n=2050,m=1,n2=2,rope=normal,head_dim=2", "heads=1025");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,ext_factor=1",
+         "ext_factor=1 needs n_ctx_orig");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,base=1", "base=1");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,freq_scale=0", "freq_scale=0");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,freq_factors=2", "freq_factors=2");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,beta_fast=0", "beta_fast=0");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,base=nan", "base='nan'");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,rope=neox,head_dim=128", "given twice");
+  /* the rope kind's own fields are not the GEMV's */
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128,heads=32", "unknown parameter 'heads'");
+  refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,mode=neox,head_dim=128", "unknown parameter 'mode'");
+}
+
+/* Specs built in memory: rope beyond neox, and heads, kv_heads or mode set
+ * on a GEMV (they are n/head_dim and n2/head_dim, not fields of the key). */
+Test(spec, bad_rope_gemv_specs_name_the_problem) {
+  ptxgen_spec good;
+  char msg[256] = "";
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rope=neox,head_dim=128", &good, msg,
+                                 sizeof msg), 0, "%s", msg);
+  ptxgen_spec s = good;
+  s.rope = 3;
+  cr_assert_eq(ptxgen_spec_validate(&s, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert(strstr(msg, "rope=3"), "%s", msg);
+  s = good;
+  s.heads = 32;
+  cr_assert_eq(ptxgen_spec_validate(&s, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert(strstr(msg, "does not take"), "%s", msg);
+  s = good;
+  s.mode = 2;
+  cr_assert_eq(ptxgen_spec_validate(&s, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert(strstr(msg, "does not take"), "%s", msg);
+  s = good;
+  s.rows = 1;
+  cr_assert_eq(ptxgen_spec_validate(&s, msg, sizeof msg), PTXGEN_ERR_SPEC);
+  cr_assert(strstr(msg, "rows=1"), "%s", msg);
+  char key[512];
+  cr_assert_eq(ptxgen_spec_format(&s, key, sizeof key), PTXGEN_ERR_SPEC, "an invalid spec has no key");
+}
+
 Test(spec, null_arguments) {
   ptxgen_spec s;
   char msg[64];
@@ -261,6 +429,9 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q6k_gemv:k=2304,n=999,m=2,warps=16",
       "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000",
+      "q6k_gemv:k=2048,n=512,m=8,sm=80,rows=4,n2=128,rope=normal,head_dim=64,n_dims=32,freq_factors=1,"
+      "ext_factor=1,n_ctx_orig=4096",
   };
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     ptxgen_spec s;
@@ -301,4 +472,29 @@ Test(spec, different_keys_give_different_entries) {
   cr_assert_str_neq(a.entry, b.entry);
   ptxgen_kernel_free(&a);
   ptxgen_kernel_free(&b);
+}
+
+/* The same weights with and without RoPE, in either mode, or with another
+ * head shape are different kernels with different entries. */
+Test(spec, rope_gemv_keys_give_different_entries) {
+  static const char *const keys[] = {
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024",
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128",
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=normal,head_dim=128",
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=64",
+      "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128,n_dims=64",
+  };
+  enum { COUNT = sizeof keys / sizeof *keys };
+  char entries[COUNT][64];
+  for (size_t i = 0; i < COUNT; i++) {
+    ptxgen_spec s;
+    ptxgen_kernel k;
+    char msg[256];
+    cr_assert_eq(ptxgen_spec_parse(keys[i], &s, msg, sizeof msg), 0, "%s: %s", keys[i], msg);
+    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", keys[i], msg);
+    snprintf(entries[i], sizeof entries[i], "%s", k.entry);
+    ptxgen_kernel_free(&k);
+    for (size_t j = 0; j < i; j++)
+      cr_assert_str_neq(entries[i], entries[j], "%s and %s share the entry %s", keys[i], keys[j], entries[i]);
+  }
 }

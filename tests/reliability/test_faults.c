@@ -628,6 +628,8 @@ Test(nodriver, every_context_call_fails_cleanly) {
   const ptxq_dev ys[3] = {0x2000, 0x3000, 0x4000};
   EXPECT_NULL_CTX(ptxq_gemv_multi(NULL, qkv, 3, 0x1000, ys, 1), "ptxq_gemv_multi");
   EXPECT_NULL_CTX(ptxq_gemv_multi_prepare(NULL, qkv, 3, 1), "ptxq_gemv_multi_prepare");
+  EXPECT_NULL_CTX(ptxq_gemv_multi_rope(NULL, qkv, 3, 0x1000, ys, 1, 0x5000, &rope), "ptxq_gemv_multi_rope");
+  EXPECT_NULL_CTX(ptxq_gemv_multi_rope_prepare(NULL, qkv, 3, 1, &rope), "ptxq_gemv_multi_rope_prepare");
   EXPECT_NULL_CTX(ptxq_gemv_host(NULL, "w", x, y, 1), "ptxq_gemv_host");
   EXPECT_NULL_CTX(ptxq_gelu(NULL, 0x1000, 0x2000, 8, 1), "ptxq_gelu");
   EXPECT_NULL_CTX(ptxq_gelu_erf(NULL, 0x1000, 0x2000, 8, 1), "ptxq_gelu_erf");
@@ -666,6 +668,8 @@ Test(nodriver, every_context_call_fails_cleanly) {
   EXPECT_NULL_CTX(ptxq_weight_info_get(NULL, NULL, NULL), "ptxq_weight_info_get");
   EXPECT_NULL_CTX(ptxq_gemv(NULL, NULL, 0, 0, 0), "ptxq_gemv");
   EXPECT_NULL_CTX(ptxq_gemv_prepare(NULL, NULL, 99), "ptxq_gemv_prepare");
+  EXPECT_NULL_CTX(ptxq_gemv_multi_rope(NULL, NULL, 99, 0, NULL, 0, 0, NULL), "ptxq_gemv_multi_rope");
+  EXPECT_NULL_CTX(ptxq_gemv_multi_rope_prepare(NULL, NULL, 0, 99, NULL), "ptxq_gemv_multi_rope_prepare");
   EXPECT_NULL_CTX(ptxq_gemv_host(NULL, NULL, NULL, NULL, 0), "ptxq_gemv_host");
   EXPECT_NULL_CTX(ptxq_gelu(NULL, 0, 0, 0, 0), "ptxq_gelu");
   EXPECT_NULL_CTX(ptxq_gelu_erf(NULL, 1, 1, UINT32_MAX, UINT32_MAX), "ptxq_gelu_erf");
