@@ -1,0 +1,275 @@
+/*
+ * timeline.c: a development harness (not built by Meson, not part of
+ * ptxq-bench) that times every kernel of a Llama-3-8B-shaped decode step
+ * from inside: each block's thread 0 records %globaltimer when the block
+ * starts, when it has passed griddepcontrol.wait (the previous kernel is
+ * complete and visible) and when it ends. From those, per kernel:
+ *   release   the previous kernel's last block end -> this kernel's first
+ *             block past the wait (grid completion, memory flush, and any
+ *             queueing behind this kernel's own early loads)
+ *   t1->end   first block past the wait -> last block end
+ *   span      the previous kernel's last block end -> this one's: the
+ *             kernel's share of the step
+ * against the time its weight bytes take at 3.1 TB/s.
+ *
+ * The kernels are ptxgen's own, with the timing code spliced into their PTX
+ * text (a module global holds the record buffer); they are launched
+ * straight through the driver API with programmatic dependent launch, grids
+ * fitted to one wave as the runtime fits them, 32 layers of distinct
+ * weights (every f16 scale 1.0: finite; the values do not change the
+ * timing), m = 1. Six steps run; the last one, after the L2 is flushed, is
+ * recorded.
+ *
+ * Build and run on the GPU machine, from the repository root:
+ *   gcc -std=c11 -O2 -Iinclude -I/usr/local/cuda/include bench/timeline.c ptxgen/ptx.c ptxgen/spec.c \
+ *     ptxgen/kinds.c ptxgen/gemv.c ptxgen/gemv_q4k.c ptxgen/gemv_q6k.c ptxgen/stream_read.c ptxgen/act.c \
+ *     ptxgen/act_math.c ptxgen/rope.c -L/usr/local/cuda/lib64/stubs -lcuda -lm -o /tmp/timeline
+ *   /tmp/timeline [LAYERS]
+ * Environment: UNFUSED=1 (q, k, v then the rope kernel, instead of RoPE in
+ * the q/k/v kernel), NOPDL=1 (no programmatic launch), MAXNREG=N (a
+ * register cap spliced into every GEMV), KQKV, KO, KGU, KD6, KD4 (other
+ * keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down), VERBOSE=1 (the
+ * first launches one by one).
+ */
+#include <cuda.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptxgen.h"
+
+#define CHECK(call)                                                                                              \
+  do {                                                                                                           \
+    CUresult rc_ = (call);                                                                                       \
+    if (rc_ != CUDA_SUCCESS) {                                                                                   \
+      const char *name_ = "?";                                                                                   \
+      cuGetErrorName(rc_, &name_);                                                                               \
+      fprintf(stderr, "timeline: %s:%d %s: %s\n", __FILE__, __LINE__, #call, name_);                             \
+      exit(1);                                                                                                   \
+    }                                                                                                            \
+  } while (0)
+
+enum { QKV, ROPE, O, GATE_UP, DOWN_Q6K, DOWN_Q4K, KINDS };
+static const char *const kind_names[KINDS] = {"qkv", "rope", "o", "gate/up", "down q6k", "down q4k"};
+
+typedef struct {
+  CUfunction f;
+  unsigned grid, block, shared;
+  double bytes; /* weight bytes per launch */
+} kernel;
+
+/* One block's record: the kernel kind, then start, past the wait, end (ns). */
+typedef struct {
+  unsigned long long kind, start, released, end;
+} record;
+
+static CUdeviceptr records; /* a u32 count, then (at +64) the records */
+static CUstream stream;
+
+static char *splice(char *out, const char *from, const char *to) {
+  memcpy(out, from, (size_t)(to - from));
+  return out + (to - from);
+}
+
+/* The kernel's PTX with the timing code spliced in: a module global
+ * pointing at the records, timer reads at entry and after the wait, and,
+ * before `ret`, thread 0 appending its block's record. */
+static char *with_timing(const char *ptx, int kind) {
+  char *out = malloc(strlen(ptx) + 4096), *w = out;
+  const char *p = ptx, *entry = strstr(p, ".visible .entry");
+  w = splice(w, p, entry);
+  w += sprintf(w, ".global .align 8 .u64 timeline_records;\n\n");
+  const char *body = strstr(entry, "\n{\n") + 1;
+  w = splice(w, entry, body);
+  const char *maxnreg = getenv("MAXNREG");
+  if (maxnreg && kind != ROPE && !strstr(ptx, ".maxntid")) w += sprintf(w, ".maxnreg %s\n", maxnreg);
+  w += sprintf(w, "{\n\t.reg .b64 %%tt<6>;\n\t.reg .b32 %%tu<2>;\n\t.reg .pred %%tp;\n"
+                  "\tmov.u64 %%tt0, %%globaltimer;\n\tmov.u64 %%tt1, %%tt0;\n");
+  p = body + 2;
+  const char *trigger = strstr(p, "griddepcontrol.launch_dependents;");
+  if (trigger) {
+    trigger += strlen("griddepcontrol.launch_dependents;");
+    w = splice(w, p, trigger);
+    w += sprintf(w, "\n\tmov.u64 %%tt1, %%globaltimer;");
+    p = trigger;
+  }
+  const char *ret = strstr(p, "\tret;");
+  w = splice(w, p, ret);
+  w += sprintf(w,
+               "\tmov.u64 %%tt2, %%globaltimer;\n\tmov.u32 %%tu0, %%tid.x;\n\tsetp.ne.u32 %%tp, %%tu0, 0;\n"
+               "\t@%%tp bra TIMELINE_DONE;\n\tld.global.u64 %%tt3, [timeline_records];\n"
+               "\tatom.global.add.u32 %%tu1, [%%tt3], 1;\n\tmul.wide.u32 %%tt4, %%tu1, 32;\n"
+               "\tadd.u64 %%tt4, %%tt4, %%tt3;\n\tmov.u64 %%tt5, %d;\n"
+               "\tst.global.v2.u64 [%%tt4+64], {%%tt5, %%tt0};\n\tst.global.v2.u64 [%%tt4+80], {%%tt1, %%tt2};\n"
+               "TIMELINE_DONE:\n",
+               kind);
+  strcpy(w, ret);
+  return out;
+}
+
+static kernel build(const char *key, int kind, double bytes) {
+  ptxgen_spec spec;
+  ptxgen_kernel k;
+  char msg[512];
+  if (ptxgen_spec_parse(key, &spec, msg, sizeof msg) || ptxgen_emit(&spec, &k, msg, sizeof msg)) {
+    fprintf(stderr, "timeline: %s: %s\n", key, msg);
+    exit(1);
+  }
+  char *ptx = with_timing(k.ptx, kind), log[8192] = "";
+  CUjit_option options[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *values[2] = {log, (void *)(size_t)sizeof log};
+  CUmodule module;
+  if (cuModuleLoadDataEx(&module, ptx, 2, options, values) != CUDA_SUCCESS) {
+    fprintf(stderr, "timeline: JIT of %s: %s\n", key, log);
+    exit(1);
+  }
+  free(ptx);
+  kernel r = {.block = k.geometry.block[0], .shared = k.geometry.shared_bytes, .bytes = bytes};
+  CHECK(cuModuleGetFunction(&r.f, module, k.entry));
+  CUdeviceptr global;
+  size_t size;
+  CHECK(cuModuleGetGlobal(&global, &size, module, "timeline_records"));
+  CHECK(cuMemcpyHtoD(global, &records, sizeof records));
+  if (r.shared > 48 * 1024)
+    CHECK(cuFuncSetAttribute(r.f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)r.shared));
+  int per_sm;
+  CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, r.f, (int)r.block, r.shared));
+  r.grid = k.geometry.grid[0]; /* fitted to one wave, as the runtime does */
+  if (r.grid > (unsigned)per_sm * 132u) r.grid = (unsigned)per_sm * 132u;
+  fprintf(stderr, "%-90s grid %u (%d per SM) block %u shared %u\n", key, r.grid, per_sm, r.block, r.shared);
+  return r;
+}
+
+static void launch(const kernel *k, void **params) {
+  CUlaunchAttribute pdl = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+  pdl.value.programmaticStreamSerializationAllowed = getenv("NOPDL") ? 0 : 1;
+  CUlaunchConfig c = {.gridDimX = k->grid, .gridDimY = 1, .gridDimZ = 1, .blockDimX = k->block, .blockDimY = 1,
+                      .blockDimZ = 1, .sharedMemBytes = k->shared, .hStream = stream, .attrs = &pdl, .numAttrs = 1};
+  CHECK(cuLaunchKernelEx(&c, k->f, params, NULL));
+}
+
+static int by_release(const void *a, const void *b) {
+  const record *x = a, *y = b;
+  return x->released < y->released ? -1 : x->released > y->released;
+}
+
+static const char *key_or(const char *env, const char *fallback) {
+  return getenv(env) ? getenv(env) : fallback;
+}
+
+int main(int argc, char **argv) {
+  const int layers = argc > 1 ? atoi(argv[1]) : 32, unfused = getenv("UNFUSED") != NULL;
+  CHECK(cuInit(0));
+  CUdevice dev;
+  CUcontext ctx;
+  CHECK(cuDeviceGet(&dev, 0));
+  CHECK(cuDevicePrimaryCtxRetain(&ctx, dev));
+  CHECK(cuCtxSetCurrent(ctx));
+  CHECK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  CHECK(cuMemAlloc(&records, 64 + (size_t)layers * 6 * 2048 * sizeof(record)));
+
+  const double q4 = 144.0 / 256, q6 = 210.0 / 256;
+  kernel K[KINDS];
+  K[QKV] = build(key_or("KQKV", unfused ? "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024"
+                                        : "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128,"
+                                          "base=500000"),
+                 QKV, 6144.0 * 4096 * q4);
+  K[ROPE] = build("rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000", ROPE, 0);
+  K[O] = build(key_or("KO", "q4k_gemv:k=4096,n=4096,m=1"), O, 4096.0 * 4096 * q4);
+  K[GATE_UP] = build(key_or("KGU", "q4k_gemv:k=4096,n=14336,m=1,glu=swiglu"), GATE_UP, 2 * 14336.0 * 4096 * q4);
+  K[DOWN_Q6K] = build(key_or("KD6", "q6k_gemv:k=14336,n=4096,m=1"), DOWN_Q6K, 4096.0 * 14336 * q6);
+  K[DOWN_Q4K] = build(key_or("KD4", "q4k_gemv:k=14336,n=4096,m=1"), DOWN_Q4K, 4096.0 * 14336 * q4);
+
+  /* weights: q, k, v, o, gate, up, down per layer (down at the larger of its two sizes) */
+  const size_t q_bytes = (size_t)4096 * 16 * 144, kv_bytes = (size_t)1024 * 16 * 144;
+  const size_t gate_bytes = (size_t)14336 * 16 * 144, down_bytes = (size_t)ptxgen_q6k_row_stride(14336) * 4096;
+  const size_t layer_bytes = 2 * q_bytes + 2 * kv_bytes + 2 * gate_bytes + down_bytes;
+  CUdeviceptr weights, x, yq, yk, yv, yo, h, positions, no_factors = 0, flush;
+  CHECK(cuMemAlloc(&weights, layer_bytes * (size_t)layers));
+  CHECK(cuMemsetD32(weights, 0x3c003c00u, layer_bytes * (size_t)layers / 4)); /* f16 1.0 pairs */
+  CHECK(cuMemAlloc(&x, 65536));
+  CHECK(cuMemAlloc(&yq, 65536));
+  CHECK(cuMemAlloc(&yk, 65536));
+  CHECK(cuMemAlloc(&yv, 65536));
+  CHECK(cuMemAlloc(&yo, 65536));
+  CHECK(cuMemAlloc(&h, 4 * 65536));
+  CHECK(cuMemAlloc(&positions, 64));
+  CHECK(cuMemsetD32(positions, 5, 1));
+  CHECK(cuMemsetD32(x, 0x3c000000u, 4096));
+  CHECK(cuMemAlloc(&flush, 256u << 20));
+
+  double step_bytes = 0;
+  const int steps = 6;
+  for (int s = 0; s < steps; s++) {
+    if (s == steps - 1) { /* record the last step only, after flushing the L2 */
+      unsigned zero = 0;
+      CHECK(cuStreamSynchronize(stream));
+      CHECK(cuMemsetD32(flush, (unsigned)s, (256u << 20) / 4));
+      CHECK(cuCtxSynchronize());
+      CHECK(cuMemcpyHtoD(records, &zero, sizeof zero));
+    }
+    for (int l = 0; l < layers; l++) {
+      CUdeviceptr Wq = weights + layer_bytes * (size_t)l, Wk = Wq + q_bytes, Wv = Wk + kv_bytes;
+      CUdeviceptr Wo = Wv + kv_bytes, Wg = Wo + q_bytes, Wu = Wg + gate_bytes, Wd = Wu + gate_bytes;
+      const int down = l % 2 ? DOWN_Q4K : DOWN_Q6K;
+      if (unfused) {
+        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv};
+        launch(&K[QKV], qkv);
+        void *rope[] = {&yq, &yk, &positions, &no_factors};
+        launch(&K[ROPE], rope);
+      } else {
+        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv, &positions, &no_factors};
+        launch(&K[QKV], qkv);
+      }
+      void *o[] = {&Wo, &yq, &yo}, *gate_up[] = {&Wg, &Wu, &yo, &h}, *down_params[] = {&Wd, &h, &x};
+      launch(&K[O], o);
+      launch(&K[GATE_UP], gate_up);
+      launch(&K[down], down_params);
+      if (s == 0) step_bytes += K[QKV].bytes + K[O].bytes + K[GATE_UP].bytes + K[down].bytes;
+    }
+  }
+  CHECK(cuCtxSynchronize());
+
+  unsigned count;
+  CHECK(cuMemcpyDtoH(&count, records, sizeof count));
+  record *R = malloc(count * sizeof *R);
+  CHECK(cuMemcpyDtoH(R, records + 64, count * sizeof *R));
+  /* Every block of a kernel passes its wait after the kernel before has
+   * ended, so ordered by that time the records fall into launches: runs of
+   * one kind (consecutive launches are of different kinds). */
+  qsort(R, count, sizeof *R, by_release);
+  double sum[KINDS][3] = {{0}};
+  int launches[KINDS] = {0}, index = 0;
+  unsigned long long first = R[0].start, previous_end = 0;
+  for (unsigned i = 0; i < count; index++) {
+    unsigned j = i;
+    unsigned long long kind = R[i].kind, start = ~0ull, released = ~0ull, end = 0;
+    for (; j < count && R[j].kind == kind; j++) {
+      if (R[j].start < start) start = R[j].start;
+      if (R[j].released < released) released = R[j].released;
+      if (R[j].end > end) end = R[j].end;
+    }
+    if (previous_end) {
+      sum[kind][0] += (double)released - (double)previous_end;
+      sum[kind][1] += (double)end - (double)released;
+      sum[kind][2] += (double)end - (double)previous_end;
+      launches[kind]++;
+      if (getenv("VERBOSE") && index < 12)
+        printf("launch %d %s, %u blocks: start %+.0f ns, release %.0f ns, to end %.0f ns\n", index,
+               kind_names[kind], j - i, (double)start - (double)previous_end, (double)released - previous_end,
+               (double)end - released);
+    }
+    previous_end = end;
+    i = j;
+  }
+  printf("step: %.1f us over %d layers, %.3f GB of weights: %.1f GB/s\n", (previous_end - first) / 1e3, layers,
+         step_bytes / 1e9, step_bytes / (double)(previous_end - first));
+  printf("%-10s %8s %12s %12s %10s %14s\n", "kernel", "launches", "release_us", "t1->end_us", "span_us",
+         "bytes_us@3.1");
+  for (int k = 0; k < KINDS; k++)
+    if (launches[k])
+      printf("%-10s %8d %12.2f %12.2f %10.2f %14.2f\n", kind_names[k], launches[k], sum[k][0] / launches[k] / 1e3,
+             sum[k][1] / launches[k] / 1e3, sum[k][2] / launches[k] / 1e3, K[k].bytes / 3.1e3 / 1e3);
+  free(R);
+  return 0;
+}
