@@ -54,6 +54,13 @@
  * gated m = 8 kernel at 60). */
 #define GROUP_PRELOAD_REGS 64u
 #define GROUP_PRELOAD_REGS_LARGE_M 48u
+/* With more than 4 batch rows a group's arithmetic is long, and a block that
+ * walks many groups leaves the memory idle between one group's loads and
+ * the next: on the H100, Q4_K 128256x4096 at m = 8 (8016 groups) took
+ * 438 µs with whole-group loads against 353 µs one chunk ahead, while
+ * 14336x4096 (896 groups) took 49.4 against 52.1. Past this many groups,
+ * large batches load one chunk ahead. */
+#define GROUP_PRELOAD_MAX_GROUPS_LARGE_M 2048u
 #define MAX_LANE_CHUNKS (GROUP_PRELOAD_REGS / 12 + 1) /* the smallest chunk (Q4_K) is 12 registers per row */
 
 /* Shared memory we allow x to take, per target: under the per-block opt-in
@@ -90,9 +97,13 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
     p.tile_chunks = fit >= 32 ? fit & ~31u : fit;
   }
   p.tiles = (p.chunks + p.tile_chunks - 1) / p.tile_chunks;
+  uint32_t per_group = p.rows * p.warps;
+  p.groups = (p.n_total + per_group - 1) / per_group;
   p.lane_chunks = (p.chunks + 31) / 32;
   const uint32_t group_regs = p.lane_chunks * p.load_rows * f->raw_count;
-  const bool group_fits = group_regs <= (s->m > 4 ? GROUP_PRELOAD_REGS_LARGE_M : GROUP_PRELOAD_REGS);
+  const bool group_fits =
+      s->m > 4 ? group_regs <= GROUP_PRELOAD_REGS_LARGE_M && p.groups <= GROUP_PRELOAD_MAX_GROUPS_LARGE_M
+               : group_regs <= GROUP_PRELOAD_REGS;
   if (p.tiles > 1 || s->preload == 1) {
     p.preload = GEMV_PRELOAD_OFF;
   } else if (s->preload == 3 || (s->preload == 0 && group_fits)) {
@@ -100,8 +111,6 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   } else {
     p.preload = GEMV_PRELOAD_CHUNK;
   }
-  uint32_t per_group = p.rows * p.warps;
-  p.groups = (p.n_total + per_group - 1) / per_group;
   p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
   p.shared_bytes = s->m * p.tile_chunks * chunk_bytes;
   return p;
