@@ -475,8 +475,6 @@ static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
-  ptx_builder b;
-  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
   char more[64] = "";
   if (p.segments > 1) snprintf(more, sizeof more, "_n%u", p.seg_n[1]);
@@ -484,7 +482,12 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (p.rope)
     snprintf(more + strlen(more), sizeof more - strlen(more), "_rope%s_d%u_r%u", p.rope == 2 ? "neox" : "normal",
              spec->head_dim, spec->n_dims);
-  snprintf(out->entry, sizeof out->entry, "%s_k%u_n%u%s_m%u%s", f->name, p.k, p.n, more, p.m, glu_names[p.glu]);
+  char entry[160]; /* within the spec's limits the name fits out->entry (63 characters at most) */
+  int entry_len = snprintf(entry, sizeof entry, "%s_k%u_n%u%s_m%u%s", f->name, p.k, p.n, more, p.m, glu_names[p.glu]);
+  if (entry_len < 0 || (size_t)entry_len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
+  memcpy(out->entry, entry, (size_t)entry_len + 1);
+  ptx_builder b;
+  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
   static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
   static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};
