@@ -9,8 +9,10 @@
  *      1, 2, 4 and 8, cold (launches rotate through copies of the weight
  *      that together exceed 4x the L2, as a decode step reads each layer
  *      once) and hot (the same buffers again, as most published figures
- *      are taken). Each launch is timed by its own event pair; the median
- *      is reported as time, GB/s and percent of the ceiling,
+ *      are taken), each launch timed by its own event pair, and in a graph
+ *      (hot: 100 products captured back to back, each replay timed by an
+ *      event pair, per product); the median is reported as time, GB/s and
+ *      percent of the ceiling,
  *  (c) the activations (gelu, gelu_erf, silu, swiglu, geglu) over an
  *      FFN-sized row (n = 14336), out of place, and
  *  (d) RoPE on Llama-3-8B's attention heads (NeoX, 32 Q + 8 KV heads of
@@ -126,10 +128,17 @@ typedef struct {
   bool list_keys, quick;
 } options;
 
+/* How a GEMV row is timed: cold (launches rotate through copies of the
+ * weight larger than the L2), hot (the same buffers again), graph (hot, the
+ * per-product time of GRAPH_OPS back-to-back products captured as one
+ * graph: what a decode step pays once launch overhead is gone). */
+typedef enum { GEMV_COLD, GEMV_HOT, GEMV_GRAPH, GEMV_MODES } gemv_mode;
+static const char *const gemv_mode_names[GEMV_MODES] = {"cold", "hot", "graph"};
+
 typedef struct {
   shape s;
   uint32_t m;
-  bool cold;
+  gemv_mode mode;
   int copies;
   double bytes, median_us, gbps, pct_of_ceiling, max_rel_err;
   int registers, spill_bytes;
@@ -312,9 +321,9 @@ static void usage(FILE *to)
   fprintf(to,
           "usage: ptxq-bench [options]\n"
           "Measures the device's read ceiling, the Q4_K GEMV on Llama-3-8B decode shapes\n"
-          "(cold and hot), the activations and RoPE (hot) and a whole Llama-3-8B decode\n"
-          "step (graph, direct launches, unfused FFN), and checks every result against\n"
-          "the CPU reference.\n"
+          "(cold, hot, and hot in a graph of 100 products), the activations and RoPE\n"
+          "(hot) and a whole Llama-3-8B decode step (graph, direct launches, unfused\n"
+          "FFN), and checks every result against the CPU reference.\n"
           "\n"
           "  --json FILE     also write the results as JSON to FILE\n"
           "  --kernels LIST  which rows to measure: gemv, act, rope, decode, gen, e.g.\n"
@@ -839,12 +848,12 @@ static void print_result(const result *r)
   char check[32];
   snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
   printf("%-9s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m,
-         r->cold ? "cold" : "hot", r->median_us, r->gbps, r->pct_of_ceiling, check);
+         gemv_mode_names[r->mode], r->median_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
 
-/* Uploads a shape's copies, times each m cold and hot, checks, frees the copies.
- * Appends to results (room for 2 * opt->m_count). */
+/* Uploads a shape's copies, times each m cold, hot and in a graph, checks,
+ * frees the copies. Appends to results (room for GEMV_MODES * opt->m_count). */
 static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, result *results,
                        size_t *result_count)
 {
@@ -915,13 +924,16 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       rc = report_failure(b->ctx, key, st);
       goto done;
     }
-    for (int cold = 1; cold >= 0; cold--) {
+    for (gemv_mode mode = GEMV_COLD; mode < GEMV_MODES; mode++) {
+      const bool cold = mode == GEMV_COLD;
       gemv_launch g = {names, copies, cold, x_dev, y_dev, m};
       result *r = &results[(*result_count)++];
-      *r = (result){.s = s, .m = m, .cold = cold, .copies = cold ? copies : 1,
+      *r = (result){.s = s, .m = m, .mode = mode, .copies = cold ? copies : 1,
                     .registers = kernel.registers, .spill_bytes = kernel.spill_bytes};
       double ms;
-      if ((rc = time_launches(b, gemv_pass, &g, opt->runs, &ms)))
+      rc = mode == GEMV_GRAPH ? time_launches_graph(b, gemv_pass, &g, opt->runs, &ms)
+                              : time_launches(b, gemv_pass, &g, opt->runs, &ms);
+      if (rc)
         goto done;
       r->bytes = (double)weight_bytes + 4.0 * m * s.k + 4.0 * m * s.n;
       r->median_us = ms * 1e3;
@@ -1335,7 +1347,7 @@ static int write_json(const char *path, const bench *b, const options *opt,
             "\"mode\": \"%s\", \"median_us\": %.3f, \"gbps\": %.2f, "
             "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"copies\": %d, "
             "\"registers\": %d, \"spill_bytes\": %d, \"max_rel_err\": ",
-            i ? "," : "", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m, r->cold ? "cold" : "hot", r->median_us,
+            i ? "," : "", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m, gemv_mode_names[r->mode], r->median_us,
             r->gbps, r->pct_of_ceiling, r->bytes, r->copies, r->registers, r->spill_bytes);
     if (isfinite(r->max_rel_err)) /* JSON has no infinity */
       fprintf(f, "%.3g", r->max_rel_err);
@@ -1391,7 +1403,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
     return rc;
 
   size_t count = 0, op_count = 0;
-  size_t gemv_rows = opt->kernels & KERNELS_GEMV ? opt->shape_count * opt->m_count * 2 : 0;
+  size_t gemv_rows = opt->kernels & KERNELS_GEMV ? opt->shape_count * opt->m_count * GEMV_MODES : 0;
   size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
                     (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
   op_rows += op_rows ? 1 : 0; /* the launch floor */

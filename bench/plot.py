@@ -2,7 +2,8 @@
 
 Top: each GEMV shape and batch size m as a percent of the read ceiling
 measured in the same run, cold (weights rotated through copies larger than
-L2) and hot (the same buffers again). Bottom: the decode step per m, in
+L2), hot (the same buffers again) and, where the file has them, graph (hot,
+per product of 100 captured back to back). Bottom: the decode step per m, in
 each mode the run measured. The title names the device, date and ceiling.
 """
 import json
@@ -12,6 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+
+# The GEMV modes drawn, in this order, with their bars' (alpha, hatch).
+GEMV_STYLE = {"cold": (1.0, ""), "hot": (0.45, "//"), "graph": (0.7, "..")}
 
 
 def gemv_label(r):
@@ -28,7 +32,7 @@ def main(argv):
     with open(src) as f:
         data = json.load(f)
     rows = data.get("results", [])
-    gemv = [r for r in rows if r.get("kernel") in ("q4k_gemv", "q6k_gemv") and r.get("mode") in ("cold", "hot")]
+    gemv = [r for r in rows if r.get("kernel") in ("q4k_gemv", "q6k_gemv") and r.get("mode") in GEMV_STYLE]
     steps = [r for r in rows if r.get("kernel") == "decode_step"]
     if not gemv and not steps:
         print(f"bench/plot: {src} has no GEMV or decode-step rows", file=sys.stderr)
@@ -46,14 +50,16 @@ def main(argv):
 
     if gemv:
         ax = axes[0]
-        width = 0.8 / (2 * len(ms))
+        modes = [mode for mode in GEMV_STYLE if any(r["mode"] == mode for r in gemv)]
+        bars = len(modes) * len(ms)
+        width = 0.8 / bars
         for i, m in enumerate(ms):
-            for j, mode in enumerate(("cold", "hot")):
+            for j, mode in enumerate(modes):
                 by_shape = {gemv_label(r): r["pct_of_ceiling"] for r in gemv if r["m"] == m and r["mode"] == mode}
-                xs = [s + (2 * i + j - len(ms) + 0.5) * width for s in range(len(shapes))]
+                xs = [s + (len(modes) * i + j - (bars - 1) / 2) * width for s in range(len(shapes))]
                 ys = [by_shape.get(s, 0) for s in shapes]
-                ax.bar(xs, ys, width, color=colors(i / max(1, len(ms) - 1) * 0.85),
-                       alpha=1.0 if mode == "cold" else 0.45, hatch="" if mode == "cold" else "//",
+                alpha, hatch = GEMV_STYLE[mode]
+                ax.bar(xs, ys, width, color=colors(i / max(1, len(ms) - 1) * 0.85), alpha=alpha, hatch=hatch,
                        label=f"m = {m}, {mode}")
         ax.set_xticks(range(len(shapes)), shapes, fontsize=9)
         ax.set_ylabel("% of the read ceiling")
