@@ -27,7 +27,8 @@
  *   /tmp/timeline [LAYERS]
  * Environment: UNFUSED=1 (q, k, v then the rope kernel, instead of RoPE in
  * the q/k/v kernel), NOPDL=1 (no programmatic launch), MAXNREG=N (a
- * register cap spliced into every GEMV), KQKV, KO, KGU, KD6, KD4 (other
+ * register cap spliced into every GEMV; MAXNREG_QKV=N into the q/k/v
+ * kernel alone), KQKV, KO, KGU, KD6, KD4 (other
  * keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down), VERBOSE=1 (the
  * first launches one by one).
  */
@@ -81,7 +82,7 @@ static char *with_timing(const char *ptx, int kind) {
   w += sprintf(w, ".global .align 8 .u64 timeline_records;\n\n");
   const char *body = strstr(entry, "\n{\n") + 1;
   w = splice(w, entry, body);
-  const char *maxnreg = getenv("MAXNREG");
+  const char *maxnreg = kind == QKV && getenv("MAXNREG_QKV") ? getenv("MAXNREG_QKV") : getenv("MAXNREG");
   if (maxnreg && kind != ROPE && !strstr(ptx, ".maxntid")) w += sprintf(w, ".maxnreg %s\n", maxnreg);
   w += sprintf(w, "{\n\t.reg .b64 %%tt<6>;\n\t.reg .b32 %%tu<2>;\n\t.reg .pred %%tp;\n"
                   "\tmov.u64 %%tt0, %%globaltimer;\n\tmov.u64 %%tt1, %%tt0;\n");
