@@ -229,8 +229,12 @@ char *ptx_finish(ptx_builder *b, size_t *len) {
     if (b->nregs[t]) text_append(&out, "\t.reg %s %s<%u>;\n", reg_decl[t], reg_prefix[t], b->nregs[t]);
   int failed = b->head.failed || b->body.failed || out.failed || !b->head.data || !b->body.data;
   ptx_text all = {0};
-  if (!failed) {
-    text_append(&all, "%s%s%s}\n", b->head.data, out.data ? out.data : "", b->body.data);
+  if (!failed) { /* the three parts by their known lengths, in one allocation: the body is most of the text */
+    text_reserve(&all, b->head.len + out.len + b->body.len + 2);
+    text_bytes(&all, b->head.data, b->head.len);
+    if (out.data) text_bytes(&all, out.data, out.len);
+    text_bytes(&all, b->body.data, b->body.len);
+    text_bytes(&all, "}\n", 2);
     failed = all.failed;
   }
   free(out.data);
