@@ -167,16 +167,7 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: mode=%d: must be PTXQ_ROPE_NORMAL (0) or PTXQ_ROPE_NEOX (2)", call,
                       (int)p->mode);
   spec->rope = p->mode == PTXQ_ROPE_NEOX ? 2 : 1;
-  spec->head_dim = p->head_dim;
-  spec->n_dims = p->n_dims;
-  spec->base = p->base;
-  spec->freq_scale = p->freq_scale;
-  spec->freq_factors = p->freq_factors != 0;
-  spec->ext_factor = p->ext_factor;
-  spec->attn_factor = p->attn_factor;
-  spec->beta_fast = p->beta_fast;
-  spec->beta_slow = p->beta_slow;
-  spec->n_ctx_orig = p->n_ctx_orig;
+  ptxq__rope_constants(p, spec);
   return PTXQ_OK;
 }
 

@@ -314,5 +314,9 @@ static inline int ptxq__op_kernel(ptxq_ctx *ctx, const char *call, const ptxgen_
 /* Frees ptxq_rope_host_positions' device buffer (ptxq_close; context
  * current, stream idle). */
 void ptxq__rope_positions_free(ptxq_ctx *ctx);
+/* The RoPE constants of p (head_dim, n_dims, base, scaling, freq_factors,
+ * YaRN) into a spec's fields: for the rope kernel (rope.c) and for a
+ * GEMV's RoPE epilogue (exec.c), so both build the same angles. */
+void ptxq__rope_constants(const ptxq_rope_params *p, ptxgen_spec *spec);
 
 #endif

@@ -70,6 +70,19 @@ static int check_buffers_apart(ptxq_ctx *ctx, const char *call, const ptxgen_spe
   return status;
 }
 
+void ptxq__rope_constants(const ptxq_rope_params *p, ptxgen_spec *spec) {
+  spec->head_dim = p->head_dim;
+  spec->n_dims = p->n_dims;
+  spec->base = p->base;
+  spec->freq_scale = p->freq_scale;
+  spec->freq_factors = p->freq_factors != 0;
+  spec->ext_factor = p->ext_factor;
+  spec->attn_factor = p->attn_factor;
+  spec->beta_fast = p->beta_fast;
+  spec->beta_slow = p->beta_slow;
+  spec->n_ctx_orig = p->n_ctx_orig;
+}
+
 /* The parameters as a spec, judged later by ptxgen's own validation
  * (ptxq__op_kernel). */
 static void fill_spec(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p,
@@ -79,18 +92,9 @@ static void fill_spec(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *p
   spec->sm = ctx->info.target_sm;
   spec->m = m;
   spec->mode = (uint32_t)p->mode;
-  spec->head_dim = p->head_dim;
-  spec->n_dims = p->n_dims;
   spec->heads = p->heads;
   spec->kv_heads = p->kv_heads;
-  spec->base = p->base;
-  spec->freq_scale = p->freq_scale;
-  spec->freq_factors = p->freq_factors != 0;
-  spec->ext_factor = p->ext_factor;
-  spec->attn_factor = p->attn_factor;
-  spec->beta_fast = p->beta_fast;
-  spec->beta_slow = p->beta_slow;
-  spec->n_ctx_orig = p->n_ctx_orig;
+  ptxq__rope_constants(p, spec);
 }
 
 /* Checks what the spec cannot (the context, the parameters' presence and
