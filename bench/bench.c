@@ -23,13 +23,17 @@
  *  (e) a whole decode step of 32 Llama-3-8B layers, as one graph, as direct
  *      launches and with the FFN unfused (bench/decode.c says how), and
  *  (f) before the device is opened, the time ptxgen takes to write each
- *      kernel the other rows use (bench/generate.c; needs no GPU).
+ *      kernel the other rows use (bench/generate.c; needs no GPU), and
+ *  (g) only when asked for (`--kernels first`), also before the device is
+ *      opened, the first use of a few kernels (generation + JIT) in fresh
+ *      child processes, with the driver's JIT cache empty, filled by an
+ *      earlier process, and disabled (bench/first_use.c).
  * Every configuration is checked afterwards against the fp64 CPU reference:
  * sampled rows of y (ptxq_ref_gemv), every activation value (ptxq_ref_act,
  * ptxq_ref_glu), every rotated q and k value (ptxq_ref_rope); the decode
  * step as decode.c describes. A failed check makes the exit status 1.
- * `--kernels` picks which of (b)..(f) run; (a) always does (except for (f)
- * alone), as the others are reported against it.
+ * `--kernels` picks which of (b)..(g) run; (a) always does (except for (f)
+ * and (g) alone), as the others are reported against it.
  *
  * Exit status: 0 ok, 1 a check or a GPU call failed, 2 usage, 3 no GPU.
  */
@@ -45,6 +49,7 @@
 #include <time.h>
 
 #include "decode.h"
+#include "first_use.h"
 #include "generate.h"
 #include "ptxgen.h"
 #include "ptxq.h"
@@ -81,7 +86,7 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define MAX_SHOWN_ERRORS 5 /* failing values printed per configuration */
 
 enum { KERNELS_GEMV = 1, KERNELS_ACT = 2, KERNELS_ROPE = 4, KERNELS_DECODE = 8, KERNELS_GEN = 16,
-       KERNELS_ALL = 31 };
+       KERNELS_ALL = 31, KERNELS_FIRST = 32 /* not in ALL: only when named */ };
 #define GEN_REPS 51 /* emissions timed per key */
 
 typedef struct {
@@ -326,10 +331,16 @@ static void usage(FILE *to)
           "FFN), and checks every result against the CPU reference.\n"
           "\n"
           "  --json FILE     also write the results as JSON to FILE\n"
-          "  --kernels LIST  which rows to measure: gemv, act, rope, decode, gen, e.g.\n"
-          "                  act,rope (default all; the read ceiling is always measured).\n"
+          "  --kernels LIST  which rows to measure: gemv, act, rope, decode, gen, first,\n"
+          "                  e.g. act,rope (default all but first; the read ceiling is\n"
+          "                  always measured, except for gen and first alone).\n"
           "                  gen: how long ptxgen takes to write each kernel the other\n"
-          "                  rows use (every kind's with gen alone, which needs no GPU)\n"
+          "                  rows use (every kind's with gen alone, which needs no GPU).\n"
+          "                  first (only when named): the first use (generate + JIT) of\n"
+          "                  8 kernels, each in fresh processes: the driver's JIT cache\n"
+          "                  empty (the process's first kernel, and its second), filled\n"
+          "                  by an earlier process, and disabled (%d processes per key\n"
+          "                  and condition, 1 with --quick; needs a GPU)\n"
           "  --layers N      layers of the decode step (default %u; fewer if they do not\n"
           "                  fit in device memory)\n"
           "  --reps N        event-timed launches per configuration (default %d; at least\n"
@@ -349,7 +360,7 @@ static void usage(FILE *to)
           "  --help          this text\n"
           "\n"
           "Exit status: 0 ok, 1 a check or GPU call failed, 2 usage, 3 no GPU.\n",
-          DECODE_DEFAULT_LAYERS, GEMV_RUNS, DECODE_MIN_RUNS, QUICK_RUNS);
+          FIRST_USE_RUNS, DECODE_DEFAULT_LAYERS, GEMV_RUNS, DECODE_MIN_RUNS, QUICK_RUNS);
 }
 
 static bool parse_u32(const char *text, uint32_t *out)
@@ -407,14 +418,14 @@ static bool parse_ms(char *list, options *opt)
   return opt->m_count > 0;
 }
 
-/* "gemv,act,rope,decode": the KERNELS_* bits; 0 if the list names anything else. */
+/* "gemv,act,rope,decode,gen,first": the KERNELS_* bits; 0 if the list names anything else. */
 static unsigned parse_kernels(char *list)
 {
   static const struct {
     const char *name;
     unsigned bit;
   } names[] = {{"gemv", KERNELS_GEMV}, {"act", KERNELS_ACT}, {"rope", KERNELS_ROPE},
-               {"decode", KERNELS_DECODE}, {"gen", KERNELS_GEN}};
+               {"decode", KERNELS_DECODE}, {"gen", KERNELS_GEN}, {"first", KERNELS_FIRST}};
   unsigned kernels = 0;
   for (char *save = NULL, *item = strtok_r(list, ",", &save); item;
        item = strtok_r(NULL, ",", &save)) {
@@ -478,7 +489,8 @@ static int parse_options(int argc, char **argv, options *opt)
       ms_given = true;
     } else if (!strcmp(arg, "--kernels")) {
       if (!(opt->kernels = parse_kernels(value))) {
-        fprintf(stderr, "ptxq-bench: --kernels: want a list of gemv, act, rope, decode\n");
+        fprintf(stderr,
+                "ptxq-bench: --kernels: want a list of gemv, act, rope, decode, gen, first\n");
         return EXIT_USAGE;
       }
     } else if (!strcmp(arg, "--layers")) {
@@ -530,6 +542,41 @@ static int parse_options(int argc, char **argv, options *opt)
   return 0;
 }
 
+/* The keys --kernels first measures, a few of those the other rows use: the
+ * Q4_K GEMV of 4096x4096 and 14336x4096 at m = 1 and 8, the decode step's
+ * q/k/v kernel with RoPE and its gate/up SwiGLU kernel (as decode.c lists
+ * them) and silu and RoPE, at m = 1. */
+static int first_use_keys(FILE *out, uint32_t sm)
+{
+  static const uint32_t ns[] = {4096, 14336}, ms[] = {1, 8}, decode_m = 1;
+  char key[128];
+  int rc = 0;
+  for (size_t i = 0; i < 2 && !rc; i++)
+    for (size_t j = 0; j < 2 && !rc; j++)
+      if (!(rc = format_key(PTXGEN_KIND_Q4K_GEMV, 4096, ns[i], ms[j], sm, key, sizeof key)))
+        fprintf(out, "%s\n", key);
+  char *step = NULL;
+  size_t step_len = 0;
+  FILE *mem = rc ? NULL : open_memstream(&step, &step_len);
+  if (!rc && (!mem || decode_list_keys(mem, sm, 1, &decode_m, 1)))
+    rc = EXIT_FAILED;
+  if (mem && fclose(mem) != 0)
+    rc = EXIT_FAILED;
+  for (char *line = step, *next; !rc && line && *line; line = next) {
+    next = line + strcspn(line, "\n");
+    if (*next)
+      *next++ = '\0';
+    if (strstr(line, ",rope=") || strstr(line, ",glu="))
+      fprintf(out, "%s\n", line);
+  }
+  free(step);
+  if (!rc && !(rc = format_key(PTXGEN_KIND_SILU, 0, ACT_N, 1, sm, key, sizeof key)))
+    fprintf(out, "%s\n", key);
+  if (!rc && !(rc = rope_key(1, sm, key, sizeof key)))
+    fprintf(out, "%s\n", key);
+  return rc;
+}
+
 /* The keys of the kinds in `kernels` (gen has none of its own). */
 static int list_keys(FILE *out, const options *opt, unsigned kernels)
 {
@@ -557,6 +604,11 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
     if (rc)
       return rc;
     fprintf(out, "%s\n", key);
+  }
+  if (kernels & KERNELS_FIRST) {
+    int rc = first_use_keys(out, sm);
+    if (rc)
+      return rc;
   }
   if (kernels & KERNELS_DECODE)
     return decode_list_keys(out, sm, opt->layers, opt->ms, opt->m_count) ? EXIT_FAILED : 0;
@@ -1330,7 +1382,8 @@ static FILE *open_json(const char *path, char date[32])
 static int write_json(const char *path, const bench *b, const options *opt,
                       const result *results, size_t count, const op_result *ops,
                       size_t op_count, const decode_result *steps, size_t step_count,
-                      const gen_result *gens, size_t gen_count)
+                      const gen_result *gens, size_t gen_count, const first_use_result *firsts,
+                      size_t first_count)
 {
   char date[32];
   FILE *f = open_json(path, date);
@@ -1368,6 +1421,10 @@ static int write_json(const char *path, const bench *b, const options *opt,
     fprintf(f, "%s\n  ", count || op_count || step_count || i ? "," : "");
     generate_json_record(f, &gens[i]);
   }
+  for (size_t i = 0; i < first_count; i++) {
+    fprintf(f, "%s\n  ", count || op_count || step_count || gen_count || i ? "," : "");
+    first_use_json_record(f, &firsts[i]);
+  }
   fprintf(f,
           "\n],\n \"date\": \"%s\", \"sm\": %u, \"target_sm\": %u, \"multiprocessors\": %u, "
           "\"l2_bytes\": %llu, \"driver_version\": %d, \"read_key\": \"%s\", "
@@ -1386,7 +1443,8 @@ static int write_json(const char *path, const bench *b, const options *opt,
 
 /* ---- main --------------------------------------------------------------- */
 
-static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_count)
+static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_count,
+               const first_use_result *firsts, size_t first_count)
 {
   uint64_t rng = b->seed;
   int st = ptxq_device_info_get(b->ctx, &b->info);
@@ -1448,7 +1506,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
 
   if (!rc && opt->json_path &&
       (rc = write_json(opt->json_path, b, opt, results, count, ops, op_count, steps,
-                       step_count, gens, gen_count)) == 0)
+                       step_count, gens, gen_count, firsts, first_count)) == 0)
     printf("\nwrote %s\n", opt->json_path);
   size_t failed = 0, ops_failed = 0, steps_failed = 0;
   for (size_t i = 0; i < count; i++)
@@ -1500,17 +1558,60 @@ static int bench_generation(const options *opt, gen_result **gens, size_t *gen_c
   return rc;
 }
 
-/* --kernels gen alone: the JSON holds the generation rows only. */
-static int write_generation_json(const char *path, const gen_result *gens, size_t count)
+/* The first-use rows (bench/first_use.c): a probe child finds the device,
+ * then children measure the keys. This process never opens the device for
+ * them. Returns 0, EXIT_FAILED or EXIT_NO_GPU (printed). */
+static int bench_first_use(const options *opt, first_use_device *dev, first_use_result **rows,
+                           size_t *count)
+{
+  int rc = first_use_probe(dev);
+  if (rc) {
+    printf("\n");
+    return rc == EXIT_NO_GPU ? EXIT_NO_GPU : EXIT_FAILED;
+  }
+  uint32_t sm = opt->sm ? opt->sm : dev->target_sm;
+  char *keys = NULL;
+  size_t keys_len = 0;
+  FILE *mem = open_memstream(&keys, &keys_len);
+  if (!mem) {
+    fprintf(stderr, "ptxq-bench: out of host memory\n");
+    return EXIT_FAILED;
+  }
+  rc = first_use_keys(mem, sm);
+  if (fclose(mem) != 0 && !rc)
+    rc = EXIT_FAILED;
+  if (!rc && first_use_bench(keys, sm, opt->quick ? 1 : FIRST_USE_RUNS, dev, rows, count))
+    rc = EXIT_FAILED;
+  free(keys);
+  printf("\n");
+  return rc;
+}
+
+/* --kernels gen and/or first alone: the JSON holds their rows only (and
+ * the device the first-use children found, when they found one). */
+static int write_host_json(const char *path, const gen_result *gens, size_t count,
+                           const first_use_result *firsts, size_t first_count,
+                           const first_use_device *dev)
 {
   char date[32];
   FILE *f = open_json(path, date);
   if (!f)
     return EXIT_FAILED;
-  fprintf(f, "{\"date\": \"%s\", \"results\": [", date);
+  fprintf(f, "{\"date\": \"%s\", ", date);
+  if (dev->target_sm) {
+    fprintf(f, "\"device\": ");
+    json_string(f, dev->name);
+    fprintf(f, ", \"sm\": %u, \"target_sm\": %u, \"driver_version\": %d, ", dev->sm,
+            dev->target_sm, dev->driver_version);
+  }
+  fprintf(f, "\"results\": [");
   for (size_t i = 0; i < count; i++) {
     fprintf(f, "%s\n  ", i ? "," : "");
     generate_json_record(f, &gens[i]);
+  }
+  for (size_t i = 0; i < first_count; i++) {
+    fprintf(f, "%s\n  ", count || i ? "," : "");
+    first_use_json_record(f, &firsts[i]);
   }
   fprintf(f, "\n]}\n");
   if (fclose(f) != 0) {
@@ -1523,6 +1624,8 @@ static int write_generation_json(const char *path, const gen_result *gens, size_
 
 int main(int argc, char **argv)
 {
+  if (argc >= 2 && !strcmp(argv[1], FIRST_USE_CHILD_ARG)) /* started by first_use.c */
+    return first_use_child(argc, argv);
   options opt;
   int rc = parse_options(argc, argv, &opt);
   if (rc)
@@ -1533,12 +1636,25 @@ int main(int argc, char **argv)
   size_t gen_count = 0;
   if (opt.kernels & KERNELS_GEN) {
     rc = bench_generation(&opt, &gens, &gen_count);
-    if (rc || opt.kernels == KERNELS_GEN) {
-      if (!rc && opt.json_path)
-        rc = write_generation_json(opt.json_path, gens, gen_count);
+    if (rc) {
       free(gens);
       return rc;
     }
+  }
+  /* Before this process opens the device: the children must not share it. */
+  first_use_result *firsts = NULL;
+  size_t first_count = 0;
+  first_use_device first_dev;
+  memset(&first_dev, 0, sizeof first_dev);
+  int first_rc = 0;
+  if (opt.kernels & KERNELS_FIRST)
+    first_rc = bench_first_use(&opt, &first_dev, &firsts, &first_count);
+  if (!(opt.kernels & ~(unsigned)(KERNELS_GEN | KERNELS_FIRST))) { /* none on this process's GPU */
+    if (opt.json_path && (gen_count || first_count))
+      rc = write_host_json(opt.json_path, gens, gen_count, firsts, first_count, &first_dev);
+    free(gens);
+    free(firsts);
+    return rc ? rc : first_rc;
   }
 
   bench b = {.seed = opt.seed ? opt.seed : (uint64_t)time(NULL)};
@@ -1547,15 +1663,20 @@ int main(int argc, char **argv)
   if (st == PTXQ_ERR_NO_DEVICE) {
     fprintf(stderr, "ptxq-bench: no GPU: %s\n", ptxq_last_error(NULL));
     free(gens);
+    free(firsts);
     return EXIT_NO_GPU;
   }
   if (st) {
     free(gens);
+    free(firsts);
     return report_failure(NULL, "opening the device", st);
   }
 
-  rc = run(&b, &opt, gens, gen_count);
+  rc = run(&b, &opt, gens, gen_count, firsts, first_count);
   free(gens);
+  free(firsts);
+  if (!rc)
+    rc = first_rc;
   for (int i = 0; i < b.event_count; i++) {
     ptxq_event_destroy(b.ctx, b.start[i]);
     ptxq_event_destroy(b.ctx, b.end[i]);
