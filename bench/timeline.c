@@ -59,9 +59,12 @@ typedef struct {
   double bytes; /* weight bytes per launch */
 } kernel;
 
-/* One block's record: the kernel kind, then start, past the wait, end (ns). */
+/* One block's record: the kernel kind, then start, past the wait, x staged
+ * (the first barrier after the wait), the last row group's sums done (before
+ * its butterfly), end (ns); a kernel without such a point records the
+ * previous one. */
 typedef struct {
-  unsigned long long kind, start, released, end;
+  unsigned long long kind, start, released, staged, summed, end, pad[2];
 } record;
 
 static CUdeviceptr records; /* a u32 count, then (at +64) the records */
@@ -84,7 +87,7 @@ static char *with_timing(const char *ptx, int kind) {
   w = splice(w, entry, body);
   const char *maxnreg = kind == QKV && getenv("MAXNREG_QKV") ? getenv("MAXNREG_QKV") : getenv("MAXNREG");
   if (maxnreg && kind != ROPE && !strstr(ptx, ".maxntid")) w += sprintf(w, ".maxnreg %s\n", maxnreg);
-  w += sprintf(w, "{\n\t.reg .b64 %%tt<6>;\n\t.reg .b32 %%tu<2>;\n\t.reg .pred %%tp;\n"
+  w += sprintf(w, "{\n\t.reg .b64 %%tt<8>;\n\t.reg .b32 %%tu<2>;\n\t.reg .pred %%tp;\n"
                   "\tmov.u64 %%tt0, %%globaltimer;\n\tmov.u64 %%tt1, %%tt0;\n");
   p = body + 2;
   const char *trigger = strstr(p, "griddepcontrol.launch_dependents;");
@@ -94,14 +97,30 @@ static char *with_timing(const char *ptx, int kind) {
     w += sprintf(w, "\n\tmov.u64 %%tt1, %%globaltimer;");
     p = trigger;
   }
+  w += sprintf(w, "\n\tmov.u64 %%tt6, %%tt1;");
+  const char *bar = strstr(p, "bar.sync 0;"), *ret0 = strstr(p, "\tret;");
+  if (bar && bar < ret0) {
+    bar += strlen("bar.sync 0;");
+    w = splice(w, p, bar);
+    w += sprintf(w, "\n\tmov.u64 %%tt6, %%globaltimer;");
+    p = bar;
+  }
+  w += sprintf(w, "\n\tmov.u64 %%tt7, %%tt6;");
+  const char *sum = strstr(p, "// sum the 32 lanes");
+  if (sum && sum < ret0) {
+    w = splice(w, p, sum);
+    w += sprintf(w, "mov.u64 %%tt7, %%globaltimer;\n\t");
+    p = sum;
+  }
   const char *ret = strstr(p, "\tret;");
   w = splice(w, p, ret);
   w += sprintf(w,
                "\tmov.u64 %%tt2, %%globaltimer;\n\tmov.u32 %%tu0, %%tid.x;\n\tsetp.ne.u32 %%tp, %%tu0, 0;\n"
                "\t@%%tp bra TIMELINE_DONE;\n\tld.global.u64 %%tt3, [timeline_records];\n"
-               "\tatom.global.add.u32 %%tu1, [%%tt3], 1;\n\tmul.wide.u32 %%tt4, %%tu1, 32;\n"
+               "\tatom.global.add.u32 %%tu1, [%%tt3], 1;\n\tmul.wide.u32 %%tt4, %%tu1, 64;\n"
                "\tadd.u64 %%tt4, %%tt4, %%tt3;\n\tmov.u64 %%tt5, %d;\n"
-               "\tst.global.v2.u64 [%%tt4+64], {%%tt5, %%tt0};\n\tst.global.v2.u64 [%%tt4+80], {%%tt1, %%tt2};\n"
+               "\tst.global.v2.u64 [%%tt4+64], {%%tt5, %%tt0};\n\tst.global.v2.u64 [%%tt4+80], {%%tt1, %%tt6};\n"
+               "\tst.global.v2.u64 [%%tt4+96], {%%tt7, %%tt2};\n"
                "TIMELINE_DONE:\n",
                kind);
   strcpy(w, ret);
@@ -239,21 +258,30 @@ int main(int argc, char **argv) {
    * ended, so ordered by that time the records fall into launches: runs of
    * one kind (consecutive launches are of different kinds). */
   qsort(R, count, sizeof *R, by_release);
-  double sum[KINDS][3] = {{0}};
+  double sum[KINDS][7] = {{0}};
   int launches[KINDS] = {0}, index = 0;
   unsigned long long first = R[0].start, previous_end = 0;
   for (unsigned i = 0; i < count; index++) {
     unsigned j = i;
-    unsigned long long kind = R[i].kind, start = ~0ull, released = ~0ull, end = 0;
+    unsigned long long kind = R[i].kind, start = ~0ull, released = ~0ull, last_released = 0, end = 0;
+    double stage = 0, compute = 0, tail = 0;
     for (; j < count && R[j].kind == kind; j++) {
       if (R[j].start < start) start = R[j].start;
       if (R[j].released < released) released = R[j].released;
+      if (R[j].released > last_released) last_released = R[j].released;
       if (R[j].end > end) end = R[j].end;
+      stage += (double)R[j].staged - (double)R[j].released;
+      compute += (double)R[j].summed - (double)R[j].staged;
+      tail += (double)R[j].end - (double)R[j].summed;
     }
     if (previous_end) {
       sum[kind][0] += (double)released - (double)previous_end;
       sum[kind][1] += (double)end - (double)released;
       sum[kind][2] += (double)end - (double)previous_end;
+      sum[kind][3] += stage / (j - i);
+      sum[kind][4] += compute / (j - i);
+      sum[kind][5] += tail / (j - i);
+      sum[kind][6] += (double)last_released - (double)released;
       launches[kind]++;
       if (getenv("VERBOSE") && index < 12)
         printf("launch %d %s, %u blocks: start %+.0f ns, release %.0f ns, to end %.0f ns\n", index,
@@ -265,12 +293,14 @@ int main(int argc, char **argv) {
   }
   printf("step: %.1f us over %d layers, %.3f GB of weights: %.1f GB/s\n", (previous_end - first) / 1e3, layers,
          step_bytes / 1e9, step_bytes / (double)(previous_end - first));
-  printf("%-10s %8s %12s %12s %10s %14s\n", "kernel", "launches", "release_us", "t1->end_us", "span_us",
-         "bytes_us@3.1");
+  printf("%-10s %8s %12s %12s %10s %14s %9s %9s %9s %9s\n", "kernel", "launches", "release_us", "t1->end_us",
+         "span_us", "bytes_us@3.1", "stage", "compute", "tail", "rel_sprd");
   for (int k = 0; k < KINDS; k++)
     if (launches[k])
-      printf("%-10s %8d %12.2f %12.2f %10.2f %14.2f\n", kind_names[k], launches[k], sum[k][0] / launches[k] / 1e3,
-             sum[k][1] / launches[k] / 1e3, sum[k][2] / launches[k] / 1e3, K[k].bytes / 3.1e3 / 1e3);
+      printf("%-10s %8d %12.2f %12.2f %10.2f %14.2f %9.2f %9.2f %9.2f %9.2f\n", kind_names[k], launches[k],
+             sum[k][0] / launches[k] / 1e3, sum[k][1] / launches[k] / 1e3, sum[k][2] / launches[k] / 1e3,
+             K[k].bytes / 3.1e3 / 1e3, sum[k][3] / launches[k] / 1e3, sum[k][4] / launches[k] / 1e3,
+             sum[k][5] / launches[k] / 1e3, sum[k][6] / launches[k] / 1e3);
   free(R);
   return 0;
 }

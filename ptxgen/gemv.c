@@ -12,11 +12,13 @@
  * Activations in shared memory
  *   x is staged in shared memory, permuted so that a lane's 16-byte reads of
  *   its chunk's x values are consecutive across the warp (no bank conflicts):
- *   float4 i (0..15) of chunk u of batch row r is at ((r*16 + i)*U + u)*16.
- *   Beside it, per chunk and batch row, the sums of groups of those values
- *   that the formats need to fold in quant offsets and mins. When x (all m
- *   rows) fits the target's shared memory it is staged once per block;
- *   otherwise k is cut into tiles staged in turn.
+ *   float4 i (0..15) of chunk u of batch row r is at ((r*16 + i)*S + u)*16,
+ *   S the tile's chunks made odd, so that staging's stores (16 threads on
+ *   the 16 float4s of a chunk) do not conflict either. Beside it, per chunk
+ *   and batch row, the sums of groups of those values that the formats need
+ *   to fold in quant offsets and mins. When x (all m rows) fits the target's
+ *   shared memory it is staged once per block; otherwise k is cut into
+ *   tiles staged in turn. Staging reads x coalesced (emit_stage).
  *
  * Loads in flight from the start
  *   With x staged once (one tile), a lane's loads run ahead of its
@@ -111,8 +113,9 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   } else {
     p.preload = GEMV_PRELOAD_CHUNK;
   }
-  p.xs_bytes = s->m * 16 * p.tile_chunks * 16;
-  p.shared_bytes = s->m * p.tile_chunks * chunk_bytes;
+  p.xs_stride = p.tile_chunks | 1u;
+  p.xs_bytes = s->m * 16 * p.xs_stride * 16;
+  p.shared_bytes = p.xs_bytes + s->m * p.tile_chunks * 4 * f->sums;
   return p;
 }
 
@@ -178,62 +181,92 @@ static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_form
   f->lane_consts(b, p, L);
 }
 
+/* Float4s of x a thread has in flight at a time while staging. */
+#define STAGE_LOADS 8u
+
 /* Stages tile `tile` (register) of x into shared memory: the permuted values
- * and the group sums of each chunk. tile_len = chunks in this tile. */
+ * and the group sums of each chunk. tile_len = chunks in this tile.
+ *
+ * Thread t takes float4 i = t mod 16 of chunks u = t/16, t/16 + threads/16,
+ * ...: a warp reads two whole chunks, 512 contiguous bytes of x per load
+ * (a chunk per thread would make each load touch 32 lines, and the L1 then
+ * takes a cycle per line: 5 µs to stage k = 14336 on the H100). The loads
+ * are all issued before any is used, STAGE_LOADS at a time. threads/16 is a
+ * multiple of 4 (whole super-blocks), so the next chunk a thread takes is
+ * 16*threads bytes further in x and threads bytes further in shared memory.
+ * A group sum is the thread's 4 values added in order, then a butterfly
+ * over the 16/sums threads holding the group: a fixed order for every batch
+ * row, every tile and every m. */
 static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                        ptx_reg tile_len) {
-  ptx_comment(b, "stage x: chunk u of this tile, all %u batch rows (64 floats + %u sums each)", p->m, p->sums);
-  char loop[32], done[32];
-  ptx_label_new(b, "stage", loop);
-  ptx_label_new(b, "stage_done", done);
-  ptx_reg u = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED), first = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", first.s, tile.s, p->tile_chunks);
-  ptx_ins(b, "mov.u32 %s, %s;", u.s, L->tid.s);
-  ptx_label(b, loop);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, u.s, tile_len.s);
-  ptx_ins(b, "@%s bra %s;", pr.s, done);
-  ptx_reg g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32), xo = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "add.u32 %s, %s, %s;", g.s, first.s, u.s);
+  const uint32_t per_group = 16 / p->sums, step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
+  ptx_comment(b, "stage x: thread t takes float4 t%%16 of chunks t/16 + %u*j, all %u batch rows; group sums by "
+                 "butterfly over %u threads", step, p->m, per_group);
+  ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
+  ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 15;", i.s, L->tid.s);
+  ptx_ins(b, "shr.u32 %s, %s, 4;", u.s, L->tid.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
   ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
   f->x_base(b, c, xo);
+  f->x_offset(b, i, io);
+  ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
   ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s); /* float index of the chunk's x base */
+  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s); /* float index of this thread's first float4 */
   ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32);
+  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
   ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
   ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, u.s, L->xs_base.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sdst.s, u.s, 4 * p->sums, L->xsum_base.s);
-  const uint32_t per_group = 16 / p->sums; /* float4s summed together */
-  for (uint32_t r = 0; r < p->m; r++) {
-    ptx_reg v[16][4];
-    for (uint32_t i = 0; i < 16; i++) {
-      for (int j = 0; j < 4; j++) v[i][j] = ptx_new(b, PTX_F32);
-      ptx_ins(b, "ld.global.v4.f32 {%s, %s, %s, %s}, [%s+%u];", v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s,
-              src.s, (r * p->k + f->x_offset(i)) * 4);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, i.s, p->xs_stride, u.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", t.s, i.s, per_group == 8 ? 3 : 2);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sdst.s, u.s, p->sums, t.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, sdst.s, L->xsum_base.s);
+  ptx_ins(b, "and.b32 %s, %s, %u;", t.s, i.s, per_group - 1);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, t.s); /* the thread that stores its group's sum */
+  /* Rounds past the tile's end exist only in a short last tile, or where the
+   * tile is not a whole number of rounds: those are predicated, and their
+   * values are zeros so that the butterfly adds finite values. */
+  const uint32_t items = rounds * p->m;
+  for (uint32_t first = 0; first < items; first += STAGE_LOADS) {
+    const uint32_t count = items - first < STAGE_LOADS ? items - first : STAGE_LOADS;
+    ptx_reg v[STAGE_LOADS][4];
+    char guard[STAGE_LOADS][24]; /* "@%pN " or empty */
+    ptx_reg in[STAGE_LOADS];
+    for (uint32_t e = 0; e < count; e++) {
+      const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
+      for (int q = 0; q < 4; q++) v[e][q] = ptx_new(b, PTX_F32);
+      guard[e][0] = '\0';
+      if (p->tiles > 1 || (j + 1) * step > p->tile_chunks) {
+        in[e] = ptx_new(b, PTX_PRED);
+        ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
+        ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
+        for (int q = 0; q < 4; q++) ptx_ins(b, "mov.b32 %s, 0f00000000;", v[e][q].s);
+        snprintf(guard[e], sizeof guard[e], "@%s ", in[e].s);
+      }
+      ptx_ins(b, "%sld.global.v4.f32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][0].s, v[e][1].s, v[e][2].s,
+              v[e][3].s, src.s, (r * p->k + j * step * 64) * 4);
     }
-    for (uint32_t i = 0; i < 16; i++)
-      ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", dst.s, ((r * 16 + i) * p->tile_chunks) * 16,
-              v[i][0].s, v[i][1].s, v[i][2].s, v[i][3].s);
-    ptx_reg sum[4];
-    for (uint32_t s = 0; s < p->sums; s++) {
-      /* sequential adds: a fixed order */
-      sum[s] = ptx_new(b, PTX_F32);
-      uint32_t i0 = s * per_group;
-      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum[s].s, v[i0][0].s, v[i0][1].s);
-      for (uint32_t e = 2; e < 4 * per_group; e++)
-        ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum[s].s, sum[s].s, v[i0 + e / 4][e % 4].s);
+    for (uint32_t e = 0; e < count; e++) {
+      const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
+      ptx_ins(b, "%sst.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", guard[e], dst.s,
+              (r * 16 * p->xs_stride + j * step) * 16, v[e][0].s, v[e][1].s, v[e][2].s, v[e][3].s);
+      ptx_reg sum = ptx_new(b, PTX_F32), other = ptx_new(b, PTX_F32), store = lead;
+      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, v[e][0].s, v[e][1].s);
+      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, v[e][2].s);
+      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, v[e][3].s);
+      for (uint32_t d = 1; d < per_group; d *= 2) {
+        ptx_ins(b, "shfl.sync.bfly.b32 %s, %s, %u, 0x1f, 0xffffffff;", other.s, sum.s, d);
+        ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, other.s);
+      }
+      if (guard[e][0]) {
+        store = ptx_new(b, PTX_PRED);
+        ptx_ins(b, "and.pred %s, %s, %s;", store.s, lead.s, in[e].s);
+      }
+      ptx_ins(b, "@%s st.shared.f32 [%s+%u], %s;", store.s, sdst.s, (r * p->tile_chunks + j * step) * p->sums * 4,
+              sum.s);
     }
-    uint32_t soff = r * p->tile_chunks * 4 * p->sums;
-    if (p->sums == 2)
-      ptx_ins(b, "st.shared.v2.f32 [%s+%u], {%s, %s};", sdst.s, soff, sum[0].s, sum[1].s);
-    else
-      ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", sdst.s, soff, sum[0].s, sum[1].s, sum[2].s,
-              sum[3].s);
   }
-  ptx_ins(b, "add.u32 %s, %s, %u;", u.s, u.s, p->threads);
-  ptx_ins(b, "bra.uni %s;", loop);
-  ptx_label(b, done);
 }
 
 /* For a row of the joint row space, the base of its segment among

@@ -44,6 +44,7 @@ typedef struct gemv_plan {
   uint32_t row_stride;           /* bytes from one row of W to the next */
   uint32_t chunks;               /* per row: k / 64 */
   uint32_t tile_chunks;          /* chunks of x staged at a time */
+  uint32_t xs_stride;            /* chunks per float4 row of staged x: tile_chunks made odd (no bank conflicts) */
   uint32_t tiles;
   uint32_t groups;               /* row groups of rows*warps rows */
   uint32_t sums;                 /* sums of x per chunk and batch row */
@@ -76,9 +77,11 @@ typedef struct gemv_format {
   uint32_t sums;     /* 2: x sums over float4s 0-7 and 8-15 of a chunk; 4: over each 4 */
   uint32_t (*row_stride)(uint32_t k);
   /* Float offset, within its super-block, of chunk part c's float4 i is
-   * x_base(c) + x_offset(i); x_base is emitted (c is a register). */
+   * x_base(c) + x_offset(i); both are emitted (c and i are registers). The
+   * float4s 16/sums*s .. 16/sums*(s+1)-1 of a chunk, whose sum is sum s, are
+   * consecutive in x. */
   void (*x_base)(ptx_builder *b, ptx_reg c, ptx_reg out);
-  uint32_t (*x_offset)(uint32_t i);
+  void (*x_offset)(ptx_builder *b, ptx_reg i, ptx_reg out);
   void (*lane_consts)(ptx_builder *b, const gemv_plan *p, gemv_lane *L);
   /* A chunk's loads land in raw_count registers per row, of raw_types. */
   uint32_t raw_count;
@@ -89,7 +92,7 @@ typedef struct gemv_format {
                const char *guard, const gemv_raw *raw);
   /* Dequantizes the loaded chunk and adds its products to acc[row][batch].
    * The staged x of the chunk: float4 i of batch row r at xs_base +
-   * ((r*16 + i)*tile_chunks + u)*16; its sums at xsum_base +
+   * ((r*16 + i)*xs_stride + u)*16; its sums at xsum_base +
    * ((r*tile_chunks + u)*sums + s)*4. */
   void (*compute)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
                   ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]);

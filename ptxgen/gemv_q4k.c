@@ -34,7 +34,7 @@ static uint32_t q4k_row_stride(uint32_t k) { return k / 256 * Q4K_BLOCK_BYTES; }
 
 static void q4k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) { ptx_ins(b, "shl.b32 %s, %s, 6;", out.s, c.s); }
 
-static uint32_t q4k_x_offset(uint32_t i) { return 4 * i; }
+static void q4k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) { ptx_ins(b, "shl.b32 %s, %s, 2;", out.s, i.s); }
 
 static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   (void)p;
@@ -160,7 +160,7 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
       for (int hl = 0; hl < 2; hl++) {
         for (int j = 0; j < 4; j++) xv[hl][j] = ptx_new(b, PTX_F32);
         ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xv[hl][0].s, xv[hl][1].s, xv[hl][2].s,
-                xv[hl][3].s, xs_u.s, ((m * 16 + 8 * (uint32_t)hl + (uint32_t)w) * p->tile_chunks) * 16);
+                xv[hl][3].s, xs_u.s, ((m * 16 + 8 * (uint32_t)hl + (uint32_t)w) * p->xs_stride) * 16);
       }
       for (uint32_t r = 0; r < R; r++)
         for (int hl = 0; hl < 2; hl++)

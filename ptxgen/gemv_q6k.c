@@ -52,7 +52,14 @@ void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst) {
 /* Format constants in gemv_lane.fmt[] */
 enum { QL_OFF, QH_OFF, SC_OFF, POS0, POS1 };
 
-static uint32_t q6k_x_offset(uint32_t i) { return 32 * (i >> 2) + 4 * (i & 3); }
+static void q6k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) {
+  /* 32 * (i >> 2) + 4 * (i & 3) */
+  ptx_reg t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", out.s, i.s);
+  ptx_ins(b, "shl.b32 %s, %s, 2;", out.s, out.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", out.s, t.s, out.s);
+}
 
 static void q6k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) {
   /* 128 * (c >> 1) + 16 * (c & 1) */
@@ -163,7 +170,7 @@ static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
         ptx_reg xv[4];
         for (int j = 0; j < 4; j++) xv[j] = ptx_new(b, PTX_F32);
         ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xv[0].s, xv[1].s, xv[2].s, xv[3].s, xs_u.s,
-                ((m * 16 + 4 * (uint32_t)t + (uint32_t)w) * p->tile_chunks) * 16);
+                ((m * 16 + 4 * (uint32_t)t + (uint32_t)w) * p->xs_stride) * 16);
         for (uint32_t r = 0; r < R; r++)
           for (int j = 0; j < 4; j++) {
             if (w == 0 && j == 0) {
