@@ -39,7 +39,17 @@ typedef struct ptx_text {
 typedef struct ptx_builder {
   ptx_text head; /* .version/.target/.entry signature */
   ptx_text body; /* instructions */
+  /* ptx_ins's formats, each compiled once (see ptx.c): a table from a
+   * format's address to its first piece in pieces */
+  struct ptx_fmt_slot *fmts;
+  size_t fmt_cap, fmt_used;
+  struct ptx_fmt_piece *pieces;
+  size_t npieces, pieces_cap;
   unsigned nregs[PTX_NTYPES];
+  /* the last register name of each type and the index of its last digit:
+   * ptx_new mostly bumps that digit */
+  ptx_reg last_reg[PTX_NTYPES];
+  unsigned char last_digit[PTX_NTYPES];
   unsigned nlabels;
   uint32_t sm; /* the target, from ptx_begin */
   int failed;
@@ -81,11 +91,16 @@ ptx_reg ptx_new(ptx_builder *b, ptx_type t);
 /* A fresh label name "L<n>_<hint>" written into out (size >= 32). */
 void ptx_label_new(ptx_builder *b, const char *hint, char out[32]);
 
-/* One instruction (or any body line), printf-style, tab-indented. */
+/* One instruction (or any body line), printf-style, tab-indented:
+ * ptx_ins(b, "add.u32 %s, %s, %u;", d.s, a.s, 4). The format must be a
+ * string literal (the "" below makes anything else a compile error): the
+ * builder compiles each format once and finds it again by its address, so a
+ * format must not change while a builder lives. */
+#define ptx_ins(b, ...) ptx_ins_literal(b, "" __VA_ARGS__)
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-void ptx_ins(ptx_builder *b, const char *fmt, ...);
+void ptx_ins_literal(ptx_builder *b, const char *fmt, ...);
 
 /* A comment line in the body: "\t// text". */
 #if defined(__GNUC__)
