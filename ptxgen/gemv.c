@@ -29,7 +29,8 @@
  *   rows), it loads the whole group at once, and the next group's loads go
  *   out before the current one's sums are reduced and stored: a layer's
  *   q, k, v and o weights are then mostly read while the kernel before is
- *   still finishing. Otherwise the loads run one chunk ahead. x itself is
+ *   still finishing. Otherwise the loads run one chunk ahead (for Q4_K, the
+ *   first group's second chunk also goes out while x is staged). x itself is
  *   read with a plain coherent load, not .nc: with programmatic launch an
  *   earlier kernel may have written it during this kernel's life.
  *
@@ -415,7 +416,7 @@ static void emit_group_compute(ptx_builder *b, const gemv_plan *p, const gemv_fo
  * first already in cur) or none. */
 static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
                             ptx_reg tile, ptx_reg tile_len, const ptx_reg *rowp, const gemv_raw *cur,
-                            const gemv_raw *next, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                            const gemv_raw *next, ptx_reg early, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
   char tile_loop[32], tile_done[32], chunk_loop[32], chunk_done[32];
   ptx_label_new(b, "tile", tile_loop);
   ptx_label_new(b, "tile_done", tile_done);
@@ -451,7 +452,12 @@ static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_forma
      * flight while this one is computed */
     ptx_reg un = ptx_new(b, PTX_B32), more = ptx_new(b, PTX_PRED);
     ptx_ins(b, "add.u32 %s, %s, 32;", un.s, u.s);
-    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", more.s, un.s, p->chunks);
+    if (early.s[0]) { /* the block's first group: its second chunk went out before x was staged */
+      ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, !%s;", more.s, un.s, p->chunks, early.s);
+      ptx_ins(b, "xor.pred %s, %s, %s;", early.s, early.s, early.s); /* false from now on */
+    } else {
+      ptx_ins(b, "setp.lt.u32 %s, %s, %u;", more.s, un.s, p->chunks);
+    }
     ptx_comment(b, "load the lane's next chunk, then compute this one");
     f->load(b, p, L, rowp, un, more.s, next);
     f->compute(b, p, L, cur, u, acc);
@@ -572,6 +578,19 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   }
   ptx_grid_dependency_sync(&b);
 
+  ptx_reg early = {{0}};
+  if (p.preload == GEMV_PRELOAD_CHUNK && f->second_chunk_early) {
+    /* Staging x takes a few µs (k = 14336: 57 KB per block from L2): keep
+     * the weights streaming meanwhile with the first group's second chunk. */
+    ptx_comment(&b, "the first group's second chunk, in flight while x is staged");
+    ptx_reg un = ptx_new(&b, PTX_B32), have = ptx_new(&b, PTX_PRED);
+    early = ptx_new(&b, PTX_PRED);
+    ptx_ins(&b, "add.u32 %s, %s, 32;", un.s, L.lane.s);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, un.s, p.chunks);
+    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p.groups, have.s);
+    f->load(&b, &p, &L, rowp, un, have.s, &next);
+    ptx_ins(&b, "setp.eq.u32 %s, %s, %s;", early.s, L.lane.s, L.lane.s); /* true */
+  }
   ptx_reg tile = ptx_new(&b, PTX_B32), tile_len = ptx_new(&b, PTX_B32);
   if (p.tiles == 1) {
     ptx_ins(&b, "mov.u32 %s, 0;", tile.s);
@@ -598,7 +617,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_comment(&b, "the lane's chunks of this group, already loaded");
     emit_group_compute(&b, &p, f, &L, group_raws, acc);
   } else {
-    emit_chunk_loop(&b, &p, f, &L, tile, tile_len, rowp, &cur, &next, acc);
+    emit_chunk_loop(&b, &p, f, &L, tile, tile_len, rowp, &cur, &next, early, acc);
   }
 
   ptx_reg row0 = ptx_new(&b, PTX_B32);

@@ -185,6 +185,7 @@ static const gemv_format q4k_format = {
     .x_base = q4k_x_base,
     .x_offset = q4k_x_offset,
     .lane_consts = q4k_lane_consts,
+    .second_chunk_early = true,
     .raw_count = RAW_COUNT,
     .raw_types = q4k_raw_types,
     .load = q4k_load,
