@@ -10,6 +10,10 @@
  *   t1->end   first block past the wait -> last block end
  *   span      the previous kernel's last block end -> this one's: the
  *             kernel's share of the step
+ *   stage, compute, tail   per block, averaged: past the wait -> x staged
+ *             (the first barrier after the wait), -> the last row group's
+ *             sums done (before its butterfly), -> the block's end
+ *   rel_sprd  the first block past the wait -> the last one
  * against the time its weight bytes take at 3.1 TB/s.
  *
  * The kernels are ptxgen's own, with the timing code spliced into their PTX
