@@ -34,7 +34,11 @@
  * register cap spliced into every GEMV; MAXNREG_QKV=N into the q/k/v
  * kernel alone), KQKV, KO, KGU, KD6, KD4 (other
  * keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down), VERBOSE=1 (the
- * first launches one by one).
+ * first launches one by one), FLAGS=1 (an experiment: instead of
+ * griddepcontrol.wait, each block's thread 0 spins until every block of
+ * the launch before has counted itself done in a global flag, and each
+ * grid lets the next one launch as soon as its blocks start: what waiting
+ * for grid completion costs; not with UNFUSED).
  */
 #include <cuda.h>
 #include <stdio.h>
@@ -73,10 +77,43 @@ typedef struct {
 
 static CUdeviceptr records; /* a u32 count, then (at +64) the records */
 static CUstream stream;
+static int flags_mode;      /* FLAGS=1 */
+static CUdeviceptr flags;   /* FLAGS: per launch of a step, its blocks done */
+static unsigned launch_index, previous_grid;
 
 static char *splice(char *out, const char *from, const char *to) {
   memcpy(out, from, (size_t)(to - from));
   return out + (to - from);
+}
+
+/* FLAGS: the kernel's wait on the grid before it becomes a spin on that
+ * grid's done-count (thread 0, then a barrier), it lets the next grid
+ * launch at its start, and at its end every block counts itself done. */
+static char *with_flags(const char *ptx) {
+  const char *wait = "\tgriddepcontrol.wait;\n", *params_end = strstr(strstr(ptx, ".visible .entry"), "\n)\n");
+  const char *at = strstr(ptx, wait), *body = strstr(params_end, "\n{\n") + 3, *ret = strstr(at, "\tret;");
+  if (!at || !ret || strstr(ret + 1, "\tret;")) {
+    fprintf(stderr, "timeline: FLAGS needs one griddepcontrol.wait and one ret\n");
+    exit(1);
+  }
+  char *out = malloc(strlen(ptx) + 4096), *w = out;
+  w = splice(w, ptx, params_end);
+  w += sprintf(w, ",\n\t.param .u64 tl_wait,\n\t.param .u32 tl_target,\n\t.param .u64 tl_signal");
+  w = splice(w, params_end, body);
+  w += sprintf(w, "\t.reg .b64 %%tf<3>;\n\t.reg .b32 %%tg<3>;\n\t.reg .pred %%th;\n"
+                  "\tgriddepcontrol.launch_dependents;\n");
+  w = splice(w, body, at);
+  w += sprintf(w, "\tmov.u32 %%tg0, %%tid.x;\n\tsetp.ne.u32 %%th, %%tg0, 0;\n\t@%%th bra TL_SPUN;\n"
+                  "\tld.param.u64 %%tf0, [tl_wait];\n\tcvta.to.global.u64 %%tf0, %%tf0;\n"
+                  "\tld.param.u32 %%tg1, [tl_target];\nTL_SPIN:\n"
+                  "\tld.acquire.gpu.global.u32 %%tg2, [%%tf0];\n\tsetp.lt.u32 %%th, %%tg2, %%tg1;\n"
+                  "\t@%%th bra TL_SPIN;\nTL_SPUN:\n\tbar.sync 0;\n");
+  w = splice(w, at + strlen(wait), ret);
+  w += sprintf(w, "\tbar.sync 0;\n\tmov.u32 %%tg0, %%tid.x;\n\tsetp.ne.u32 %%th, %%tg0, 0;\n\t@%%th bra TL_SIGNALED;\n"
+                  "\tld.param.u64 %%tf1, [tl_signal];\n\tcvta.to.global.u64 %%tf1, %%tf1;\n"
+                  "\tfence.acq_rel.gpu;\n\tatom.global.add.u32 %%tg2, [%%tf1], 1;\nTL_SIGNALED:\n");
+  strcpy(w, ret);
+  return out;
 }
 
 /* The kernel's PTX with the timing code spliced in: a module global
@@ -140,6 +177,11 @@ static kernel build(const char *key, int kind, double bytes) {
     exit(1);
   }
   char *ptx = with_timing(k.ptx, kind), log[8192] = "";
+  if (flags_mode) {
+    char *flagged = with_flags(ptx);
+    free(ptx);
+    ptx = flagged;
+  }
   CUjit_option options[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
   void *values[2] = {log, (void *)(size_t)sizeof log};
   CUmodule module;
@@ -164,12 +206,19 @@ static kernel build(const char *key, int kind, double bytes) {
   return r;
 }
 
-static void launch(const kernel *k, void **params) {
+static void launch(const kernel *k, void **given) {
+  void *params[16];
+  CUdeviceptr wait = flags + 4 * (launch_index ? launch_index - 1 : 1023), signal = flags + 4 * launch_index;
+  unsigned target = launch_index ? previous_grid : 0;
+  int n = 0;
+  while (given[n]) params[n] = given[n], n++;
+  params[n++] = &wait, params[n++] = &target, params[n++] = &signal;
+  launch_index++, previous_grid = k->grid;
   CUlaunchAttribute pdl = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
   pdl.value.programmaticStreamSerializationAllowed = getenv("NOPDL") ? 0 : 1;
   CUlaunchConfig c = {.gridDimX = k->grid, .gridDimY = 1, .gridDimZ = 1, .blockDimX = k->block, .blockDimY = 1,
                       .blockDimZ = 1, .sharedMemBytes = k->shared, .hStream = stream, .attrs = &pdl, .numAttrs = 1};
-  CHECK(cuLaunchKernelEx(&c, k->f, params, NULL));
+  CHECK(cuLaunchKernelEx(&c, k->f, params, NULL)); /* extra parameters are ignored without FLAGS */
 }
 
 static int by_release(const void *a, const void *b) {
@@ -183,6 +232,11 @@ static const char *key_or(const char *env, const char *fallback) {
 
 int main(int argc, char **argv) {
   const int layers = argc > 1 ? atoi(argv[1]) : 32, unfused = getenv("UNFUSED") != NULL;
+  flags_mode = getenv("FLAGS") != NULL;
+  if (flags_mode && unfused) {
+    fprintf(stderr, "timeline: FLAGS is not for UNFUSED (the rope kernel has no row groups to spin in)\n");
+    return 2;
+  }
   CHECK(cuInit(0));
   CUdevice dev;
   CUcontext ctx;
@@ -191,6 +245,11 @@ int main(int argc, char **argv) {
   CHECK(cuCtxSetCurrent(ctx));
   CHECK(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
   CHECK(cuMemAlloc(&records, 64 + (size_t)layers * 6 * 2048 * sizeof(record)));
+  CHECK(cuMemAlloc(&flags, 4096)); /* 1024 launches per step at most; the last slot stays 0 */
+  if (layers * 5 > 1023) {
+    fprintf(stderr, "timeline: at most 204 layers\n");
+    return 2;
+  }
 
   const double q4 = 144.0 / 256, q6 = 210.0 / 256;
   kernel K[KINDS];
@@ -232,20 +291,23 @@ int main(int argc, char **argv) {
       CHECK(cuCtxSynchronize());
       CHECK(cuMemcpyHtoD(records, &zero, sizeof zero));
     }
+    CHECK(cuMemsetD32Async(flags, 0, 1024, stream));
+    launch_index = 0;
     for (int l = 0; l < layers; l++) {
       CUdeviceptr Wq = weights + layer_bytes * (size_t)l, Wk = Wq + q_bytes, Wv = Wk + kv_bytes;
       CUdeviceptr Wo = Wv + kv_bytes, Wg = Wo + q_bytes, Wu = Wg + gate_bytes, Wd = Wu + gate_bytes;
       const int down = l % 2 ? DOWN_Q4K : DOWN_Q6K;
       if (unfused) {
-        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv};
+        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv, NULL};
         launch(&K[QKV], qkv);
-        void *rope[] = {&yq, &yk, &positions, &no_factors};
+        void *rope[] = {&yq, &yk, &positions, &no_factors, NULL};
         launch(&K[ROPE], rope);
       } else {
-        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv, &positions, &no_factors};
+        void *qkv[] = {&Wq, &Wk, &Wv, &x, &yq, &yk, &yv, &positions, &no_factors, NULL};
         launch(&K[QKV], qkv);
       }
-      void *o[] = {&Wo, &yq, &yo}, *gate_up[] = {&Wg, &Wu, &yo, &h}, *down_params[] = {&Wd, &h, &x};
+      void *o[] = {&Wo, &yq, &yo, NULL}, *gate_up[] = {&Wg, &Wu, &yo, &h, NULL};
+      void *down_params[] = {&Wd, &h, &x, NULL};
       launch(&K[O], o);
       launch(&K[GATE_UP], gate_up);
       launch(&K[down], down_params);
