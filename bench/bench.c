@@ -65,7 +65,8 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define CHECK_ROWS 64
 #define MAX_REL_ERR 1e-5
 #define MAX_SHAPES 16
-#define MAX_MS 8
+#define MAX_MS 8 /* entries of an --m list */
+#define MAX_ROWS PTXGEN_GEMV_MAX_M /* batch rows the GEMV buffers hold */
 #define L2_FALLBACK_BYTES (64ull << 20)
 
 /* Activations: one row of Llama-3-8B's FFN (the gate/up width), inputs
@@ -869,7 +870,7 @@ static double check_rows(const uint8_t *weight, shape s, uint32_t m, const float
   for (uint32_t i = 0; i < samples; i++) {
     uint32_t row = samples == 1 ? 0 : (uint32_t)((uint64_t)i * (s.n - 1) / (samples - 1));
     const uint8_t *w = weight + row * row_bytes;
-    double want[MAX_MS];
+    double want[MAX_ROWS];
     if (ptxq_ref_gemv(s.type, w, s.k, 1, x, m, want) ||
         (s.type == PTXQ_TYPE_Q6_K ? ptxq_ref_dequantize_q6k(w, s.k / PTXQ_QK_K, row_values)
                                   : ptxq_ref_dequantize_q4k(w, s.k / PTXQ_QK_K, row_values)))
@@ -928,8 +929,8 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
 
   char (*names)[32] = calloc((size_t)copies, sizeof *names);
   uint8_t *weight = malloc(weight_bytes);
-  float *x = malloc((size_t)MAX_MS * s.k * sizeof *x);
-  float *y = malloc((size_t)MAX_MS * s.n * sizeof *y);
+  float *x = malloc((size_t)MAX_ROWS * s.k * sizeof *x);
+  float *y = malloc((size_t)MAX_ROWS * s.n * sizeof *y);
   float *row_values = malloc((size_t)s.k * sizeof *row_values);
   ptxq_dev x_dev = 0, y_dev = 0;
   int uploaded = 0, rc = 0;
@@ -954,11 +955,11 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       goto done;
     }
   }
-  for (size_t i = 0; i < (size_t)MAX_MS * s.k; i++)
+  for (size_t i = 0; i < (size_t)MAX_ROWS * s.k; i++)
     x[i] = (float)(2 * rng_unit(rng) - 1);
-  if ((st = ptxq_alloc(b->ctx, (size_t)MAX_MS * s.k * sizeof *x, &x_dev)) ||
-      (st = ptxq_alloc(b->ctx, (size_t)MAX_MS * s.n * sizeof *y, &y_dev)) ||
-      (st = ptxq_upload(b->ctx, x_dev, x, (size_t)MAX_MS * s.k * sizeof *x))) {
+  if ((st = ptxq_alloc(b->ctx, (size_t)MAX_ROWS * s.k * sizeof *x, &x_dev)) ||
+      (st = ptxq_alloc(b->ctx, (size_t)MAX_ROWS * s.n * sizeof *y, &y_dev)) ||
+      (st = ptxq_upload(b->ctx, x_dev, x, (size_t)MAX_ROWS * s.k * sizeof *x))) {
     rc = report_failure(b->ctx, "preparing x and y", st);
     goto done;
   }
@@ -1241,7 +1242,7 @@ static int bench_rope(bench *b, const options *opt, uint64_t *rng, op_result *re
   float *q = malloc(q_cap * sizeof *q), *k = malloc(k_cap * sizeof *k);
   float *q_got = malloc(q_cap * sizeof *q_got), *k_got = malloc(k_cap * sizeof *k_got);
   double *q_want = malloc(q_cap * sizeof *q_want), *k_want = malloc(k_cap * sizeof *k_want);
-  int32_t positions[MAX_MS];
+  int32_t positions[PTXGEN_ROPE_MAX_M];
   ptxq_dev q_dev = 0, k_dev = 0, positions_dev = 0, no_freq_factors = 0;
   ptxq_rope_params p;
   int st, rc = 0;

@@ -69,7 +69,7 @@
 #define HEADS 32u
 #define KV_HEADS 8u
 #define ROPE_BASE 500000.0f
-#define MAX_M 8u /* PTXGEN_GEMV_MAX_M; the buffers hold this many rows */
+#define MAX_M PTXGEN_GEMV_MAX_M /* the buffers hold this many rows */
 /* src/internal.h's PTXQ__EPILOGUE_MAX_M: past it, ptxq_ffn and
  * ptxq_gemv_multi_rope run the activation and RoPE as kernels of their own
  * (the keys --list-keys prints follow it) */

@@ -29,7 +29,7 @@ typedef struct decode_config {
   size_t device_bytes_in_use;    /* already held on the device by the caller */
   double ceiling_gbps;           /* the read ceiling measured in this run */
   uint32_t layers;               /* asked for; fewer run if the weights do not fit */
-  const uint32_t *ms;            /* batch sizes, each in 1..8 */
+  const uint32_t *ms;            /* batch sizes, each in 1..PTXGEN_GEMV_MAX_M (16) */
   size_t m_count;
   int runs;                      /* timed steps per record (raised to DECODE_MIN_RUNS) */
   uint64_t seed;                 /* of the weights and inputs */

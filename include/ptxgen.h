@@ -61,18 +61,29 @@ typedef enum {
   PTXGEN_KIND_Q6K_GEMV = 9,
 } ptxgen_kind;
 
-/* Limits of the Q4_K GEMV (checked by ptxgen_spec_validate). */
+/* Limits of the Q4_K and Q6_K GEMV (checked by ptxgen_spec_validate). */
 #define PTXGEN_GEMV_MAX_K 65536u   /* inner dimension, multiple of 256 */
 #define PTXGEN_GEMV_MAX_N 262144u  /* output rows */
-#define PTXGEN_GEMV_MAX_M 8u       /* batch rows, read with one pass over W */
+#define PTXGEN_GEMV_MAX_M 16u      /* batch rows, read with one pass over W */
+/* The GEMV epilogues (glu, rope) keep two weight rows per warp, a gate/up
+ * or a rotation pair, and their sums for every batch row live in registers
+ * together: past m = 8 ptxas spills them (ptxas 13.0: Q6_K with glu or
+ * RoPE from m = 11 on, Q4_K with RoPE and YaRN at m = 15 and 16).
+ * So glu and rope keys take m <= 8; a larger batch runs the plain GEMV,
+ * then the activation or rope kernel (as ptxq_ffn and ptxq_gemv_multi_rope
+ * do from m = 5). */
+#define PTXGEN_GEMV_EPILOGUE_MAX_M 8u
 /* Limits of the read probe. */
 #define PTXGEN_READ_MAX_N (1u << 30) /* 16-byte vectors: 16 GiB */
-/* Limits of the activations and RoPE. */
+/* Limits of the activations and RoPE. Their batch limits equal the GEMV's:
+ * at large m the runtime runs an FFN's activation and the RoPE of q and k
+ * as kernels of their own after the GEMVs (ptxq_ffn, ptxq_gemv_multi_rope),
+ * for any m a GEMV takes. */
 #define PTXGEN_ACT_MAX_N (1u << 20)
-#define PTXGEN_ACT_MAX_M 8u
+#define PTXGEN_ACT_MAX_M PTXGEN_GEMV_MAX_M
 #define PTXGEN_ROPE_MAX_HEAD_DIM 512u
 #define PTXGEN_ROPE_MAX_HEADS 1024u
-#define PTXGEN_ROPE_MAX_M 8u
+#define PTXGEN_ROPE_MAX_M PTXGEN_GEMV_MAX_M
 
 typedef struct ptxgen_spec {
   ptxgen_kind kind;
@@ -91,7 +102,8 @@ typedef struct ptxgen_spec {
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each
-   * product computed exactly as the plain GEMV computes it. */
+   * product computed exactly as the plain GEMV computes it. m <= 8
+   * (PTXGEN_GEMV_EPILOGUE_MAX_M). */
   uint32_t glu;
   /* q4k_gemv / q6k_gemv over several weights of the same k and type, one
    * kernel (a layer's q, k and v): n2, n3 are the rows of the second and
@@ -107,7 +119,8 @@ typedef struct ptxgen_spec {
    * n_dims, base, freq_scale, freq_factors, YaRN; heads and kv_heads stay 0:
    * they are n/head_dim and n2/head_dim) and the parameters gain
    * u64 positions, u64 freq_factors at the end. y and y2 come out as the
-   * GEMV then the rope kernel would write them, bit for bit. */
+   * GEMV then the rope kernel would write them, bit for bit. m <= 8
+   * (PTXGEN_GEMV_EPILOGUE_MAX_M). */
   uint32_t rope;
   /* rope (m is the number of tokens). mode: 0 normal, 2 neox (as ptxq's
    * PTXQ_ROPE_*). Floats are written in keys so that they round-trip. */

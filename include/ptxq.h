@@ -146,7 +146,7 @@ int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info
 /* ---- ops --------------------------------------------------------------- */
 
 /* y[m][n] = x[m][k] . W[n][k]^T with W the named weight (Q4_K or Q6_K), x and y fp32
- * device buffers of m*k and m*n floats, 1 <= m <= 8. fp32 accumulation;
+ * device buffers of m*k and m*n floats, 1 <= m <= 16. fp32 accumulation;
  * row i of an m > 1 product is bit-identical to the m = 1 product of that row.
  * Stream-ordered: returns once enqueued. The first call for a shape builds
  * the kernel (generate + JIT); ptxq_gemv_prepare does that ahead of time. */
@@ -166,7 +166,7 @@ int ptxq_gemv_multi_prepare(ptxq_ctx *ctx, const char *const *weights, uint32_t 
  * is written. Uses a context-owned staging buffer. */
 int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, uint32_t m);
 
-/* Activations over [m][n] fp32 device buffers (1 <= m <= 8, 1 <= n <= 2^20),
+/* Activations over [m][n] fp32 device buffers (1 <= m <= 16, 1 <= n <= 2^20),
  * in place (y == x, or y == gate / y == up) or out of place:
  *   gelu      0.5*x*(1 + tanh(0.7978845608028654*(x + 0.044715*x^3)))
  *   gelu_erf  0.5*x*(1 + erf(x/sqrt(2)))
@@ -219,7 +219,7 @@ void ptxq_rope_params_init(ptxq_rope_params *p, ptxq_rope_mode mode, uint32_t he
 /* Rotates, in place, q as [m][heads][head_dim] and k as [m][kv_heads][head_dim]
  * (fp32, 16-byte aligned) for the m tokens whose positions are the device
  * int32[m] `positions`: a captured graph replays for the next token after
- * the positions buffer changes. 1 <= m <= 8. Within 2e-6 absolute of fp64
+ * the positions buffer changes. 1 <= m <= 16. Within 2e-6 absolute of fp64
  * for unit-scale inputs at any |position| <= 2^24 (angles are reduced in
  * fp64, see ptxgen/rope.c). Stream-ordered. */
 int ptxq_rope(ptxq_ctx *ctx, ptxq_dev q, ptxq_dev k, ptxq_dev positions, uint32_t m,
@@ -247,7 +247,7 @@ typedef struct ptxq_ffn_params {
 /* x [m][k] -> y [m][k'] through the hidden size n of up/gate (down is
  * [k'][n]). Intermediates live in a context-owned workspace: no host round
  * trip and no allocation per call (the workspace grows at the first call or
- * at ptxq_ffn_prepare, never during capture). 1 <= m <= 8. */
+ * at ptxq_ffn_prepare, never during capture). 1 <= m <= 16. */
 int ptxq_ffn(ptxq_ctx *ctx, const ptxq_ffn_params *p, ptxq_dev x, ptxq_dev y, uint32_t m);
 int ptxq_ffn_prepare(ptxq_ctx *ctx, const ptxq_ffn_params *p, uint32_t m);
 
@@ -427,7 +427,7 @@ int ptxq_ref_glu(ptxq_act act, const float *gate, const float *up, double *y, si
 
 /* RoPE in fp64: q [m][heads][head_dim] and k [m][kv_heads][head_dim] in,
  * rotated copies out (dims past n_dims copied). p->freq_factors is ignored;
- * freq_factors (host, n_dims/2 floats) or NULL is used instead. */
+ * freq_factors (host, n_dims/2 floats) or NULL is used instead. 1 <= m <= 16. */
 int ptxq_ref_rope(const ptxq_rope_params *p, const float *freq_factors, const int32_t *positions, uint32_t m,
                   const float *q, const float *k, double *q_out, double *k_out);
 

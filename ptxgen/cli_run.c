@@ -88,7 +88,7 @@ static const char run_usage[] =
     "  --reps N   timed repetitions, 1..100000 (default 50)\n"
     "  --cpu      run the CPU reference alone (every kind but stream_read)\n"
     "  --gguf FILE, --tensor NAME   multiply by a tensor of a GGUF file (above)\n"
-    "  --m N      rows of x with --gguf and no KEY, 1..8 (default 1)\n"
+    "  --m N      rows of x with --gguf and no KEY, 1..16 (default 1)\n"
     "  --x FILE   x as raw little-endian fp32, exactly m*k values (default: random)\n"
     "  --out FILE write y to FILE instead of stdout\n";
 

@@ -65,6 +65,15 @@
  * large batches load one chunk ahead. */
 #define GROUP_PRELOAD_MAX_GROUPS_LARGE_M 2048u
 #define MAX_LANE_CHUNKS (GROUP_PRELOAD_REGS / 12 + 1) /* the smallest chunk (Q4_K) is 12 registers per row */
+/* A chunk's partial sums (S in the formats' compute: load_rows x m x sums
+ * registers) are live across all of its arithmetic. Where two rows per warp
+ * would need more than this, the default is one: Q6_K (4 sums) past m = 8,
+ * where two rows take 242 to 255 registers and spill at m = 11, 13 or 14
+ * on sm_80, 90, 100 and 120 (ptxas 13.0; one row: at most 168); Q4_K
+ * (2 sums) keeps two rows up to m = 16 (at most 209). One row per warp
+ * changes which warp computes a row, not the order of its sums, so the
+ * bits stay those of m = 1. */
+#define CHUNK_SUMS_REGS 64u
 
 /* Shared memory we allow x to take, per target: under the per-block opt-in
  * maximum (64 KiB on sm_75, 163 KiB on sm_80, 99 KiB on sm_86/89/120,
@@ -86,6 +95,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.n_total = s->n + s->n2 + s->n3;
   p.rope = s->rope;
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
+  if (!s->rows && !s->rope && p.rows * s->m * f->sums > CHUNK_SUMS_REGS) p.rows = 1; /* RoPE needs row pairs */
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.warps = s->warps ? s->warps : 8;
   p.threads = p.warps * 32;
@@ -134,7 +144,7 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
 }
 
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
-               ptx_reg E[][4], ptx_reg S[][8][4], ptx_reg acc[][8]) {
+               ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]) {
   ptx_reg xsum_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xsum_u.s, u.s, 4 * p->sums, L->xsum_base.s);
   for (uint32_t m = 0; m < p->m; m++) {
@@ -397,7 +407,7 @@ static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_forma
 /* Computes the lane's chunks of a group loaded by emit_group_load, in
  * increasing g (the order every other mode uses). */
 static void emit_group_compute(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
-                               const gemv_raw *raws, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                               const gemv_raw *raws, ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   for (uint32_t i = 0; i < p->lane_chunks; i++) {
     const bool partial = 32 * (i + 1) > p->chunks;
     ptx_reg missing, u = lane_chunk(b, p, L, i, partial ? &missing : NULL);
@@ -416,7 +426,7 @@ static void emit_group_compute(ptx_builder *b, const gemv_plan *p, const gemv_fo
  * first already in cur) or none. */
 static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
                             ptx_reg tile, ptx_reg tile_len, const ptx_reg *rowp, const gemv_raw *cur,
-                            const gemv_raw *next, ptx_reg early, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                            const gemv_raw *next, ptx_reg early, ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   char tile_loop[32], tile_done[32], chunk_loop[32], chunk_done[32];
   ptx_label_new(b, "tile", tile_loop);
   ptx_label_new(b, "tile_done", tile_done);
@@ -482,7 +492,7 @@ static void emit_chunk_loop(ptx_builder *b, const gemv_plan *p, const gemv_forma
  * rows r and r+1 of a warp are a rotation pair (emit_rope_row), rotated at
  * each batch row's (token's) position with the rope kernel's instructions. */
 static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
-                               ptx_reg row0, ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                               ptx_reg row0, ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   const uint32_t half = s->head_dim / 2, rot_pairs = s->n_dims / 2;
   ptx_comment(b, "RoPE: rotate the warp's row pairs of q and k heads at the tokens' positions");
   for (uint32_t r = 0; r + 1 < p->rows; r += 2) {
@@ -607,7 +617,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
   if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, spec, &L, group, rowp);
-  ptx_reg acc[GEMV_MAX_LOAD_ROWS][8];
+  ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
       acc[r][m] = ptx_new(&b, PTX_F32);

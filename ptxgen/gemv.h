@@ -99,7 +99,7 @@ typedef struct gemv_format {
    * ((r*16 + i)*xs_stride + u)*16; its sums at xsum_base +
    * ((r*tile_chunks + u)*sums + s)*4. */
   void (*compute)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
-                  ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]);
+                  ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);
 } gemv_format;
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);
@@ -109,7 +109,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel 
  * `sums` sums of x, then for each row r and group g
  * acc[r][m] += A[r][g]*S[r][m][g] + E[r][g]*sum_g (two fma, in that order). */
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
-               ptx_reg E[][4], ptx_reg S[][8][4], ptx_reg acc[][8]);
+               ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
 /* 4 floats f[j] = 0.5 + byte_j/256 for the 4 bytes of v (each byte's value
  * must leave bit 7 clear): one byte permute each, placing byte j under the

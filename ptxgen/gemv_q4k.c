@@ -130,7 +130,7 @@ static void q4k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
 }
 
 static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
-                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   const uint32_t R = p->load_rows, M = p->m;
   const ptx_reg(*h)[GEMV_MAX_RAW] = raw->r;
   ptx_reg A[GEMV_MAX_LOAD_ROWS][4], E[GEMV_MAX_LOAD_ROWS][4]; /* sub-blocks 2c, 2c+1 in [0], [1] */
@@ -140,7 +140,7 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
-  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][4];
+  ptx_reg S[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M][4];
   for (int w = 0; w < 8; w++) {
     ptx_comment(b, "quant bytes %d..%d: weights 64c+%d.. (low nibbles) and 64c+%d.. (high)", 4 * w, 4 * w + 3,
                 4 * w, 32 + 4 * w);

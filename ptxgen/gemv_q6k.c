@@ -126,7 +126,7 @@ static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
 }
 
 static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
-                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][8]) {
+                        ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   const uint32_t R = p->load_rows, M = p->m;
   ptx_reg Aq[GEMV_MAX_LOAD_ROWS][4], Eq[GEMV_MAX_LOAD_ROWS][4]; /* per row and quarter: 128 d s and -96 d s */
   for (uint32_t r = 0; r < R; r++) {
@@ -148,7 +148,7 @@ static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
   /* per quarter t: the ql word, its shift, and the shift of the qh bits */
   static const int lo_shift[4] = {1, 1, -3, -3}, hi_shift[4] = {5, 3, 1, -1};
-  ptx_reg S[GEMV_MAX_LOAD_ROWS][8][4];
+  ptx_reg S[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M][4];
   for (int w = 0; w < 4; w++) {
     ptx_comment(b, "bytes %d..%d of the runs: weights 128h + 32t + 16*l2 + %d.. for t = 0..3", 4 * w, 4 * w + 3, 4 * w);
     ptx_reg f[GEMV_MAX_LOAD_ROWS][4][4];

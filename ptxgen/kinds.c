@@ -11,25 +11,25 @@
 static const ptxgen_kind_info kinds[] = {
     {PTXGEN_KIND_Q4K_GEMV, "q4k_gemv", "q4k_gemv:k=4096,n=14336,m=1,sm=90",
      "y[m][n] = x[m][k] . W[n][k]^T, W Q4_K, x/y fp32; k: multiple of 256, 256..65536; "
-     "n: 1..262144; m: 1..8; sm: 75,80,86,89,90,100,120 (default 90); "
+     "n: 1..262144; m: 1..16 (1..8 with glu= or rope=); sm: 75,80,86,89,90,100,120 (default 90); "
      "optional tuning rows=1|2|4 (per warp), warps=4|8|16 (per block)"},
     {PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", "q6k_gemv:k=14336,n=4096,m=1,sm=90",
      "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits as q4k_gemv"},
     {PTXGEN_KIND_STREAM_READ, "stream_read", "stream_read:n=67108864,sm=90",
      "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above"},
     {PTXGEN_KIND_GELU, "gelu", "gelu:n=14336,m=1,sm=90",
-     "y = 0.5x(1+tanh(0.79788456(x+0.044715x^3))) over [m][n] fp32, in place or not; n: 1..1048576; m: 1..8"},
+     "y = 0.5x(1+tanh(0.79788456(x+0.044715x^3))) over [m][n] fp32, in place or not; n: 1..1048576; m: 1..16"},
     {PTXGEN_KIND_GELU_ERF, "gelu_erf", "gelu_erf:n=14336,m=1,sm=90",
-     "y = 0.5x(1+erf(x/sqrt2)) over [m][n] fp32; n: 1..1048576; m: 1..8"},
-    {PTXGEN_KIND_SILU, "silu", "silu:n=14336,m=1,sm=90", "y = x/(1+e^-x) over [m][n] fp32; n: 1..1048576; m: 1..8"},
+     "y = 0.5x(1+erf(x/sqrt2)) over [m][n] fp32; n: 1..1048576; m: 1..16"},
+    {PTXGEN_KIND_SILU, "silu", "silu:n=14336,m=1,sm=90", "y = x/(1+e^-x) over [m][n] fp32; n: 1..1048576; m: 1..16"},
     {PTXGEN_KIND_SWIGLU, "swiglu", "swiglu:n=14336,m=1,sm=90",
-     "y = silu(gate)*up over [m][n] fp32 (y may be gate or up); n: 1..1048576; m: 1..8"},
+     "y = silu(gate)*up over [m][n] fp32 (y may be gate or up); n: 1..1048576; m: 1..16"},
     {PTXGEN_KIND_GEGLU, "geglu", "geglu:n=14336,m=1,sm=90",
-     "y = gelu(gate)*up (tanh form) over [m][n] fp32; n: 1..1048576; m: 1..8"},
+     "y = gelu(gate)*up (tanh form) over [m][n] fp32; n: 1..1048576; m: 1..16"},
     {PTXGEN_KIND_ROPE, "rope", "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,sm=90,base=500000",
      "in-place RoPE of q [m][heads][head_dim] and k [m][kv_heads][head_dim] at device int32 positions; "
      "mode=normal|neox, head_dim even <= 512, n_dims even <= head_dim (default head_dim), heads <= 1024, "
-     "kv_heads divides heads, m: 1..8, base (10000), freq_scale (1), freq_factors=0|1, YaRN: ext_factor (0), "
+     "kv_heads divides heads, m: 1..16, base (10000), freq_scale (1), freq_factors=0|1, YaRN: ext_factor (0), "
      "attn_factor (1), beta_fast (32), beta_slow (1), n_ctx_orig"},
 };
 

@@ -160,6 +160,11 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if ((uint64_t)s->n + s->n2 + s->n3 > PTXGEN_GEMV_MAX_N)
     return fail(msg, cap, "n+n2+n3=%llu exceeds the limit %u rows", (unsigned long long)s->n + s->n2 + s->n3,
                 PTXGEN_GEMV_MAX_N);
+  if ((s->glu != 0 || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
+    return fail(msg, cap,
+                "m=%u with %s: a GEMV epilogue takes m <= %u (its two rows per warp would spill registers); "
+                "run the plain GEMV, then the %s kernel",
+                s->m, s->glu ? "glu" : "rope", PTXGEN_GEMV_EPILOGUE_MAX_M, s->glu ? "swiglu or geglu" : "rope");
   return validate_gemv_rope(s, msg, cap);
 }
 

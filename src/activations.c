@@ -57,7 +57,7 @@ static int run_activation(ptxq_ctx *ctx, const char *call, ptxgen_kind kind, CUd
   int status = check_buffer(ctx, call, x_name, x);
   if (status == PTXQ_OK && gated) status = check_buffer(ctx, call, "up", up);
   if (status == PTXQ_OK) status = check_buffer(ctx, call, "y", y);
-  /* n <= 2^20 and m <= 8: the size cannot overflow. */
+  /* n <= 2^20 and m <= 16: the size cannot overflow. */
   const uint64_t bytes = (uint64_t)n * m * sizeof(float);
   if (status == PTXQ_OK) status = check_output_against(ctx, call, x_name, x, y, bytes);
   if (status == PTXQ_OK && gated) status = check_output_against(ctx, call, "up", up, y, bytes);

@@ -324,7 +324,7 @@ int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, 
   const struct ptxq_weight *w = NULL;
   const struct ptxq_kernel_entry *kernel = NULL;
   status = gemv_kernel(ctx, weight, m, &w, &kernel);
-  /* m <= 8, k <= 65536, n <= 262144: these products cannot overflow. */
+  /* m <= 16, k <= 65536, n <= 262144: these products cannot overflow. */
   size_t x_bytes = 0, y_bytes = 0;
   if (status == PTXQ_OK) {
     x_bytes = (size_t)m * w->k * sizeof(float);

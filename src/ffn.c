@@ -175,7 +175,7 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
   }
   if (status == PTXQ_OK) status = ptxq__gemv_kernel(ctx, plan->down, m, 0, &plan->down_gemv);
 
-  /* n <= 2^18 (the GEMV limit, checked above) and m <= 8: no overflow. */
+  /* n <= 2^18 (the GEMV limit, checked above) and m <= 16: no overflow. */
   plan->region_bytes = ((size_t)m * plan->up->n * sizeof(float) + REGION_ALIGN - 1) /
                        REGION_ALIGN * REGION_ALIGN;
   plan->workspace_bytes = plan->gated && !plan->fused ? 2 * plan->region_bytes

@@ -48,6 +48,9 @@
  * (bench/RESULTS.md); m = 5..7 were not measured. Either way gives the same
  * bits. */
 #define PTXQ__EPILOGUE_MAX_M 4u
+/* ptxgen refuses epilogue keys past its own limit (spills): the fused
+ * path must stay within it, whatever the measurements suggest. */
+_Static_assert(PTXQ__EPILOGUE_MAX_M <= PTXGEN_GEMV_EPILOGUE_MAX_M, "the fused FFN/RoPE path needs epilogue keys");
 #define PTXQ_KEY_CAP 512         /* bytes of a formatted kernel key (a RoPE key with YaRN and
                                     every float set runs past 256; ptxgen formats at most 511) */
 #define PTXQ_OP_CACHE_SLOTS 16   /* recent activation/RoPE specs remembered per context */
@@ -80,7 +83,7 @@ struct ptxq_weight {
   CUdeviceptr data; /* as the kernels read it: Q6_K rows repacked by ptxgen_q6k_repack */
   /* The GEMV kernel per epilogue (index glu: 0 none, 1 swiglu, 2 geglu; the
    * gated kernels are kept on the gate weight, W) and batch size m (index
-   * 1..8), filled on first use so the hot path skips key formatting and the
+   * 1..PTXGEN_GEMV_MAX_M), filled on first use so the hot path skips key formatting and the
    * module-table look-up. Cleared when the weight is replaced (the shape
    * may change). */
   const struct ptxq_kernel_entry *gemv_by_m[3][PTXGEN_GEMV_MAX_M + 1];
@@ -128,8 +131,8 @@ struct ptxq_ctx {
   struct ptxq_op_cache_slot op_cache[PTXQ_OP_CACHE_SLOTS];
   unsigned op_cache_next;
 
-  /* ptxq_rope_host_positions (rope.c): the device int32[8] the host
-   * positions are copied into (allocated on first use, freed by
+  /* ptxq_rope_host_positions (rope.c): the device int32[PTXGEN_ROPE_MAX_M]
+   * the host positions are copied into (allocated on first use, freed by
    * ptxq__rope_positions_free) and the context-owned host copy the
    * asynchronous copy reads from. */
   CUdeviceptr rope_positions;
@@ -172,7 +175,7 @@ static inline uint64_t ptxq__hash(const char *text) {
 
 /* Sets this thread's error detail (attached to ctx, which may be NULL) and
  * returns status, so failures read `return ptxq__fail(ctx, PTXQ_ERR_INVALID,
- * "m=%u is outside 1..8", m);`. The arguments may include the current
+ * "m=%u is outside 1..%u", m, PTXGEN_GEMV_MAX_M);`. The arguments may include the current
  * detail (ptxq_last_error) to wrap it. */
 int ptxq__fail(const ptxq_ctx *ctx, int status, const char *fmt, ...) PTXQ_PRINTF(3, 4);
 

@@ -11,7 +11,8 @@
 #      included), through `ptxgen run KEY --reps 1`, which also checks the
 #      result against the CPU reference;
 #  (b) odd shapes: plain and gated GEMVs (glu=) of both weight types at odd n
-#      and m = 1..8, tuned keys, every activation and rope;
+#      and m = 1..8, plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one
+#      row per warp), tuned keys, every activation and rope;
 #  (c) the gpu-suite test binaries: test_gpu, test_gpu_ops, test_gpu_model,
 #      tests/reliability/test_concurrency (one job: each of its tests starts
 #      8 threads under a 240 s limit of its own) and test_faults' "faults"
@@ -98,8 +99,12 @@ for m in 1 2 3 4 5 6 7 8; do
   odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m" "q6k_gemv:k=2048,n=999,m=$m"
              "q4k_gemv:k=4096,n=1001,m=$m,glu=$glu" "q6k_gemv:k=2048,n=999,m=$m,glu=$other")
 done
+# past m = 8 the epilogues (glu=) are refused: plain products only
+for m in 9 11 13 16; do
+  odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m" "q6k_gemv:k=2048,n=999,m=$m")
+done
 # shellcheck disable=SC2054 # the commas are inside keys
-odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8
+odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=14336,n=333,m=16 q6k_gemv:k=256,n=3,m=16
            q4k_gemv:k=256,n=7,m=5,glu=geglu q6k_gemv:k=256,n=3,m=8,glu=swiglu
            # tuning: rows, warps, and preload 1 (no loads ahead), 2 (a chunk ahead) or 3 (a row group)
            q4k_gemv:k=4096,n=1001,m=1,preload=1 q6k_gemv:k=2048,n=999,m=1,preload=1
@@ -108,7 +113,8 @@ odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8
            q4k_gemv:k=4096,n=1001,m=3,rows=2,glu=swiglu q6k_gemv:k=2048,n=999,m=2,preload=1,glu=geglu
            q4k_gemv:k=14336,n=333,m=8,warps=4,glu=geglu q4k_gemv:k=14336,n=333,m=7,rows=4,preload=1,glu=geglu
            gelu:n=1001,m=3 gelu_erf:n=999,m=1 silu:n=4097,m=8 swiglu:n=14336,m=1 geglu:n=777,m=2
-           rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=3
+           silu:n=4097,m=16 rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=3
+           rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16
            rope:mode=normal,head_dim=64,n_dims=32,heads=5,kv_heads=1,m=1)
 
 # Test binaries, with their Criterion options: "BINARY|OPTIONS".

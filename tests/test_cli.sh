@@ -96,7 +96,11 @@ bad_key 'q4k_gemv:k=4000,n=4096,m=1' k
 bad_key 'q4k_gemv:k=0,n=4096,m=1' k
 bad_key 'q4k_gemv:k=4096,n=4096,m=0' m
 bad_key 'q4k_gemv:k=4096,n=0,m=1' n
-bad_key 'q4k_gemv:k=4096,n=4096,m=9' m
+bad_key 'q4k_gemv:k=4096,n=4096,m=17' m
+bad_key 'q6k_gemv:k=4096,n=4096,m=17' m
+# the epilogues take m <= 8 (PTXGEN_GEMV_EPILOGUE_MAX_M)
+bad_key 'q4k_gemv:k=4096,n=4096,m=9,glu=swiglu' glu
+bad_key 'q6k_gemv:k=4096,n=4096,m=16,n2=1024,rope=neox,head_dim=128' rope
 bad_key 'q4k_gemv:k=4096,n=4096,m=1,sm=61' sm
 bad_key 'no_such_kind:k=4096,n=4096,m=1' no_such_kind
 bad_key 'q4k_gemv:k=4096,n=4096,m=1,bogus=3' bogus
@@ -125,11 +129,11 @@ bad_run_key 'rope:mode=neox,head_dim=64,n_dims=128,heads=32,kv_heads=8,m=1' n_di
 bad_run_key 'rope:mode=neox,head_dim=64,n_dims=31,heads=32,kv_heads=8,m=1' n_dims
 bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=5,m=1' kv_heads
 bad_run_key 'rope:mode=spiral,head_dim=128,heads=32,kv_heads=8,m=1' mode
-bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=9' m
+bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=17' m
 bad_run_key 'rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,ext_factor=1' n_ctx_orig
 bad_run_key 'gelu:n=0,m=1' n
 bad_run_key 'swiglu:n=1048577,m=1' n
-bad_run_key 'silu:n=4096,m=9' m
+bad_run_key 'silu:n=4096,m=17' m
 
 # --- run --cpu: the reference alone, deterministic per seed ------------------
 small=q4k_gemv:k=512,n=37,m=3,sm=80
@@ -157,13 +161,17 @@ cpu_run_checksums() {
   fi
 }
 for key in gelu:n=14337,m=3 gelu_erf:n=1001,m=2 silu:n=5,m=1 swiglu:n=4096,m=8,sm=80 geglu:n=3,m=2,sm=120 \
-  rope:mode=normal,head_dim=128,heads=32,kv_heads=8,m=1 \
+  silu:n=77,m=16 rope:mode=normal,head_dim=128,heads=32,kv_heads=8,m=1 rope:mode=neox,head_dim=64,heads=4,kv_heads=2,m=16 \
   rope:mode=neox,head_dim=64,n_dims=32,heads=6,kv_heads=3,m=8,sm=100,freq_factors=1,ext_factor=1,n_ctx_orig=4096,freq_scale=0.25; do
   cpu_run_checksums "$key"
 done
 # gated GEMV keys: deterministic per seed, and the epilogue changes y: plain,
 # swiglu and geglu of the same weights and x give three different checksums
 for key in q4k_gemv:k=512,n=37,m=3,glu=swiglu q6k_gemv:k=256,n=9,m=8,sm=80,glu=geglu; do
+  cpu_run_checksums "$key"
+done
+# the largest batch, both formats
+for key in q4k_gemv:k=512,n=37,m=16 q6k_gemv:k=256,n=9,m=16,sm=80; do
   cpu_run_checksums "$key"
 done
 gated_sums=""

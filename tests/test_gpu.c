@@ -3,7 +3,7 @@
  *
  * The Q4_K GEMV is checked against the fp64 CPU reference (ptxq_ref_gemv) on
  * random weights quantized by ptxq_ref_quantize_q4k, for k in {256, 512,
- * 4096, 14336} x n in {1, 3, 777, 4096} x m in 1..8, through device buffers
+ * 4096, 14336} x n in {1, 3, 777, 4096} x m in 1..16, through device buffers
  * and through ptxq_gemv_host; outputs are poisoned with NaN bytes before each
  * run so an output the kernel forgets to write fails. Batch invariance is
  * checked bit for bit. Every error path of the API is provoked and must give
@@ -27,7 +27,7 @@
 #include "ptxq.h"
 
 #define TOLERANCE 1e-5 /* max |y - ref| / max |ref| */
-#define MAX_M 8u
+#define MAX_M PTXGEN_GEMV_MAX_M /* 16: every batch size is run */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -59,9 +59,10 @@ ParameterizedTestParameters(gpu, gemv_matches_reference) {
   return cr_make_param_array(gemv_shape, shapes, 16);
 }
 
-/* m = 1..8 on one weight, through device buffers and through the host
- * path; the reference is computed once for 8 rows (its rows are
- * independent, so the first m rows are the m-row product). */
+/* m = 1..MAX_M on one weight, through device buffers and through the host
+ * path; the reference is computed once for MAX_M rows (its rows are
+ * independent, so the first m rows are the m-row product). Past m = 12 at
+ * k = 4096 (and from smaller m at k = 14336) x is staged in tiles. */
 ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
   uint32_t k = shape->k, n = shape->n;
   ptxq_ctx *ctx = open_or_skip(NULL);
@@ -124,7 +125,7 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
 /* ---- batch invariance ------------------------------------------------------ */
 
 ParameterizedTestParameters(gpu, batch_rows_are_bit_identical_to_m1) {
-  static gemv_shape shapes[] = {{256, 1}, {4096, 777}, {14336, 3}, {512, 4096}};
+  static gemv_shape shapes[] = {{256, 1}, {4096, 777}, {14336, 3}, {512, 4096}, {4096, 4096}};
   return cr_make_param_array(gemv_shape, shapes, sizeof shapes / sizeof shapes[0]);
 }
 
@@ -136,7 +137,7 @@ ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
   upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
-  float *x = random_floats(&r, (size_t)MAX_M * k); /* 8 distinct rows */
+  float *x = random_floats(&r, (size_t)MAX_M * k); /* MAX_M distinct rows */
 
   size_t x_row = (size_t)k * sizeof(float), y_row = (size_t)n * sizeof(float);
   ptxq_dev dx = device_alloc(ctx, MAX_M * x_row), dy = device_alloc(ctx, MAX_M * y_row);
@@ -317,8 +318,11 @@ Test(gpu, kernel_get_rejects_bad_keys) {
   EXPECT_FAIL(ctx, ptxq_kernel_get(ctx, NULL, &info), PTXQ_ERR_INVALID, "NULL");
   EXPECT_FAIL(ctx, ptxq_kernel_get(ctx, "q4k_gemv:k=256,n=1,m=1", NULL), PTXQ_ERR_INVALID, "info");
   void *params[3] = {NULL, NULL, NULL};
-  EXPECT_FAIL(ctx, ptxq_kernel_launch(ctx, "q4k_gemv:k=256,n=1,m=9", params), PTXQ_ERR_INVALID,
-              "m=9");
+  EXPECT_FAIL(ctx, ptxq_kernel_launch(ctx, "q4k_gemv:k=256,n=1,m=17", params), PTXQ_ERR_INVALID,
+              "m=17");
+  /* the epilogues stop at m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M) */
+  EXPECT_FAIL(ctx, ptxq_kernel_get(ctx, "q6k_gemv:k=256,n=1,m=9,glu=swiglu", &info), PTXQ_ERR_INVALID,
+              "m=9 with glu");
   EXPECT_FAIL(ctx, ptxq_kernel_launch(ctx, "q4k_gemv:k=256,n=1,m=1", NULL), PTXQ_ERR_INVALID,
               "params");
 
@@ -375,7 +379,9 @@ Test(gpu, kernel_launch_by_key_matches_gemv) {
  * warp, warps per block) reduces each output in the same order with the
  * same arithmetic: the tuned keys give the default kernel's bits. Shapes
  * where lanes own different numbers of chunks (k = 2304: 36 chunks), with
- * rows past n in the last group, and x in tiles (k = 14336, m = 8 below). */
+ * rows past n in the last group, and x in tiles (k = 14336, m = 8 below;
+ * k = 4096 past m = 12). At m = 16 Q6_K takes one row per warp by default:
+ * rows=2 and rows=4 must give its bits too. */
 Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
@@ -383,8 +389,8 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_device_info dev;
   cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
   static const struct { int q6k; uint32_t k, n, m; } shapes[] = {
-      {0, 2304, 1001, 1}, {0, 4096, 333, 3}, {1, 2304, 999, 2}, {1, 14336, 77, 1}, {0, 256, 7, 8},
-      {0, 14336, 45, 8}};
+      {0, 2304, 1001, 1}, {0, 4096, 333, 3},  {1, 2304, 999, 2},  {1, 14336, 77, 1}, {0, 256, 7, 8},
+      {0, 14336, 45, 8},  {1, 4096, 333, 16}, {0, 4096, 1001, 13}, {1, 2304, 99, 11}, {0, 256, 9, 16}};
   static const char *const tunings[] = {"preload=1", "preload=2", "preload=3",         "warps=4",
                                         "warps=16",  "rows=1",    "rows=4,preload=2",  "rows=4,warps=4,preload=1",
                                         "rows=1,warps=16,preload=3"};
@@ -425,14 +431,15 @@ Test(gpu, tuning_variants_give_the_same_bits) {
 }
 
 /* ptxq_gemv_multi gives, for each weight, the bits ptxq_gemv gives: two and
- * three weights, both types, odd n (groups straddle the weights), m 1..8. */
+ * three weights, both types, odd n (groups straddle the weights), m 1..16. */
 Test(gpu, gemv_multi_matches_single_products) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   static const struct { int q6k; uint32_t k, count, m, n[3]; } cases[] = {
       {0, 4096, 3, 1, {1001, 77, 333}}, {0, 2304, 2, 8, {129, 1024, 0}}, {1, 2048, 3, 3, {999, 5, 64}},
-      {1, 14336, 2, 1, {37, 90, 0}},    {0, 256, 3, 5, {7, 1, 17}}};
+      {1, 14336, 2, 1, {37, 90, 0}},    {0, 256, 3, 5, {7, 1, 17}},      {0, 4096, 3, 16, {1001, 77, 333}},
+      {1, 2304, 3, 12, {999, 5, 64}},   {1, 4096, 2, 16, {129, 1024, 0}}};
   static const char *const names[3] = {"wa", "wb", "wc"};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count;
@@ -492,7 +499,7 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
   EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 4, x, ys, 1), PTXQ_ERR_INVALID, "count=4");
   EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, NULL, 1), PTXQ_ERR_INVALID, "ys");
   EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x + 4, ys, 1), PTXQ_ERR_INVALID, "aligned");
-  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, ys, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi(ctx, ab, 2, x, ys, 17), PTXQ_ERR_INVALID, "m=17");
   EXPECT_FAIL(ctx, ptxq_gemv_multi_prepare(ctx, ac, 2, 1), PTXQ_ERR_INVALID, "Q6_K");
   free(a);
   free(b);
@@ -502,7 +509,9 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
 
 /* RoPE in the q/k/v kernel gives the bits of ptxq_gemv_multi followed by
  * ptxq_rope: both modes, partial rotation, freq_factors, YaRN, with and
- * without v, both weight types, odd batch sizes. */
+ * without v, both weight types, odd batch sizes, up to m = 16 (past
+ * PTXQ__EPILOGUE_MAX_M = 4 the call runs the rope kernel after the
+ * products). */
 Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
@@ -518,7 +527,9 @@ Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
       {1, 2048, 3, 3, 64, 64, 4, 2, 77, PTXQ_ROPE_NEOX, 0, 1},
       {1, 256, 2, 5, 32, 16, 2, 1, 0, PTXQ_ROPE_NEOX, 1, 0},
       {0, 512, 3, 2, 16, 16, 4, 4, 5, PTXQ_ROPE_NORMAL, 0, 0},
-      {1, 4096, 3, 7, 128, 96, 8, 2, 256, PTXQ_ROPE_NEOX, 0, 0}};
+      {1, 4096, 3, 7, 128, 96, 8, 2, 256, PTXQ_ROPE_NEOX, 0, 0},
+      {0, 4096, 3, 16, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 0, 0}, /* Llama-3-8B, largest batch */
+      {1, 2304, 2, 12, 64, 32, 6, 3, 0, PTXQ_ROPE_NORMAL, 1, 1}};
   static const char *const names[3] = {"q", "k", "v"};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count, hd = cases[c].head_dim;
@@ -536,7 +547,7 @@ Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
       upload(ctx, ff, factors, sizeof factors);
       p.freq_factors = ff;
     }
-    int32_t positions[8];
+    int32_t positions[PTXGEN_ROPE_MAX_M] = {0};
     for (uint32_t t = 0; t < m; t++) positions[t] = (int32_t)(rng_next(&r) % 300000) - 1000;
     ptxq_dev dpos = device_alloc(ctx, sizeof positions);
     upload(ctx, dpos, positions, sizeof positions);
@@ -606,7 +617,9 @@ Test(gpu, gemv_multi_rope_rejects_bad_arguments) {
   bad = p;
   bad.freq_factors = pos + 2;
   EXPECT_FAIL(ctx, ptxq_gemv_multi_rope(ctx, qk, 2, x, ys, 1, pos, &bad), PTXQ_ERR_INVALID, "freq_factors");
-  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 9, &p), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 17, &p), PTXQ_ERR_INVALID, "m=17");
+  /* past the epilogue's limit the rope kernel runs apart: valid up to 16 */
+  EXPECT_OK(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 16, &p));
   EXPECT_FAIL(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 1, NULL), PTXQ_ERR_INVALID, "params is NULL");
   EXPECT_OK(ctx, ptxq_gemv_multi_rope_prepare(ctx, qk, 2, 1, &p));
   free(q);
@@ -654,13 +667,14 @@ Test(gpu, gemv_rejects_bad_arguments) {
   size_t w_bytes;
   uint8_t *w = random_q4k(&r, 512, 3, &w_bytes);
   upload_weight(ctx, "blk.0.ffn_up.weight", PTXQ_TYPE_Q4_K, w, 512, 3, w_bytes);
-  ptxq_dev dx = device_alloc(ctx, 9 * 512 * 4), dy = device_alloc(ctx, 9 * 3 * 4);
+  ptxq_dev dx = device_alloc(ctx, 17 * 512 * 4), dy = device_alloc(ctx, 17 * 3 * 4);
   float hx[512], hy[3];
 
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_down.weight", dx, dy, 1), PTXQ_ERR_NOT_FOUND,
               "blk.0.ffn_down.weight");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx, dy, 0), PTXQ_ERR_INVALID, "m=0");
-  EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx, dy, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx, dy, 17), PTXQ_ERR_INVALID, "m=17");
+  EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx, dy, 17), PTXQ_ERR_INVALID, "outside 1..16");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", 0, dy, 1), PTXQ_ERR_INVALID, "x is");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx, 0, 1), PTXQ_ERR_INVALID, "y is");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "blk.0.ffn_up.weight", dx + 4, dy, 1), PTXQ_ERR_INVALID,
@@ -669,13 +683,13 @@ Test(gpu, gemv_rejects_bad_arguments) {
               "4-byte aligned");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, NULL, dx, dy, 1), PTXQ_ERR_INVALID, "NULL");
   EXPECT_FAIL(ctx, ptxq_gemv(ctx, "", dx, dy, 1), PTXQ_ERR_INVALID, "empty");
-  EXPECT_FAIL(ctx, ptxq_gemv_prepare(ctx, "blk.0.ffn_up.weight", 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_prepare(ctx, "blk.0.ffn_up.weight", 17), PTXQ_ERR_INVALID, "m=17");
   EXPECT_FAIL(ctx, ptxq_gemv_prepare(ctx, "nope", 1), PTXQ_ERR_NOT_FOUND, "nope");
   EXPECT_FAIL(ctx, ptxq_gemv_host(ctx, "blk.0.ffn_up.weight", NULL, hy, 1), PTXQ_ERR_INVALID,
               "x is NULL");
   EXPECT_FAIL(ctx, ptxq_gemv_host(ctx, "blk.0.ffn_up.weight", hx, NULL, 1), PTXQ_ERR_INVALID,
               "y is NULL");
-  EXPECT_FAIL(ctx, ptxq_gemv_host(ctx, "blk.0.ffn_up.weight", hx, hy, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_gemv_host(ctx, "blk.0.ffn_up.weight", hx, hy, 17), PTXQ_ERR_INVALID, "m=17");
 
   /* An F32 weight uploads fine but is not a GEMV operand. */
   float *f32 = random_floats(&r, 64 * 5);
@@ -843,8 +857,9 @@ Test(gpu, threads_share_a_context) {
   uint8_t *w = random_q4k(&r, k, n, &w_bytes);
   upload_weight(ctx, "shared", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
   float *x = random_floats(&r, (size_t)MAX_M * k);
-  /* Rows are independent of m (batch invariance), so the m=8 product holds
-   * the expected result of every m. Kernels are built by the threads, racing. */
+  /* Rows are independent of m (batch invariance), so the m=MAX_M product
+   * holds the expected result of every m. Kernels are built by the threads,
+   * racing. */
   float *expected = checked_malloc((size_t)MAX_M * n * sizeof *expected);
   ptxq_dev dx = device_alloc(ctx, (size_t)MAX_M * k * 4),
            dy = device_alloc(ctx, (size_t)MAX_M * n * 4);

@@ -7,13 +7,14 @@
  *   the GEMV of every Q4_K and Q6_K tensor with the fixture's x matches the
  *   expected JSON within 1e-6 (max |y - ref| / max |ref|).
  * - Q6_K GEMV on random Q6_K bytes against the fp64 reference (1e-5),
- *   k in {256, 4096, 14336} x n in {1, 3, 777} x m in 1..8, with batch
- *   invariance checked bit for bit.
+ *   k in {256, 4096, 14336} x n in {1, 3, 777}, and 4096 x 4096, x m in
+ *   1..16, with batch invariance checked bit for bit (past m = 8 the kernel
+ *   takes one row per warp, m = 1 two: the bits must not change).
  * - ptxq_ffn, all three kinds, with gate/up/down types Q4_K/Q4_K/Q6_K (the
  *   fused path) and Q6_K/Q4_K/Q4_K (unfused): against an fp64 composition
  *   of the references (1e-5); bit-identical to the same steps run by hand
  *   through the public ops, to the other path (PTXQ_FFN_UNFUSED=1) and
- *   across batch sizes.
+ *   across batch sizes (m up to 16, where the gated kinds run unfused).
  * - Graphs: a small decode layer (q/k/v GEMVs, RoPE on device positions,
  *   o GEMV, SwiGLU FFN) captured once and replayed with new inputs gives
  *   the bits of direct launches; whatever would build, copy, synchronise,
@@ -35,11 +36,12 @@
 
 #include "fixture.h"
 #include "gpu_common.h"
+#include "ptxgen.h"
 #include "ptxq.h"
 
 #define TOLERANCE 1e-5         /* max |y - ref| / max |ref| */
 #define FIXTURE_TOLERANCE 1e-6 /* the same against the fixture's expected y */
-#define MAX_M 8u
+#define MAX_M PTXGEN_GEMV_MAX_M /* 16: the largest batch */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -276,14 +278,15 @@ typedef struct gemv_shape {
 } gemv_shape;
 
 ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
-  static gemv_shape shapes[9];
+  static gemv_shape shapes[10];
   static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 3, 777};
   for (size_t i = 0; i < 3; i++)
     for (size_t j = 0; j < 3; j++) shapes[i * 3 + j] = (gemv_shape){ks[i], ns[j]};
-  return cr_make_param_array(gemv_shape, shapes, 9);
+  shapes[9] = (gemv_shape){4096, 4096}; /* whole row groups over many blocks */
+  return cr_make_param_array(gemv_shape, shapes, 10);
 }
 
-/* m = 1..8 through device buffers and the host path, then every row of
+/* m = 1..MAX_M through device buffers and the host path, then every row of
  * every m > 1 product against its m = 1 product, bit for bit. */
 ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
   const uint32_t k = shape->k, n = shape->n;
@@ -335,7 +338,7 @@ ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
               "seed %llu k=%u n=%u m=%u: ptxq_gemv_host differs from ptxq_gemv",
               (unsigned long long)seed, k, n, m);
   }
-  cr_log_info("q6k_gemv k=%u n=%u: worst relative error %.3g over m=1..8", k, n, worst);
+  cr_log_info("q6k_gemv k=%u n=%u: worst relative error %.3g over m=1..%u", k, n, worst, MAX_M);
   free(single);
   free(y_host);
   free(y);
@@ -492,8 +495,9 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   upload(ctx, dx, x, all);
   float *y = checked_malloc(all), *other = checked_malloc(all);
 
-  /* Against the reference, and nothing written past m rows. */
-  static const uint32_t ms[] = {1, 2, 5, 8};
+  /* Against the reference, and nothing written past m rows. The last m
+   * is MAX_M: y then holds its output for the comparisons below. */
+  static const uint32_t ms[] = {1, 2, 5, 8, 12, MAX_M};
   for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
     const uint32_t m = ms[i];
     poison(ctx, dy, all);
@@ -507,19 +511,23 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   }
 
   /* The same steps by hand, through the public API: the same bits. y holds
-   * the m=8 FFN output from the loop above. */
+   * the m=MAX_M FFN output from the loop above. */
   poison(ctx, dy, all);
   ffn_by_hand(ctx, c, dx, dg, dh, dy, MAX_M);
   download(ctx, other, dy, all);
   cr_assert(memcmp(y, other, all) == 0, "%s: ptxq_ffn differs from its steps run by hand", label);
 
-  /* Batch invariance: each row of an m=4 call is its m=1 result. */
-  float *single = checked_malloc(4 * row);
-  for (uint32_t i = 0; i < 4; i++) {
+  /* Batch invariance: each row of an m=4 call (fused for the gated kinds
+   * of one type) and of the m=MAX_M call (unfused) is its m=1 result. */
+  float *single = checked_malloc(all);
+  for (uint32_t i = 0; i < MAX_M; i++) {
     poison(ctx, dy, row);
     EXPECT_OK(ctx, ptxq_ffn(ctx, &params, dx + i * row, dy, 1));
     download(ctx, single + (size_t)i * k, dy, row);
   }
+  for (uint32_t i = 0; i < MAX_M; i++)
+    cr_assert(memcmp(y + (size_t)i * k, single + (size_t)i * k, row) == 0,
+              "%s: row %u of the m=%u FFN differs from its m=1 result", label, i, MAX_M);
   poison(ctx, dy, all);
   EXPECT_OK(ctx, ptxq_ffn(ctx, &params, dx, dy, 4));
   download(ctx, other, dy, 4 * row);
@@ -577,7 +585,7 @@ Test(gpu, ffn_rejects_bad_arguments) {
   EXPECT_OK(ctx, ptxq_ffn(ctx, &p, dx, dy, 3));
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, NULL, dx, dy, 1), PTXQ_ERR_INVALID, "params");
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, dx, dy, 0), PTXQ_ERR_INVALID, "m=0");
-  EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, dx, dy, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, dx, dy, 17), PTXQ_ERR_INVALID, "m=17");
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, 0, dy, 1), PTXQ_ERR_INVALID, "x is");
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, dx, 0, 1), PTXQ_ERR_INVALID, "y is");
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, &p, dx + 4, dy, 1), PTXQ_ERR_INVALID, "16-byte");
@@ -602,7 +610,8 @@ Test(gpu, ffn_rejects_bad_arguments) {
   bad = (ptxq_ffn_params){PTXQ_FFN_GELU, NULL, "up", "short"}; /* short's k=256, up's n=512 */
   EXPECT_FAIL(ctx, ptxq_ffn(ctx, &bad, dx, dy, 1), PTXQ_ERR_INVALID, "down's k");
   EXPECT_FAIL(ctx, ptxq_ffn_prepare(ctx, &bad, 1), PTXQ_ERR_INVALID, "down's k");
-  EXPECT_FAIL(ctx, ptxq_ffn_prepare(ctx, &p, 9), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_ffn_prepare(ctx, &p, 17), PTXQ_ERR_INVALID, "m=17");
+  EXPECT_OK(ctx, ptxq_ffn_prepare(ctx, &p, 16)); /* gated and mixed types: unfused, at any m */
   EXPECT_FAIL(ctx, ptxq_ffn_prepare(ctx, NULL, 1), PTXQ_ERR_INVALID, "params");
 
   /* GELU takes no gate: a NULL gate is fine there. */
@@ -856,7 +865,7 @@ Test(gpu, capture_refuses_ffn_workspace_growth) {
   upload(ctx, dh, fill, MAX_M * n * 4);
   free(fill);
   EXPECT_OK(ctx, ptxq_ffn_prepare(ctx, &p, 1)); /* workspace for m=1 */
-  /* The m=8 kernels, built without the FFN. */
+  /* The m=MAX_M kernels, built without the FFN. */
   EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "up", MAX_M));
   EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "down", MAX_M));
   EXPECT_OK(ctx, ptxq_gelu(ctx, dh, dh, n, MAX_M));
@@ -898,7 +907,8 @@ Test(gpu, rope_prepare_rejects_bad_params) {
   ptxq_rope_params_init(&p, PTXQ_ROPE_NEOX, 64, 8, 2);
   EXPECT_OK(ctx, ptxq_rope_prepare(ctx, 3, &p));
   EXPECT_FAIL(ctx, ptxq_rope_prepare(ctx, 3, NULL), PTXQ_ERR_INVALID, "params");
-  EXPECT_FAIL(ctx, ptxq_rope_prepare(ctx, 9, &p), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_rope_prepare(ctx, 17, &p), PTXQ_ERR_INVALID, "m=17");
+  EXPECT_OK(ctx, ptxq_rope_prepare(ctx, 16, &p));
   p.head_dim = 63;
   EXPECT_FAIL(ctx, ptxq_rope_prepare(ctx, 1, &p), PTXQ_ERR_INVALID, "head_dim=63");
   ptxq_close(ctx);

@@ -3,7 +3,7 @@
  *
  * Activations (gelu, gelu_erf, silu, swiglu, geglu) are checked against the
  * fp64 reference (ptxq_ref_act / ptxq_ref_glu) for n in {1, 3, 14336,
- * 14337} x m in {1, 3, 8}, out of place and in place, on inputs uniform in
+ * 14337} x m in {1, 3, 8, 16}, out of place and in place, on inputs uniform in
  * [-20, 20] with special values planted (zeros, tiny, huge, infinities,
  * NaN, the edges of exp's range, the neighbours of sqrt 2 where gelu_erf
  * changes method). A value passes when |y - ref| <= 2e-6 |ref| + 1e-7, or,
@@ -13,7 +13,7 @@
  *
  * RoPE is checked against ptxq_ref_rope (max abs error <= 2e-6, dims past
  * n_dims bit-identical) for normal and neox layouts, partial rotary, GQA,
- * freq_scale, freq_factors and YaRN, m = 1..8, positions up to 2^20 and
+ * freq_scale, freq_factors and YaRN, m = 1..16, positions up to 2^20 and
  * negative; ptxq_rope_host_positions must give the same bits as ptxq_rope;
  * rewriting the device positions and repeating the same call must give the
  * new rotation (what a replayed graph relies on).
@@ -49,7 +49,7 @@
 #define ACT_REL_TOLERANCE 2e-6
 #define ACT_ABS_TOLERANCE 1e-7
 #define ROPE_TOLERANCE 2e-6       /* absolute, unit-scale inputs */
-#define MAX_M 8u
+#define MAX_M PTXGEN_ROPE_MAX_M /* 16, as PTXGEN_ACT_MAX_M */
 
 /* The error figures are the point of a device run: show info-level logs
  * without --verbose. */
@@ -283,8 +283,8 @@ ParameterizedTest(int *kind_param, gpu, activation_matches_reference) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
-  static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 3, 8};
-  const size_t max_count = (size_t)14337 * 8, max_bytes = (max_count + GUARD_FLOATS) * sizeof(float);
+  static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 3, 8, PTXGEN_ACT_MAX_M};
+  const size_t max_count = (size_t)14337 * PTXGEN_ACT_MAX_M, max_bytes = (max_count + GUARD_FLOATS) * sizeof(float);
   float *x = checked_malloc(max_count * sizeof *x), *up = checked_malloc(max_count * sizeof *up);
   double *ref = checked_malloc(max_count * sizeof *ref);
   ptxq_dev dx = device_alloc(ctx, max_bytes), dup = device_alloc(ctx, max_bytes),
@@ -370,8 +370,8 @@ static void describe_case(const rope_case *c, char *buf, size_t cap) {
 }
 
 /* Random positions in [0, 2^20]; 0, 2^20 - 1, 2^20 and a negative one are
- * planted at random tokens (all four when m == 8, each with probability
- * 1/2 otherwise). */
+ * planted at random tokens (all four when m == MAX_M, each with
+ * probability 1/2 otherwise). */
 static void random_positions(rng *r, int32_t *pos, uint32_t m) {
   const int32_t limit = 1 << 20;
   for (uint32_t t = 0; t < m; t++) pos[t] = (int32_t)rng_below(r, (uint32_t)limit + 1);
@@ -518,7 +518,7 @@ ParameterizedTest(rope_case *c, gpu, rope_matches_reference) {
     max_err = fmax(max_err, check_rope_buffer(label, "k", k_dev, k_ref, k, m * c->kv_heads,
                                               c->kv_heads, &p));
   }
-  cr_log_info("rope %s: max abs error %.3g over m = 1..8 (seed %llu)", name, max_err,
+  cr_log_info("rope %s: max abs error %.3g over m = 1..%u (seed %llu)", name, max_err, MAX_M,
               (unsigned long long)seed);
   free(q);
   free(k);
@@ -595,8 +595,8 @@ Test(gpu, activations_reject_bad_arguments) {
   EXPECT_FAIL(ctx, ptxq_gelu(ctx, x, y, 0, m), PTXQ_ERR_INVALID, "n=0");
   EXPECT_FAIL(ctx, ptxq_silu(ctx, x, y, PTXGEN_ACT_MAX_N + 1, m), PTXQ_ERR_INVALID, "n=1048577");
   EXPECT_FAIL(ctx, ptxq_gelu_erf(ctx, x, y, n, 0), PTXQ_ERR_INVALID, "m=0");
-  EXPECT_FAIL(ctx, ptxq_swiglu(ctx, x, up, y, n, 9), PTXQ_ERR_INVALID, "m=9");
-  EXPECT_FAIL(ctx, ptxq_geglu(ctx, x, up, y, n, 9), PTXQ_ERR_INVALID, "ptxq_geglu");
+  EXPECT_FAIL(ctx, ptxq_swiglu(ctx, x, up, y, n, 17), PTXQ_ERR_INVALID, "m=17");
+  EXPECT_FAIL(ctx, ptxq_geglu(ctx, x, up, y, n, 17), PTXQ_ERR_INVALID, "ptxq_geglu");
   EXPECT_FAIL(ctx, ptxq_gelu(ctx, 0, y, n, m), PTXQ_ERR_INVALID, "x is a null");
   EXPECT_FAIL(ctx, ptxq_gelu(ctx, x, 0, n, m), PTXQ_ERR_INVALID, "y is a null");
   EXPECT_FAIL(ctx, ptxq_swiglu(ctx, x, 0, y, n, m), PTXQ_ERR_INVALID, "up is a null");
@@ -619,7 +619,7 @@ Test(gpu, rope_rejects_bad_arguments) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_dev q = device_alloc(ctx, 1 << 20), k = device_alloc(ctx, 1 << 20);
   ptxq_dev pos = device_alloc(ctx, 64), ff = device_alloc(ctx, 1024);
-  int32_t host_pos[MAX_M] = {1, 2, 3, 4, 5, 6, 7, 8};
+  int32_t host_pos[MAX_M] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
   float ones[64];
   for (int i = 0; i < 64; i++) ones[i] = 1.0f;
   upload(ctx, ff, ones, sizeof ones);
@@ -669,9 +669,9 @@ Test(gpu, rope_rejects_bad_arguments) {
   p.ext_factor = 1.0f; /* YaRN without the original context length */
   EXPECT_FAIL(ctx, ptxq_rope(ctx, q, k, pos, 1, &p), PTXQ_ERR_INVALID, "n_ctx_orig");
   EXPECT_FAIL(ctx, ptxq_rope(ctx, q, k, pos, 0, &good), PTXQ_ERR_INVALID, "m=0");
-  EXPECT_FAIL(ctx, ptxq_rope(ctx, q, k, pos, 9, &good), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_rope(ctx, q, k, pos, 17, &good), PTXQ_ERR_INVALID, "m=17");
   EXPECT_FAIL(ctx, ptxq_rope_host_positions(ctx, q, k, host_pos, 0, &good), PTXQ_ERR_INVALID, "m=0");
-  EXPECT_FAIL(ctx, ptxq_rope_host_positions(ctx, q, k, host_pos, 9, &good), PTXQ_ERR_INVALID, "m=9");
+  EXPECT_FAIL(ctx, ptxq_rope_host_positions(ctx, q, k, host_pos, 17, &good), PTXQ_ERR_INVALID, "m=17");
   EXPECT_FAIL(ctx, ptxq_rope_host_positions(ctx, q, k, NULL, 1, &good), PTXQ_ERR_INVALID,
               "positions is NULL");
   EXPECT_FAIL(ctx, ptxq_rope(ctx, 0, k, pos, 1, &good), PTXQ_ERR_INVALID, "q is a null");
@@ -694,8 +694,8 @@ Test(gpu, rope_rejects_bad_arguments) {
   cr_assert_eq(ptxq_rope(ctx, q, k, pos, 1, &good), PTXQ_OK, "%s", ptxq_last_error(ctx));
   p = good;
   p.freq_factors = ff;
-  cr_assert_eq(ptxq_rope_host_positions(ctx, q, k, host_pos, 8, &p), PTXQ_OK, "%s",
-               ptxq_last_error(ctx));
+  cr_assert_eq(ptxq_rope_host_positions(ctx, q, k, host_pos, MAX_M, &p), PTXQ_OK, "%s",
+               ptxq_last_error(ctx)); /* the context's positions buffer holds MAX_M */
   cr_assert_eq(ptxq_sync(ctx), PTXQ_OK, "%s", ptxq_last_error(ctx));
   ptxq_close(ctx);
 }

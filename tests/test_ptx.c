@@ -2,23 +2,28 @@
  * test_ptx.c: suite "ptx", every generated kernel through ptxas.
  *
  * For each spec of the matrix (q4k_gemv: k in {256, 4096, 14336} x n in
- * {1, 777, 4096} x m in 1..8 x every target; q6k_gemv: k as q4k_gemv x n in
- * {1, 777} x m in {1, 3, 8} x every target; both with glu=swiglu|geglu at
- * k=4096, n=777, m in {1, 8} x every target; stream_read: n in {1, 1000,
- * 2^24} x every target; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3,
- * 14336, 14337} x m in {1, 8} x every target; rope: mode normal and neox x
+ * {1, 777, 4096} x m in 1..8, 11, 13, 16 x every target; q6k_gemv: k as
+ * q4k_gemv x n in {1, 777} x m in {1, 3, 8, 9, 11, 13, 14, 16} (past 8 they
+ * take one row per warp: two spilled at 11, 13 and 14) x every target; both
+ * with glu=swiglu|geglu at k=4096, n=777, m in {1, 8} (the epilogue's
+ * limit) x every target; q, k, v of Llama-3-8B as one kernel (n2, n3) at
+ * m in {11, 16} x every target; stream_read: n in {1, 1000, 2^24} x every
+ * target; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3, 14336, 14337} x
+ * m in {1, 8, 16} x every target; rope: mode normal and neox x
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
- * 2/2/6/3, 512/512/1/1} x m in {1, 8} x every target, plus one key per
- * target with freq_factors and YaRN) the PTX must assemble with no spills and no stack
- * frame in at most 255 registers, its block must fit the register file, define the entry ptxgen_emit names, carry
- * the .version and .target its target needs, and come out byte-identical
- * when emitted twice. Tuned GEMV keys (rows, warps, preload at their
- * extremes) and multi-weight ones (n2, n3) must assemble and fit the
- * register file. Multi-weight keys with RoPE in the epilogue (rope_gemv:
- * both modes, partial rotation, freq_factors, YaRN, rows=4, m in {1, 2, 8},
- * with and without n3, sm_80 and sm_90) must also have no spills and no
- * stack frame. One Criterion parameterized test per kind, so the
- * cases spread over the runner's workers. Without ptxas these tests skip.
+ * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
+ * target with freq_factors and YaRN) the PTX must assemble with no spills
+ * and no stack frame in at most 255 registers, its block must fit the
+ * register file, define the entry ptxgen_emit names, carry the .version and
+ * .target its target needs, and come out byte-identical when emitted twice.
+ * Tuned GEMV keys (rows, warps, preload at their extremes) and multi-weight
+ * ones (n2, n3), m in {1, 2, 8, 16}, must assemble and fit the register
+ * file. Multi-weight keys with RoPE in the epilogue (rope_gemv: both modes,
+ * partial rotation, freq_factors, YaRN, rows=4, m in {1, 2, 8}, 8 being the
+ * epilogue's limit, with and without n3, sm_80 and sm_90) must also have no
+ * spills and no stack frame. One Criterion parameterized test per kind, so
+ * the cases spread over the runner's workers. Without ptxas these tests
+ * skip.
  *
  * ptxas.c itself is tested here too (log parsing, failure reporting).
  */
@@ -170,16 +175,20 @@ static void free_cases(struct criterion_test_params *params) {
 }
 
 ParameterizedTestParameters(ptx, q4k_gemv) {
-  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777, 4096};
-  size_t count = 3 * 3 * PTXGEN_GEMV_MAX_M * TARGET_COUNT, i = 0;
+  /* Every m up to 8; past it, odd ones and the largest (all of 9..16 take
+   * 168 to 209 registers on sm_90, none spills: checked once, too slow to
+   * keep in the suite). */
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777, 4096}, ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 16};
+  const size_t m_count = sizeof ms / sizeof *ms, count = 3 * 3 * m_count * TARGET_COUNT;
+  size_t i = 0;
   /* Workers read the cases from Criterion's shared arena, hence cr_calloc. */
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t a = 0; a < 3; a++)
     for (size_t b = 0; b < 3; b++)
-      for (uint32_t m = 1; m <= PTXGEN_GEMV_MAX_M; m++)
+      for (size_t c = 0; c < m_count; c++)
         for (size_t t = 0; t < TARGET_COUNT; t++)
           cases[i++].spec = (ptxgen_spec){
-              .kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = m};
+              .kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = ms[c]};
   return cr_make_param_array(ptx_case, cases, count, free_cases);
 }
 
@@ -188,12 +197,13 @@ ParameterizedTest(ptx_case *c, ptx, q4k_gemv) {
 }
 
 ParameterizedTestParameters(ptx, q6k_gemv) {
-  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777}, ms[] = {1, 3, 8};
-  size_t count = 3 * 2 * 3 * TARGET_COUNT, i = 0;
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777}, ms[] = {1, 3, 8, 9, 11, 13, 14, 16};
+  const size_t m_count = sizeof ms / sizeof *ms, count = 3 * 2 * m_count * TARGET_COUNT;
+  size_t i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t a = 0; a < 3; a++)
     for (size_t b = 0; b < 2; b++)
-      for (size_t c = 0; c < 3; c++)
+      for (size_t c = 0; c < m_count; c++)
         for (size_t t = 0; t < TARGET_COUNT; t++)
           cases[i++].spec = (ptxgen_spec){
               .kind = PTXGEN_KIND_Q6K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = ms[c]};
@@ -204,10 +214,11 @@ ParameterizedTest(ptx_case *c, ptx, q6k_gemv) {
   check_kernel(&c->spec);
 }
 
-/* The gated epilogue (glu=swiglu|geglu) on both weight formats. */
+/* The gated epilogue (glu=swiglu|geglu) on both weight formats, up to its
+ * limit m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M). */
 ParameterizedTestParameters(ptx, gated_gemv) {
   static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
-  static const uint32_t ms[] = {1, 8};
+  static const uint32_t ms[] = {1, PTXGEN_GEMV_EPILOGUE_MAX_M};
   size_t count = 2 * 2 * 2 * TARGET_COUNT, i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t a = 0; a < 2; a++)
@@ -230,13 +241,13 @@ ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
   static const struct { uint32_t rows, warps, preload, n2, n3; } tunings[] = {
       {0, 16, 0, 0, 0}, {4, 16, 0, 0, 0},       {4, 4, 1, 0, 0},   {1, 16, 2, 0, 0},
       {1, 16, 3, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}, {0, 0, 2, 1024, 1024}};
-  static const uint32_t ms[] = {1, 2, 8}, sms[] = {80, 90};
-  const size_t count = 2 * (sizeof tunings / sizeof tunings[0]) * 3 * 2;
+  static const uint32_t ms[] = {1, 2, 8, 16}, sms[] = {80, 90};
+  const size_t count = 2 * (sizeof tunings / sizeof tunings[0]) * 4 * 2;
   size_t i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t a = 0; a < 2; a++)
     for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++)
-      for (size_t c = 0; c < 3; c++)
+      for (size_t c = 0; c < 4; c++)
         for (size_t d = 0; d < 2; d++)
           cases[i++].spec = (ptxgen_spec){.kind = kinds[a], .sm = sms[d], .k = 2304, .n = 999, .m = ms[c],
                                           .rows = tunings[t].rows, .warps = tunings[t].warps,
@@ -246,6 +257,27 @@ ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
 
 ParameterizedTest(ptx_case *c, ptx, tuned_and_multi_gemv) {
   check_launchable(&c->spec);
+}
+
+/* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
+ * runs it past the epilogue limit (RoPE apart): the default tuning must not
+ * spill (Q6_K at one row per warp, as the plain product). */
+ParameterizedTestParameters(ptx, multi_gemv_large_m) {
+  static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
+  static const uint32_t ms[] = {11, 16};
+  const size_t count = 2 * 2 * TARGET_COUNT;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 2; a++)
+    for (size_t c = 0; c < 2; c++)
+      for (size_t t = 0; t < TARGET_COUNT; t++)
+        cases[i++].spec = (ptxgen_spec){.kind = kinds[a], .sm = targets[t], .k = 4096, .n = 4096, .m = ms[c],
+                                        .n2 = 1024, .n3 = 1024};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, multi_gemv_large_m) {
+  check_kernel(&c->spec);
 }
 
 /* RoPE in the epilogue of q, k[, v] (rope=normal|neox): both weight
@@ -311,12 +343,12 @@ static const ptxgen_kind activation_kinds[] = {PTXGEN_KIND_GELU, PTXGEN_KIND_GEL
 
 ParameterizedTestParameters(ptx, activations) {
   /* 1 and 3: only the scalar tail; 14336: whole vectors only; 14337: both. */
-  static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 8};
-  size_t count = ACTIVATION_KIND_COUNT * 4 * 2 * TARGET_COUNT, i = 0;
+  static const uint32_t ns[] = {1, 3, 14336, 14337}, ms[] = {1, 8, 16};
+  size_t count = ACTIVATION_KIND_COUNT * 4 * 3 * TARGET_COUNT, i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t a = 0; a < ACTIVATION_KIND_COUNT; a++)
     for (size_t b = 0; b < 4; b++)
-      for (size_t c = 0; c < 2; c++)
+      for (size_t c = 0; c < 3; c++)
         for (size_t t = 0; t < TARGET_COUNT; t++)
           cases[i++].spec = (ptxgen_spec){
               .kind = activation_kinds[a], .sm = targets[t], .n = ns[b], .m = ms[c]};
@@ -341,14 +373,14 @@ ParameterizedTestParameters(ptx, rope) {
    * no GQA, the smallest head with heads not a power of two, the largest. */
   static const uint32_t shapes[][4] = {
       {128, 128, 32, 8}, {128, 64, 32, 8}, {64, 64, 4, 4}, {2, 2, 6, 3}, {512, 512, 1, 1}};
-  static const uint32_t modes[] = {0, 2}, ms[] = {1, 8};
+  static const uint32_t modes[] = {0, 2}, ms[] = {1, 8, 16};
   size_t shape_count = sizeof shapes / sizeof shapes[0];
-  size_t count = (2 * shape_count * 2 + 1) * TARGET_COUNT, i = 0;
+  size_t count = (2 * shape_count * 3 + 1) * TARGET_COUNT, i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t t = 0; t < TARGET_COUNT; t++) {
     for (size_t a = 0; a < 2; a++)
       for (size_t b = 0; b < shape_count; b++)
-        for (size_t c = 0; c < 2; c++)
+        for (size_t c = 0; c < 3; c++)
           cases[i++].spec = rope_spec(modes[a], shapes[b][0], shapes[b][1], shapes[b][2], shapes[b][3],
                                       ms[c], targets[t]);
     /* Llama-3.1-style freq_factors and YaRN at once (the extra parameter

@@ -502,6 +502,8 @@ Test(gemv, matches_dequantized_product_odd_shapes) {
   check_against_dequantized(PTXQ_TYPE_Q4_K, 256, 1, 1);
   check_against_dequantized(PTXQ_TYPE_Q4_K, 768, 5, 3);
   check_against_dequantized(PTXQ_TYPE_Q4_K, 1280, 7, 8);
+  check_against_dequantized(PTXQ_TYPE_Q4_K, 512, 5, 16); /* the kernels' largest batch */
+  check_against_dequantized(PTXQ_TYPE_Q4_K, 768, 3, 11);
   check_against_dequantized(PTXQ_TYPE_F32, 300, 7, 2);
   check_against_dequantized(PTXQ_TYPE_F32, 1, 1, 1);
   check_against_dequantized(PTXQ_TYPE_F32, 513, 3, 9);

@@ -449,13 +449,13 @@ Test(rope, gqa_and_odd_shapes_match_literal_recomputation) {
 Test(rope, each_token_uses_its_own_position) {
   ptxq_rope_params p;
   ptxq_rope_params_init(&p, PTXQ_ROPE_NEOX, 16, 4, 2);
-  enum { m = 8, q_token = 4 * 16, k_token = 2 * 16 };
+  enum { m = 16, q_token = 4 * 16, k_token = 2 * 16 };
   float q[m * q_token], k[m * k_token];
   double q_out[m * q_token], k_out[m * k_token], q1[q_token], k1[k_token];
   rng r = {5};
   fill_gauss(&r, q, m * q_token, 1.0);
   fill_gauss(&r, k, m * k_token, 1.0);
-  const int32_t positions[m] = {0, 1, 17, -3, 4096, 1, -100000, 77};
+  const int32_t positions[m] = {0, 1, 17, -3, 4096, 1, -100000, 77, 1 << 20, 2, 77, -1, 65535, 3, 1000003, 9};
   cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, m, q, k, q_out, k_out), PTXQ_OK);
   for (uint32_t t = 0; t < m; t++) {
     cr_assert_eq(ptxq_ref_rope(&p, NULL, &positions[t], 1, q + t * q_token, k + t * k_token, q1, k1),
@@ -831,12 +831,13 @@ Test(rope, accepts_the_edges) {
 Test(rope, rejects_bad_pointers_and_token_counts) {
   ptxq_rope_params p;
   ptxq_rope_params_init(&p, PTXQ_ROPE_NORMAL, 4, 2, 1);
-  float q[9 * 8], k[9 * 4];
-  double q_out[9 * 8], k_out[9 * 4];
+  /* room for 17 tokens: one more than ptxq_rope takes */
+  float q[17 * 8], k[17 * 4];
+  double q_out[17 * 8], k_out[17 * 4];
   rng r = {17};
-  fill_gauss(&r, q, 9 * 8, 1.0);
-  fill_gauss(&r, k, 9 * 4, 1.0);
-  const int32_t positions[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  fill_gauss(&r, q, 17 * 8, 1.0);
+  fill_gauss(&r, k, 17 * 4, 1.0);
+  const int32_t positions[17] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17};
   cr_assert_eq(ptxq_ref_rope(NULL, NULL, positions, 1, q, k, q_out, k_out), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_rope(&p, NULL, NULL, 1, q, k, q_out, k_out), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 1, NULL, k, q_out, k_out), PTXQ_ERR_INVALID);
@@ -844,6 +845,7 @@ Test(rope, rejects_bad_pointers_and_token_counts) {
   cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 1, q, k, NULL, k_out), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 1, q, k, q_out, NULL), PTXQ_ERR_INVALID);
   cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 0, q, k, q_out, k_out), PTXQ_ERR_INVALID);
-  cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 9, q, k, q_out, k_out), PTXQ_ERR_INVALID);
-  cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 8, q, k, q_out, k_out), PTXQ_OK);
+  cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 17, q, k, q_out, k_out), PTXQ_ERR_INVALID);
+  cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 16, q, k, q_out, k_out), PTXQ_OK);
+  cr_assert_eq(ptxq_ref_rope(&p, NULL, positions, 9, q, k, q_out, k_out), PTXQ_OK);
 }

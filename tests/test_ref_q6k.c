@@ -267,6 +267,8 @@ Test(q6k_gemv, matches_dequantized_product_odd_shapes) {
   check_q6k_against_dequantized(256, 1, 1);
   check_q6k_against_dequantized(768, 5, 3);
   check_q6k_against_dequantized(1280, 7, 8);
+  check_q6k_against_dequantized(512, 5, 16); /* the kernels' largest batch */
+  check_q6k_against_dequantized(768, 3, 13);
   check_q6k_against_dequantized(2816, 3, 2);
 }
 

@@ -110,6 +110,11 @@ if run 0 run --gguf "$gguf" --tensor blk.0.attn_q.weight --cpu --seed 7; then
 fi
 run 0 run --gguf "$gguf" --tensor blk.0.attn_q.weight --cpu --m 8 &&
   { [ "$(wc -l <"$tmp/out")" -eq 4096 ] || fail "run --m 8: want 8*512 lines, got $(wc -l <"$tmp/out")"; }
+# the largest batch, PTXGEN_GEMV_MAX_M: its first 8 rows are the m = 8 rows
+if cp "$tmp/out" "$tmp/m8" && run 0 run --gguf "$gguf" --tensor blk.0.attn_q.weight --cpu --m 16; then
+  [ "$(wc -l <"$tmp/out")" -eq 8192 ] || fail "run --m 16: want 16*512 lines, got $(wc -l <"$tmp/out")"
+  head -n 4096 "$tmp/out" | cmp -s - "$tmp/m8" || fail "run --m 16: rows 0..7 differ from --m 8's"
+fi
 
 # --- bad x: exit 1 naming the sizes ------------------------------------------
 run 1 run --gguf "$gguf" --tensor blk.0.attn_q.weight --x "$tmp/x1536" --cpu &&
@@ -169,7 +174,7 @@ run 2 run --gguf "$gguf" --cpu && expect_err "needs --tensor" "--gguf without --
 run 2 run --gguf "$gguf" --tensor && expect_err "needs a value" "--tensor without a value"
 run 2 run --tensor blk.0.attn_q.weight --cpu && expect_err "--tensor is an option of --gguf" "--tensor alone"
 run 2 run --gguf "$gguf" --tensor blk.0.attn_q.weight --reps 5 && expect_err "--reps" "--reps with --gguf"
-run 2 run --gguf "$gguf" --tensor blk.0.attn_q.weight --m 9 --cpu && expect_err "--m '9'" "--m 9"
+run 2 run --gguf "$gguf" --tensor blk.0.attn_q.weight --m 17 --cpu && expect_err "--m '17'" "--m 17"
 run 2 run --gguf "$gguf" --tensor blk.0.attn_q.weight --m 0 --cpu
 run 2 run 'q4k_gemv:k=4000,n=512,m=1' --gguf "$gguf" --tensor blk.0.attn_q.weight --cpu &&
   expect_err "^ptxgen: bad key " "bad key with --gguf"

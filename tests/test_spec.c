@@ -54,6 +54,7 @@ Test(spec, parse_format_round_trip_random) {
     s.rows = rows[rnd() % 4];
     s.warps = warps[rnd() % 4];
     s.glu = rnd() % 3;
+    if (s.m > PTXGEN_GEMV_EPILOGUE_MAX_M) s.glu = 0; /* the gated epilogue's limit */
     if (rnd() % 2) s.kind = PTXGEN_KIND_Q6K_GEMV;
     char key[128], msg[256];
     int len = ptxgen_spec_format(&s, key, sizeof key);
@@ -167,7 +168,7 @@ Test(spec, rope_gemv_round_trip_random) {
     s.kind = rnd() % 2 ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV;
     s.sm = targets[rnd() % 7];
     s.k = 256 * (1 + rnd() % 256);
-    s.m = 1 + rnd() % PTXGEN_GEMV_MAX_M;
+    s.m = 1 + rnd() % PTXGEN_GEMV_EPILOGUE_MAX_M;
     static const uint32_t rows[] = {0, 2, 4}, warps[] = {0, 4, 8, 16};
     s.rows = rows[rnd() % 3];
     s.warps = warps[rnd() % 4];
@@ -263,7 +264,13 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=0,m=1", "n=0");
   refuse("q4k_gemv:k=256,n=262145,m=1", "262144");
   refuse("q4k_gemv:k=256,n=1,m=0", "m=0");
-  refuse("q4k_gemv:k=256,n=1,m=9", "m=9");
+  refuse("q4k_gemv:k=256,n=1,m=17", "m=17");
+  refuse("q4k_gemv:k=256,n=1,m=17", "1..16");
+  refuse("q6k_gemv:k=256,n=1,m=17", "m=17: the batch must be 1..16");
+  /* the epilogues stop at m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M) */
+  refuse("q4k_gemv:k=256,n=1,m=9,glu=swiglu", "m=9 with glu");
+  refuse("q6k_gemv:k=256,n=1,m=16,glu=geglu", "a GEMV epilogue takes m <= 8");
+  refuse("q6k_gemv:k=256,n=1,m=16,glu=geglu", "swiglu or geglu kernel");
   refuse("q4k_gemv:k=256,n=1,m=1,sm=91", "sm=91");
   refuse("q4k_gemv:k=256,n=1,m=1,rows=3", "rows=3");
   refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
@@ -290,7 +297,8 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("stream_read:n=0", "n=0");
   refuse("silu:n=0,m=1", "n=0");
   refuse("gelu:n=1048577,m=1", "1048576");
-  refuse("swiglu:n=5,m=9", "m=9");
+  refuse("swiglu:n=5,m=17", "m=17");
+  refuse("gelu:n=5,m=17", "1..16");
   refuse("geglu:n=5", "missing parameter 'm'");
   refuse("rope:mode=neox,head_dim=127,heads=4,kv_heads=2,m=1", "head_dim=127");
   refuse("rope:mode=neox,head_dim=128,n_dims=130,heads=4,kv_heads=2,m=1", "n_dims=130 exceeds head_dim=128");
@@ -298,6 +306,7 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("rope:mode=neox,head_dim=128,heads=32,kv_heads=5,m=1", "kv_heads=5 does not divide heads=32");
   refuse("rope:mode=spiral,head_dim=128,heads=4,kv_heads=2,m=1", "mode='spiral' is not normal or neox");
   refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=0", "m=0");
+  refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=17", "m=17: the number of tokens must be 1..16");
   refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=1", "base=1");
   refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=nan", "base='nan'");
   refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,base=1e99", "base='1e99'");
@@ -309,6 +318,8 @@ Test(spec, bad_keys_name_the_problem) {
 
 Test(spec, bad_rope_gemv_keys_name_the_problem) {
   refuse("q4k_gemv:k=4096,n=4096,m=1,rope=neox,head_dim=128", "rope needs n2");
+  refuse("q4k_gemv:k=4096,n=4096,m=9,n2=1024,rope=neox,head_dim=128", "m=9 with rope");
+  refuse("q6k_gemv:k=4096,n=4096,m=16,n2=1024,n3=1024,rope=normal,head_dim=128", "then the rope kernel");
   refuse("q6k_gemv:k=4096,n=4096,m=1,rope=normal,head_dim=128", "rope needs n2");
   refuse("q4k_gemv:k=4096,n=4096,m=1,n2=1024,rows=1,rope=neox,head_dim=128", "rope with rows=1");
   refuse("q6k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rows=1,rope=normal,head_dim=128", "rope with rows=1");
@@ -427,7 +438,11 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=4096,n=14336,m=2,glu=swiglu", "q6k_gemv:k=512,n=7,m=8,sm=120,glu=geglu",
       "q4k_gemv:k=4096,n=4096,m=2,n2=1024,n3=1024", "q6k_gemv:k=2304,n=999,m=5,sm=80,n2=77",
       "q6k_gemv:k=2304,n=999,m=2,warps=16",
-      "swiglu:n=5,m=8,sm=120",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
+      "q4k_gemv:k=4096,n=4096,m=16,sm=90",    "q6k_gemv:k=14336,n=4096,m=16,sm=75",
+      "q4k_gemv:k=65536,n=33,m=16,sm=120",    "q6k_gemv:k=4096,n=1001,m=11,sm=86,n2=77,n3=5",
+      "q4k_gemv:k=4096,n=4096,m=8,n2=1024,rope=neox,head_dim=128", "q4k_gemv:k=4096,n=14336,m=8,glu=geglu",
+      "swiglu:n=5,m=8,sm=120",                "silu:n=14336,m=16,sm=80",
+      "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16,base=500000",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
       "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000",
       "q6k_gemv:k=2048,n=512,m=8,sm=80,rows=4,n2=128,rope=normal,head_dim=64,n_dims=32,freq_factors=1,"
@@ -450,7 +465,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
     snprintf(want, sizeof want, ".version %s\n", ptxgen_ptx_version(s.sm));
     cr_assert(strstr(a.ptx, want), "%s: no %s", keys[i], want);
     const ptxgen_geometry *g = &a.geometry;
-    cr_assert(g->grid[0] >= 1 && g->grid[1] >= 1 && g->grid[1] <= 8 && g->grid[2] == 1);
+    cr_assert(g->grid[0] >= 1 && g->grid[1] >= 1 && g->grid[1] <= PTXGEN_ROPE_MAX_M && g->grid[2] == 1);
     cr_assert(g->block[0] >= 32 && g->block[0] <= 1024 && g->block[0] % 32 == 0);
     cr_assert(g->shared_bytes <= 227u * 1024, "%s: %u bytes of shared memory", keys[i], g->shared_bytes);
     if (s.sm == 75) cr_assert(g->shared_bytes <= 64u * 1024);
@@ -458,6 +473,57 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
     ptxgen_kernel_free(&a);
     ptxgen_kernel_free(&b);
     cr_assert_null(a.ptx);
+  }
+}
+
+/* A GEMV's x (all m rows, or a tile of k) must fit the shared memory a
+ * block can have on its target, for every batch size: the generator's
+ * budget leaves room for the padding of the staged layout. */
+Test(spec, gemv_shared_memory_fits_every_target_at_every_m) {
+  static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
+  static const uint32_t ks[] = {256, 2304, 4096, 14336, 65536};
+  for (size_t a = 0; a < 2; a++)
+    for (size_t t = 0; t < sizeof targets / sizeof *targets; t++) {
+      const uint32_t sm = targets[t];
+      /* the per-block opt-in maximum of each target */
+      const uint32_t limit = sm == 75 ? 64u * 1024 : sm == 80 ? 163u * 1024 : sm == 90 || sm == 100 ? 227u * 1024
+                                                                                                   : 99u * 1024;
+      for (size_t i = 0; i < sizeof ks / sizeof *ks; i++)
+        for (uint32_t m = 1; m <= PTXGEN_GEMV_MAX_M; m++) {
+          ptxgen_spec s = {.kind = kinds[a], .sm = sm, .k = ks[i], .n = 3, .m = m};
+          ptxgen_kernel k;
+          char msg[256];
+          cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s", msg);
+          cr_assert(k.geometry.shared_bytes <= limit, "%s sm=%u k=%u m=%u: %u bytes of shared memory, limit %u",
+                    k.entry, sm, ks[i], m, k.geometry.shared_bytes, limit);
+          ptxgen_kernel_free(&k);
+        }
+    }
+}
+
+/* The default rows per warp: 2, but 1 where two rows' partial sums would
+ * exceed the registers (Q6_K past m = 8), and 1 with glu. Seen in the grid:
+ * n = 4096 rows in groups of rows x 8 warps. An explicit rows= wins. */
+Test(spec, gemv_default_rows_follow_the_batch) {
+  static const struct {
+    const char *key;
+    uint32_t grid;
+  } cases[] = {
+      {"q4k_gemv:k=4096,n=4096,m=8", 256},  {"q4k_gemv:k=4096,n=4096,m=16", 256},
+      {"q6k_gemv:k=4096,n=4096,m=8", 256},  {"q6k_gemv:k=4096,n=4096,m=9", 512},
+      {"q6k_gemv:k=4096,n=4096,m=16", 512}, {"q6k_gemv:k=4096,n=4096,m=16,rows=2", 256},
+      {"q4k_gemv:k=4096,n=4096,m=8,glu=swiglu", 512},
+      {"q6k_gemv:k=4096,n=4096,m=8,n2=1024,rope=neox,head_dim=128", 320}, /* rotation pairs: 2 rows */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ptxgen_spec s;
+    ptxgen_kernel k;
+    char msg[256];
+    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    cr_assert_eq(k.geometry.grid[0], cases[i].grid, "%s: grid %u, want %u", cases[i].key, k.geometry.grid[0],
+                 cases[i].grid);
+    ptxgen_kernel_free(&k);
   }
 }
 

@@ -34,7 +34,7 @@
  * plays no part.
  *
  * Status of ptxq_ref_rope: PTXQ_ERR_INVALID, with nothing written, for NULL
- * pointers, m outside 1..8, or parameters outside what ptxq.h allows (each
+ * pointers, m outside 1..16, or parameters outside what ptxq.h allows (each
  * check is listed in rope_params_valid). The reference has no context, so
  * there is no detail message beyond the status.
  */
@@ -46,7 +46,7 @@
 
 void ptxq__rope_pair_constants(const ptxq_rope_params *p, uint32_t i, double *freq, double *mscale);
 
-#define ROPE_MAX_TOKENS 8
+#define ROPE_MAX_TOKENS 16 /* ptxq_rope's limit, PTXGEN_ROPE_MAX_M */
 #define ROPE_MAX_HEAD_DIM 512
 #define ROPE_MAX_HEADS 1024
 

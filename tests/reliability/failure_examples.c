@@ -121,7 +121,7 @@ int main(void) {
   ptxq_weight_upload(ctx, "w", PTXQ_TYPE_Q4_K, k, n, w, bytes);
   ptxq_weight_upload(ctx, "norm", PTXQ_TYPE_F32, 16, 1, host, 64);
 
-  show("gemv: m out of range", ptxq_gemv(ctx, "w", x, y, 9), ctx);
+  show("gemv: m out of range", ptxq_gemv(ctx, "w", x, y, 17), ctx);
   show("gemv: misaligned x", ptxq_gemv(ctx, "w", x + 4, y, 1), ctx);
   show("gemv: unknown weight", ptxq_gemv(ctx, "blk.0.ffn_up", x, y, 1), ctx);
   show("gemv: F32 weight", ptxq_gemv(ctx, "norm", x, y, 1), ctx);
