@@ -6,7 +6,7 @@
  *  (a) the read ceiling: the stream_read kernel over a 2 GiB buffer of
  *      random bytes (median of event-timed runs after warm-up), and
  *  (b) the Q4_K GEMV (ptxq_gemv) on Llama-3-8B decode shapes, batch M of
- *      1, 2, 4 and 8, cold (launches rotate through copies of the weight
+ *      1, 2, 4, 8 and 16, cold (launches rotate through copies of the weight
  *      that together exceed 4x the L2, as a decode step reads each layer
  *      once) and hot (the same buffers again, as most published figures
  *      are taken), each launch timed by its own event pair, and in a graph
@@ -65,7 +65,7 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_NO_GPU = 3 };
 #define CHECK_ROWS 64
 #define MAX_REL_ERR 1e-5
 #define MAX_SHAPES 16
-#define MAX_MS 8 /* entries of an --m list */
+#define MAX_MS PTXGEN_GEMV_MAX_M /* entries of an --m list */
 #define MAX_ROWS PTXGEN_GEMV_MAX_M /* batch rows the GEMV buffers hold */
 #define L2_FALLBACK_BYTES (64ull << 20)
 
@@ -113,7 +113,13 @@ static size_t block_bytes(ptxq_type type)
 {
   return type == PTXQ_TYPE_Q6_K ? PTXQ_Q6_K_BLOCK_BYTES : PTXQ_Q4_K_BLOCK_BYTES;
 }
-static const uint32_t default_ms[] = {1, 2, 4, 8};
+static const uint32_t default_ms[] = {1, 2, 4, 8, 16};
+/* The decode step stops at 8 unless --m asks for more: each m adds a
+ * 32-layer step timed several ways (at least DECODE_MIN_RUNS steps each,
+ * 7.2 ms a step at m = 8 on the H100) and checked bit for bit, while its
+ * kernels at m = 16 run the unfused path (decode.c), whose products the
+ * GEMV rows already measure at m = 16. */
+static const uint32_t default_decode_ms[] = {1, 2, 4, 8};
 /* Activations and RoPE: one decode token, and a batch of 8. */
 static const uint32_t default_op_ms[] = {1, 8};
 
@@ -127,6 +133,8 @@ typedef struct {
   size_t m_count;
   uint32_t op_ms[MAX_MS]; /* batch sizes of the activations and RoPE */
   size_t op_m_count;
+  uint32_t decode_ms[MAX_MS]; /* batch sizes of the decode step */
+  size_t decode_m_count;
   unsigned kernels; /* KERNELS_* bits */
   uint32_t layers;  /* of the decode step */
   uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
@@ -350,8 +358,9 @@ static void usage(FILE *to)
           "                  :q6k follows; default: the five\n"
           "                  Llama-3-8B shapes 4096x4096,1024x4096,14336x4096,\n"
           "                  4096x14336,128256x4096)\n"
-          "  --m LIST        batch sizes, e.g. 1,8 (default 1,2,4,8 for the GEMV and the\n"
-          "                  decode step, 1,8 for the activations and RoPE)\n"
+          "  --m LIST        batch sizes in 1..%u, e.g. 1,8 (default 1,2,4,8,16 for the\n"
+          "                  GEMV, 1,2,4,8 for the decode step, 1,8 for the activations\n"
+          "                  and RoPE)\n"
           "  --quick         %d timed launches per configuration: a smoke run\n"
           "  --seed N        seed of the random data (default: from the clock; printed)\n"
           "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
@@ -361,7 +370,8 @@ static void usage(FILE *to)
           "  --help          this text\n"
           "\n"
           "Exit status: 0 ok, 1 a check or GPU call failed, 2 usage, 3 no GPU.\n",
-          FIRST_USE_RUNS, DECODE_DEFAULT_LAYERS, GEMV_RUNS, DECODE_MIN_RUNS, QUICK_RUNS);
+          FIRST_USE_RUNS, DECODE_DEFAULT_LAYERS, GEMV_RUNS, DECODE_MIN_RUNS, PTXGEN_GEMV_MAX_M,
+          QUICK_RUNS);
 }
 
 static bool parse_u32(const char *text, uint32_t *out)
@@ -536,9 +546,13 @@ static int parse_options(int argc, char **argv, options *opt)
   if (ms_given) {
     memcpy(opt->op_ms, opt->ms, sizeof opt->ms);
     opt->op_m_count = opt->m_count;
+    memcpy(opt->decode_ms, opt->ms, sizeof opt->ms);
+    opt->decode_m_count = opt->m_count;
   } else {
     memcpy(opt->op_ms, default_op_ms, sizeof default_op_ms);
     opt->op_m_count = sizeof default_op_ms / sizeof default_op_ms[0];
+    memcpy(opt->decode_ms, default_decode_ms, sizeof default_decode_ms);
+    opt->decode_m_count = sizeof default_decode_ms / sizeof default_decode_ms[0];
   }
   return 0;
 }
@@ -612,7 +626,7 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
       return rc;
   }
   if (kernels & KERNELS_DECODE)
-    return decode_list_keys(out, sm, opt->layers, opt->ms, opt->m_count) ? EXIT_FAILED : 0;
+    return decode_list_keys(out, sm, opt->layers, opt->decode_ms, opt->decode_m_count) ? EXIT_FAILED : 0;
   return 0;
 }
 
@@ -1469,7 +1483,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
   size_t step_count = 0;
   result *results = calloc(gemv_rows + 1, sizeof *results); /* + 1: never calloc(0) */
   op_result *ops = calloc(op_rows + 1, sizeof *ops);
-  decode_result *steps = calloc(decode_max_results(opt->m_count), sizeof *steps);
+  decode_result *steps = calloc(decode_max_results(opt->decode_m_count), sizeof *steps);
   if (!results || !ops || !steps) {
     fprintf(stderr, "ptxq-bench: out of host memory\n");
     free(results);
@@ -1500,7 +1514,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
     decode_config decode = {.ctx = b->ctx, .info = &b->info,
                             .open_options = {.device = 0, .target_sm = opt->sm},
                             .device_bytes_in_use = b->read_bytes, .ceiling_gbps = b->ceiling_gbps,
-                            .layers = opt->layers, .ms = opt->ms, .m_count = opt->m_count,
+                            .layers = opt->layers, .ms = opt->decode_ms, .m_count = opt->decode_m_count,
                             .runs = opt->runs, .seed = b->seed};
     rc = decode_run(&decode, steps, &step_count);
   }

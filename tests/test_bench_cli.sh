@@ -18,6 +18,15 @@ run 2 --kernels gen --reps 0
 run 0 --list-keys && cp "$tmp/out" "$tmp/keys"
 grep -q '^q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024$' "$tmp/keys" ||
   fail "--list-keys: no q, k, v kernel of the decode step"
+# the GEMV rows go to m = 16 by default, the decode step to 8 (--m 16 adds it)
+grep -q '^q6k_gemv:k=4096,n=128256,m=16,sm=90$' "$tmp/keys" || fail "--list-keys: no m=16 GEMV row"
+grep -q 'm=16,sm=90,n2=' "$tmp/keys" && fail "--list-keys: a decode-step kernel at m=16 by default"
+run 0 --list-keys --m 16 && {
+  grep -q '^q4k_gemv:k=4096,n=4096,m=16,sm=90,n2=1024,n3=1024$' "$tmp/out" ||
+    fail "--list-keys --m 16: no q, k, v kernel of the decode step at m=16"
+  grep -q '^swiglu:n=14336,m=16,sm=90$' "$tmp/out" || fail "--list-keys --m 16: no unfused SwiGLU at m=16"
+}
+run 2 --m 17 && { grep -q '1\.\.16' "$tmp/err" || fail "--m 17: the limit is not named"; }
 
 run 0 --kernels gen --quick --json "$tmp/gen.json" && {
   keys=$(sort -u "$tmp/keys" | wc -l)
