@@ -132,14 +132,15 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
 
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32) {
   ptx_reg r = ptx_new(b, PTX_B64);
-  ptx_ins(b, "cvt.u64.u32 %s, %s;", r.s, u32.s);
+  ptx_op2(b, "cvt.u64.u32", r, u32);
   return r;
 }
 
 void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]) {
+  static const char *const sel[4] = {"0x7054", "0x7154", "0x7254", "0x7354"}; /* byte j under the exponent */
   for (int j = 0; j < 4; j++) {
     f[j] = ptx_new(b, PTX_F32);
-    ptx_ins(b, "prmt.b32 %s, %s, %s, 0x7%d54;", f[j].s, v.s, L->half_exp.s, j);
+    ptx_op3i(b, "prmt.b32", f[j], v, L->half_exp, sel[j]);
   }
 }
 
@@ -154,12 +155,11 @@ void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u
     if (p->sums == 2)
       ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum_u.s, off);
     else
-      ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum[2].s, xsum[3].s,
-              xsum_u.s, off);
+      ptx_ld_v4(b, "ld.shared.v4.f32", xsum, xsum_u, off);
     for (uint32_t r = 0; r < rows; r++)
       for (uint32_t g = 0; g < p->sums; g++) {
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, A[r][g].s, S[r][m][g].s, acc[r][m].s);
-        ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", acc[r][m].s, E[r][g].s, xsum[g].s, acc[r][m].s);
+        ptx_op4(b, "fma.rn.f32", acc[r][m], A[r][g], S[r][m][g], acc[r][m]);
+        ptx_op4(b, "fma.rn.f32", acc[r][m], E[r][g], xsum[g], acc[r][m]);
       }
   }
 }
@@ -252,8 +252,8 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
         in[e] = ptx_new(b, PTX_PRED);
         ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
         ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
-        for (int q = 0; q < 4; q++) ptx_ins(b, "mov.b32 %s, 0f00000000;", v[e][q].s);
-        snprintf(guard[e], sizeof guard[e], "@%s ", in[e].s);
+        for (int q = 0; q < 4; q++) ptx_op1i(b, "mov.b32", v[e][q], "0f00000000");
+        snprintf(guard[e], sizeof guard[e], "@%.15s ", in[e].s); /* (.15: for -Wformat-truncation; a name is shorter) */
       }
       ptx_ins(b, "%sld.global.v4.f32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][0].s, v[e][1].s, v[e][2].s,
               v[e][3].s, src.s, (r * p->k + j * step * 64) * 4);
@@ -263,12 +263,12 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
       ptx_ins(b, "%sst.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", guard[e], dst.s,
               (r * 16 * p->xs_stride + j * step) * 16, v[e][0].s, v[e][1].s, v[e][2].s, v[e][3].s);
       ptx_reg sum = ptx_new(b, PTX_F32), other = ptx_new(b, PTX_F32), store = lead;
-      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, v[e][0].s, v[e][1].s);
-      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, v[e][2].s);
-      ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, v[e][3].s);
+      ptx_op3(b, "add.rn.f32", sum, v[e][0], v[e][1]);
+      ptx_op3(b, "add.rn.f32", sum, sum, v[e][2]);
+      ptx_op3(b, "add.rn.f32", sum, sum, v[e][3]);
       for (uint32_t d = 1; d < per_group; d *= 2) {
-        ptx_ins(b, "shfl.sync.bfly.b32 %s, %s, %u, 0x1f, 0xffffffff;", other.s, sum.s, d);
-        ptx_ins(b, "add.rn.f32 %s, %s, %s;", sum.s, sum.s, other.s);
+        ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
+        ptx_op3(b, "add.rn.f32", sum, sum, other);
       }
       if (guard[e][0]) {
         store = ptx_new(b, PTX_PRED);
@@ -347,8 +347,8 @@ static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_s
     if (p->segments > 1) base = emit_segment_select(b, p, L->Ws, row, NULL);
     emit_rope_row(b, p, s, joint, row);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
-    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[r].s, base.s, off.s);
-    if (p->glu) ptx_ins(b, "add.u64 %s, %s, %s;", rowp[p->rows + r].s, L->U.s, off.s);
+    ptx_op3(b, "add.u64", rowp[r], base, off);
+    if (p->glu) ptx_op3(b, "add.u64", rowp[p->rows + r], L->U, off);
   }
 }
 
@@ -362,7 +362,7 @@ static void copy_raw(ptx_builder *b, const gemv_plan *p, const gemv_format *f, c
                      const gemv_raw *src) {
   for (uint32_t r = 0; r < p->load_rows; r++)
     for (uint32_t i = 0; i < f->raw_count; i++)
-      ptx_ins(b, "mov.b%d %s, %s;", f->raw_types[i] == PTX_B16 ? 16 : 32, dst->r[r][i].s, src->r[r][i].s);
+      ptx_op2(b, f->raw_types[i] == PTX_B16 ? "mov.b16" : "mov.b32", dst->r[r][i], src->r[r][i]);
 }
 
 /* Loads the lane's first chunk (g = lane) of row group `group` into raw, if
@@ -515,8 +515,8 @@ static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_
       ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, pos.s);
       rope_emit_cos_sin(b, s, i, posd, L->ff, &c, &sn);
       rope_emit_rotate(b, acc[r][m], acc[r + 1][m], c, sn, &y0, &y1);
-      ptx_ins(b, "mov.b32 %s, %s;", acc[r][m].s, y0.s);
-      ptx_ins(b, "mov.b32 %s, %s;", acc[r + 1][m].s, y1.s);
+      ptx_op2(b, "mov.b32", acc[r][m], y0);
+      ptx_op2(b, "mov.b32", acc[r + 1][m], y1);
     }
     ptx_label(b, done);
   }
@@ -621,7 +621,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
       acc[r][m] = ptx_new(&b, PTX_F32);
-      ptx_ins(&b, "mov.b32 %s, 0f00000000;", acc[r][m].s);
+      ptx_op1i(&b, "mov.b32", acc[r][m], "0f00000000");
     }
   if (p.preload == GEMV_PRELOAD_GROUP) {
     ptx_comment(&b, "the lane's chunks of this group, already loaded");
@@ -649,8 +649,8 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     for (uint32_t m = 0; m < p.m; m++)
       for (int off = 16; off >= 1; off /= 2) {
         ptx_reg t = ptx_new(&b, PTX_F32);
-        ptx_ins(&b, "shfl.sync.bfly.b32 %s, %s, %d, 0x1f, 0xffffffff;", t.s, acc[r][m].s, off);
-        ptx_ins(&b, "add.rn.f32 %s, %s, %s;", acc[r][m].s, acc[r][m].s, t.s);
+        ptx_shfl(&b, "shfl.sync.bfly.b32", t, acc[r][m], (uint32_t)off);
+        ptx_op3(&b, "add.rn.f32", acc[r][m], acc[r][m], t);
       }
   if (p.rope) emit_rope_epilogue(&b, &p, spec, &L, row0, acc);
   ptx_reg lane0 = ptx_new(&b, PTX_PRED);

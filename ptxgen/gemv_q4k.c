@@ -70,36 +70,36 @@ static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], 
   ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16);
   ptx_reg d = ptx_new(b, PTX_F32), dmin = ptx_new(b, PTX_F32), d32 = ptx_new(b, PTX_F32);
   ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
-  ptx_ins(b, "cvt.f32.f16 %s, %s;", d.s, dh.s);
-  ptx_ins(b, "cvt.f32.f16 %s, %s;", dmin.s, mh.s);
-  ptx_ins(b, "mul.rn.f32 %s, %s, 0f42000000;", d32.s, d.s); /* exact: 32*d */
+  ptx_op2(b, "cvt.f32.f16", d, dh);
+  ptx_op2(b, "cvt.f32.f16", dmin, mh);
+  ptx_op2i(b, "mul.rn.f32", d32, d, "0f42000000"); /* exact: 32*d */
   ptx_reg t = ptx_new(b, PTX_B32), tc = ptx_new(b, PTX_B32), sc = ptx_new(b, PTX_B32);
   ptx_reg t2 = ptx_new(b, PTX_B32), t3 = ptx_new(b, PTX_B32), mn = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.b32 %s, %s, %s;", t.s, h[1].s, L->fmt[SHIFT_A].s);
-  ptx_ins(b, "and.b32 %s, %s, %s;", t.s, t.s, L->fmt[MASK_A].s);
-  ptx_ins(b, "and.b32 %s, %s, %s;", tc.s, h[3].s, L->fmt[MASK_C].s);
-  ptx_ins(b, "or.b32 %s, %s, %s;", sc.s, t.s, tc.s);
-  ptx_ins(b, "shr.b32 %s, %s, %s;", t2.s, h[2].s, L->fmt[SHIFT_A].s);
-  ptx_ins(b, "and.b32 %s, %s, %s;", t2.s, t2.s, L->fmt[MASK_A].s);
-  ptx_ins(b, "shr.b32 %s, %s, 4;", t3.s, h[3].s);
-  ptx_ins(b, "and.b32 %s, %s, %s;", t3.s, t3.s, L->fmt[MASK_C].s);
-  ptx_ins(b, "or.b32 %s, %s, %s;", mn.s, t2.s, t3.s);
+  ptx_op3(b, "shr.b32", t, h[1], L->fmt[SHIFT_A]);
+  ptx_op3(b, "and.b32", t, t, L->fmt[MASK_A]);
+  ptx_op3(b, "and.b32", tc, h[3], L->fmt[MASK_C]);
+  ptx_op3(b, "or.b32", sc, t, tc);
+  ptx_op3(b, "shr.b32", t2, h[2], L->fmt[SHIFT_A]);
+  ptx_op3(b, "and.b32", t2, t2, L->fmt[MASK_A]);
+  ptx_op2i(b, "shr.b32", t3, h[3], "4");
+  ptx_op3(b, "and.b32", t3, t3, L->fmt[MASK_C]);
+  ptx_op3(b, "or.b32", mn, t2, t3);
   for (int s = 0; s < 2; s++) {
     const ptx_reg sel = s ? L->fmt[SEL_HI] : L->fmt[SEL_LO];
     ptx_reg bits = ptx_new(b, PTX_B32), scf = ptx_new(b, PTX_F32), mf = ptx_new(b, PTX_F32);
     ptx_reg bm = ptx_new(b, PTX_F32);
     /* 2^23 + value, minus 2^23: the 6-bit value as an exact float */
-    ptx_ins(b, "prmt.b32 %s, %s, %s, %s;", bits.s, sc.s, L->fmt[MAGIC_INT].s, sel.s);
-    ptx_ins(b, "mov.b32 %s, %s;", scf.s, bits.s);
-    ptx_ins(b, "sub.rn.f32 %s, %s, 0f4B000000;", scf.s, scf.s);
-    ptx_ins(b, "prmt.b32 %s, %s, %s, %s;", bits.s, mn.s, L->fmt[MAGIC_INT].s, sel.s);
-    ptx_ins(b, "mov.b32 %s, %s;", mf.s, bits.s);
-    ptx_ins(b, "sub.rn.f32 %s, %s, 0f4B000000;", mf.s, mf.s);
+    ptx_op4(b, "prmt.b32", bits, sc, L->fmt[MAGIC_INT], sel);
+    ptx_op2(b, "mov.b32", scf, bits);
+    ptx_op2i(b, "sub.rn.f32", scf, scf, "0f4B000000");
+    ptx_op4(b, "prmt.b32", bits, mn, L->fmt[MAGIC_INT], sel);
+    ptx_op2(b, "mov.b32", mf, bits);
+    ptx_op2i(b, "sub.rn.f32", mf, mf, "0f4B000000");
     A[s] = ptx_new(b, PTX_F32);
     E[s] = ptx_new(b, PTX_F32);
-    ptx_ins(b, "mul.rn.f32 %s, %s, %s;", A[s].s, d32.s, scf.s); /* = 32 * (f32(d)*sc), exactly */
-    ptx_ins(b, "mul.rn.f32 %s, %s, %s;", bm.s, dmin.s, mf.s);
-    ptx_ins(b, "neg.f32 %s, %s;", bm.s, bm.s);
+    ptx_op3(b, "mul.rn.f32", A[s], d32, scf); /* = 32 * (f32(d)*sc), exactly */
+    ptx_op3(b, "mul.rn.f32", bm, dmin, mf);
+    ptx_op2(b, "neg.f32", bm, bm);
     ptx_ins(b, "fma.rn.f32 %s, %s, 0fBF000000, %s;", E[s].s, A[s].s, bm.s); /* -(16 a + b) */
   }
 }
@@ -114,15 +114,15 @@ static void q4k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
   ptx_reg hdr_off = ptx_new(b, PTX_B32), qoff = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", hdr_off.s, g.s);
-  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", hdr_off.s, hdr_off.s, Q4K_BLOCK_BYTES);
-  ptx_ins(b, "add.u32 %s, %s, %s;", qoff.s, hdr_off.s, L->fmt[C32].s);
+  ptx_op2i(b, "shr.u32", hdr_off, g, "2");
+  ptx_op2u(b, "mul.lo.u32", hdr_off, hdr_off, Q4K_BLOCK_BYTES);
+  ptx_op3(b, "add.u32", qoff, hdr_off, L->fmt[C32]);
   ptx_reg qoff64 = gemv_u64_of(b, qoff), hoff64 = gemv_u64_of(b, hdr_off);
   for (uint32_t r = 0; r < p->load_rows; r++) {
     const ptx_reg *h = &raw->r[r][RAW_H], *q = &raw->r[r][RAW_Q];
     ptx_reg ha = ptx_new(b, PTX_B64), qa = ptx_new(b, PTX_B64);
-    ptx_ins(b, "add.u64 %s, %s, %s;", ha.s, rowp[r].s, hoff64.s);
-    ptx_ins(b, "add.u64 %s, %s, %s;", qa.s, rowp[r].s, qoff64.s);
+    ptx_op3(b, "add.u64", ha, rowp[r], hoff64);
+    ptx_op3(b, "add.u64", qa, rowp[r], qoff64);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, h[0].s, h[1].s, h[2].s, h[3].s, ha.s);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+16];", at, q[0].s, q[1].s, q[2].s, q[3].s, qa.s);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, q[4].s, q[5].s, q[6].s, q[7].s, qa.s);
@@ -148,10 +148,10 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
     for (uint32_t r = 0; r < R; r++) {
       ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32);
       /* nibbles into bits 3..6 of each byte: f = 0.5 + q/32 */
-      ptx_ins(b, "shl.b32 %s, %s, 3;", lo.s, raw->r[r][RAW_Q + w].s);
-      ptx_ins(b, "and.b32 %s, %s, 0x78787878;", lo.s, lo.s);
-      ptx_ins(b, "shr.b32 %s, %s, 1;", hi.s, raw->r[r][RAW_Q + w].s);
-      ptx_ins(b, "and.b32 %s, %s, 0x78787878;", hi.s, hi.s);
+      ptx_op2i(b, "shl.b32", lo, raw->r[r][RAW_Q + w], "3");
+      ptx_op2i(b, "and.b32", lo, lo, "0x78787878");
+      ptx_op2i(b, "shr.b32", hi, raw->r[r][RAW_Q + w], "1");
+      ptx_op2i(b, "and.b32", hi, hi, "0x78787878");
       gemv_bytes_to_floats(b, L, lo, f[r][0]);
       gemv_bytes_to_floats(b, L, hi, f[r][1]);
     }
@@ -159,17 +159,16 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
       ptx_reg xv[2][4];
       for (int hl = 0; hl < 2; hl++) {
         for (int j = 0; j < 4; j++) xv[hl][j] = ptx_new(b, PTX_F32);
-        ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xv[hl][0].s, xv[hl][1].s, xv[hl][2].s,
-                xv[hl][3].s, xs_u.s, ((m * 16 + 8 * (uint32_t)hl + (uint32_t)w) * p->xs_stride) * 16);
+        ptx_ld_v4(b, "ld.shared.v4.f32", xv[hl], xs_u, ((m * 16 + 8 * (uint32_t)hl + (uint32_t)w) * p->xs_stride) * 16);
       }
       for (uint32_t r = 0; r < R; r++)
         for (int hl = 0; hl < 2; hl++)
           for (int j = 0; j < 4; j++) {
             if (w == 0 && j == 0) {
               S[r][m][hl] = ptx_new(b, PTX_F32);
-              ptx_ins(b, "mul.rn.f32 %s, %s, %s;", S[r][m][hl].s, f[r][hl][j].s, xv[hl][j].s);
+              ptx_op3(b, "mul.rn.f32", S[r][m][hl], f[r][hl][j], xv[hl][j]);
             } else {
-              ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", S[r][m][hl].s, f[r][hl][j].s, xv[hl][j].s, S[r][m][hl].s);
+              ptx_op4(b, "fma.rn.f32", S[r][m][hl], f[r][hl][j], xv[hl][j], S[r][m][hl]);
             }
           }
     }

@@ -113,10 +113,10 @@ static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
     const ptx_reg *A = &raw->r[r][RAW_A], *B = &raw->r[r][RAW_B], *Q = &raw->r[r][RAW_Q];
     const ptx_reg *SW = &raw->r[r][RAW_SW];
     ptx_reg a1 = ptx_new(b, PTX_B64), a2 = ptx_new(b, PTX_B64), a3 = ptx_new(b, PTX_B64), a4 = ptx_new(b, PTX_B64);
-    ptx_ins(b, "add.u64 %s, %s, %s;", a1.s, rowp[r].s, qa64.s);
-    ptx_ins(b, "add.u64 %s, %s, %s;", a2.s, rowp[r].s, qh64.s);
-    ptx_ins(b, "add.u64 %s, %s, %s;", a3.s, rowp[r].s, sc64.s);
-    ptx_ins(b, "add.u64 %s, %s, %s;", a4.s, rowp[r].s, dd64.s);
+    ptx_op3(b, "add.u64", a1, rowp[r], qa64);
+    ptx_op3(b, "add.u64", a2, rowp[r], qh64);
+    ptx_op3(b, "add.u64", a3, rowp[r], sc64);
+    ptx_op3(b, "add.u64", a4, rowp[r], dd64);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, A[0].s, A[1].s, A[2].s, A[3].s, a1.s);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, B[0].s, B[1].s, B[2].s, B[3].s, a1.s);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, Q[0].s, Q[1].s, Q[2].s, Q[3].s, a2.s);
@@ -132,16 +132,16 @@ static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d times the scales of the four quarters", r);
     ptx_reg d = ptx_new(b, PTX_F32);
-    ptx_ins(b, "cvt.f32.f16 %s, %s;", d.s, raw->r[r][RAW_D].s);
+    ptx_op2(b, "cvt.f32.f16", d, raw->r[r][RAW_D]);
     for (int t = 0; t < 4; t++) {
       ptx_reg si = ptx_new(b, PTX_B32), sf = ptx_new(b, PTX_F32), ds = ptx_new(b, PTX_F32);
-      ptx_ins(b, "bfe.s32 %s, %s, %s, 8;", si.s, raw->r[r][RAW_SW + (t >> 1)].s, (t & 1) ? L->fmt[POS1].s : L->fmt[POS0].s);
-      ptx_ins(b, "cvt.rn.f32.s32 %s, %s;", sf.s, si.s);
-      ptx_ins(b, "mul.rn.f32 %s, %s, %s;", ds.s, d.s, sf.s); /* exact: 11 x 8 bits */
+      ptx_op3i(b, "bfe.s32", si, raw->r[r][RAW_SW + (t >> 1)], (t & 1) ? L->fmt[POS1] : L->fmt[POS0], "8");
+      ptx_op2(b, "cvt.rn.f32.s32", sf, si);
+      ptx_op3(b, "mul.rn.f32", ds, d, sf); /* exact: 11 x 8 bits */
       Aq[r][t] = ptx_new(b, PTX_F32);
       Eq[r][t] = ptx_new(b, PTX_F32);
-      ptx_ins(b, "mul.rn.f32 %s, %s, 0f43000000;", Aq[r][t].s, ds.s); /* 128 d s */
-      ptx_ins(b, "mul.rn.f32 %s, %s, 0fC2C00000;", Eq[r][t].s, ds.s); /* -96 d s */
+      ptx_op2i(b, "mul.rn.f32", Aq[r][t], ds, "0f43000000"); /* 128 d s */
+      ptx_op2i(b, "mul.rn.f32", Eq[r][t], ds, "0fC2C00000"); /* -96 d s */
     }
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
@@ -156,28 +156,27 @@ static void q6k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
       for (int t = 0; t < 4; t++) {
         ptx_reg lo = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32), v = ptx_new(b, PTX_B32);
         const ptx_reg src = raw->r[r][((t & 1) ? RAW_B : RAW_A) + w];
-        ptx_ins(b, "%s.b32 %s, %s, %d;", lo_shift[t] > 0 ? "shl" : "shr", lo.s, src.s,
-                lo_shift[t] > 0 ? lo_shift[t] : -lo_shift[t]);
-        ptx_ins(b, "and.b32 %s, %s, 0x1E1E1E1E;", lo.s, lo.s);
-        ptx_ins(b, "%s.b32 %s, %s, %d;", hi_shift[t] > 0 ? "shl" : "shr", hi.s, raw->r[r][RAW_Q + w].s,
-                hi_shift[t] > 0 ? hi_shift[t] : -hi_shift[t]);
-        ptx_ins(b, "and.b32 %s, %s, 0x60606060;", hi.s, hi.s);
-        ptx_ins(b, "or.b32 %s, %s, %s;", v.s, lo.s, hi.s); /* u = q + 32 in bits 1..6 */
+        ptx_op2u(b, lo_shift[t] > 0 ? "shl.b32" : "shr.b32", lo, src,
+                 (uint32_t)(lo_shift[t] > 0 ? lo_shift[t] : -lo_shift[t]));
+        ptx_op2i(b, "and.b32", lo, lo, "0x1E1E1E1E");
+        ptx_op2u(b, hi_shift[t] > 0 ? "shl.b32" : "shr.b32", hi, raw->r[r][RAW_Q + w],
+                 (uint32_t)(hi_shift[t] > 0 ? hi_shift[t] : -hi_shift[t]));
+        ptx_op2i(b, "and.b32", hi, hi, "0x60606060");
+        ptx_op3(b, "or.b32", v, lo, hi); /* u = q + 32 in bits 1..6 */
         gemv_bytes_to_floats(b, L, v, f[r][t]);
       }
     for (uint32_t m = 0; m < M; m++)
       for (int t = 0; t < 4; t++) {
         ptx_reg xv[4];
         for (int j = 0; j < 4; j++) xv[j] = ptx_new(b, PTX_F32);
-        ptx_ins(b, "ld.shared.v4.f32 {%s, %s, %s, %s}, [%s+%u];", xv[0].s, xv[1].s, xv[2].s, xv[3].s, xs_u.s,
-                ((m * 16 + 4 * (uint32_t)t + (uint32_t)w) * p->xs_stride) * 16);
+        ptx_ld_v4(b, "ld.shared.v4.f32", xv, xs_u, ((m * 16 + 4 * (uint32_t)t + (uint32_t)w) * p->xs_stride) * 16);
         for (uint32_t r = 0; r < R; r++)
           for (int j = 0; j < 4; j++) {
             if (w == 0 && j == 0) {
               S[r][m][t] = ptx_new(b, PTX_F32);
-              ptx_ins(b, "mul.rn.f32 %s, %s, %s;", S[r][m][t].s, f[r][t][j].s, xv[j].s);
+              ptx_op3(b, "mul.rn.f32", S[r][m][t], f[r][t][j], xv[j]);
             } else {
-              ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", S[r][m][t].s, f[r][t][j].s, xv[j].s, S[r][m][t].s);
+              ptx_op4(b, "fma.rn.f32", S[r][m][t], f[r][t][j], xv[j], S[r][m][t]);
             }
           }
       }
