@@ -45,6 +45,19 @@ static uint32_t fbits(float f) {
   return u;
 }
 
+/* "0f%08X" of f, the PTX spelling of a float constant, as an immediate for
+ * the typed lines (ptx_op1i and the like). */
+typedef struct {
+  char s[16];
+} f32_text;
+static f32_text f32_imm(float f) {
+  static const char hex[] = "0123456789ABCDEF";
+  f32_text t = {"0f"};
+  uint32_t u = fbits(f);
+  for (int i = 9; i >= 2; i--, u >>= 4) t.s[i] = hex[u & 15];
+  return t;
+}
+
 /* freq_i and mscale, as llama.cpp defines them (YaRN: theta blends
  * freq_scale*theta and theta with a per-pair ramp; theta_interp*(1-mix) +
  * theta_extrap*mix == theta_extrap * (freq_scale*(1-mix) + mix)). */
@@ -71,15 +84,115 @@ static double rope_mscale(const ptxgen_spec *s) {
   return ms;
 }
 
+/* "%.17g" of d, exactly as snprintf writes it, into out; its length.
+ * glibc's snprintf takes ~150 ns for it (multi-precision arithmetic), and a
+ * table has a comment with one per pair, so for a frequency's range
+ * (1e-11 <= d < 1e16) the 17 digits are made here instead: d = mant * 2^e
+ * exactly, so d * 10^k = mant * 5^k * 2^(e+k), which for k <= 27 is an
+ * integer of at most 117 bits shifted, rounded to nearest (ties to even,
+ * as printf does) in 128-bit arithmetic. Anything else goes to snprintf. */
+static size_t format_g17(double d, char out[40]) {
+#if defined(__SIZEOF_INT128__)
+  __extension__ typedef unsigned __int128 u128;
+  const uint64_t ten16 = 10000000000000000ull, ten17 = 100000000000000000ull;
+  static const uint64_t pow5[28] = { /* 5^k */
+      1ull, 5ull, 25ull, 125ull, 625ull, 3125ull, 15625ull, 78125ull, 390625ull, 1953125ull, 9765625ull,
+      48828125ull, 244140625ull, 1220703125ull, 6103515625ull, 30517578125ull, 152587890625ull,
+      762939453125ull, 3814697265625ull, 19073486328125ull, 95367431640625ull, 476837158203125ull,
+      2384185791015625ull, 11920928955078125ull, 59604644775390625ull, 298023223876953125ull,
+      1490116119384765625ull, 7450580596923828125ull};
+  if (d >= 1e-11 && d < 1e16) {
+    int e2;
+    const double fr = frexp(d, &e2);                /* d = fr * 2^e2, 0.5 <= fr < 1 */
+    const uint64_t mant = (uint64_t)ldexp(fr, 53); /* d = mant * 2^(e2 - 53), exactly */
+    /* x: the decimal exponent of d rounded to 17 digits. It starts at
+     * floor(log10(2^(e2-1))) and moves until the digits are 17. */
+    int x = (int)floor((e2 - 1) * 0.30102999566398120);
+    for (int tries = 0; tries < 4; tries++) {
+      const int k = 16 - x; /* digits = round(d * 10^k) */
+      if (k < 0 || k > 27) break;
+      const u128 p = (u128)mant * pow5[k]; /* d * 10^k = p * 2^-s */
+      const int s = 53 - e2 - k;
+      u128 n;
+      if (s <= 0) {
+        n = p << -s;
+      } else {
+        n = p >> s;
+        const u128 rem = p - (n << s), half = (u128)1 << (s - 1);
+        if (rem > half || (rem == half && (n & 1))) n++;
+      }
+      if (n >= ten17) {
+        x++;
+        continue;
+      }
+      if (n < ten16) {
+        x--;
+        continue;
+      }
+      char dg[17];
+      uint64_t v = (uint64_t)n;
+      for (int i = 16; i >= 0; i--, v /= 10) dg[i] = (char)('0' + v % 10);
+      int last = 16; /* the last digit kept: %g drops trailing zeros */
+      while (last > 0 && dg[last] == '0') last--;
+      size_t len = 0;
+      if (x < -4 || x >= 17) { /* d.ddde-XX */
+        out[len++] = dg[0];
+        if (last > 0) out[len++] = '.';
+        for (int i = 1; i <= last; i++) out[len++] = dg[i];
+        out[len++] = 'e';
+        out[len++] = x < 0 ? '-' : '+';
+        const int ax = x < 0 ? -x : x;
+        if (ax >= 100) out[len++] = (char)('0' + ax / 100);
+        out[len++] = (char)('0' + ax / 10 % 10);
+        out[len++] = (char)('0' + ax % 10);
+      } else if (x >= 0) { /* ddd.ddd */
+        for (int i = 0; i <= x; i++) out[len++] = dg[i];
+        if (last > x) out[len++] = '.';
+        for (int i = x + 1; i <= last; i++) out[len++] = dg[i];
+      } else { /* 0.000ddd */
+        out[len++] = '0';
+        out[len++] = '.';
+        for (int i = -1; i > x; i--) out[len++] = '0';
+        for (int i = 0; i <= last; i++) out[len++] = dg[i];
+      }
+      out[len] = '\0';
+      return len;
+    }
+  }
+#endif
+  int n = snprintf(out, 40, "%.17g", d);
+  return n > 0 ? (size_t)n : 0;
+}
+
 void rope_emit_freq_table(ptx_builder *b, const ptxgen_spec *s) {
   const uint32_t pairs = s->n_dims / 2;
-  char line[64];
   ptx_decl(b, "// freq_i = base^(-2i/n_dims) with linear and YaRN scaling folded in");
   ptx_decl(b, ".const .align 8 .b64 rope_freq[%u] = {", pairs);
+  /* A line "\t0x%016llX%s // %.17g" per pair, written by hand (as one
+   * snprintf each they took ~10 µs a table) and handed to ptx_decl a few
+   * KB at a time (a call per line took another ~3 µs). */
+  static const char hex[] = "0123456789ABCDEF";
+  char text[4096];
+  size_t len = 0;
   for (uint32_t i = 0; i < pairs; i++) {
-    snprintf(line, sizeof line, "\t0x%016llX%s // %.17g", (unsigned long long)dbits(pair_freq(s, i)),
-             i + 1 < pairs ? "," : "", pair_freq(s, i));
-    ptx_decl(b, "%s", line);
+    const double f = pair_freq(s, i);
+    uint64_t bits = dbits(f);
+    memcpy(text + len, "\t0x", 3);
+    len += 3;
+    for (int j = 15; j >= 0; j--, bits >>= 4) text[len + (size_t)j] = hex[bits & 15];
+    len += 16;
+    if (i + 1 < pairs) text[len++] = ',';
+    memcpy(text + len, " // ", 4);
+    len += 4;
+    len += format_g17(f, text + len);
+    /* the last line of a batch is ended by ptx_decl; a line is < 64 bytes */
+    if (i + 1 == pairs || len + 64 >= sizeof text) {
+      text[len] = '\0';
+      ptx_decl(b, "%s", text);
+      len = 0;
+    } else {
+      text[len++] = '\n';
+    }
   }
   ptx_decl(b, "};");
 }
@@ -88,56 +201,56 @@ void rope_emit_cos_sin(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, ptx_reg 
                        ptx_reg *sin_out) {
   ptx_reg off = ptx_new(b, PTX_B32), f = ptx_new(b, PTX_B64), th = ptx_new(b, PTX_B64);
   ptx_reg ca = ptx_new(b, PTX_B64), co = ptx_new(b, PTX_B64);
-  ptx_ins(b, "shl.b32 %s, %s, 3;", off.s, i.s);
-  ptx_ins(b, "mov.u64 %s, rope_freq;", ca.s);
-  ptx_ins(b, "cvt.u64.u32 %s, %s;", co.s, off.s);
-  ptx_ins(b, "add.u64 %s, %s, %s;", ca.s, ca.s, co.s);
+  ptx_op2i(b, "shl.b32", off, i, "3");
+  ptx_op1i(b, "mov.u64", ca, "rope_freq");
+  ptx_op2(b, "cvt.u64.u32", co, off);
+  ptx_op3(b, "add.u64", ca, ca, co);
   ptx_ins(b, "ld.const.f64 %s, [%s];", f.s, ca.s);
   if (s->freq_factors) {
     ptx_reg fa = ptx_new(b, PTX_B64), ffv = ptx_new(b, PTX_F32), ffd = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mul.wide.u32 %s, %s, 4;", fa.s, i.s);
-    ptx_ins(b, "add.u64 %s, %s, %s;", fa.s, fa.s, ff.s);
+    ptx_op2i(b, "mul.wide.u32", fa, i, "4");
+    ptx_op3(b, "add.u64", fa, fa, ff);
     ptx_ins(b, "ld.global.f32 %s, [%s];", ffv.s, fa.s);
-    ptx_ins(b, "cvt.f64.f32 %s, %s;", ffd.s, ffv.s);
-    ptx_ins(b, "div.rn.f64 %s, %s, %s;", f.s, f.s, ffd.s);
+    ptx_op2(b, "cvt.f64.f32", ffd, ffv);
+    ptx_op3(b, "div.rn.f64", f, f, ffd);
   }
-  ptx_ins(b, "mul.rn.f64 %s, %s, %s;", th.s, posd.s, f.s);
+  ptx_op3(b, "mul.rn.f64", th, posd, f);
   ptx_comment(b, "theta = q*pi/2 + r, |r| <= pi/4, in fp64");
   ptx_reg q = ptx_new(b, PTX_B64), r = ptx_new(b, PTX_B64), nq = ptx_new(b, PTX_B64);
   ptx_ins(b, "mul.rn.f64 %s, %s, 0d%016llX;", q.s, th.s, (unsigned long long)dbits(0x1.45f306dc9c883p-1));
-  ptx_ins(b, "cvt.rni.f64.f64 %s, %s;", q.s, q.s);
-  ptx_ins(b, "neg.f64 %s, %s;", nq.s, q.s);
+  ptx_op2(b, "cvt.rni.f64.f64", q, q);
+  ptx_op2(b, "neg.f64", nq, q);
   ptx_ins(b, "fma.rn.f64 %s, %s, 0d%016llX, %s;", r.s, nq.s, (unsigned long long)dbits(0x1.921fb00000000p+0), th.s);
   ptx_ins(b, "fma.rn.f64 %s, %s, 0d%016llX, %s;", r.s, nq.s, (unsigned long long)dbits(0x1.5110b00000000p-22), r.s);
   ptx_ins(b, "fma.rn.f64 %s, %s, 0d%016llX, %s;", r.s, nq.s, (unsigned long long)dbits(0x1.18469898cc517p-44), r.s);
   ptx_reg qi = ptx_new(b, PTX_B64), quad = ptx_new(b, PTX_B32), rf = ptx_new(b, PTX_F32), r2 = ptx_new(b, PTX_F32);
-  ptx_ins(b, "cvt.rzi.s64.f64 %s, %s;", qi.s, q.s);
-  ptx_ins(b, "cvt.u32.u64 %s, %s;", quad.s, qi.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", quad.s, quad.s); /* two's complement: q mod 4 for negative q too */
-  ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", rf.s, r.s);
-  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", r2.s, rf.s, rf.s);
+  ptx_op2(b, "cvt.rzi.s64.f64", qi, q);
+  ptx_op2(b, "cvt.u32.u64", quad, qi);
+  ptx_op2i(b, "and.b32", quad, quad, "3"); /* two's complement: q mod 4 for negative q too */
+  ptx_op2(b, "cvt.rn.f32.f64", rf, r);
+  ptx_op3(b, "mul.rn.f32", r2, rf, rf);
   ptx_comment(b, "sin r and cos r by their Taylor series");
   static const double sin_c[] = {-1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880};
   static const double cos_c[] = {-1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320, -1.0 / 3628800};
   ptx_reg ps = ptx_new(b, PTX_F32), pc = ptx_new(b, PTX_F32), sn = ptx_new(b, PTX_F32), cs = ptx_new(b, PTX_F32);
-  ptx_ins(b, "mov.b32 %s, 0f%08X;", ps.s, fbits((float)sin_c[3]));
-  for (int j = 2; j >= 0; j--) ptx_ins(b, "fma.rn.f32 %s, %s, %s, 0f%08X;", ps.s, ps.s, r2.s, fbits((float)sin_c[j]));
-  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", ps.s, ps.s, r2.s);
-  ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", sn.s, ps.s, rf.s, rf.s); /* r + r^3 * (...) */
-  ptx_ins(b, "mov.b32 %s, 0f%08X;", pc.s, fbits((float)cos_c[4]));
-  for (int j = 3; j >= 0; j--) ptx_ins(b, "fma.rn.f32 %s, %s, %s, 0f%08X;", pc.s, pc.s, r2.s, fbits((float)cos_c[j]));
-  ptx_ins(b, "fma.rn.f32 %s, %s, %s, 0f3F800000;", cs.s, pc.s, r2.s);
+  ptx_op1i(b, "mov.b32", ps, f32_imm((float)sin_c[3]).s);
+  for (int j = 2; j >= 0; j--) ptx_op3i(b, "fma.rn.f32", ps, ps, r2, f32_imm((float)sin_c[j]).s);
+  ptx_op3(b, "mul.rn.f32", ps, ps, r2);
+  ptx_op4(b, "fma.rn.f32", sn, ps, rf, rf); /* r + r^3 * (...) */
+  ptx_op1i(b, "mov.b32", pc, f32_imm((float)cos_c[4]).s);
+  for (int j = 3; j >= 0; j--) ptx_op3i(b, "fma.rn.f32", pc, pc, r2, f32_imm((float)cos_c[j]).s);
+  ptx_op3i(b, "fma.rn.f32", cs, pc, r2, "0f3F800000");
   ptx_comment(b, "quadrant: (sin, cos) = (s, c), (c, -s), (-s, -c), (-c, s)");
   ptx_reg odd = ptx_new(b, PTX_PRED), sneg = ptx_new(b, PTX_PRED), cneg = ptx_new(b, PTX_PRED);
   ptx_reg st = ptx_new(b, PTX_F32), ct = ptx_new(b, PTX_F32), qb = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 1;", qb.s, quad.s);
-  ptx_ins(b, "setp.ne.u32 %s, %s, 0;", odd.s, qb.s);
-  ptx_ins(b, "setp.ge.u32 %s, %s, 2;", sneg.s, quad.s);
-  ptx_ins(b, "add.u32 %s, %s, 1;", qb.s, quad.s);
-  ptx_ins(b, "and.b32 %s, %s, 2;", qb.s, qb.s); /* quadrants 1 and 2 */
-  ptx_ins(b, "setp.ne.u32 %s, %s, 0;", cneg.s, qb.s);
-  ptx_ins(b, "selp.f32 %s, %s, %s, %s;", st.s, cs.s, sn.s, odd.s);
-  ptx_ins(b, "selp.f32 %s, %s, %s, %s;", ct.s, sn.s, cs.s, odd.s);
+  ptx_op2i(b, "and.b32", qb, quad, "1");
+  ptx_op2i(b, "setp.ne.u32", odd, qb, "0");
+  ptx_op2i(b, "setp.ge.u32", sneg, quad, "2");
+  ptx_op2i(b, "add.u32", qb, quad, "1");
+  ptx_op2i(b, "and.b32", qb, qb, "2"); /* quadrants 1 and 2 */
+  ptx_op2i(b, "setp.ne.u32", cneg, qb, "0");
+  ptx_op4(b, "selp.f32", st, cs, sn, odd);
+  ptx_op4(b, "selp.f32", ct, sn, cs, odd);
   ptx_ins(b, "@%s neg.f32 %s, %s;", sneg.s, st.s, st.s);
   ptx_ins(b, "@%s neg.f32 %s, %s;", cneg.s, ct.s, ct.s);
   float ms = (float)rope_mscale(s);
@@ -153,11 +266,11 @@ void rope_emit_rotate(ptx_builder *b, ptx_reg x0, ptx_reg x1, ptx_reg c, ptx_reg
   ptx_reg t0 = ptx_new(b, PTX_F32), t1 = ptx_new(b, PTX_F32);
   *y0 = ptx_new(b, PTX_F32);
   *y1 = ptx_new(b, PTX_F32);
-  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", t0.s, x1.s, sn.s);
-  ptx_ins(b, "neg.f32 %s, %s;", t0.s, t0.s);
-  ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", y0->s, x0.s, c.s, t0.s); /* a cos - b sin */
-  ptx_ins(b, "mul.rn.f32 %s, %s, %s;", t1.s, x1.s, c.s);
-  ptx_ins(b, "fma.rn.f32 %s, %s, %s, %s;", y1->s, x0.s, sn.s, t1.s); /* a sin + b cos */
+  ptx_op3(b, "mul.rn.f32", t0, x1, sn);
+  ptx_op2(b, "neg.f32", t0, t0);
+  ptx_op4(b, "fma.rn.f32", *y0, x0, c, t0); /* a cos - b sin */
+  ptx_op3(b, "mul.rn.f32", t1, x1, c);
+  ptx_op4(b, "fma.rn.f32", *y1, x0, sn, t1); /* a sin + b cos */
 }
 
 /* Builds the (cos, sin) * mscale table entry of pair i (register) into shared. */
