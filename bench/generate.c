@@ -70,6 +70,7 @@ int generate_bench(const char *keys, int reps, gen_result **out, size_t *count)
   size_t n = 0;
   int rc = 0;
   double worst = 0;
+  size_t within = 0, within_half = 0; /* kernels within the target, and within half of it */
   for (const char *line = keys; *line && !rc; line = strchr(line, '\n') + 1) {
     size_t len = strcspn(line, "\n");
     if (len == 0)
@@ -97,14 +98,17 @@ int generate_bench(const char *keys, int reps, gen_result **out, size_t *count)
     } else if (!(rc = time_key(&spec, reps, samples, &rows[n]))) {
       printf("%-60s %10.1f %10zu\n", rows[n].key, rows[n].median_us, rows[n].ptx_bytes);
       worst = rows[n].median_us > worst ? rows[n].median_us : worst;
+      within += rows[n].median_us <= GENERATE_LIMIT_US;
+      within_half += rows[n].median_us <= GENERATE_LIMIT_US / 2;
       n++;
     }
     if (!line[len])
       break;
   }
   if (!rc)
-    printf("PTX generation: %zu kernels, slowest %.1f us (target <= %.0f us per kernel)\n", n, worst,
-           GENERATE_LIMIT_US);
+    printf("PTX generation: %zu kernels, slowest %.1f us (target <= %.0f us per kernel); %zu within it, %zu within "
+           "%.0f us\n",
+           n, worst, GENERATE_LIMIT_US, within, within_half, GENERATE_LIMIT_US / 2);
   free(samples);
   *out = rows;
   *count = n;
