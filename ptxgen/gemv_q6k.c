@@ -52,23 +52,22 @@ void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst) {
 /* Format constants in gemv_lane.fmt[] */
 enum { QL_OFF, QH_OFF, SC_OFF, POS0, POS1 };
 
-static void q6k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) {
-  /* 32 * (i >> 2) + 4 * (i & 3) */
+/* out = outer * (v >> bits) + ((v & (2^bits - 1)) << inner_shift): a Q6_K
+ * super-block interleaves its x in two levels, both of this form. */
+static void emit_split_offset(ptx_builder *b, ptx_reg v, uint32_t bits, uint32_t outer, uint32_t inner_shift,
+                              ptx_reg out) {
   ptx_reg t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", out.s, i.s);
-  ptx_ins(b, "shl.b32 %s, %s, 2;", out.s, out.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", out.s, t.s, out.s);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", t.s, v.s, bits);
+  ptx_ins(b, "and.b32 %s, %s, %u;", out.s, v.s, (1u << bits) - 1);
+  ptx_ins(b, "shl.b32 %s, %s, %u;", out.s, out.s, inner_shift);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", out.s, t.s, outer, out.s);
 }
 
-static void q6k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) {
-  /* 128 * (c >> 1) + 16 * (c & 1) */
-  ptx_reg t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, c.s);
-  ptx_ins(b, "and.b32 %s, %s, 1;", out.s, c.s);
-  ptx_ins(b, "shl.b32 %s, %s, 4;", out.s, out.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 128, %s;", out.s, t.s, out.s);
-}
+/* float4 i of a chunk: 32 * (i >> 2) + 4 * (i & 3) */
+static void q6k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) { emit_split_offset(b, i, 2, 32, 2, out); }
+
+/* chunk part c: 128 * (c >> 1) + 16 * (c & 1) */
+static void q6k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) { emit_split_offset(b, c, 1, 128, 4, out); }
 
 static void q6k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   const uint32_t nb = p->k / 256;
