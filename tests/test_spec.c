@@ -17,6 +17,18 @@ static uint32_t rnd(void) {
 
 static const uint32_t targets[] = {75, 80, 86, 89, 90, 100, 120};
 
+/* A canonical key parses into *s, formats back to itself, and the
+ * formatted key parses into the same spec. */
+static void assert_canonical_round_trip(const char *canonical, ptxgen_spec *s) {
+  ptxgen_spec back;
+  char msg[256], key[512];
+  cr_assert_eq(ptxgen_spec_parse(canonical, s, msg, sizeof msg), 0, "%s: %s", canonical, msg);
+  ptxgen_spec_format(s, key, sizeof key);
+  cr_assert_str_eq(key, canonical);
+  cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
+  cr_assert(memcmp(s, &back, sizeof *s) == 0, "round trip changed %s", key);
+}
+
 Test(spec, canonical_key_of_example) {
   ptxgen_spec s;
   char msg[256], key[128];
@@ -79,13 +91,8 @@ Test(spec, activation_and_rope_keys_round_trip) {
       "q6k_gemv:k=2048,n=999,m=3,sm=80,n2=5",
   };
   for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
-    ptxgen_spec s, back;
-    char msg[256], key[512];
-    cr_assert_eq(ptxgen_spec_parse(canonical[i], &s, msg, sizeof msg), 0, "%s: %s", canonical[i], msg);
-    ptxgen_spec_format(&s, key, sizeof key);
-    cr_assert_str_eq(key, canonical[i]);
-    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0);
-    cr_assert(memcmp(&s, &back, sizeof s) == 0);
+    ptxgen_spec s;
+    assert_canonical_round_trip(canonical[i], &s);
   }
   /* defaults: n_dims = head_dim, base 10000, options at their defaults are not written */
   ptxgen_spec s;
@@ -115,15 +122,10 @@ Test(spec, rope_gemv_keys_round_trip) {
       "q4k_gemv:k=256,n=64,m=1,sm=90,n2=64,rope=neox,head_dim=64,ext_factor=-0",
   };
   for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
-    ptxgen_spec s, back;
-    char msg[256], key[512];
-    cr_assert_eq(ptxgen_spec_parse(canonical[i], &s, msg, sizeof msg), 0, "%s: %s", canonical[i], msg);
+    ptxgen_spec s;
+    assert_canonical_round_trip(canonical[i], &s);
     cr_assert_neq(s.rope, 0u, "%s", canonical[i]);
     cr_assert(s.heads == 0 && s.kv_heads == 0 && s.mode == 0, "%s: heads, kv_heads and mode stay 0", canonical[i]);
-    ptxgen_spec_format(&s, key, sizeof key);
-    cr_assert_str_eq(key, canonical[i]);
-    cr_assert_eq(ptxgen_spec_parse(key, &back, msg, sizeof msg), 0, "%s: %s", key, msg);
-    cr_assert(memcmp(&s, &back, sizeof s) == 0, "round trip changed %s", key);
   }
   /* Any order, every default spelled out: the canonical key drops them, and
    * the parsed constants are the rope kind's defaults. */
