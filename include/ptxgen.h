@@ -99,6 +99,13 @@ typedef struct ptxgen_spec {
    * 2 and 3 only where x is staged in one tile (else off), 3 only where a
    * lane's chunks of a group fit its registers (else 2). */
   uint32_t preload;
+  /* q4k_gemv: 1 runs the product on the tensor cores (mma.sync, bf16
+   * inputs, fp32 sums) instead of fp32 FMA: the quants are exact in bf16
+   * and x is split into three bf16 parts that add up to it exactly, so the
+   * result keeps fp32 accuracy and is batch invariant like the default
+   * (its bits differ from the default's). sm >= 80; no glu, n2 or rope;
+   * rows, warps and preload stay 0. 0 (absent from the key): the FMA kernel. */
+  uint32_t tc;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each

@@ -295,7 +295,7 @@ static int launch_gemv(ptxq_ctx *ctx, void *arg) {
 }
 
 static int launched_by_key(const ptxgen_spec *spec) {
-  return spec->rows != 0 || spec->warps != 0 || spec->preload != 0 || spec->glu != 0;
+  return spec->rows != 0 || spec->warps != 0 || spec->preload != 0 || spec->glu != 0 || spec->tc != 0;
 }
 
 int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {

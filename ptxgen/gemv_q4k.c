@@ -36,8 +36,7 @@ static void q4k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) { ptx_ins(b, "shl
 
 static void q4k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) { ptx_ins(b, "shl.b32 %s, %s, 2;", out.s, i.s); }
 
-static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
-  (void)p;
+void q4k_scale_consts(ptx_builder *b, gemv_lane *L) {
   ptx_comment(b, "Q4_K lane constants: this lane reads quant bytes 32c..32c+31 of every super-block");
   ptx_reg hi = ptx_new(b, PTX_PRED), byte = ptx_new(b, PTX_B32);
   for (int i = 0; i <= MAGIC_INT; i++) L->fmt[i] = ptx_new(b, PTX_B32);
@@ -63,10 +62,15 @@ static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   ptx_ins(b, "mov.b32 %s, 0x4B000000;", L->fmt[MAGIC_INT].s);
 }
 
+static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
+  (void)p;
+  q4k_scale_consts(b, L);
+}
+
 /* Scale and min of the lane's two sub-blocks from a super-block header
  * (words h0 = d | dmin << 16, h1..h3 = the 12 packed bytes). Produces
  * A = 32*f32(d)*sc and E = -(16*f32(d)*sc + f32(dmin)*m) per sub-block. */
-static void emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]) {
+void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]) {
   ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16);
   ptx_reg d = ptx_new(b, PTX_F32), dmin = ptx_new(b, PTX_F32), d32 = ptx_new(b, PTX_F32);
   ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
@@ -136,7 +140,7 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   ptx_reg A[GEMV_MAX_LOAD_ROWS][4], E[GEMV_MAX_LOAD_ROWS][4]; /* sub-blocks 2c, 2c+1 in [0], [1] */
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: scales and mins of sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)", r);
-    emit_scales(b, L, &h[r][RAW_H], A[r], E[r]);
+    q4k_emit_scales(b, L, &h[r][RAW_H], A[r], E[r]);
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
@@ -191,4 +195,6 @@ static const gemv_format q4k_format = {
     .compute = q4k_compute,
 };
 
-int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) { return gemv_emit(spec, &q4k_format, out); }
+int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
+  return spec->tc ? q4k_gemv_tc_emit(spec, out) : gemv_emit(spec, &q4k_format, out);
+}

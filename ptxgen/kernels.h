@@ -9,6 +9,7 @@
 #include "ptxgen.h"
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
+int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* tc=1 */
 int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* gelu, gelu_erf, silu, swiglu, geglu */

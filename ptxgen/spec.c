@@ -59,7 +59,7 @@ typedef struct {
 #define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
-    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0),
+    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0), U(tc, 0, 0),
     {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0),
     {"rope", offsetof(ptxgen_spec, rope), P_ROPE, 0, 0}, U(head_dim, ROPE, 0), U(n_dims, ROPE, 0),
     F(base, ROPE, 0), F(freq_scale, ROPE, 0), U(freq_factors, ROPE, 0), F(ext_factor, ROPE, 0),
@@ -160,6 +160,17 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if ((uint64_t)s->n + s->n2 + s->n3 > PTXGEN_GEMV_MAX_N)
     return fail(msg, cap, "n+n2+n3=%llu exceeds the limit %u rows", (unsigned long long)s->n + s->n2 + s->n3,
                 PTXGEN_GEMV_MAX_N);
+  if (s->tc > 1) return fail(msg, cap, "tc=%u: must be 0 (FMA) or 1 (tensor cores)", s->tc);
+  if (s->tc) {
+    if (s->kind != PTXGEN_KIND_Q4K_GEMV) return fail(msg, cap, "tc=1: only q4k_gemv runs on the tensor cores");
+    if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync on bf16 needs sm >= 80", s->sm);
+    if (s->glu || s->n2 || s->rope)
+      return fail(msg, cap, "tc=1 with %s: the tensor-core GEMV has no epilogue and one weight",
+                  s->glu ? "glu" : s->rope ? "rope" : "n2");
+    if (s->rows || s->warps || s->preload)
+      return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",
+                  s->rows ? "rows" : s->warps ? "warps" : "preload");
+  }
   if ((s->glu != 0 || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
     return fail(msg, cap,
                 "m=%u with %s: a GEMV epilogue takes m <= %u (its two rows per warp would spill registers); "
