@@ -58,7 +58,8 @@
 #define TC_TARGET_WARPS 2048u /* about 16 warps on each of 132 SMs */
 #define PARTS 3u              /* bf16 parts of x: lo, mid, hi (summed in that order) */
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
-#define STAGE_UNROLL 4u       /* float4s of x a thread loads at once while staging */
+#define STAGE_UNROLL 4u
+#define TC_TWO_BLOCK_SHARED (110u * 1024) /* two such blocks fit an SM of sm_80/90/100 */       /* float4s of x a thread loads at once while staging */
 #define BF16_ONE_PAIR "0x3F803F80"
 #define NIBBLE_PAIR "0x00780078" /* bits 3..6 of each half */
 #define LOP_AND_OR "0xEA"        /* lop3 table of (a & b) | c */
@@ -74,7 +75,7 @@ typedef struct tc_plan {
   uint32_t lanes;      /* lanes holding staged x in an 8-column tile: 4*min(m, 8) */
   uint32_t kt;         /* super-blocks staged at a time */
   uint32_t ktiles;
-  uint32_t rec_bytes;  /* one step's one part of one column tile: lanes * 8 */
+  uint32_t rec_bytes;  /* one sub-block's one part of one column tile: lanes * 16 (both steps) */
   uint32_t sb_bytes;   /* staged x of one super-block */
   uint32_t sum_cols;   /* 8*nt columns of sums per sub-block */
   uint32_t xs_bytes, xsum_bytes, red_bytes, shared_bytes;
@@ -120,8 +121,8 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.groups = (p.row_tiles + p.tpb - 1) / p.tpb;
   p.nt = (s->m + 7) / 8;
   p.lanes = 4 * (s->m < 8 ? s->m : 8);
-  p.rec_bytes = p.lanes * 8;
-  p.sb_bytes = STEPS_PER_SB * p.nt * PARTS * p.rec_bytes;
+  p.rec_bytes = p.lanes * 16;
+  p.sb_bytes = 8 * p.nt * PARTS * p.rec_bytes;
   p.sum_cols = 8 * p.nt;
   p.red_bytes = reduce_bytes(s->m, p.splits);
   const uint32_t fit = (shared_budget(s->sm) - p.red_bytes) / staged_per_sb(s->m); /* >= splits (max_splits) */
@@ -142,6 +143,8 @@ typedef struct tc_lane {
   ptx_reg xs, xsum, red; /* shared addresses: staged x (+ lane*8), its sums (+ 8t), the reduction */
   ptx_reg W, x, y;
   ptx_reg bvalid[2];     /* this lane holds a column < m in column tile 0, 1 */
+  ptx_reg B[2][2][4];    /* B fragments of one part of a chunk: [half][column tile] {step 0: b01, b23, step 1:
+                            b01, b23}; zero in lanes of columns past m, which never load them */
   ptx_reg owner[4];      /* lane 4g + c: who decodes chunk c's scales */
   ptx_reg zero;          /* 0.0f */
 } tc_lane;
@@ -161,36 +164,48 @@ static void new_raw(ptx_builder *b, tc_raw *r) {
   }
 }
 
-static void copy_raw(ptx_builder *b, const tc_raw *dst, const tc_raw *src) {
-  for (int row = 0; row < 2; row++) {
-    for (int i = 0; i < 4; i++) ptx_op2(b, "mov.b32", dst->h[row][i], src->h[row][i]);
-    for (int c = 0; c < 4; c++)
-      for (int s = 0; s < 2; s++) ptx_op2(b, "mov.b32", dst->q[row][c][s], src->q[row][c][s]);
-  }
-}
+/* Addresses of super-block j (a register) of rows rowp[0], rowp[1]
+ * (pointing at the rows' super-block 0): its header, and the lane's quant
+ * bytes 8t.. of chunk 0 (chunk c is 32c further). */
+typedef struct tc_addr {
+  ptx_reg h[2], q[2];
+} tc_addr;
 
-/* Loads super-block j (a register) of rows rowp[0], rowp[1] into raw:
- * rowp[r] points at the row's super-block 0; the lane's quant bytes of
- * chunk c are at 16 + 32c + 8t. guard: a predicate's name or NULL. */
-static void emit_load(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j, const char *guard,
-                      const tc_raw *raw) {
-  char at[24] = "";
-  if (guard) snprintf(at, sizeof at, "@%s ", guard);
+static tc_addr emit_addresses(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j) {
+  tc_addr a;
   ptx_reg off = ptx_new(b, PTX_B64), qoff = ptx_new(b, PTX_B64), t8 = ptx_new(b, PTX_B32);
   ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, j.s, Q4K_BLOCK_BYTES);
-  ptx_ins(b, "shl.b32 %s, %s, 3;", t8.s, L->t.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, 16;", t8.s, L->t.s);
   ptx_reg t64 = gemv_u64_of(b, t8);
   ptx_op3(b, "add.u64", qoff, off, t64);
   for (int r = 0; r < 2; r++) {
-    ptx_reg ha = ptx_new(b, PTX_B64), qa = ptx_new(b, PTX_B64);
-    ptx_op3(b, "add.u64", ha, rowp[r], off);
-    ptx_op3(b, "add.u64", qa, rowp[r], qoff);
-    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s,
-            raw->h[r][3].s, ha.s);
-    for (uint32_t c = 0; c < 4; c++)
-      ptx_ins(b, "%sld.global.nc.v2.u32 {%s, %s}, [%s+%u];", at, raw->q[r][c][0].s, raw->q[r][c][1].s, qa.s,
-              16 + 32 * c);
+    a.h[r] = ptx_new(b, PTX_B64);
+    a.q[r] = ptx_new(b, PTX_B64);
+    ptx_op3(b, "add.u64", a.h[r], rowp[r], off);
+    ptx_op3(b, "add.u64", a.q[r], rowp[r], qoff);
   }
+  return a;
+}
+
+/* guard: a predicate's name or NULL */
+static void emit_load_header(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
+  for (int r = 0; r < 2; r++)
+    ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", guard ? "@" : "", guard ? guard : "",
+            guard ? " " : "", raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s, raw->h[r][3].s, a->h[r].s);
+}
+
+static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const char *guard, const tc_raw *raw) {
+  for (int r = 0; r < 2; r++)
+    ptx_ins(b, "%s%s%sld.global.nc.v2.u32 {%s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "", guard ? " " : "",
+            raw->q[r][c][0].s, raw->q[r][c][1].s, a->q[r].s, 32 * c);
+}
+
+/* The whole super-block j into raw. */
+static void emit_load(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j, const char *guard,
+                      const tc_raw *raw) {
+  const tc_addr a = emit_addresses(b, L, rowp, j);
+  emit_load_header(b, &a, guard, raw);
+  for (uint32_t c = 0; c < 4; c++) emit_load_chunk(b, &a, c, guard, raw);
 }
 
 /* Row pointers of the warp's rows g and g+8 in row group `group`; rows
@@ -273,22 +288,21 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
       part[1][i] = r1;
       part[0][i] = rest[i];
     }
-    /* record address: ((st*nt + col/8)*3 + part)*rec_bytes + (4*(col%8) + t)*8 */
-    ptx_reg st = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ln = ptx_new(b, PTX_B32);
+    /* record address: ((sub*nt + col/8)*3 + part)*rec_bytes + (4*(col%8) + t)*16 + step*8 */
+    ptx_reg sub = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ln = ptx_new(b, PTX_B32);
     ptx_reg ctile = ptx_new(b, PTX_B32);
-    ptx_ins(b, "shr.u32 %s, %s, 3;", st.s, e[u].s);
-    ptx_ins(b, "shl.b32 %s, %s, 1;", st.s, st.s);
-    ptx_ins(b, "and.b32 %s, %s, 1;", t.s, e[u].s);
-    ptx_ins(b, "or.b32 %s, %s, %s;", st.s, st.s, t.s);
-    ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, e[u].s);
-    ptx_ins(b, "and.b32 %s, %s, 3;", t.s, t.s);
+    ptx_ins(b, "shr.u32 %s, %s, 3;", sub.s, e[u].s);
     ptx_ins(b, "shr.u32 %s, %s, 3;", ctile.s, col[u].s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", a.s, st.s, p->nt, ctile.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", a.s, sub.s, p->nt, ctile.s);
     ptx_ins(b, "mul.lo.u32 %s, %s, %u;", a.s, a.s, PARTS * p->rec_bytes);
     ptx_ins(b, "and.b32 %s, %s, 7;", ln.s, col[u].s);
     ptx_ins(b, "shl.b32 %s, %s, 2;", ln.s, ln.s);
+    ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, e[u].s);
+    ptx_ins(b, "and.b32 %s, %s, 3;", t.s, t.s);
     ptx_ins(b, "add.u32 %s, %s, %s;", ln.s, ln.s, t.s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", a.s, ln.s, a.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", a.s, ln.s, a.s);
+    ptx_ins(b, "and.b32 %s, %s, 1;", t.s, e[u].s); /* the step */
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", a.s, t.s, a.s);
     ptx_ins(b, "add.u32 %s, %s, %s;", a.s, a.s, L->q.xs_base.s);
     for (uint32_t pt = 0; pt < PARTS; pt++) {
       ptx_reg b01 = ptx_new(b, PTX_B32), b23 = ptx_new(b, PTX_B32);
@@ -333,13 +347,15 @@ static ptx_reg emit_a_pair(ptx_builder *b, ptx_reg word, int high, int odd_bytes
 /* One super-block (jl: its index within the staged tile) of the warp's
  * tile into acc[column tile][4]. */
 static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, const tc_raw *raw, ptx_reg jl,
-                            ptx_reg acc[2][4]) {
+                            const tc_addr *next, const char *more, ptx_reg acc[2][4]) {
   ptx_comment(b, "scales of chunk t (sub-blocks 2t, 2t+1) of rows g and g+8; lanes share them below");
   ptx_reg A[2][4], E[2][4];
   for (int r = 0; r < 2; r++) {
     q4k_emit_scales(b, &L->q, raw->h[r], A[r], E[r]);
     for (int s = 0; s < 2; s++) ptx_op2i(b, "mul.rn.f32", A[r][s], A[r][s], "0f3F000000"); /* 16a: exact */
   }
+  ptx_comment(b, "each part of raw is loaded again, for the next super-block, once it is used");
+  emit_load_header(b, next, more, raw);
   ptx_reg xs_sb = ptx_new(b, PTX_B32), xsum_sb = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xs_sb.s, jl.s, p->sb_bytes, L->xs.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xsum_sb.s, jl.s, 8 * p->sum_cols * 4, L->xsum.s);
@@ -353,40 +369,43 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
         ptx_ins(b, "shfl.sync.idx.b32 %s, %s, %s, 31, 0xffffffff;", sA[h][r].s, A[r][h].s, L->owner[c].s);
         ptx_ins(b, "shfl.sync.idx.b32 %s, %s, %s, 31, 0xffffffff;", sE[h][r].s, E[r][h].s, L->owner[c].s);
       }
-    for (uint32_t h = 0; h < 2; h++) {
-      const uint32_t sub = 2 * c + h;
-      ptx_comment(b, "sub-block %u: C = sum((1 + q/16) x) by 6 mma per column tile (lo, mid, hi parts x 2 steps)",
-                  sub);
-      ptx_reg a[2][4]; /* [step] {a01, a23, a45, a67} */
+    /* Both sub-blocks of the chunk at once, each step's mma a chain of its
+     * own: four independent chains of three (lo, mid, hi), so that one
+     * mma's latency hides behind the others'. */
+    ptx_comment(b, "sub-blocks %u, %u: C = sum((1 + q/16) x), per step lo + mid + hi parts by mma, steps added", 2 * c,
+                2 * c + 1);
+    ptx_reg a[2][2][4]; /* [half][step] {a01, a23, a45, a67} */
+    for (uint32_t h = 0; h < 2; h++)
       for (uint32_t s = 0; s < 2; s++) {
-        a[s][0] = emit_a_pair(b, raw->q[0][c][s], (int)h, 0);
-        a[s][1] = emit_a_pair(b, raw->q[1][c][s], (int)h, 0);
-        a[s][2] = emit_a_pair(b, raw->q[0][c][s], (int)h, 1);
-        a[s][3] = emit_a_pair(b, raw->q[1][c][s], (int)h, 1);
+        a[h][s][0] = emit_a_pair(b, raw->q[0][c][s], (int)h, 0);
+        a[h][s][1] = emit_a_pair(b, raw->q[1][c][s], (int)h, 0);
+        a[h][s][2] = emit_a_pair(b, raw->q[0][c][s], (int)h, 1);
+        a[h][s][3] = emit_a_pair(b, raw->q[1][c][s], (int)h, 1);
       }
-      ptx_reg C[2][4];
-      bool first[2] = {true, true};
-      for (uint32_t pt = 0; pt < PARTS; pt++)
-        for (uint32_t s = 0; s < 2; s++) {
-          const uint32_t st = 4 * c + 2 * h + s;
+    emit_load_chunk(b, next, c, more, raw);
+    ptx_reg C[2][2][2][4]; /* [half][step][column tile] */
+    for (uint32_t pt = 0; pt < PARTS; pt++) {
+      for (uint32_t h = 0; h < 2; h++)
+        for (uint32_t t = 0; t < p->nt; t++)
+          ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", L->bvalid[t].s, L->B[h][t][0].s,
+                  L->B[h][t][1].s, L->B[h][t][2].s, L->B[h][t][3].s, xs_sb.s,
+                  (((2 * c + h) * p->nt + t) * PARTS + pt) * p->rec_bytes);
+      for (uint32_t h = 0; h < 2; h++)
+        for (uint32_t s = 0; s < 2; s++)
           for (uint32_t t = 0; t < p->nt; t++) {
-            ptx_reg b01 = ptx_new(b, PTX_B32), b23 = ptx_new(b, PTX_B32);
-            ptx_op1i(b, "mov.b32", b01, "0");
-            ptx_op1i(b, "mov.b32", b23, "0");
-            ptx_ins(b, "@%s ld.shared.v2.b32 {%s, %s}, [%s+%u];", L->bvalid[t].s, b01.s, b23.s, xs_sb.s,
-                    ((st * p->nt + t) * PARTS + pt) * p->rec_bytes);
             ptx_reg D[4];
             for (int i = 0; i < 4; i++) D[i] = ptx_new(b, PTX_F32);
-            const ptx_reg *Cin = first[t] ? (const ptx_reg[4]){L->zero, L->zero, L->zero, L->zero} : C[t];
+            const ptx_reg *Cin = pt == 0 ? (const ptx_reg[4]){L->zero, L->zero, L->zero, L->zero} : C[h][s][t];
             ptx_ins(b,
                     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, "
                     "{%s, %s}, {%s, %s, %s, %s};",
-                    D[0].s, D[1].s, D[2].s, D[3].s, a[s][0].s, a[s][1].s, a[s][2].s, a[s][3].s, b01.s, b23.s,
-                    Cin[0].s, Cin[1].s, Cin[2].s, Cin[3].s);
-            for (int i = 0; i < 4; i++) C[t][i] = D[i];
-            first[t] = false;
+                    D[0].s, D[1].s, D[2].s, D[3].s, a[h][s][0].s, a[h][s][1].s, a[h][s][2].s, a[h][s][3].s,
+                    L->B[h][t][2 * s].s, L->B[h][t][2 * s + 1].s, Cin[0].s, Cin[1].s, Cin[2].s, Cin[3].s);
+            for (int i = 0; i < 4; i++) C[h][s][t][i] = D[i];
           }
-        }
+    }
+    for (uint32_t h = 0; h < 2; h++) {
+      const uint32_t sub = 2 * c + h;
       for (uint32_t t = 0; t < p->nt; t++) {
         ptx_reg xsum[2];
         xsum[0] = ptx_new(b, PTX_F32);
@@ -395,7 +414,9 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
                 (sub * p->sum_cols + 8 * t) * 4);
         for (int i = 0; i < 4; i++) {
           const int r = i / 2;
-          ptx_op4(b, "fma.rn.f32", acc[t][i], sA[h][r], C[t][i], acc[t][i]);
+          ptx_reg sum = ptx_new(b, PTX_F32);
+          ptx_op3(b, "add.rn.f32", sum, C[h][0][t][i], C[h][1][t][i]);
+          ptx_op4(b, "fma.rn.f32", acc[t][i], sA[h][r], sum, acc[t][i]);
           ptx_op4(b, "fma.rn.f32", acc[t][i], sE[h][r], xsum[i % 2], acc[t][i]);
         }
       }
@@ -432,13 +453,18 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
   L->xs = ptx_new(b, PTX_B32);
   L->xsum = ptx_new(b, PTX_B32);
   L->red = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", L->xs.s, q->lane.s, q->xs_base.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", L->xs.s, q->lane.s, q->xs_base.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", L->xsum.s, L->t.s, q->xsum_base.s); /* columns 2t, 2t+1 */
   ptx_ins(b, "add.u32 %s, %s, %u;", L->red.s, q->xsum_base.s, p->xsum_bytes);
   for (uint32_t t = 0; t < p->nt; t++) {
     const uint32_t cols = p->m - 8 * t < 8 ? p->m - 8 * t : 8;
     L->bvalid[t] = ptx_new(b, PTX_PRED);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", L->bvalid[t].s, q->lane.s, 4 * cols);
+    for (uint32_t h = 0; h < 2; h++)
+      for (int i = 0; i < 4; i++) {
+        L->B[h][t][i] = ptx_new(b, PTX_B32);
+        ptx_op1i(b, "mov.b32", L->B[h][t][i], "0");
+      }
   }
   for (uint32_t c = 0; c < 4; c++) {
     L->owner[c] = ptx_new(b, PTX_B32);
@@ -450,10 +476,12 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
 }
 
 /* The split's super-blocks of the staged tile [t0, t0 + len): j = t0 +
- * split, then every splits-th, the next one's loads in flight while one is
- * computed. cur holds the first one's loads already. */
+ * split, then every splits-th. raw holds the first one's loads already;
+ * while a super-block is computed, each part of raw is loaded again with
+ * the next one's once it is used, so that one super-block is always in
+ * flight. */
 static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane *L, const ptx_reg rowp[2],
-                                 ptx_reg t0, ptx_reg len, const tc_raw *cur, const tc_raw *next, ptx_reg acc[2][4]) {
+                                 ptx_reg t0, ptx_reg len, const tc_raw *raw, ptx_reg acc[2][4]) {
   char loop[32], done[32];
   ptx_label_new(b, "superblock", loop);
   ptx_label_new(b, "superblock_done", done);
@@ -466,10 +494,8 @@ static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane
   ptx_ins(b, "add.u32 %s, %s, %u;", jn.s, jl.s, p->splits);
   ptx_ins(b, "setp.lt.u32 %s, %s, %s;", more.s, jn.s, len.s);
   ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, jn.s);
-  ptx_comment(b, "load the split's next super-block, then compute this one");
-  emit_load(b, L, rowp, j, more.s, next);
-  emit_superblock(b, p, L, cur, jl, acc);
-  copy_raw(b, cur, next);
+  const tc_addr next = emit_addresses(b, L, rowp, j);
+  emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
   ptx_ins(b, "mov.u32 %s, %s;", jl.s, jn.s);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
@@ -530,7 +556,9 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"};
-  ptx_entry(&b, out->entry, params, 3, 1, 0);
+  /* two blocks per SM where the staged x lets them: 16 warps keep more
+   * loads in flight than 8 (ptxas then holds 128 registers) */
+  ptx_entry_blocks(&b, out->entry, params, 3, 1, TC_THREADS, p.shared_bytes <= TC_TWO_BLOCK_SHARED ? 2 : 1);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
                   "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
                   "(%u tile(s)) as bf16 B fragments",
@@ -541,9 +569,8 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
   ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
   ptx_reg rowp[2] = {ptx_new(&b, PTX_B64), ptx_new(&b, PTX_B64)}, row0 = ptx_new(&b, PTX_B32);
-  tc_raw cur, next;
-  new_raw(&b, &cur);
-  new_raw(&b, &next);
+  tc_raw raw;
+  new_raw(&b, &raw);
   ptx_reg t0 = ptx_new(&b, PTX_B32), tlen = ptx_new(&b, PTX_B32);
   ptx_reg have = ptx_new(&b, PTX_PRED);
   if (p.ktiles == 1) {
@@ -552,7 +579,7 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
     ptx_comment(&b, "preload: the split's first super-block of the block's first row group");
     emit_row_pointers(&b, &p, &L, group, rowp, &row0);
     ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p.groups);
-    emit_load(&b, &L, rowp, L.split, have.s, &cur);
+    emit_load(&b, &L, rowp, L.split, have.s, &raw);
   }
   ptx_grid_dependency_sync(&b);
   if (p.ktiles == 1) {
@@ -575,7 +602,7 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
       ptx_op1i(&b, "mov.b32", acc[t][i], "0f00000000");
     }
   if (p.ktiles == 1) {
-    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &cur, &next, acc);
+    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &raw, acc);
   } else {
     emit_row_pointers(&b, &p, &L, group, rowp, &row0);
     ptx_comment(&b, "tiles of k: stage x, then every warp consumes it");
@@ -594,8 +621,8 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
     ptx_reg j = ptx_new(&b, PTX_B32), first = ptx_new(&b, PTX_PRED);
     ptx_ins(&b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
     ptx_ins(&b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
-    emit_load(&b, &L, rowp, j, first.s, &cur);
-    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &cur, &next, acc);
+    emit_load(&b, &L, rowp, j, first.s, &raw);
+    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &raw, acc);
     ptx_ins(&b, "add.u32 %s, %s, %u;", t0.s, t0.s, p.kt);
     ptx_ins(&b, "bra.uni %s;", tile_loop);
     ptx_label(&b, tile_done);
@@ -606,7 +633,7 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
     ptx_comment(&b, "the first super-block of the block's next row group");
     emit_row_pointers(&b, &p, &L, group, rowp, &row0);
     ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p.groups);
-    emit_load(&b, &L, rowp, L.split, have.s, &cur);
+    emit_load(&b, &L, rowp, L.split, have.s, &raw);
   }
   ptx_ins(&b, "bra.uni %s;", group_loop);
   ptx_label(&b, group_done);
