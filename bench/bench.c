@@ -140,6 +140,7 @@ typedef struct {
   uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
   uint64_t seed; /* of the random data; 0: from the clock */
   bool list_keys, quick;
+  bool tensor_cores; /* --tensor-cores: the context runs Q4_K products on the tensor cores */
 } options;
 
 /* How a GEMV row is timed: cold (launches rotate through copies of the
@@ -157,7 +158,10 @@ typedef struct {
   double bytes, median_us, gbps, pct_of_ceiling, max_rel_err;
   int registers, spill_bytes;
   bool ok;
+  bool tc; /* a Q4_K product on the tensor cores (--tensor-cores) */
 } result;
+
+static const char *result_kernel_name(const result *r) { return r->tc ? "q4k_gemv_tc" : gemv_kind_name(r->s.type); }
 
 /* One activation or RoPE configuration (always hot). */
 typedef struct {
@@ -284,6 +288,15 @@ static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint
   return spec_key(&spec, buf, cap);
 }
 
+/* The key of a GEMV row: with tensor cores (Q4_K only), tc=1. */
+static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t sm, bool tensor_cores, char *buf,
+                    size_t cap)
+{
+  ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
+                      .tc = tensor_cores && type == PTXQ_TYPE_Q4_K};
+  return spec_key(&spec, buf, cap);
+}
+
 static void read_key(uint32_t sm, size_t bytes, char *buf, size_t cap)
 {
   /* validated at option parsing (sm) and by construction (bytes) */
@@ -365,6 +378,9 @@ static void usage(FILE *to)
           "  --seed N        seed of the random data (default: from the clock; printed)\n"
           "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
           "                  --list-keys)\n"
+          "  --tensor-cores  open the context with tensor_cores = 1: Q4_K products (GEMV\n"
+          "                  rows, the decode step's FFN and lm head) run on the tensor\n"
+          "                  cores; their rows are named q4k_gemv_tc\n"
           "  --list-keys     print every kernel key the benchmark would use, one per\n"
           "                  line, and exit (no GPU needed)\n"
           "  --help          this text\n"
@@ -529,6 +545,8 @@ static int parse_options(int argc, char **argv, options *opt)
       opt->list_keys = true;
     } else if (!strcmp(arg, "--quick")) {
       opt->quick = true;
+    } else if (!strcmp(arg, "--tensor-cores")) {
+      opt->tensor_cores = true;
     } else {
       fprintf(stderr, "ptxq-bench: unknown argument '%s' (try --help)\n", arg);
       return EXIT_USAGE;
@@ -601,8 +619,8 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
   fprintf(out, "%s\n", key);
   for (size_t s = 0; s < opt->shape_count && (kernels & KERNELS_GEMV); s++)
     for (size_t j = 0; j < opt->m_count; j++) {
-      int rc = format_key(gemv_kind(opt->shapes[s].type), opt->shapes[s].k, opt->shapes[s].n,
-                          opt->ms[j], sm, key, sizeof key);
+      int rc = gemv_key(opt->shapes[s].type, opt->shapes[s].k, opt->shapes[s].n, opt->ms[j], sm,
+                        opt->tensor_cores, key, sizeof key);
       if (rc)
         return rc;
       fprintf(out, "%s\n", key);
@@ -914,7 +932,7 @@ static void print_result(const result *r)
 {
   char check[32];
   snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
-  printf("%-9s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m,
+  printf("%-11s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", result_kernel_name(r), r->s.n, r->s.k, r->m,
          gemv_mode_names[r->mode], r->median_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
@@ -983,8 +1001,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
     char key[128];
     ptxq_kernel_info kernel = {0};
     /* Generation and JIT stay out of the timing. */
-    if ((rc = format_key(gemv_kind(s.type), s.k, s.n, m, b->info.target_sm, key,
-                         sizeof key)))
+    if ((rc = gemv_key(s.type, s.k, s.n, m, b->info.target_sm, opt->tensor_cores, key, sizeof key)))
       goto done;
     if ((st = ptxq_gemv_prepare(b->ctx, names[0], m)) ||
         (st = ptxq_kernel_get(b->ctx, key, &kernel))) {
@@ -996,7 +1013,8 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       gemv_launch g = {names, copies, cold, x_dev, y_dev, m};
       result *r = &results[(*result_count)++];
       *r = (result){.s = s, .m = m, .mode = mode, .copies = cold ? copies : 1,
-                    .registers = kernel.registers, .spill_bytes = kernel.spill_bytes};
+                    .registers = kernel.registers, .spill_bytes = kernel.spill_bytes,
+                    .tc = opt->tensor_cores && s.type == PTXQ_TYPE_Q4_K};
       double ms;
       rc = mode == GEMV_GRAPH ? time_launches_graph(b, gemv_pass, &g, opt->runs, &ms)
                               : time_launches(b, gemv_pass, &g, opt->runs, &ms);
@@ -1407,7 +1425,8 @@ static int write_json(const char *path, const bench *b, const options *opt,
 
   fprintf(f, "{\"device\": ");
   json_string(f, b->info.name);
-  fprintf(f, ", \"ceiling_gbps\": %.2f, \"results\": [", b->ceiling_gbps);
+  fprintf(f, ", \"ceiling_gbps\": %.2f, \"tensor_cores\": %s, \"results\": [", b->ceiling_gbps,
+          opt->tensor_cores ? "true" : "false");
   for (size_t i = 0; i < count; i++) {
     const result *r = &results[i];
     fprintf(f,
@@ -1415,7 +1434,7 @@ static int write_json(const char *path, const bench *b, const options *opt,
             "\"mode\": \"%s\", \"median_us\": %.3f, \"gbps\": %.2f, "
             "\"pct_of_ceiling\": %.2f, \"bytes\": %.0f, \"copies\": %d, "
             "\"registers\": %d, \"spill_bytes\": %d, \"max_rel_err\": ",
-            i ? "," : "", gemv_kind_name(r->s.type), r->s.n, r->s.k, r->m, gemv_mode_names[r->mode], r->median_us,
+            i ? "," : "", result_kernel_name(r), r->s.n, r->s.k, r->m, gemv_mode_names[r->mode], r->median_us,
             r->gbps, r->pct_of_ceiling, r->bytes, r->copies, r->registers, r->spill_bytes);
     if (isfinite(r->max_rel_err)) /* JSON has no infinity */
       fprintf(f, "%.3g", r->max_rel_err);
@@ -1512,7 +1531,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
   fflush(stdout);
   if (!rc && (opt->kernels & KERNELS_DECODE)) {
     decode_config decode = {.ctx = b->ctx, .info = &b->info,
-                            .open_options = {.device = 0, .target_sm = opt->sm},
+                            .open_options = {.device = 0, .target_sm = opt->sm, .tensor_cores = opt->tensor_cores},
                             .device_bytes_in_use = b->read_bytes, .ceiling_gbps = b->ceiling_gbps,
                             .layers = opt->layers, .ms = opt->decode_ms, .m_count = opt->decode_m_count,
                             .runs = opt->runs, .seed = b->seed};
@@ -1673,7 +1692,7 @@ int main(int argc, char **argv)
   }
 
   bench b = {.seed = opt.seed ? opt.seed : (uint64_t)time(NULL)};
-  ptxq_options open_options = {.device = 0, .target_sm = opt.sm};
+  ptxq_options open_options = {.device = 0, .target_sm = opt.sm, .tensor_cores = opt.tensor_cores};
   int st = ptxq_open(&b.ctx, &open_options);
   if (st == PTXQ_ERR_NO_DEVICE) {
     fprintf(stderr, "ptxq-bench: no GPU: %s\n", ptxq_last_error(NULL));

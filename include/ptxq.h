@@ -58,6 +58,13 @@ typedef uint64_t ptxq_dev;         /* device address */
 typedef struct ptxq_options {
   int device;         /* CUDA device ordinal, default 0 */
   uint32_t target_sm; /* generate kernels for this target (e.g. 80); 0 = the device's own */
+  /* 1: Q4_K products of ptxq_gemv and ptxq_ffn run on the tensor cores
+   * (q4k_gemv keys with tc=1; target_sm >= 80): about as fast at m = 8 as
+   * at m = 1, slower than the default at m = 1 (bench/RESULTS.md). Same
+   * accuracy and batch invariance, other bits than the default; the FFN's
+   * gate and up then run apart (no fused epilogue), and ptxq_gemv_multi and
+   * the RoPE epilogue keep the default kernels. 0: the default. */
+  int tensor_cores;
 } ptxq_options;
 
 /* Opens a context on a device (opt may be NULL for the defaults).

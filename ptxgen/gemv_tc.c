@@ -58,8 +58,7 @@
 #define TC_TARGET_WARPS 2048u /* about 16 warps on each of 132 SMs */
 #define PARTS 3u              /* bf16 parts of x: lo, mid, hi (summed in that order) */
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
-#define STAGE_UNROLL 4u
-#define TC_TWO_BLOCK_SHARED (110u * 1024) /* two such blocks fit an SM of sm_80/90/100 */       /* float4s of x a thread loads at once while staging */
+#define STAGE_UNROLL 4u       /* float4s of x a thread loads at once while staging */
 #define BF16_ONE_PAIR "0x3F803F80"
 #define NIBBLE_PAIR "0x00780078" /* bits 3..6 of each half */
 #define LOP_AND_OR "0xEA"        /* lop3 table of (a & b) | c */
@@ -88,6 +87,15 @@ static uint32_t shared_budget(uint32_t sm) {
   case 80: return 152u * 1024;
   case 90: case 100: return 216u * 1024;
   default: return 92u * 1024;
+  }
+}
+
+/* Shared memory of an SM, per target (the driver keeps 1 KiB per block). */
+static uint32_t sm_shared(uint32_t sm) {
+  switch (sm) {
+  case 80: return 164u * 1024;
+  case 90: case 100: return 228u * 1024;
+  default: return 100u * 1024;
   }
 }
 
@@ -556,9 +564,11 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"};
-  /* two blocks per SM where the staged x lets them: 16 warps keep more
-   * loads in flight than 8 (ptxas then holds 128 registers) */
-  ptx_entry_blocks(&b, out->entry, params, 3, 1, TC_THREADS, p.shared_bytes <= TC_TWO_BLOCK_SHARED ? 2 : 1);
+  /* Two blocks per SM where their staged x fits: 16 warps keep more loads
+   * in flight than 8. ptxas then holds 128 registers, which one column
+   * tile takes without spilling (two spill: m > 8 gets one block). */
+  const bool two = p.nt == 1 && 2 * (p.shared_bytes + 1024) <= sm_shared(p.sm);
+  ptx_entry_blocks(&b, out->entry, params, 3, 1, TC_THREADS, two ? 2 : 1);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
                   "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
                   "(%u tile(s)) as bf16 B fragments",

@@ -150,8 +150,11 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
 
   int ordinal = opt ? opt->device : 0;
   uint32_t requested_target = opt ? opt->target_sm : 0;
+  const int tensor_cores = opt ? opt->tensor_cores : 0;
   if (ordinal < 0)
     return ptxq__fail(NULL, PTXQ_ERR_INVALID, "device %d: a device ordinal is >= 0", ordinal);
+  if (tensor_cores != 0 && tensor_cores != 1)
+    return ptxq__fail(NULL, PTXQ_ERR_INVALID, "tensor_cores=%d: must be 0 (default) or 1", tensor_cores);
 
   ptxq_ctx *ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) return ptxq__fail(NULL, PTXQ_ERR_NOMEM, "ptxq_open: out of host memory");
@@ -163,6 +166,11 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
   ptxq__ffn_init(ctx);
 
   status = open_device(ctx, ordinal, requested_target);
+  if (status == PTXQ_OK && tensor_cores && ctx->info.target_sm < 80)
+    status = ptxq__fail(NULL, PTXQ_ERR_UNSUPPORTED,
+                        "tensor_cores=1 with target sm_%u: the tensor-core GEMV needs sm_80 or newer",
+                        ctx->info.target_sm);
+  ctx->tensor_cores = tensor_cores != 0;
   if (status == PTXQ_OK) {
     const char *pdl = getenv("PTXQ_PDL");
     ctx->programmatic_launch = ptxq__cu.LaunchKernelEx != NULL && ctx->info.sm >= 90 &&

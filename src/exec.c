@@ -58,7 +58,8 @@ int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t
                         .k = w->k,
                         .n = w->n,
                         .m = m,
-                        .glu = glu};
+                        .glu = glu,
+                        .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV && glu == 0};
     int status = ptxq__kernel_for(ctx, &spec, cached);
     if (status != PTXQ_OK) return status;
   }

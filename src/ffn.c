@@ -152,7 +152,9 @@ static int find_weights(ptxq_ctx *ctx, const char *call, const ptxq_ffn_params *
 static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uint32_t m,
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
-  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
+  /* the gated epilogue is the FMA kernel's: with tensor cores, the gate and
+   * up products run as tensor-core GEMVs, then the activation kernel */
+  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused && !ctx->tensor_cores &&
                 m <= PTXQ__EPILOGUE_MAX_M;
   int status;
   if (plan->fused) {

@@ -152,6 +152,9 @@ struct ptxq_ctx {
   size_t ffn_retired_count;
   bool ffn_unfused;
 
+  /* ptxq_options.tensor_cores: Q4_K plain products use the tc=1 kernels. */
+  bool tensor_cores;
+
   /* Kernels that wait for earlier grids themselves are launched with
    * programmatic stream serialization, so each starts (and prefetches its
    * weights) while the one before finishes: needs sm_90+, cuLaunchKernelEx

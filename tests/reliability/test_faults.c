@@ -558,7 +558,7 @@ static void hide_driver(void) { setenv("PTXQ_LIBCUDA", MISSING_LIBCUDA, 1); }
 TestSuite(nodriver, .init = hide_driver);
 
 Test(nodriver, open_says_no_device_and_why) {
-  const ptxq_options options[] = {{0, 0}, {0, 80}, {3, 0}, {-1, 0}};
+  const ptxq_options options[] = {{0, 0, 0}, {0, 80, 0}, {3, 0, 0}, {-1, 0, 0}};
   for (int i = -1; i < 4; i++) {
     ptxq_ctx *ctx = (ptxq_ctx *)&ctx;
     EXPECT_FAIL(NULL, ptxq_open(&ctx, i < 0 ? NULL : &options[i]), PTXQ_ERR_NO_DEVICE,
