@@ -35,6 +35,19 @@ static inline ptxq_ctx *open_or_skip(const ptxq_options *opt) {
   return ctx;
 }
 
+/* A context whose Q4_K products run on the tensor cores
+ * (ptxq_options.tensor_cores), or a skip where there is no GPU or the
+ * device is older than sm_80. */
+static inline ptxq_ctx *open_tensor_cores_or_skip(void) {
+  ptxq_ctx *ctx = NULL;
+  const ptxq_options opt = {.tensor_cores = 1};
+  int status = ptxq_open(&ctx, &opt);
+  if (status == PTXQ_ERR_NO_DEVICE) cr_skip_test("no GPU: %s", ptxq_last_error(NULL));
+  if (status == PTXQ_ERR_UNSUPPORTED) cr_skip_test("no tensor-core GEMV here: %s", ptxq_last_error(NULL));
+  cr_assert_eq(status, PTXQ_OK, "ptxq_open: %s: %s", ptxq_strerror(status), ptxq_last_error(NULL));
+  return ctx;
+}
+
 /* A new seed per test, printed in failures; PTXQ_TEST_SEED replays one. */
 static inline uint64_t fresh_seed(void) {
   const char *forced = getenv("PTXQ_TEST_SEED");

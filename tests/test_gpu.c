@@ -6,7 +6,8 @@
  * 4096, 14336} x n in {1, 3, 777, 4096} x m in 1..16, through device buffers
  * and through ptxq_gemv_host; outputs are poisoned with NaN bytes before each
  * run so an output the kernel forgets to write fails. Batch invariance is
- * checked bit for bit. Every error path of the API is provoked and must give
+ * checked bit for bit. Both run twice: with the default kernels and with
+ * the tensor-core ones (ptxq_options.tensor_cores). Every error path of the API is provoked and must give
  * its status and a detail naming the offending value.
  *
  * Each test draws a fresh seed (printed in every failure message; set
@@ -49,14 +50,20 @@ static size_t first_non_finite(const float *y, size_t count) {
 
 typedef struct gemv_shape {
   uint32_t k, n;
+  int tensor_cores; /* the context's ptxq_options.tensor_cores */
 } gemv_shape;
 
+static ptxq_ctx *open_for(const gemv_shape *shape) {
+  return shape->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
+}
+
 ParameterizedTestParameters(gpu, gemv_matches_reference) {
-  static gemv_shape shapes[16];
+  static gemv_shape shapes[32];
   static const uint32_t ks[] = {256, 512, 4096, 14336}, ns[] = {1, 3, 777, 4096};
-  for (size_t i = 0; i < 4; i++)
-    for (size_t j = 0; j < 4; j++) shapes[i * 4 + j] = (gemv_shape){ks[i], ns[j]};
-  return cr_make_param_array(gemv_shape, shapes, 16);
+  for (int tc = 0; tc < 2; tc++)
+    for (size_t i = 0; i < 4; i++)
+      for (size_t j = 0; j < 4; j++) shapes[tc * 16 + i * 4 + j] = (gemv_shape){ks[i], ns[j], tc};
+  return cr_make_param_array(gemv_shape, shapes, 32);
 }
 
 /* m = 1..MAX_M on one weight, through device buffers and through the host
@@ -65,7 +72,7 @@ ParameterizedTestParameters(gpu, gemv_matches_reference) {
  * k = 4096 (and from smaller m at k = 14336) x is staged in tiles. */
 ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
   uint32_t k = shape->k, n = shape->n;
-  ptxq_ctx *ctx = open_or_skip(NULL);
+  ptxq_ctx *ctx = open_for(shape);
   uint64_t seed = fresh_seed();
   rng r = {seed};
 
@@ -96,8 +103,8 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
         "seed %llu k=%u n=%u m=%u: output %zu (row %zu, col %zu) not written or not finite",
         (unsigned long long)seed, k, n, m, bad, bad / n, bad % n);
     double err = relative_error_over(y, ref, outputs, (size_t)MAX_M * n);
-    cr_assert(err <= TOLERANCE, "seed %llu k=%u n=%u m=%u: relative error %.3g > %g",
-              (unsigned long long)seed, k, n, m, err, TOLERANCE);
+    cr_assert(err <= TOLERANCE, "seed %llu k=%u n=%u m=%u tc=%d: relative error %.3g > %g",
+              (unsigned long long)seed, k, n, m, shape->tensor_cores, err, TOLERANCE);
     /* Nothing past m rows may be written: those bytes keep their poison. */
     for (size_t i = outputs; i < (size_t)MAX_M * n; i++) {
       uint32_t bits;
@@ -125,13 +132,15 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
 /* ---- batch invariance ------------------------------------------------------ */
 
 ParameterizedTestParameters(gpu, batch_rows_are_bit_identical_to_m1) {
-  static gemv_shape shapes[] = {{256, 1}, {4096, 777}, {14336, 3}, {512, 4096}, {4096, 4096}};
+  static gemv_shape shapes[] = {{256, 1, 0},    {4096, 777, 0}, {14336, 3, 0}, {512, 4096, 0}, {4096, 4096, 0},
+                                {256, 1, 1},    {4096, 777, 1}, {14336, 3, 1}, {512, 4096, 1}, {4096, 4096, 1},
+                                {2304, 1001, 1}};
   return cr_make_param_array(gemv_shape, shapes, sizeof shapes / sizeof shapes[0]);
 }
 
 ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
   uint32_t k = shape->k, n = shape->n;
-  ptxq_ctx *ctx = open_or_skip(NULL);
+  ptxq_ctx *ctx = open_for(shape);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   size_t w_bytes;
@@ -155,8 +164,8 @@ ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
     cr_assert_eq(ptxq_download(ctx, batched, dy, m * y_row), PTXQ_OK);
     for (uint32_t i = 0; i < m; i++)
       cr_assert(memcmp(batched + (size_t)i * n, single + (size_t)i * n, y_row) == 0,
-                "seed %llu k=%u n=%u: row %u of the m=%u product differs from its m=1 product",
-                (unsigned long long)seed, k, n, i, m);
+                "seed %llu k=%u n=%u tc=%d: row %u of the m=%u product differs from its m=1 product",
+                (unsigned long long)seed, k, n, shape->tensor_cores, i, m);
   }
   free(single);
   free(batched);

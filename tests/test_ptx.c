@@ -12,7 +12,8 @@
  * m in {1, 8, 16} x every target; rope: mode normal and neox x
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
  * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
- * target with freq_factors and YaRN) the PTX must assemble with no spills
+ * target with freq_factors and YaRN; q4k_gemv with tc=1: k as q4k_gemv x
+ * n as q4k_gemv x m in {1, 3, 8, 9, 16} x every target from sm_80) the PTX must assemble with no spills
  * and no stack frame in at most 255 registers, its block must fit the
  * register file, define the entry ptxgen_emit names, carry the .version and
  * .target its target needs, and come out byte-identical when emitted twice.
@@ -211,6 +212,28 @@ ParameterizedTestParameters(ptx, q6k_gemv) {
 }
 
 ParameterizedTest(ptx_case *c, ptx, q6k_gemv) {
+  check_kernel(&c->spec);
+}
+
+/* The tensor-core Q4_K GEMV (tc=1) on the targets that have it (sm >= 80):
+ * k in {256, 4096, 14336} x n in {1, 777, 4096} x m in {1, 3, 8, 9, 16}
+ * (one column tile and two; two blocks per SM and one). */
+ParameterizedTestParameters(ptx, tc_gemv) {
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 777, 4096}, ms[] = {1, 3, 8, 9, 16};
+  const size_t m_count = sizeof ms / sizeof *ms, count = 3 * 3 * m_count * (TARGET_COUNT - 1);
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 3; b++)
+      for (size_t c = 0; c < m_count; c++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          if (targets[t] >= 80)
+            cases[i++].spec = (ptxgen_spec){
+                .kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b], .m = ms[c], .tc = 1};
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tc_gemv) {
   check_kernel(&c->spec);
 }
 

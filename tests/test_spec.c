@@ -89,6 +89,7 @@ Test(spec, activation_and_rope_keys_round_trip) {
       "rope:mode=neox,head_dim=96,n_dims=64,heads=3,kv_heads=1,m=2,sm=89,base=123.456,freq_scale=0.1",
       "q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024",
       "q6k_gemv:k=2048,n=999,m=3,sm=80,n2=5",
+      "q4k_gemv:k=4096,n=128256,m=16,sm=90,tc=1",
   };
   for (size_t i = 0; i < sizeof canonical / sizeof *canonical; i++) {
     ptxgen_spec s;
@@ -276,6 +277,13 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,sm=91", "sm=91");
   refuse("q4k_gemv:k=256,n=1,m=1,rows=3", "rows=3");
   refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
+  refuse("q4k_gemv:k=256,n=1,m=1,tc=2", "tc=2: must be 0 (FMA) or 1 (tensor cores)");
+  refuse("q6k_gemv:k=256,n=1,m=1,tc=1", "only q4k_gemv runs on the tensor cores");
+  refuse("q4k_gemv:k=256,n=1,m=1,sm=75,tc=1", "tc=1 with sm=75");
+  refuse("q4k_gemv:k=256,n=1,m=1,glu=swiglu,tc=1", "tc=1 with glu");
+  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,tc=1", "tc=1 with n2");
+  refuse("q4k_gemv:k=256,n=1,m=1,rows=1,tc=1", "tc=1 with rows");
+  refuse("q4k_gemv:k=256,n=1,m=1,preload=2,tc=1", "tc=1 with preload");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
   refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
   refuse("q4k_gemv:k=256,n=1,m=1,glu=relu", "glu='relu' is not swiglu or geglu");
