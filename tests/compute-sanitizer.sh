@@ -12,7 +12,8 @@
 #      result against the CPU reference;
 #  (b) odd shapes: plain and gated GEMVs (glu=) of both weight types at odd n
 #      and m = 1..8, plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one
-#      row per warp), tuned keys, every activation and rope;
+#      row per warp), tensor-core ones (tc=1), tuned keys, every activation
+#      and rope;
 #  (c) the gpu-suite test binaries: test_gpu, test_gpu_ops, test_gpu_model,
 #      tests/reliability/test_concurrency (one job: each of its tests starts
 #      8 threads under a 240 s limit of its own) and test_faults' "faults"
@@ -103,6 +104,12 @@ done
 for m in 9 11 13 16; do
   odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m" "q6k_gemv:k=2048,n=999,m=$m")
 done
+# the tensor-core Q4_K GEMV (tc=1): one and two column tiles, one tile of k
+# and several (k = 14336 at m = 8, 16), splits 1..8, rows past n
+for m in 1 3 8 9 16; do
+  odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m,tc=1" "q4k_gemv:k=14336,n=333,m=$m,tc=1")
+done
+odd_keys+=(q4k_gemv:k=256,n=7,m=2,tc=1 q4k_gemv:k=2304,n=40001,m=5,tc=1)
 # shellcheck disable=SC2054 # the commas are inside keys
 odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=14336,n=333,m=16 q6k_gemv:k=256,n=3,m=16
            q4k_gemv:k=256,n=7,m=5,glu=geglu q6k_gemv:k=256,n=3,m=8,glu=swiglu
