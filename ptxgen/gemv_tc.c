@@ -33,9 +33,12 @@
  * Work split
  *   A warp owns a tile of 16 rows and the super-blocks j = split (mod
  *   splits) of k; a block of 8 warps holds 8/splits tiles. splits is the
- *   smallest of 1, 2, 4, 8 giving the grid about 2048 warps (n = 4096:
- *   8, n = 14336: 4, n = 128256: 1), never more than the super-blocks. The
- *   warps of a tile add their sums in shared memory, split 0 first.
+ *   largest of 1, 2, 4, 8 whose blocks still fit one wave of two blocks
+ *   per SM of an H100 (264): the fewest warps per tile, so the longest
+ *   loops, without a second, partial wave (n = 4096: 8, 256 blocks;
+ *   n = 14336: 2, 224 blocks; n = 128256: 1). Never more than the
+ *   super-blocks. The warps of a tile add their sums in shared memory,
+ *   split 0 first.
  *   x (all m rows) is staged once per block where it fits the shared
  *   memory, else k is cut into tiles staged in turn.
  *
@@ -55,7 +58,7 @@
 #define TC_WARPS 8u
 #define TC_THREADS (TC_WARPS * 32u)
 #define TC_GRID_CAP 1024u     /* blocks at most; more row groups are walked with a grid stride */
-#define TC_TARGET_WARPS 2048u /* about 16 warps on each of 132 SMs */
+#define TC_WAVE_BLOCKS 264u /* two blocks on each of an H100's 132 SMs */
 #define PARTS 3u              /* bf16 parts of x: lo, mid, hi (summed in that order) */
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
 #define STAGE_UNROLL 4u       /* float4s of x a thread loads at once while staging */
@@ -124,7 +127,9 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.row_tiles = (s->n + 15) / 16;
   p.splits = 1;
   const uint32_t most = max_splits(s->sm);
-  while (p.splits < most && p.row_tiles * p.splits < TC_TARGET_WARPS && p.splits * 2 <= p.nsb) p.splits *= 2;
+  while (p.splits < most && p.splits * 2 <= p.nsb &&
+         (p.row_tiles * p.splits * 2 + TC_WARPS - 1) / TC_WARPS <= TC_WAVE_BLOCKS)
+    p.splits *= 2;
   p.tpb = TC_WARPS / p.splits;
   p.groups = (p.row_tiles + p.tpb - 1) / p.tpb;
   p.nt = (s->m + 7) / 8;

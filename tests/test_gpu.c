@@ -207,6 +207,14 @@ Test(gpu, open_rejects_bad_options) {
   EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_INVALID, "-1");
   opt = (ptxq_options){.target_sm = 81};
   EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_INVALID, "81");
+  opt = (ptxq_options){.tensor_cores = 2};
+  EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_INVALID, "tensor_cores=2");
+  cr_assert_null(other);
+  if (info.sm >= 75) { /* the tensor-core GEMV needs sm_80: refused for an sm_75 target */
+    opt = (ptxq_options){.target_sm = 75, .tensor_cores = 1};
+    EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_UNSUPPORTED, "tensor_cores=1 with target sm_75");
+    cr_assert_null(other);
+  }
 
   /* A target newer than the device (none exists for the newest device). */
   static const uint32_t targets[] = {75, 80, 86, 89, 90, 100, 120};
