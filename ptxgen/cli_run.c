@@ -45,7 +45,7 @@ static const char run_usage[] =
     "shape and y = act(x.W^T) * (x.U^T), act silu or tanh gelu; its reference is the\n"
     "fp64 product twice and the activation's fp64 formula (ptxq_ref_glu), and\n"
     "weight_gbps counts both weights.\n"
-    "A key with tuning (rows=, warps=, preload=) or glu= is launched by its key\n"
+    "A key with tuning (rows=, warps=, preload=), tc=1 or glu= is launched by its key\n"
     "(ptxq_kernel_launch), any other through ptxq_gemv.\n"
     "With --cpu only the reference runs (no GPU needed):\n"
     "  KEY seed=N cpu\n"
