@@ -27,8 +27,8 @@
  * 8t+4s..8t+4s+3) fills slots 2t, 2t+1, 2t+8, 2t+9 with bytes 0, 2, 1, 3:
  * low nibbles are sub-block 2c of chunk c, high nibbles sub-block 2c+1.
  * x is staged in shared memory already cut and permuted into B fragments,
- * so a lane's B is one 8-byte load per part, and the lanes of columns past
- * m hold zeros (they load nothing).
+ * so a lane's B for both steps of a sub-block is one 16-byte load per part,
+ * and the lanes of columns past m hold zeros (they load nothing).
  *
  * Work split
  *   A warp owns a tile of 16 rows and the super-blocks j = split (mod
@@ -242,8 +242,8 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
  *
  * Float4 e (0..63) of column r's super-block jl is weights 4e.. of it:
  * chunk e/16, sub-block half (e/8)%2, lane t = (e/2)%4 and step (e%2), so
- * its record is step st = 2*(e/8) + e%2 of the super-block (16 steps) and
- * it goes to lane 4*(r%8) + t of column tile r/8, as the B pairs
+ * it goes to the record of sub-block e/8 (of the tile) and column tile
+ * r/8, lane 4*(r%8) + t, bytes 8*(e%2) of the lane's 16, as the B pairs
  * (x0, x2), (x1, x3) of each part. Thread i takes float4s i, i + 256, ...
  * of the tile, column by column; the 8 float4s of a sub-block are 8
  * consecutive lanes, whose sums a butterfly adds in one fixed order. */
