@@ -164,6 +164,17 @@ void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u
   }
 }
 
+void gemv_thread_ids(ptx_builder *b, gemv_lane *L) {
+  L->tid = ptx_new(b, PTX_B32);
+  L->lane = ptx_new(b, PTX_B32);
+  L->warp = ptx_new(b, PTX_B32);
+  L->c = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, %%tid.x;", L->tid.s);
+  ptx_ins(b, "and.b32 %s, %s, 31;", L->lane.s, L->tid.s);
+  ptx_ins(b, "shr.u32 %s, %s, 5;", L->warp.s, L->tid.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, L->lane.s);
+}
+
 static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
   static const char *const w_names[3] = {"W", "W2", "W3"}, *const y_names[3] = {"y", "y2", "y3"};
   for (uint32_t i = 0; i < p->segments; i++) L->Ws[i] = ptx_param_u64(b, w_names[i]);
@@ -176,14 +187,7 @@ static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_form
     L->positions = ptx_param_u64(b, "positions");
     L->ff = ptx_param_u64(b, "freq_factors");
   }
-  L->tid = ptx_new(b, PTX_B32);
-  L->lane = ptx_new(b, PTX_B32);
-  L->warp = ptx_new(b, PTX_B32);
-  L->c = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mov.u32 %s, %%tid.x;", L->tid.s);
-  ptx_ins(b, "and.b32 %s, %s, 31;", L->lane.s, L->tid.s);
-  ptx_ins(b, "shr.u32 %s, %s, 5;", L->warp.s, L->tid.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, L->lane.s);
+  gemv_thread_ids(b, L);
   L->half_exp = ptx_imm_b32(b, 0x3F000000u);
   L->xs_base = ptx_new(b, PTX_B32);
   L->xsum_base = ptx_new(b, PTX_B32);

@@ -111,6 +111,8 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel 
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
                ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
+/* L->tid, lane, warp (tid / 32) and c (lane % 4), in new registers. */
+void gemv_thread_ids(ptx_builder *b, gemv_lane *L);
 /* 4 floats f[j] = 0.5 + byte_j/256 for the 4 bytes of v (each byte's value
  * must leave bit 7 clear): one byte permute each, placing byte j under the
  * exponent of 0.5. */

@@ -443,14 +443,7 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
   L->y = ptx_param_u64(b, "y");
   gemv_lane *q = &L->q;
   memset(q, 0, sizeof *q);
-  q->tid = ptx_new(b, PTX_B32);
-  q->lane = ptx_new(b, PTX_B32);
-  q->warp = ptx_new(b, PTX_B32);
-  q->c = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mov.u32 %s, %%tid.x;", q->tid.s);
-  ptx_ins(b, "and.b32 %s, %s, 31;", q->lane.s, q->tid.s);
-  ptx_ins(b, "shr.u32 %s, %s, 5;", q->warp.s, q->tid.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", q->c.s, q->lane.s);
+  gemv_thread_ids(b, q);
   L->t = q->c;
   L->g = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", L->g.s, q->lane.s);
