@@ -42,10 +42,18 @@
 # left to memcheck alone and listed as such (never dropped silently).
 #
 # Environment: TOOLS (the tools to run, default all four), PARTS (which of
-# "bench odd tests" to run, default all; a run split over several calls),
+# "bench odd tests faults" to run, default all; "tests" is part (c) but the
+# fault tests, "faults" those alone: they exhaust device memory, so they must
+# not share the GPU with another run), SHARD (I/N: only the bench and odd
+# keys whose place in their list is I modulo N, so that N runs of the script,
+# each with a LOG_DIR of its own, can share a many-core host),
 # BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S
 # (600), TEST_LIMIT_S (1800, per test binary or fault test), JOBS (4,
-# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90).
+# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90),
+# CONCURRENCY_ITERATIONS (40: test_concurrency's iterations per thread, out
+# of its 300; each thread still runs every op, 9 per iteration, and the
+# first-use races are the same, but under racecheck 8 threads x 300 took
+# more than the test's 240 s).
 #
 # Exit status: 0 when every run passes, 1 otherwise, 2 on usage.
 set -uo pipefail
@@ -54,8 +62,12 @@ logs=${2:-$build/compute-sanitizer}
 budget_s=${BENCH_BUDGET_S:-600} key_limit_s=${KEY_LIMIT_S:-180}
 memcheck_limit_s=${KEY_LIMIT_MEMCHECK_S:-600} test_limit_s=${TEST_LIMIT_S:-1800}
 jobs=${JOBS:-4} seed=${SEED:-1}
+export PTXQ_CONCURRENCY_ITERATIONS=${CONCURRENCY_ITERATIONS:-40}
 read -ra tools <<< "${TOOLS:-memcheck racecheck initcheck synccheck}"
-parts=" ${PARTS:-bench odd tests} "
+parts=" ${PARTS:-bench odd tests faults} "
+shard=${SHARD:-0/1} shard_i=${shard%/*} shard_n=${shard#*/}
+[[ $shard_i =~ ^[0-9]+$ && $shard_n =~ ^[1-9][0-9]*$ && $shard_i -lt $shard_n ]] ||
+  { echo "SHARD=$shard: want I/N with 0 <= I < N"; exit 2; }
 
 cs=$(command -v compute-sanitizer || find /usr/local/cuda*/bin -name compute-sanitizer 2>/dev/null | head -1)
 [ -n "$cs" ] || { echo "compute-sanitizer not found (CUDA toolkit's bin/)"; exit 2; }
@@ -123,6 +135,16 @@ odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=14336,n=
            silu:n=4097,m=16 rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=3
            rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16
            rope:mode=normal,head_dim=64,n_dims=32,heads=5,kv_heads=1,m=1)
+
+# this run's shard of the keys
+take_shard() {
+  local -n list=$1
+  local kept=() i
+  for i in "${!list[@]}"; do [ $((i % shard_n)) -eq "$shard_i" ] && kept+=("${list[$i]}"); done
+  list=("${kept[@]}")
+}
+take_shard bench_keys
+take_shard odd_keys
 
 # Test binaries, with their Criterion options: "BINARY|OPTIONS".
 test_runs=("test_gpu|--jobs $jobs" "test_gpu_ops|--jobs $jobs" "test_gpu_model|--jobs $jobs"
@@ -299,11 +321,12 @@ for tool in "${tools[@]}"; do
     report "$tool" "$key"
   done
 
-  [[ $parts == *" tests "* ]] && echo "== $tool: ${#test_runs[@]} test runs"
-  [[ $parts == *" tests "* ]] && for entry in "${test_runs[@]}"; do
+  [[ $parts == *" tests "* || $parts == *" faults "* ]] && echo "== $tool: test runs (${parts# })"
+  for entry in "${test_runs[@]}"; do
     bin=${entry%%|*} options=${entry#*|}
-    label=$(basename "$bin")
-    case $options in *--filter\ faults/*) label=faults/${options##*faults/} ;; esac
+    label=$(basename "$bin") part=tests
+    case $options in *--filter\ faults/*) label=faults/${options##*faults/} part=faults ;; esac
+    [[ $parts == *" $part "* ]] || continue
     if [ -n "${tool_cannot_run[$tool:$label]:-}" ]; then
       echo "NOT RUN $tool $label: ${tool_cannot_run[$tool:$label]}"
       not_run=$((not_run + 1))

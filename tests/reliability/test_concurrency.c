@@ -382,6 +382,19 @@ static void check_arena(const worker *w, const float *got, float *want, const ui
         (unsigned)got_bits, (double)want[at], (unsigned)want_bits);
 }
 
+/* The iterations each thread runs: ITERATIONS, or fewer when
+ * PTXQ_CONCURRENCY_ITERATIONS says so (tests/compute-sanitizer.sh does: its
+ * tools make every launch many times slower). A bad value fails the test. */
+static int iterations(void) {
+  const char *text = getenv("PTXQ_CONCURRENCY_ITERATIONS");
+  if (text == NULL) return ITERATIONS;
+  char *end = NULL;
+  long value = strtol(text, &end, 10);
+  CHECK(end != text && *end == '\0' && value >= 1 && value <= ITERATIONS,
+        "PTXQ_CONCURRENCY_ITERATIONS=%s: want 1..%d", text, ITERATIONS);
+  return (int)value;
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   const layout *l = w->l;
@@ -408,7 +421,8 @@ static void *worker_main(void *arg) {
   pthread_barrier_wait(w->start);
   CHECK_OK(ctx, ptxq_kernel_get(ctx, w->race_key, &w->race_info));
 
-  for (int iteration = 0; iteration < ITERATIONS; iteration++) {
+  const int runs = iterations();
+  for (int iteration = 0; iteration < runs; iteration++) {
     op order[OP_COUNT];
     for (int i = 0; i < OP_COUNT; i++) order[i] = (op)i;
     if (iteration > 0) /* Fisher-Yates */
