@@ -44,16 +44,19 @@
 # Environment: TOOLS (the tools to run, default all four), PARTS (which of
 # "bench odd tests faults" to run, default all; "tests" is part (c) but the
 # fault tests, "faults" those alone: they exhaust device memory, so they must
-# not share the GPU with another run), SHARD (I/N: only the bench and odd
+# not share the GPU with another run), KEYS (an extended regular expression:
+# only the bench and odd keys it matches run), SHARD (I/N: only the bench and odd
 # keys whose place in their list is I modulo N, so that N runs of the script,
 # each with a LOG_DIR of its own, can share a many-core host),
 # BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S
 # (600), TEST_LIMIT_S (1800, per test binary or fault test), JOBS (4,
-# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90),
-# CONCURRENCY_ITERATIONS (40: test_concurrency's iterations per thread, out
-# of its 300; each thread still runs every op, 9 per iteration, and the
-# first-use races are the same, but under racecheck 8 threads x 300 took
-# more than the test's 240 s).
+# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90).
+# PTXQ_TESTS_UNDER_TOOL=1 is set for every run: tests that repeat work
+# thousands of times run fewer repetitions (tests/under_tool.h):
+# test_concurrency 40 iterations per thread of its 300 (8 threads x 300 took
+# more than the test's 240 s under racecheck), close_with_work_in_flight 64
+# kernels on a 2048x1024 weight instead of 3000 on 8192x4096, the open/close
+# cycles 50 of 1000. The code paths are the plain run's.
 #
 # Exit status: 0 when every run passes, 1 otherwise, 2 on usage.
 set -uo pipefail
@@ -62,7 +65,7 @@ logs=${2:-$build/compute-sanitizer}
 budget_s=${BENCH_BUDGET_S:-600} key_limit_s=${KEY_LIMIT_S:-180}
 memcheck_limit_s=${KEY_LIMIT_MEMCHECK_S:-600} test_limit_s=${TEST_LIMIT_S:-1800}
 jobs=${JOBS:-4} seed=${SEED:-1}
-export PTXQ_CONCURRENCY_ITERATIONS=${CONCURRENCY_ITERATIONS:-40}
+export PTXQ_TESTS_UNDER_TOOL=1
 read -ra tools <<< "${TOOLS:-memcheck racecheck initcheck synccheck}"
 parts=" ${PARTS:-bench odd tests faults} "
 shard=${SHARD:-0/1} shard_i=${shard%/*} shard_n=${shard#*/}
@@ -143,6 +146,10 @@ take_shard() {
   for i in "${!list[@]}"; do [ $((i % shard_n)) -eq "$shard_i" ] && kept+=("${list[$i]}"); done
   list=("${kept[@]}")
 }
+if [ -n "${KEYS:-}" ]; then
+  mapfile -t bench_keys < <(printf '%s\n' "${bench_keys[@]}" | grep -E -- "$KEYS")
+  mapfile -t odd_keys < <(printf '%s\n' "${odd_keys[@]}" | grep -E -- "$KEYS")
+fi
 take_shard bench_keys
 take_shard odd_keys
 

@@ -38,6 +38,7 @@
 #include "harness.h"
 #include "ptxq.h"
 #include "rng.h"
+#include "under_tool.h"
 
 #define THREADS 8
 #define MAX_M 8u
@@ -382,19 +383,6 @@ static void check_arena(const worker *w, const float *got, float *want, const ui
         (unsigned)got_bits, (double)want[at], (unsigned)want_bits);
 }
 
-/* The iterations each thread runs: ITERATIONS, or fewer when
- * PTXQ_CONCURRENCY_ITERATIONS says so (tests/compute-sanitizer.sh does: its
- * tools make every launch many times slower). A bad value fails the test. */
-static int iterations(void) {
-  const char *text = getenv("PTXQ_CONCURRENCY_ITERATIONS");
-  if (text == NULL) return ITERATIONS;
-  char *end = NULL;
-  long value = strtol(text, &end, 10);
-  CHECK(end != text && *end == '\0' && value >= 1 && value <= ITERATIONS,
-        "PTXQ_CONCURRENCY_ITERATIONS=%s: want 1..%d", text, ITERATIONS);
-  return (int)value;
-}
-
 static void *worker_main(void *arg) {
   worker *w = arg;
   const layout *l = w->l;
@@ -421,7 +409,10 @@ static void *worker_main(void *arg) {
   pthread_barrier_wait(w->start);
   CHECK_OK(ctx, ptxq_kernel_get(ctx, w->race_key, &w->race_info));
 
-  const int runs = iterations();
+  /* Under compute-sanitizer, 40 (each still runs every op, 9 per
+   * iteration, after the same first-use race): 8 threads x 300 iterations
+   * took more than the test's 240 s under racecheck. */
+  const int runs = tests_repeats(ITERATIONS, 40);
   for (int iteration = 0; iteration < runs; iteration++) {
     op order[OP_COUNT];
     for (int i = 0; i < OP_COUNT; i++) order[i] = (op)i;

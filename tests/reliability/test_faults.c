@@ -47,6 +47,7 @@
 #include "internal.h" /* ptxq__test_ptx_hook */
 #include "ptxgen.h"
 #include "ptxq.h"
+#include "under_tool.h"
 
 #define MISSING_LIBCUDA "/nonexistent/libcuda.so.1"
 #define TOLERANCE 1e-5 /* GEMV: max |y - ref| / max |ref| */
@@ -279,7 +280,12 @@ Test(faults, close_with_work_in_flight, .timeout = 120) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
-  const uint32_t k = 8192, n = 4096;
+  /* Under compute-sanitizer, a smaller weight and fewer kernels: each
+   * launch there is many times slower, and the queue at close still holds
+   * work either way. */
+  const bool small = tests_under_tool();
+  const uint32_t k = small ? 2048 : 8192, n = small ? 1024 : 4096;
+  const int kernels = small ? 64 : 3000;
   size_t w_bytes;
   uint8_t *w = random_q4k_bytes(&r, k, n, &w_bytes);
   upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
@@ -292,10 +298,10 @@ Test(faults, close_with_work_in_flight, .timeout = 120) {
   free(big_x);
   for (uint32_t m = 1; m <= 8; m++) EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "w", m));
 
-  /* About 3000 kernels, most of them reading 18 MB: tens of milliseconds
+  /* About 3000 kernels (plain run), most of them reading 18 MB: tens of milliseconds
    * of queued work. The buffers and the weight are left to ptxq_close. */
   double start = seconds_now();
-  for (int i = 0; i < 3000; i++) {
+  for (int i = 0; i < kernels; i++) {
     EXPECT_OK(ctx, ptxq_gemv(ctx, "w", dx, dy, 1 + (uint32_t)i % 8));
     if (i % 16 == 0) EXPECT_OK(ctx, ptxq_silu(ctx, big, big, 1u << 20, 2));
   }
@@ -440,7 +446,8 @@ Test(faults, open_close_cycles_do_not_leak, .timeout = 300) {
   cd.down = random_q6k(&r, 256, 512, &cd.down_bytes);
   cd.x = random_floats(&r, 8 * 512);
 
-  enum { WARM_UP = 20, CYCLES = 1000 };
+  /* Under compute-sanitizer, 50 cycles: every module load is instrumented. */
+  const int WARM_UP = 20, CYCLES = tests_repeats(1000, 50);
   for (int i = 0; i < WARM_UP; i++) one_cycle(&cd);
   size_t rss0 = resident_bytes(), heap0 = heap_in_use(), free0 = device_free_bytes();
   double start = seconds_now();
