@@ -14,21 +14,20 @@
 #      and m = 1..8, plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one
 #      row per warp), tensor-core ones (tc=1), tuned keys, every activation
 #      and rope;
-#  (c) the gpu-suite test binaries: test_gpu, test_gpu_ops, test_gpu_model,
-#      tests/reliability/test_concurrency (one job: each of its tests starts
-#      8 threads under a 240 s limit of its own) and test_faults' "faults"
-#      suite one test at a time (their timeouts are the tests' own).
-#      concurrency_tsan is not run: it is test_concurrency's source built
-#      with ThreadSanitizer, which looks at host threads, not kernels, and
-#      test_concurrency itself runs here.
+#  (c) the gpu-suite test binaries, test_gpu, test_gpu_ops, test_gpu_model,
+#      tests/reliability/test_concurrency and test_faults' "faults" suite,
+#      one test per process (`BINARY --filter SUITE/TEST`), each under
+#      TEST_LIMIT_S. concurrency_tsan is not run: it is test_concurrency's
+#      source built with ThreadSanitizer, which looks at host threads, not
+#      kernels, and test_concurrency itself runs here.
 #
 # A run passes when the program passes (exit 0, or Criterion's synthesis
 # with no failure) and the tool reports nothing: memcheck, initcheck and
 # synccheck print "ERROR SUMMARY: N errors", racecheck "RACECHECK SUMMARY:
 # ... (E errors, W warnings)", hazards of either severity counted. CUDA API
 # errors ("Program hit CUDA_ERROR_...") count too, except those a test
-# provokes on purpose (expected_api below): test_gpu's one refused 2^60-byte
-# ptxq_alloc, and in test_faults the exhausted device memory, the corrupted
+# provokes on purpose (expected_api below): test_gpu alloc_copy_free's one
+# refused 2^60-byte ptxq_alloc, and in test_faults the exhausted device memory, the corrupted
 # PTX and the hidden devices. Two test outcomes are the tool's, not ptxq's,
 # and pass with a NOTE line: a test that makes no CUDA call the driver
 # accepts (hidden devices: cuInit fails) leaves the tool nothing to
@@ -45,12 +44,12 @@
 # "bench odd tests faults" to run, default all; "tests" is part (c) but the
 # fault tests, "faults" those alone: they exhaust device memory, so they must
 # not share the GPU with another run), KEYS (an extended regular expression:
-# only the bench and odd keys it matches run), SHARD (I/N: only the bench and odd
-# keys whose place in their list is I modulo N, so that N runs of the script,
-# each with a LOG_DIR of its own, can share a many-core host),
+# only the bench and odd keys it matches run), TESTS (the same over the test
+# runs' BINARY|SUITE/TEST), SHARD (I/N: only the keys and test runs whose
+# place in their list is I modulo N, so that N runs of the script, each with
+# a LOG_DIR of its own, can share a many-core host),
 # BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S
-# (600), TEST_LIMIT_S (1800, per test binary or fault test), JOBS (4,
-# Criterion jobs), SEED (1), SM (target; default: the keys' own, sm_90).
+# (600), TEST_LIMIT_S (1800, per test), SEED (1), SM (target; default: the keys' own, sm_90).
 # PTXQ_TESTS_UNDER_TOOL=1 is set for every run: tests that repeat work
 # thousands of times run fewer repetitions (tests/under_tool.h):
 # test_concurrency 40 iterations per thread of its 300 (8 threads x 300 took
@@ -64,7 +63,7 @@ build=${1:?usage: tests/compute-sanitizer.sh BUILD_DIR [LOG_DIR]}
 logs=${2:-$build/compute-sanitizer}
 budget_s=${BENCH_BUDGET_S:-600} key_limit_s=${KEY_LIMIT_S:-180}
 memcheck_limit_s=${KEY_LIMIT_MEMCHECK_S:-600} test_limit_s=${TEST_LIMIT_S:-1800}
-jobs=${JOBS:-4} seed=${SEED:-1}
+seed=${SEED:-1}
 export PTXQ_TESTS_UNDER_TOOL=1
 read -ra tools <<< "${TOOLS:-memcheck racecheck initcheck synccheck}"
 parts=" ${PARTS:-bench odd tests faults} "
@@ -153,28 +152,50 @@ fi
 take_shard bench_keys
 take_shard odd_keys
 
-# Test binaries, with their Criterion options: "BINARY|OPTIONS".
-test_runs=("test_gpu|--jobs $jobs" "test_gpu_ops|--jobs $jobs" "test_gpu_model|--jobs $jobs"
-           "tests/reliability/test_concurrency|--jobs 1")
-while read -r name; do
-  test_runs+=("tests/reliability/test_faults|--jobs 1 --filter faults/$name")
-done < <("$build/tests/reliability/test_faults" --list 2>/dev/null |
-         awk '/^[a-z_0-9]+: [0-9]+ tests?$/ { suite = $1 } suite == "faults:" && !/: [0-9]+ tests?$/ { print $NF }')
-[ "${#test_runs[@]}" -gt 4 ] || { echo "test_faults --list named no test of the faults suite"; exit 2; }
+# Test runs, one per test, "BINARY|SUITE/TEST|I/N": the test's parameters
+# I modulo N (1/1 all of them; only the tests in param_pieces are split).
+# One test per process keeps a slow test from holding the others back, and
+# lets SHARD spread them over several runs of the script. test_faults' fault
+# tests are part "faults" (its "nodriver" suite is a unit suite: no GPU);
+# the rest part "tests".
+# The long parameterized tests, each split over this many processes by
+# parameter (PTXQ_TEST_PARAM_SHARD, tests/gpu_common.h): every parameter
+# builds its own kernels, and each build is instrumented.
+declare -A param_pieces=(
+  [test_gpu/gpu/gemv_matches_reference]=8
+  [test_gpu/gpu/batch_rows_are_bit_identical_to_m1]=3
+  [test_gpu_model/gpu/q6k_gemv_matches_reference]=3
+)
+test_runs=()
+for bin in test_gpu test_gpu_ops test_gpu_model tests/reliability/test_concurrency \
+  tests/reliability/test_faults; do
+  mapfile -t names < <("$build/$bin" --list 2>/dev/null | awk '
+    /^[a-z_0-9]+: [0-9]+ tests?$/ { suite = substr($1, 1, length($1) - 1); next }
+    suite != "nodriver" { print suite "/" $NF }')
+  [ "${#names[@]}" -gt 0 ] || { echo "$bin --list named no test"; exit 2; }
+  for name in "${names[@]}"; do
+    pieces=${param_pieces[$(basename "$bin")/$name]:-1}
+    for ((piece = 0; piece < pieces; piece++)); do test_runs+=("$bin|$name|$piece/$pieces"); done
+  done
+done
+if [ -n "${TESTS:-}" ]; then
+  mapfile -t test_runs < <(printf '%s\n' "${test_runs[@]}" | grep -E -- "$TESTS")
+fi
+take_shard test_runs
 
 # API errors provoked on purpose, by run label: "NAME:MAX" entries (MAX a
-# count or "any"). The label of a test run is its binary, or faults/NAME.
+# count or "any"). The label of a test run is BINARY/SUITE/TEST.
 declare -A expected_api=(
-  [test_gpu]="CUDA_ERROR_OUT_OF_MEMORY:1"
-  [faults/device_memory_exhausted]="CUDA_ERROR_OUT_OF_MEMORY:any"
-  [faults/jit_failure_is_reported_and_the_context_recovers]="CUDA_ERROR_INVALID_PTX:any"
-  [faults/driver_without_a_visible_gpu]="CUDA_ERROR_NO_DEVICE:any"
+  [test_gpu/gpu/alloc_copy_free]="CUDA_ERROR_OUT_OF_MEMORY:1"
+  [test_faults/faults/device_memory_exhausted]="CUDA_ERROR_OUT_OF_MEMORY:any"
+  [test_faults/faults/jit_failure_is_reported_and_the_context_recovers]="CUDA_ERROR_INVALID_PTX:any"
+  [test_faults/faults/driver_without_a_visible_gpu]="CUDA_ERROR_NO_DEVICE:any"
 )
 
 # Assertion messages that fail only because the tool runs inside the process,
 # by run label. Any other failed assertion in the run still fails it.
 declare -A tool_effects=(
-  [faults/open_close_cycles_do_not_leak]="malloc'd bytes grew by"
+  [test_faults/faults/open_close_cycles_do_not_leak]="malloc'd bytes grew by"
 )
 
 # Runs a tool cannot instrument at all, by "TOOL:label", with the reason;
@@ -183,7 +204,7 @@ declare -A tool_effects=(
 # over its current size: initcheck's in-process library then fails its own
 # allocation (std::bad_alloc, the process aborts) before ptxq's malloc does.
 declare -A tool_cannot_run=(
-  [initcheck:faults/host_memory_exhausted_during_an_upload]="the tool's own allocations fail under the test's RLIMIT_AS"
+  [initcheck:test_faults/faults/host_memory_exhausted_during_an_upload]="the tool's own allocations fail under the test's RLIMIT_AS"
 )
 
 # ---- one run ------------------------------------------------------------------
@@ -330,19 +351,20 @@ for tool in "${tools[@]}"; do
 
   [[ $parts == *" tests "* || $parts == *" faults "* ]] && echo "== $tool: test runs (${parts# })"
   for entry in "${test_runs[@]}"; do
-    bin=${entry%%|*} options=${entry#*|}
-    label=$(basename "$bin") part=tests
-    case $options in *--filter\ faults/*) label=faults/${options##*faults/} part=faults ;; esac
+    IFS='|' read -r bin test piece <<< "$entry"
+    label=$(basename "$bin")/$test part=tests
+    [ "$(basename "$bin")" = test_faults ] && part=faults
     [[ $parts == *" $part "* ]] || continue
     if [ -n "${tool_cannot_run[$tool:$label]:-}" ]; then
       echo "NOT RUN $tool $label: ${tool_cannot_run[$tool:$label]}"
       not_run=$((not_run + 1))
       continue
     fi
-    # shellcheck disable=SC2086 # options are words
-    sanitize "$tool" "$label" "$test_limit_s" "${expected_api[$label]:-}" 1 "${tool_effects[$label]:-}" \
-      "$build/$bin" $options
-    report "$tool" "$label"
+    run_label=$label
+    [ "$piece" = 1/1 ] || run_label="$label (parameters $piece)"
+    PTXQ_TEST_PARAM_SHARD=$piece sanitize "$tool" "$run_label" "$test_limit_s" "${expected_api[$label]:-}" 1 \
+      "${tool_effects[$label]:-}" "$build/$bin" --jobs 1 --verbose --filter "$test"
+    report "$tool" "$run_label"
   done
 done
 

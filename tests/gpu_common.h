@@ -12,7 +12,9 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +49,26 @@ static inline ptxq_ctx *open_tensor_cores_or_skip(void) {
   cr_assert_eq(status, PTXQ_OK, "ptxq_open: %s: %s", ptxq_strerror(status), ptxq_last_error(NULL));
   return ctx;
 }
+
+/* tests/compute-sanitizer.sh splits a long parameterized test over several
+ * processes: with PTXQ_TEST_PARAM_SHARD=I/N set, only the parameters whose
+ * index (in an array of count) is I modulo N run and the others skip.
+ * Unset: every one runs. */
+static inline void skip_unless_param_in_shard(ptrdiff_t index, size_t count) {
+  cr_assert(index >= 0 && (size_t)index < count, "parameter %td of %zu: not in its array", index,
+            count);
+  const char *shard = getenv("PTXQ_TEST_PARAM_SHARD");
+  if (shard == NULL || shard[0] == '\0') return;
+  unsigned i = 0, n = 0;
+  char extra;
+  cr_assert(sscanf(shard, "%u/%u%c", &i, &n, &extra) == 2 && i < n,
+            "PTXQ_TEST_PARAM_SHARD=%s: want I/N with 0 <= I < N", shard);
+  if ((size_t)index % n != i) cr_skip_test("parameter %td is not in shard %s", index, shard);
+}
+
+/* The same for param, an element of the file-scope array array. */
+#define SKIP_UNLESS_PARAM_IN_SHARD(param, array)                                                   \
+  skip_unless_param_in_shard((param) - (array), sizeof(array) / sizeof((array)[0]))
 
 /* A new seed per test, printed in failures; PTXQ_TEST_SEED replays one. */
 static inline uint64_t fresh_seed(void) {

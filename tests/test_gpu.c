@@ -57,8 +57,10 @@ static ptxq_ctx *open_for(const gemv_shape *shape) {
   return shape->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
 }
 
+static gemv_shape reference_shapes[32];
+
 ParameterizedTestParameters(gpu, gemv_matches_reference) {
-  static gemv_shape shapes[32];
+  gemv_shape *shapes = reference_shapes;
   static const uint32_t ks[] = {256, 512, 4096, 14336}, ns[] = {1, 3, 777, 4096};
   for (int tc = 0; tc < 2; tc++)
     for (size_t i = 0; i < 4; i++)
@@ -71,6 +73,7 @@ ParameterizedTestParameters(gpu, gemv_matches_reference) {
  * independent, so the first m rows are the m-row product). Past m = 12 at
  * k = 4096 (and from smaller m at k = 14336) x is staged in tiles. */
 ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
+  SKIP_UNLESS_PARAM_IN_SHARD(shape, reference_shapes);
   uint32_t k = shape->k, n = shape->n;
   ptxq_ctx *ctx = open_for(shape);
   uint64_t seed = fresh_seed();
@@ -131,14 +134,17 @@ ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
 
 /* ---- batch invariance ------------------------------------------------------ */
 
+static gemv_shape invariance_shapes[] = {
+    {256, 1, 0}, {4096, 777, 0}, {14336, 3, 0}, {512, 4096, 0}, {4096, 4096, 0},  {256, 1, 1},
+    {4096, 777, 1}, {14336, 3, 1}, {512, 4096, 1}, {4096, 4096, 1}, {2304, 1001, 1}};
+
 ParameterizedTestParameters(gpu, batch_rows_are_bit_identical_to_m1) {
-  static gemv_shape shapes[] = {{256, 1, 0},    {4096, 777, 0}, {14336, 3, 0}, {512, 4096, 0}, {4096, 4096, 0},
-                                {256, 1, 1},    {4096, 777, 1}, {14336, 3, 1}, {512, 4096, 1}, {4096, 4096, 1},
-                                {2304, 1001, 1}};
-  return cr_make_param_array(gemv_shape, shapes, sizeof shapes / sizeof shapes[0]);
+  return cr_make_param_array(gemv_shape, invariance_shapes,
+                             sizeof invariance_shapes / sizeof invariance_shapes[0]);
 }
 
 ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
+  SKIP_UNLESS_PARAM_IN_SHARD(shape, invariance_shapes);
   uint32_t k = shape->k, n = shape->n;
   ptxq_ctx *ctx = open_for(shape);
   uint64_t seed = fresh_seed();

@@ -277,8 +277,10 @@ typedef struct gemv_shape {
   uint32_t k, n;
 } gemv_shape;
 
+static gemv_shape q6k_shapes[10];
+
 ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
-  static gemv_shape shapes[10];
+  gemv_shape *shapes = q6k_shapes;
   static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 3, 777};
   for (size_t i = 0; i < 3; i++)
     for (size_t j = 0; j < 3; j++) shapes[i * 3 + j] = (gemv_shape){ks[i], ns[j]};
@@ -289,6 +291,7 @@ ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
 /* m = 1..MAX_M through device buffers and the host path, then every row of
  * every m > 1 product against its m = 1 product, bit for bit. */
 ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
+  SKIP_UNLESS_PARAM_IN_SHARD(shape, q6k_shapes);
   const uint32_t k = shape->k, n = shape->n;
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
