@@ -51,24 +51,28 @@ static inline ptxq_ctx *open_tensor_cores_or_skip(void) {
 }
 
 /* tests/compute-sanitizer.sh splits a long parameterized test over several
- * processes: with PTXQ_TEST_PARAM_SHARD=I/N set, only the parameters whose
- * index (in an array of count) is I modulo N run and the others skip.
- * Unset: every one runs. */
-static inline void skip_unless_param_in_shard(ptrdiff_t index, size_t count) {
-  cr_assert(index >= 0 && (size_t)index < count, "parameter %td of %zu: not in its array", index,
-            count);
+ * processes: with PTXQ_TEST_PARAM_SHARD=I/N set, only the parameters at
+ * index I modulo N of the test's array run and the others skip. Unset:
+ * every one runs. Criterion hands the test a copy of its parameter, so the
+ * index is found by content. */
+static inline void skip_unless_param_in_shard(const void *param, const void *array, size_t size,
+                                              size_t count) {
   const char *shard = getenv("PTXQ_TEST_PARAM_SHARD");
   if (shard == NULL || shard[0] == '\0') return;
   unsigned i = 0, n = 0;
   char extra;
   cr_assert(sscanf(shard, "%u/%u%c", &i, &n, &extra) == 2 && i < n,
             "PTXQ_TEST_PARAM_SHARD=%s: want I/N with 0 <= I < N", shard);
-  if ((size_t)index % n != i) cr_skip_test("parameter %td is not in shard %s", index, shard);
+  size_t index = 0;
+  while (index < count && memcmp((const char *)array + index * size, param, size) != 0) index++;
+  cr_assert(index < count, "the test's parameter is not in its array");
+  if (index % n != i) cr_skip_test("parameter %zu is not in shard %s", index, shard);
 }
 
-/* The same for param, an element of the file-scope array array. */
+/* The same for param, a pointer to a copy of an element of array (the
+ * file-scope array the test's parameters come from). */
 #define SKIP_UNLESS_PARAM_IN_SHARD(param, array)                                                   \
-  skip_unless_param_in_shard((param) - (array), sizeof(array) / sizeof((array)[0]))
+  skip_unless_param_in_shard((param), (array), sizeof((array)[0]), sizeof(array) / sizeof((array)[0]))
 
 /* A new seed per test, printed in failures; PTXQ_TEST_SEED replays one. */
 static inline uint64_t fresh_seed(void) {

@@ -59,13 +59,18 @@ static ptxq_ctx *open_for(const gemv_shape *shape) {
 
 static gemv_shape reference_shapes[32];
 
-ParameterizedTestParameters(gpu, gemv_matches_reference) {
-  gemv_shape *shapes = reference_shapes;
+/* k x n x (FMA, tensor cores); filled where it is read. */
+static void fill_reference_shapes(void) {
   static const uint32_t ks[] = {256, 512, 4096, 14336}, ns[] = {1, 3, 777, 4096};
   for (int tc = 0; tc < 2; tc++)
     for (size_t i = 0; i < 4; i++)
-      for (size_t j = 0; j < 4; j++) shapes[tc * 16 + i * 4 + j] = (gemv_shape){ks[i], ns[j], tc};
-  return cr_make_param_array(gemv_shape, shapes, 32);
+      for (size_t j = 0; j < 4; j++)
+        reference_shapes[tc * 16 + i * 4 + j] = (gemv_shape){ks[i], ns[j], tc};
+}
+
+ParameterizedTestParameters(gpu, gemv_matches_reference) {
+  fill_reference_shapes();
+  return cr_make_param_array(gemv_shape, reference_shapes, 32);
 }
 
 /* m = 1..MAX_M on one weight, through device buffers and through the host
@@ -73,6 +78,7 @@ ParameterizedTestParameters(gpu, gemv_matches_reference) {
  * independent, so the first m rows are the m-row product). Past m = 12 at
  * k = 4096 (and from smaller m at k = 14336) x is staged in tiles. */
 ParameterizedTest(gemv_shape *shape, gpu, gemv_matches_reference) {
+  fill_reference_shapes();
   SKIP_UNLESS_PARAM_IN_SHARD(shape, reference_shapes);
   uint32_t k = shape->k, n = shape->n;
   ptxq_ctx *ctx = open_for(shape);

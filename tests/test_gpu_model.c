@@ -277,15 +277,14 @@ typedef struct gemv_shape {
   uint32_t k, n;
 } gemv_shape;
 
-static gemv_shape q6k_shapes[10];
+static gemv_shape q6k_shapes[] = {
+    {256, 1},   {256, 3},   {256, 777},   {4096, 1}, {4096, 3}, {4096, 777}, {14336, 1},
+    {14336, 3}, {14336, 777}, {4096, 4096}, /* whole row groups over many blocks */
+};
 
 ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
-  gemv_shape *shapes = q6k_shapes;
-  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {1, 3, 777};
-  for (size_t i = 0; i < 3; i++)
-    for (size_t j = 0; j < 3; j++) shapes[i * 3 + j] = (gemv_shape){ks[i], ns[j]};
-  shapes[9] = (gemv_shape){4096, 4096}; /* whole row groups over many blocks */
-  return cr_make_param_array(gemv_shape, shapes, 10);
+  return cr_make_param_array(gemv_shape, q6k_shapes,
+                             sizeof q6k_shapes / sizeof q6k_shapes[0]);
 }
 
 /* m = 1..MAX_M through device buffers and the host path, then every row of
