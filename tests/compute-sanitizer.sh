@@ -16,8 +16,9 @@
 #      and rope;
 #  (c) the gpu-suite test binaries, test_gpu, test_gpu_ops, test_gpu_model,
 #      tests/reliability/test_concurrency and test_faults' "faults" suite,
-#      one test per process (`BINARY --filter SUITE/TEST`), each under
-#      TEST_LIMIT_S. concurrency_tsan is not run: it is test_concurrency's
+#      one test per process (`BINARY --filter SUITE/TEST`; test_concurrency's
+#      two through test_concurrency_plain CASE, without Criterion), each
+#      under TEST_LIMIT_S. concurrency_tsan is not run: it is test_concurrency's
 #      source built with ThreadSanitizer, which looks at host threads, not
 #      kernels, and test_concurrency itself runs here.
 #
@@ -74,7 +75,8 @@ shard=${SHARD:-0/1} shard_i=${shard%/*} shard_n=${shard#*/}
 cs=$(command -v compute-sanitizer || find /usr/local/cuda*/bin -name compute-sanitizer 2>/dev/null | head -1)
 [ -n "$cs" ] || { echo "compute-sanitizer not found (CUDA toolkit's bin/)"; exit 2; }
 for bin in ptxgen ptxq-bench test_gpu test_gpu_ops test_gpu_model \
-  tests/reliability/test_concurrency tests/reliability/test_faults; do
+  tests/reliability/test_concurrency tests/reliability/test_concurrency_plain \
+  tests/reliability/test_faults; do
   [ -x "$build/$bin" ] || { echo "no $build/$bin: build first (the tests need Criterion)"; exit 2; }
 done
 mkdir -p "$logs" || exit 2
@@ -362,8 +364,13 @@ for tool in "${tools[@]}"; do
     fi
     run_label=$label
     [ "$piece" = 1/1 ] || run_label="$label (parameters $piece)"
-    PTXQ_TEST_PARAM_SHARD=$piece sanitize "$tool" "$run_label" "$test_limit_s" "${expected_api[$label]:-}" 1 \
-      "${tool_effects[$label]:-}" "$build/$bin" --jobs 1 --verbose --filter "$test"
+    if [ "$(basename "$bin")" = test_concurrency ]; then
+      # its plain main(), no Criterion runner (tests/reliability/meson.build says why)
+      sanitize "$tool" "$run_label" "$test_limit_s" "" 0 "" "$build/${bin}_plain" "${test#*/}"
+    else
+      PTXQ_TEST_PARAM_SHARD=$piece sanitize "$tool" "$run_label" "$test_limit_s" "${expected_api[$label]:-}" 1 \
+        "${tool_effects[$label]:-}" "$build/$bin" --jobs 1 --verbose --filter "$test"
+    fi
     report "$tool" "$run_label"
   done
 done

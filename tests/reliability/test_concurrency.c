@@ -21,15 +21,18 @@
  * has inputs of its own, so a result computed from another thread's inputs
  * fails too.
  *
- * Built twice from this source: as Criterion tests (meson test
- * "concurrency") and, with -fsanitize=thread and PTXQ_PLAIN_MAIN, as a plain
- * program ("concurrency_tsan"), with fewer iterations (PTXQ_TSAN). Checks
+ * Built three times from this source: as Criterion tests (meson test
+ * "concurrency"); with -fsanitize=thread and PTXQ_PLAIN_MAIN, as a plain
+ * program ("concurrency_tsan"), with fewer iterations (PTXQ_TSAN); and
+ * plain, without TSan (test_concurrency_plain, not a meson test: what
+ * tests/compute-sanitizer.sh runs, with no Criterion runner around it). Checks
  * go through harness.h, which works on worker threads and without
  * Criterion. Without a GPU both skip.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -586,9 +589,18 @@ static void context_per_thread_case(void) {
 }
 
 #ifdef PTXQ_PLAIN_MAIN
-int main(void) {
-  shared_context_case();
-  context_per_thread_case();
+/* test_concurrency_plain [shared_context | context_per_thread]: one case, or
+ * both. A failed check exits with status 1 (harness.h). */
+int main(int argc, char **argv) {
+  bool shared = argc < 2 || strcmp(argv[1], "shared_context") == 0;
+  bool per_thread = argc < 2 || strcmp(argv[1], "context_per_thread") == 0;
+  if (argc > 2 || !(shared || per_thread)) {
+    fprintf(stderr, "usage: %s [shared_context | context_per_thread]\n", argv[0]);
+    return 2;
+  }
+  if (shared) shared_context_case();
+  if (per_thread) context_per_thread_case();
+  fprintf(stderr, "passed\n");
   return 0;
 }
 #else
