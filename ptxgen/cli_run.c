@@ -29,7 +29,7 @@
 #include "cli_run.h"
 
 static const char run_usage[] =
-    "usage: ptxgen run KEY [--seed N] [--cpu] [--reps N]\n"
+    "usage: ptxgen run KEY [--seed N] [--cpu] [--reps N] [--no-batch-check]\n"
     "       ptxgen run [KEY] --gguf FILE --tensor NAME [--m N] [--x FILE] [--out FILE]\n"
     "                  [--seed N] [--cpu]\n"
     "\n"
@@ -85,7 +85,11 @@ static const char run_usage[] =
     "\n"
     "options:\n"
     "  --seed N   seed of the random data (default 1)\n"
-    "  --reps N   timed repetitions, 1..100000 (default 50)\n"
+    "  --reps N   timed repetitions, 0..100000 (default 50); 0: one launch after the\n"
+    "             checks, not timed, no warm-up (under compute-sanitizer, where every\n"
+    "             launch is slow); kernel_us is then printed as -\n"
+    "  --no-batch-check  q4k_gemv and q6k_gemv: skip the m=1 products of the batch\n"
+    "             invariance check (batch_invariant=skipped)\n"
     "  --cpu      run the CPU reference alone (every kind but stream_read)\n"
     "  --gguf FILE, --tensor NAME   multiply by a tensor of a GGUF file (above)\n"
     "  --m N      rows of x with --gguf and no KEY, 1..16 (default 1)\n"
@@ -243,6 +247,11 @@ static int compare_floats(const void *a, const void *b) {
 }
 
 int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us) {
+  if (reps == 0) { /* one launch, not timed: the kernel still runs at least once */
+    int status = launch(ctx, arg);
+    if (status == PTXQ_OK) status = ptxq_sync(ctx);
+    return status == PTXQ_OK ? CLI_EXIT_OK : run_report_ptxq(ctx, "untimed launch", status);
+  }
   ptxq_event *start = NULL, *end = NULL;
   float *times = run_alloc((size_t)reps * sizeof *times, "timings");
   if (!times) return CLI_EXIT_FAILURE;
@@ -497,7 +506,7 @@ static int kquant_upload(ptxq_ctx *ctx, const kquant_run *r, gemv_launch *launch
 }
 
 static int run_kquant_gemv(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only,
-                           int reps) {
+                           int reps, int batch_check) {
   ptxq_ctx *ctx = NULL;
   kquant_run r;
   int result = CLI_EXIT_FAILURE, status;
@@ -530,13 +539,18 @@ static int run_kquant_gemv(const char *key, const ptxgen_spec *spec, uint64_t se
   if (kquant_reference(&r) != CLI_EXIT_OK) goto done;
   int accurate = run_check_gemv(stdout, "", spec->m, spec->n, r.y, r.ref) == CLI_EXIT_OK;
   int invariant = 1;
-  if (spec->m > 1 &&
-      check_batch_invariance(ctx, spec, &batched, r.y, r.nan_bytes, &invariant) != CLI_EXIT_OK)
+  if (spec->m > 1 && !batch_check)
+    printf("batch_invariant=skipped (--no-batch-check)\n");
+  else if (spec->m > 1 &&
+           check_batch_invariance(ctx, spec, &batched, r.y, r.nan_bytes, &invariant) != CLI_EXIT_OK)
     goto done;
   double us = 0;
   if (run_time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
-  printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
-         us, (double)r.weight_count * r.weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
+  if (reps == 0)
+    puts(RUN_NOT_TIMED);
+  else
+    printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
+           us, (double)r.weight_count * r.weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
   result = accurate && invariant ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
   ptxq_close(ctx); /* frees the weights and buffers too */
@@ -593,8 +607,11 @@ static int run_stream_read(const char *key, const ptxgen_spec *spec, uint64_t se
   }
   double us = 0;
   if (run_time_launches(ctx, launch_read, &launch, reps, &us) != CLI_EXIT_OK) goto done;
-  printf("kernel_us=%.2f read_gbps=%.1f (median of %d reps after %d warm-up, %zu bytes)\n", us,
-         (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
+  if (reps == 0)
+    puts(RUN_NOT_TIMED);
+  else
+    printf("kernel_us=%.2f read_gbps=%.1f (median of %d reps after %d warm-up, %zu bytes)\n", us,
+           (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
   result = CLI_EXIT_OK;
 done:
   ptxq_close(ctx);
@@ -604,7 +621,7 @@ done:
 int cli_run(int argc, char **argv) {
   const char *key_text = NULL, *seed_text = NULL, *reps_text = NULL;
   const char *gguf_path = NULL, *tensor = NULL, *x_path = NULL, *out_path = NULL, *m_text = NULL;
-  int cpu_only = 0;
+  int cpu_only = 0, batch_check = 1;
   for (int i = 1; i < argc; i++) {
     if (cli_is_help(argv[i])) {
       fputs(run_usage, stdout);
@@ -623,6 +640,10 @@ int cli_run(int argc, char **argv) {
     if (got > 0) continue;
     if (strcmp(argv[i], "--cpu") == 0) {
       cpu_only = 1;
+      continue;
+    }
+    if (strcmp(argv[i], "--no-batch-check") == 0) {
+      batch_check = 0;
       continue;
     }
     if (argv[i][0] == '-' || key_text) return cli_bad_argument("run", argv[i]);
@@ -646,6 +667,11 @@ int cli_run(int argc, char **argv) {
       fprintf(stderr, "ptxgen: run: --reps is not an option of --gguf runs (they are not timed)\n");
       return CLI_EXIT_USAGE;
     }
+    if (!batch_check) {
+      fprintf(stderr, "ptxgen: run: --no-batch-check is not an option of --gguf runs (they make "
+                      "no batch check)\n");
+      return CLI_EXIT_USAGE;
+    }
   }
   if (!key_text && !gguf_path) {
     fprintf(stderr, "ptxgen: run: missing KEY\n%s", run_usage);
@@ -654,7 +680,7 @@ int cli_run(int argc, char **argv) {
   uint64_t seed = 1, reps = 50, m = 0;
   if (seed_text && cli_parse_u64("--seed", seed_text, 0, UINT64_MAX, &seed) != 0)
     return CLI_EXIT_USAGE;
-  if (reps_text && cli_parse_u64("--reps", reps_text, 1, 100000, &reps) != 0)
+  if (reps_text && cli_parse_u64("--reps", reps_text, 0, 100000, &reps) != 0)
     return CLI_EXIT_USAGE;
   if (m_text && cli_parse_u64("--m", m_text, 1, PTXGEN_GEMV_MAX_M, &m) != 0)
     return CLI_EXIT_USAGE;
@@ -670,6 +696,10 @@ int cli_run(int argc, char **argv) {
     return run_gguf(&request);
   }
 
+  if (!batch_check && spec.kind != PTXGEN_KIND_Q4K_GEMV && spec.kind != PTXGEN_KIND_Q6K_GEMV) {
+    fprintf(stderr, "ptxgen: run: --no-batch-check is an option of q4k_gemv and q6k_gemv keys\n");
+    return CLI_EXIT_USAGE;
+  }
   switch (spec.kind) {
   case PTXGEN_KIND_Q4K_GEMV:
   case PTXGEN_KIND_Q6K_GEMV:
@@ -680,7 +710,7 @@ int cli_run(int argc, char **argv) {
               key, spec.n2, spec.rope ? "_rope" : "");
       return CLI_EXIT_FAILURE;
     }
-    return run_kquant_gemv(key, &spec, seed, cpu_only, (int)reps);
+    return run_kquant_gemv(key, &spec, seed, cpu_only, (int)reps, batch_check);
   case PTXGEN_KIND_STREAM_READ:
     if (cpu_only) {
       fprintf(stderr, "ptxgen: run: no CPU reference for stream_read\n");

@@ -24,6 +24,9 @@
 /* Untimed launches before the timed ones (the first also builds the kernel). */
 #define RUN_WARMUP_LAUNCHES 3
 
+/* What run prints instead of kernel_us=T with --reps 0. */
+#define RUN_NOT_TIMED "kernel_us=- (--reps 0: one launch, not timed)"
+
 /* splitmix64: a tiny, well-mixed generator, so a seed means the same data on
  * every machine. */
 uint64_t run_random_next(uint64_t *state);
@@ -64,7 +67,8 @@ int run_check_gemv(FILE *report, const char *prefix, uint32_t m, uint32_t n, con
 typedef int (*run_launch_fn)(ptxq_ctx *ctx, void *arg);
 
 /* Median kernel time in microseconds over reps launches, each bracketed by
- * events, after RUN_WARMUP_LAUNCHES untimed ones. */
+ * events, after RUN_WARMUP_LAUNCHES untimed ones. reps = 0: one launch,
+ * waited for, neither warm-up nor timing (*median_us untouched). */
 int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us);
 
 /* The runners of cli_run_ops.c: gelu, gelu_erf, silu, swiglu, geglu; rope. */

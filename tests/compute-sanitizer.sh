@@ -8,9 +8,13 @@
 #
 # Under each tool, in this order:
 #  (a) every key `ptxq-bench --list-keys` prints (deduplicated; stream_read
-#      included), through `ptxgen run KEY --reps 1`, which also checks the
-#      result against the CPU reference;
-#  (b) odd shapes: plain and gated GEMVs (glu=) of both weight types at odd n
+#      included), through `ptxgen run KEY --reps 0`, which checks the result
+#      against the CPU reference and launches once more, with no warm-up
+#      (every launch is slow under a tool: racecheck did not finish a
+#      128256-row m = 8 key in 500 s with the 3 warm-ups, a timed launch and
+#      the batch check). GEMV keys add --no-batch-check: its m = 1 products
+#      are the m = 1 key's kernel, a key of its own here;
+#  (b) odd shapes (`ptxgen run KEY --reps 0`, batch check included): plain and gated GEMVs (glu=) of both weight types at odd n
 #      and m = 1..8, plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one
 #      row per warp), tensor-core ones (tc=1), tuned keys, every activation
 #      and rope;
@@ -313,6 +317,14 @@ leave_to_memcheck() {
   echo "MEMCHECK ONLY $1 $2: $3"
 }
 
+# bench_run_options KEY: ptxgen run's options for a bench key (part a).
+bench_run_options() {
+  case $1 in
+    q4k_gemv:* | q6k_gemv:*) echo "--reps 0 --seed $seed --no-batch-check" ;;
+    *) echo "--reps 0 --seed $seed" ;;
+  esac
+}
+
 # ---- the runs -------------------------------------------------------------------
 
 declare -A runs failed memcheck_only
@@ -326,7 +338,7 @@ for tool in "${tools[@]}"; do
   deadline=$((SECONDS + budget_s))
   [[ $parts == *" bench "* ]] && for key in "${bench_keys[@]}"; do
     if [ "$tool" = memcheck ]; then
-      sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+      sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "" "$build/ptxgen" run "$key" $(bench_run_options "$key")
       report "$tool" "$key"
       continue
     fi
@@ -336,7 +348,7 @@ for tool in "${tools[@]}"; do
       continue
     fi
     limit=$((left < key_limit_s ? left : key_limit_s))
-    sanitize "$tool" "$key" "$limit" "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    sanitize "$tool" "$key" "$limit" "" 0 "" "$build/ptxgen" run "$key" $(bench_run_options "$key")
     if [ "$timed_out" = 1 ]; then
       leave_to_memcheck "$tool" "$key" "over $limit s"
     else
@@ -347,7 +359,7 @@ for tool in "${tools[@]}"; do
   [[ $parts == *" odd "* ]] && echo "== $tool: ${#odd_keys[@]} odd-shape keys"
   [[ $parts == *" odd "* ]] && for key in "${odd_keys[@]}"; do
     key=$(with_sm "$key")
-    sanitize "$tool" "$key" 300 "" 0 "" "$build/ptxgen" run "$key" --reps 1 --seed "$seed"
+    sanitize "$tool" "$key" 300 "" 0 "" "$build/ptxgen" run "$key" --reps 0 --seed "$seed"
     report "$tool" "$key"
   done
 

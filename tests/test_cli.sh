@@ -33,8 +33,12 @@ run 2 emit q4k_gemv:k=256,n=1,m=1 q4k_gemv:k=256,n=2,m=1
 run 2 emit q4k_gemv:k=256,n=1,m=1 -o
 run 2 check
 run 2 run
-run 2 run q4k_gemv:k=256,n=1,m=1 --reps 0 --cpu
+run 2 run q4k_gemv:k=256,n=1,m=1 --reps 100001 --cpu
+run 2 run q4k_gemv:k=256,n=1,m=1 --reps -1 --cpu
 run 2 run q4k_gemv:k=256,n=1,m=1 --seed x --cpu
+run 2 run silu:n=7,m=1 --no-batch-check --cpu &&
+  { grep -q -- '--no-batch-check is an option of q4k_gemv' "$tmp/err" || fail "run --no-batch-check on silu: message"; }
+run 0 run q4k_gemv:k=256,n=1,m=2 --reps 0 --no-batch-check --cpu
 # run --gguf (tests/test_run_gguf.sh runs it on the fixture): what needs no file
 run 2 run --gguf && { grep -q -- '--gguf needs a value' "$tmp/err" || fail "run --gguf without FILE: message"; }
 run 2 run --gguf "$tmp/model.gguf" --cpu && { grep -q 'needs --tensor' "$tmp/err" || fail "run --gguf without --tensor: message"; }
