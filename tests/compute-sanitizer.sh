@@ -14,17 +14,17 @@
 #      128256-row m = 8 key in 500 s with the 3 warm-ups, a timed launch and
 #      the batch check). GEMV keys add --no-batch-check: its m = 1 products
 #      are the m = 1 key's kernel, a key of its own here;
-#  (b) odd shapes (`ptxgen run KEY --reps 0`, batch check included): plain and gated GEMVs (glu=) of both weight types at odd n
-#      and m = 1..8, plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one
-#      row per warp), tensor-core ones (tc=1), tuned keys, every activation
-#      and rope;
+#  (b) odd shapes (`ptxgen run KEY --reps 0`, batch check included): plain
+#      and gated GEMVs (glu=) of both weight types at odd n and m = 1..8,
+#      plain ones at m = 9, 11, 13, 16 (x in tiles, Q6_K one row per warp),
+#      tensor-core ones (tc=1), tuned keys, every activation and rope;
 #  (c) the gpu-suite test binaries, test_gpu, test_gpu_ops, test_gpu_model,
 #      tests/reliability/test_concurrency and test_faults' "faults" suite,
 #      one test per process (`BINARY --filter SUITE/TEST`; test_concurrency's
 #      two through test_concurrency_plain CASE, without Criterion), each
-#      under TEST_LIMIT_S. concurrency_tsan is not run: it is test_concurrency's
-#      source built with ThreadSanitizer, which looks at host threads, not
-#      kernels, and test_concurrency itself runs here.
+#      under TEST_LIMIT_S. concurrency_tsan is not run: it is
+#      test_concurrency's source built with ThreadSanitizer, which looks at
+#      host threads, not kernels, and test_concurrency itself runs here.
 #
 # A run passes when the program passes (exit 0, or Criterion's synthesis
 # with no failure) and the tool reports nothing: memcheck, initcheck and
@@ -32,8 +32,8 @@
 # ... (E errors, W warnings)", hazards of either severity counted. CUDA API
 # errors ("Program hit CUDA_ERROR_...") count too, except those a test
 # provokes on purpose (expected_api below): test_gpu alloc_copy_free's one
-# refused 2^60-byte ptxq_alloc, and in test_faults the exhausted device memory, the corrupted
-# PTX and the hidden devices. Two test outcomes are the tool's, not ptxq's,
+# refused 2^60-byte ptxq_alloc, and in test_faults the exhausted device
+# memory, the corrupted PTX and the hidden devices. Two test outcomes are the tool's, not ptxq's,
 # and pass with a NOTE line: a test that makes no CUDA call the driver
 # accepts (hidden devices: cuInit fails) leaves the tool nothing to
 # instrument and no summary; and a failed assertion listed in tool_effects
@@ -53,14 +53,17 @@
 # runs' BINARY|SUITE/TEST), SHARD (I/N: only the keys and test runs whose
 # place in their list is I modulo N, so that N runs of the script, each with
 # a LOG_DIR of its own, can share a many-core host),
-# BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S
-# (600), TEST_LIMIT_S (1800, per test), SEED (1), SM (target; default: the keys' own, sm_90).
+# BENCH_BUDGET_S (600), KEY_LIMIT_S (180), KEY_LIMIT_MEMCHECK_S (600),
+# TEST_LIMIT_S (1800, per test), SEED (1), SM (target; default: the keys'
+# own, sm_90).
+#
 # PTXQ_TESTS_UNDER_TOOL=1 is set for every run: tests that repeat work
 # thousands of times run fewer repetitions (tests/under_tool.h):
 # test_concurrency 3 iterations per thread of its 300 (under racecheck,
-# shared_context at 12 still ran after 280 s, one core busy throughout), close_with_work_in_flight 64
-# kernels on a 2048x1024 weight instead of 3000 on 8192x4096, the open/close
-# cycles 50 of 1000. The code paths are the plain run's.
+# shared_context at 12 still ran after 280 s, one core busy throughout),
+# close_with_work_in_flight 64 kernels on a 2048x1024 weight instead of 3000
+# on 8192x4096, the open/close cycles 50 of 1000. The code paths are the
+# plain run's.
 #
 # Exit status: 0 when every run passes, 1 otherwise, 2 on usage.
 set -uo pipefail
@@ -129,6 +132,7 @@ done
 for m in 1 3 8 9 16; do
   odd_keys+=("q4k_gemv:k=4096,n=1001,m=$m,tc=1" "q4k_gemv:k=14336,n=333,m=$m,tc=1")
 done
+# shellcheck disable=SC2054 # the commas are inside keys
 odd_keys+=(q4k_gemv:k=256,n=7,m=2,tc=1 q4k_gemv:k=2304,n=40001,m=5,tc=1)
 # shellcheck disable=SC2054 # the commas are inside keys
 odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=14336,n=333,m=16 q6k_gemv:k=256,n=3,m=16
@@ -144,7 +148,7 @@ odd_keys+=(q4k_gemv:k=256,n=7,m=3 q4k_gemv:k=14336,n=333,m=8 q4k_gemv:k=14336,n=
            rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16
            rope:mode=normal,head_dim=64,n_dims=32,heads=5,kv_heads=1,m=1)
 
-# this run's shard of the keys
+# this run's shard of a list (the keys here, the test runs below)
 take_shard() {
   local -n list=$1
   local kept=() i
@@ -159,7 +163,7 @@ take_shard bench_keys
 take_shard odd_keys
 
 # Test runs, one per test, "BINARY|SUITE/TEST|I/N": the test's parameters
-# I modulo N (1/1 all of them; only the tests in param_pieces are split).
+# I modulo N (0/1: all of them; only the tests in param_pieces are split).
 # One test per process keeps a slow test from holding the others back, and
 # lets SHARD spread them over several runs of the script. test_faults' fault
 # tests are part "faults" (its "nodriver" suite is a unit suite: no GPU);
@@ -338,6 +342,7 @@ for tool in "${tools[@]}"; do
   deadline=$((SECONDS + budget_s))
   [[ $parts == *" bench "* ]] && for key in "${bench_keys[@]}"; do
     if [ "$tool" = memcheck ]; then
+      # shellcheck disable=SC2046 # the options are words
       sanitize "$tool" "$key" "$memcheck_limit_s" "" 0 "" "$build/ptxgen" run "$key" $(bench_run_options "$key")
       report "$tool" "$key"
       continue
@@ -348,6 +353,7 @@ for tool in "${tools[@]}"; do
       continue
     fi
     limit=$((left < key_limit_s ? left : key_limit_s))
+    # shellcheck disable=SC2046 # the options are words
     sanitize "$tool" "$key" "$limit" "" 0 "" "$build/ptxgen" run "$key" $(bench_run_options "$key")
     if [ "$timed_out" = 1 ]; then
       leave_to_memcheck "$tool" "$key" "over $limit s"

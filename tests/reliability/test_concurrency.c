@@ -25,9 +25,9 @@
  * "concurrency"); with -fsanitize=thread and PTXQ_PLAIN_MAIN, as a plain
  * program ("concurrency_tsan"), with fewer iterations (PTXQ_TSAN); and
  * plain, without TSan (test_concurrency_plain, not a meson test: what
- * tests/compute-sanitizer.sh runs, with no Criterion runner around it). Checks
- * go through harness.h, which works on worker threads and without
- * Criterion. Without a GPU both skip.
+ * tests/compute-sanitizer.sh runs, with no Criterion runner around it).
+ * Checks go through harness.h, which works on worker threads and without
+ * Criterion. Without a GPU all three skip.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>

@@ -298,8 +298,8 @@ Test(faults, close_with_work_in_flight, .timeout = 120) {
   free(big_x);
   for (uint32_t m = 1; m <= 8; m++) EXPECT_OK(ctx, ptxq_gemv_prepare(ctx, "w", m));
 
-  /* About 3000 kernels (plain run), most of them reading 18 MB: tens of milliseconds
-   * of queued work. The buffers and the weight are left to ptxq_close. */
+  /* About 3000 kernels (plain run), most of them reading 18 MB: tens of
+   * milliseconds of queued work. The buffers and the weight are left to ptxq_close. */
   double start = seconds_now();
   for (int i = 0; i < kernels; i++) {
     EXPECT_OK(ctx, ptxq_gemv(ctx, "w", dx, dy, 1 + (uint32_t)i % 8));
@@ -447,11 +447,11 @@ Test(faults, open_close_cycles_do_not_leak, .timeout = 300) {
   cd.x = random_floats(&r, 8 * 512);
 
   /* Under compute-sanitizer, 50 cycles: every module load is instrumented. */
-  const int WARM_UP = 20, CYCLES = tests_repeats(1000, 50);
-  for (int i = 0; i < WARM_UP; i++) one_cycle(&cd);
+  const int warm_up = 20, cycles = tests_repeats(1000, 50);
+  for (int i = 0; i < warm_up; i++) one_cycle(&cd);
   size_t rss0 = resident_bytes(), heap0 = heap_in_use(), free0 = device_free_bytes();
   double start = seconds_now();
-  for (int i = 0; i < CYCLES; i++) one_cycle(&cd);
+  for (int i = 0; i < cycles; i++) one_cycle(&cd);
   double seconds = seconds_now() - start;
   size_t rss1 = resident_bytes(), heap1 = heap_in_use(), free1 = device_free_bytes();
 
@@ -460,7 +460,7 @@ Test(faults, open_close_cycles_do_not_leak, .timeout = 300) {
           "open_close_cycles: %d cycles in %.1f s (%.2f ms each) after %d to warm up; RSS %.0f -> "
           "%.0f KiB (%+.0f), malloc in use %.0f -> %.0f KiB (%+.0f), device free %.0f -> %.0f "
           "KiB (%+.0f)\n",
-          CYCLES, seconds, seconds * 1e3 / CYCLES, WARM_UP, rss0 / kib, rss1 / kib,
+          cycles, seconds, seconds * 1e3 / cycles, warm_up, rss0 / kib, rss1 / kib,
           ((double)rss1 - (double)rss0) / kib, heap0 / kib, heap1 / kib,
           ((double)heap1 - (double)heap0) / kib, free0 / kib, free1 / kib,
           ((double)free1 - (double)free0) / kib);
@@ -471,7 +471,7 @@ Test(faults, open_close_cycles_do_not_leak, .timeout = 300) {
    * cycle (a weight, a buffer, a staging buffer, a workspace, a module)
    * the device check. Smaller leaks (an event's 8-byte wrapper, RoPE's
    * 32-byte positions buffer) pass unseen. */
-  cr_assert_leq(heap1, heap0 + (size_t)256 * CYCLES, "malloc'd bytes grew by %zu",
+  cr_assert_leq(heap1, heap0 + (size_t)256 * cycles, "malloc'd bytes grew by %zu",
                 heap1 - heap0);
   cr_assert_leq(rss1, rss0 + ((size_t)4 << 20), "RSS grew by %zu bytes", rss1 - rss0);
   cr_assert_geq(free1 + ((size_t)2 << 20), free0, "free device memory fell by %zu bytes",
