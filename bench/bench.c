@@ -12,7 +12,10 @@
  *      are taken), each launch timed by its own event pair, and in a graph
  *      (hot: 100 products captured back to back, each replay timed by an
  *      event pair, per product); the median is reported as time, GB/s and
- *      percent of the ceiling,
+ *      percent of the ceiling; beside each shape, the read kernel over as
+ *      many bytes as its weight, cold, timed the same way (row stream_read,
+ *      m 0): what reading those bytes once costs any kernel, launch and
+ *      ramp-up included,
  *  (c) the activations (gelu, gelu_erf, silu, swiglu, geglu) over an
  *      FFN-sized row (n = 14336), out of place, and
  *  (d) RoPE on Llama-3-8B's attention heads (NeoX, 32 Q + 8 KV heads of
@@ -159,9 +162,13 @@ typedef struct {
   int registers, spill_bytes;
   bool ok;
   bool tc; /* a Q4_K product on the tensor cores (--tensor-cores) */
+  bool read_probe; /* the read kernel over the shape's weight bytes (m = 0, no check) */
 } result;
 
-static const char *result_kernel_name(const result *r) { return r->tc ? "q4k_gemv_tc" : gemv_kind_name(r->s.type); }
+static const char *result_kernel_name(const result *r)
+{
+  return r->read_probe ? "stream_read" : r->tc ? "q4k_gemv_tc" : gemv_kind_name(r->s.type);
+}
 
 /* One activation or RoPE configuration (always hot). */
 typedef struct {
@@ -617,14 +624,20 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
   char key[128];
   read_key(sm, READ_BYTES, key, sizeof key);
   fprintf(out, "%s\n", key);
-  for (size_t s = 0; s < opt->shape_count && (kernels & KERNELS_GEMV); s++)
+  for (size_t s = 0; s < opt->shape_count && (kernels & KERNELS_GEMV); s++) {
+    const shape *sh = &opt->shapes[s];
     for (size_t j = 0; j < opt->m_count; j++) {
-      int rc = gemv_key(opt->shapes[s].type, opt->shapes[s].k, opt->shapes[s].n, opt->ms[j], sm,
-                        opt->tensor_cores, key, sizeof key);
+      int rc = gemv_key(sh->type, sh->k, sh->n, opt->ms[j], sm, opt->tensor_cores, key, sizeof key);
       if (rc)
         return rc;
       fprintf(out, "%s\n", key);
     }
+    size_t weight_bytes; /* the shape's read probe (bench_read_probe) */
+    if (ptxq_weight_bytes(sh->type, sh->k, sh->n, &weight_bytes) != PTXQ_OK)
+      return EXIT_FAILED;
+    read_key(sm, weight_bytes, key, sizeof key);
+    fprintf(out, "%s\n", key);
+  }
   for (size_t a = 0; a < ACT_KINDS && (kernels & KERNELS_ACT); a++)
     for (size_t j = 0; j < opt->op_m_count; j++) {
       int rc = act_key(&act_defs[a], opt->op_ms[j], sm, key, sizeof key);
@@ -931,14 +944,68 @@ static double check_rows(const uint8_t *weight, shape s, uint32_t m, const float
 static void print_result(const result *r)
 {
   char check[32];
-  snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
+  if (r->read_probe)
+    snprintf(check, sizeof check, "- (reads the weight's bytes)");
+  else
+    snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
   printf("%-11s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", result_kernel_name(r), r->s.n, r->s.k, r->m,
          gemv_mode_names[r->mode], r->median_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
 
+typedef struct {
+  char key[96];
+  ptxq_dev src; /* the read buffer */
+  size_t slice; /* bytes between the slices launches rotate through */
+  int slices;
+} read_probe_launch;
+
+static int read_probe_pass(bench *b, void *arg, int index)
+{
+  read_probe_launch *p = arg;
+  ptxq_dev src = p->src + (ptxq_dev)(index % p->slices) * p->slice;
+  void *params[] = {&src, &b->sink};
+  int st = ptxq_kernel_launch(b->ctx, p->key, params);
+  return st ? report_failure(b->ctx, p->key, st) : 0;
+}
+
+/* The read kernel over a shape's weight bytes, cold: launch i reads slice
+ * i mod slices of the read buffer (2 GiB, many times the L2), timed like the
+ * cold GEMV rows. Appends one row, unless the read buffer holds fewer than
+ * two slices (then it says so). */
+static int bench_read_probe(bench *b, const options *opt, shape s, size_t weight_bytes,
+                            result *results, size_t *result_count)
+{
+  read_probe_launch p = {.src = b->read_buf, .slice = (weight_bytes + 4095) & ~(size_t)4095};
+  p.slices = (int)(b->read_bytes / p.slice);
+  if (p.slices < 2) {
+    fprintf(stderr, "ptxq-bench: %ux%u: the read buffer holds under two slices of %zu bytes: "
+                    "no stream_read row\n", s.n, s.k, weight_bytes);
+    return 0;
+  }
+  read_key(b->info.target_sm, weight_bytes, p.key, sizeof p.key);
+  ptxq_kernel_info kernel = {0};
+  int st = ptxq_kernel_get(b->ctx, p.key, &kernel);
+  if (st)
+    return report_failure(b->ctx, p.key, st);
+  double ms;
+  int rc = time_launches(b, read_probe_pass, &p, opt->runs, &ms);
+  if (rc)
+    return rc;
+  result *r = &results[(*result_count)++];
+  double bytes = (double)(weight_bytes / 16 * 16);
+  *r = (result){.s = s, .m = 0, .mode = GEMV_COLD, .copies = p.slices, .bytes = bytes,
+                .median_us = ms * 1e3, .gbps = bytes / (ms * 1e-3) / 1e9,
+                .registers = kernel.registers, .spill_bytes = kernel.spill_bytes, .ok = true,
+                .read_probe = true};
+  r->pct_of_ceiling = 100 * r->gbps / b->ceiling_gbps;
+  print_result(r);
+  return 0;
+}
+
 /* Uploads a shape's copies, times each m cold, hot and in a graph, checks,
- * frees the copies. Appends to results (room for GEMV_MODES * opt->m_count). */
+ * frees the copies; then the read probe of the shape. Appends to results
+ * (room for GEMV_MODES * opt->m_count + 1). */
 static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, result *results,
                        size_t *result_count)
 {
@@ -1039,6 +1106,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       print_result(r);
     }
   }
+  rc = bench_read_probe(b, opt, s, weight_bytes, results, result_count);
 
 done:
   if (y_dev)
@@ -1436,11 +1504,11 @@ static int write_json(const char *path, const bench *b, const options *opt,
             "\"registers\": %d, \"spill_bytes\": %d, \"max_rel_err\": ",
             i ? "," : "", result_kernel_name(r), r->s.n, r->s.k, r->m, gemv_mode_names[r->mode], r->median_us,
             r->gbps, r->pct_of_ceiling, r->bytes, r->copies, r->registers, r->spill_bytes);
-    if (isfinite(r->max_rel_err)) /* JSON has no infinity */
+    if (isfinite(r->max_rel_err) && !r->read_probe) /* JSON has no infinity */
       fprintf(f, "%.3g", r->max_rel_err);
     else
       fprintf(f, "null");
-    fprintf(f, ", \"check\": \"%s\"}", r->ok ? "ok" : "FAIL");
+    fprintf(f, ", \"check\": \"%s\"}", r->read_probe ? "none" : r->ok ? "ok" : "FAIL");
   }
   for (size_t i = 0; i < op_count; i++) {
     if (count || i)
@@ -1495,7 +1563,8 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
     return rc;
 
   size_t count = 0, op_count = 0;
-  size_t gemv_rows = opt->kernels & KERNELS_GEMV ? opt->shape_count * opt->m_count * GEMV_MODES : 0;
+  size_t gemv_rows =
+      opt->kernels & KERNELS_GEMV ? opt->shape_count * (opt->m_count * GEMV_MODES + 1) : 0;
   size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
                     (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
   op_rows += op_rows ? 1 : 0; /* the launch floor */
