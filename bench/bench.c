@@ -10,12 +10,13 @@
  *      that together exceed 4x the L2, as a decode step reads each layer
  *      once) and hot (the same buffers again, as most published figures
  *      are taken), each launch timed by its own event pair, and in a graph
- *      (hot: 100 products captured back to back, each replay timed by an
- *      event pair, per product); the median is reported as time, GB/s and
+ *      (100 products captured back to back, each replay timed by an event
+ *      pair, per product), hot and cold (graph-cold: the products rotate
+ *      through the copies); the median is reported as time, GB/s and
  *      percent of the ceiling; beside each shape, the read kernel over as
- *      many bytes as its weight, cold, timed the same way (row stream_read,
- *      m 0): what reading those bytes once costs any kernel, launch and
- *      ramp-up included,
+ *      many bytes as its weight, cold and graph-cold, timed the same way
+ *      (rows stream_read, m 0): what reading those bytes once costs any
+ *      kernel, with and without the launch,
  *  (c) the activations (gelu, gelu_erf, silu, swiglu, geglu) over an
  *      FFN-sized row (n = 14336), out of place, and
  *  (d) RoPE on Llama-3-8B's attention heads (NeoX, 32 Q + 8 KV heads of
@@ -149,9 +150,15 @@ typedef struct {
 /* How a GEMV row is timed: cold (launches rotate through copies of the
  * weight larger than the L2), hot (the same buffers again), graph (hot, the
  * per-product time of GRAPH_OPS back-to-back products captured as one
- * graph: what a decode step pays once launch overhead is gone). */
-typedef enum { GEMV_COLD, GEMV_HOT, GEMV_GRAPH, GEMV_MODES } gemv_mode;
-static const char *const gemv_mode_names[GEMV_MODES] = {"cold", "hot", "graph"};
+ * graph: what a decode step pays once launch overhead is gone), graph-cold
+ * (the same graph, its products rotating through the copies as cold
+ * launches do: a decode step's case, every weight read from memory, no
+ * launch overhead). */
+typedef enum { GEMV_COLD, GEMV_HOT, GEMV_GRAPH, GEMV_GRAPH_COLD, GEMV_MODES } gemv_mode;
+static const char *const gemv_mode_names[GEMV_MODES] = {"cold", "hot", "graph", "graph-cold"};
+
+static bool gemv_mode_cold(gemv_mode mode) { return mode == GEMV_COLD || mode == GEMV_GRAPH_COLD; }
+static bool gemv_mode_graph(gemv_mode mode) { return mode == GEMV_GRAPH || mode == GEMV_GRAPH_COLD; }
 
 typedef struct {
   shape s;
@@ -948,7 +955,7 @@ static void print_result(const result *r)
     snprintf(check, sizeof check, "- (reads the weight's bytes)");
   else
     snprintf(check, sizeof check, "%s %.1e", r->ok ? "ok" : "FAIL", r->max_rel_err);
-  printf("%-11s %7u %6u %2u  %-4s %10.2f %8.1f %6.1f  %s\n", result_kernel_name(r), r->s.n, r->s.k, r->m,
+  printf("%-11s %7u %6u %2u  %-10s %10.2f %8.1f %6.1f  %s\n", result_kernel_name(r), r->s.n, r->s.k, r->m,
          gemv_mode_names[r->mode], r->median_us, r->gbps, r->pct_of_ceiling, check);
   fflush(stdout);
 }
@@ -971,8 +978,9 @@ static int read_probe_pass(bench *b, void *arg, int index)
 
 /* The read kernel over a shape's weight bytes, cold: launch i reads slice
  * i mod slices of the read buffer (2 GiB, many times the L2), timed like the
- * cold GEMV rows. Appends one row, unless the read buffer holds fewer than
- * two slices (then it says so). */
+ * cold GEMV rows, then in a graph like the graph-cold rows. Appends two
+ * rows, unless the read buffer holds fewer than two slices (then it says
+ * so). */
 static int bench_read_probe(bench *b, const options *opt, shape s, size_t weight_bytes,
                             result *results, size_t *result_count)
 {
@@ -988,24 +996,29 @@ static int bench_read_probe(bench *b, const options *opt, shape s, size_t weight
   int st = ptxq_kernel_get(b->ctx, p.key, &kernel);
   if (st)
     return report_failure(b->ctx, p.key, st);
-  double ms;
-  int rc = time_launches(b, read_probe_pass, &p, opt->runs, &ms);
-  if (rc)
-    return rc;
-  result *r = &results[(*result_count)++];
-  double bytes = (double)(weight_bytes / 16 * 16);
-  *r = (result){.s = s, .m = 0, .mode = GEMV_COLD, .copies = p.slices, .bytes = bytes,
-                .median_us = ms * 1e3, .gbps = bytes / (ms * 1e-3) / 1e9,
-                .registers = kernel.registers, .spill_bytes = kernel.spill_bytes, .ok = true,
-                .read_probe = true};
-  r->pct_of_ceiling = 100 * r->gbps / b->ceiling_gbps;
-  print_result(r);
+  static const gemv_mode modes[] = {GEMV_COLD, GEMV_GRAPH_COLD};
+  for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+    double ms;
+    int rc = modes[i] == GEMV_GRAPH_COLD
+                 ? time_launches_graph(b, read_probe_pass, &p, opt->runs, &ms)
+                 : time_launches(b, read_probe_pass, &p, opt->runs, &ms);
+    if (rc)
+      return rc;
+    result *r = &results[(*result_count)++];
+    double bytes = (double)(weight_bytes / 16 * 16);
+    *r = (result){.s = s, .m = 0, .mode = modes[i], .copies = p.slices, .bytes = bytes,
+                  .median_us = ms * 1e3, .gbps = bytes / (ms * 1e-3) / 1e9,
+                  .registers = kernel.registers, .spill_bytes = kernel.spill_bytes, .ok = true,
+                  .read_probe = true};
+    r->pct_of_ceiling = 100 * r->gbps / b->ceiling_gbps;
+    print_result(r);
+  }
   return 0;
 }
 
 /* Uploads a shape's copies, times each m cold, hot and in a graph, checks,
  * frees the copies; then the read probe of the shape. Appends to results
- * (room for GEMV_MODES * opt->m_count + 1). */
+ * (room for GEMV_MODES * opt->m_count + 2). */
 static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, result *results,
                        size_t *result_count)
 {
@@ -1076,15 +1089,15 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       goto done;
     }
     for (gemv_mode mode = GEMV_COLD; mode < GEMV_MODES; mode++) {
-      const bool cold = mode == GEMV_COLD;
+      const bool cold = gemv_mode_cold(mode);
       gemv_launch g = {names, copies, cold, x_dev, y_dev, m};
       result *r = &results[(*result_count)++];
       *r = (result){.s = s, .m = m, .mode = mode, .copies = cold ? copies : 1,
                     .registers = kernel.registers, .spill_bytes = kernel.spill_bytes,
                     .tc = opt->tensor_cores && s.type == PTXQ_TYPE_Q4_K};
       double ms;
-      rc = mode == GEMV_GRAPH ? time_launches_graph(b, gemv_pass, &g, opt->runs, &ms)
-                              : time_launches(b, gemv_pass, &g, opt->runs, &ms);
+      rc = gemv_mode_graph(mode) ? time_launches_graph(b, gemv_pass, &g, opt->runs, &ms)
+                                 : time_launches(b, gemv_pass, &g, opt->runs, &ms);
       if (rc)
         goto done;
       r->bytes = (double)weight_bytes + 4.0 * m * s.k + 4.0 * m * s.n;
@@ -1564,7 +1577,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
 
   size_t count = 0, op_count = 0;
   size_t gemv_rows =
-      opt->kernels & KERNELS_GEMV ? opt->shape_count * (opt->m_count * GEMV_MODES + 1) : 0;
+      opt->kernels & KERNELS_GEMV ? opt->shape_count * (opt->m_count * GEMV_MODES + 2) : 0;
   size_t op_rows = ((opt->kernels & KERNELS_ACT ? ACT_KINDS : 0) +
                     (opt->kernels & KERNELS_ROPE ? 1 : 0)) * opt->op_m_count;
   op_rows += op_rows ? 1 : 0; /* the launch floor */
@@ -1580,7 +1593,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
     return EXIT_FAILED;
   }
   if (gemv_rows)
-    printf("%-9s %7s %6s %2s  %-4s %10s %8s %6s  %s\n", "kernel", "n", "k", "m", "mode",
+    printf("%-11s %7s %6s %2s  %-10s %10s %8s %6s  %s\n", "kernel", "n", "k", "m", "mode",
            "median_us", "GB/s", "%ceil", "check (max rel err)");
   for (size_t s = 0; s < opt->shape_count && gemv_rows && !rc; s++)
     rc = bench_shape(b, opt, opt->shapes[s], &rng, results, &count);

@@ -3,7 +3,8 @@
 Top: each GEMV shape and batch size m as a percent of the read ceiling
 measured in the same run, cold (weights rotated through copies larger than
 L2), hot (the same buffers again) and, where the file has them, graph (hot,
-per product of 100 captured back to back). Bottom: the decode step per m, in
+per product of 100 captured back to back) and graph-cold (the same graph
+rotating through the copies). Bottom: the decode step per m, in
 each mode the run measured. The title names the device, date and ceiling.
 """
 import json
@@ -15,7 +16,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 # The GEMV modes drawn, in this order, with their bars' (alpha, hatch).
-GEMV_STYLE = {"cold": (1.0, ""), "hot": (0.45, "//"), "graph": (0.7, "..")}
+GEMV_STYLE = {"cold": (1.0, ""), "hot": (0.45, "//"), "graph": (0.7, ".."), "graph-cold": (0.85, "xx")}
 
 
 def gemv_label(r):

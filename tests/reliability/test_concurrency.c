@@ -61,6 +61,22 @@ enum {
   ALIGN_FLOATS = 64,               /* regions start on 256-byte boundaries */
 };
 
+/* PTXQ_TEST_TRACE=1: a line on stderr before and after every step and op,
+ * with the time since start, to see where a run under a slow tool stands. */
+static double trace_t0;
+static bool tracing(void) {
+  const char *value = getenv("PTXQ_TEST_TRACE");
+  return value != NULL && strcmp(value, "1") == 0;
+}
+#define TRACE(...)                                                                                 \
+  do {                                                                                             \
+    if (tracing()) {                                                                               \
+      char line_[160];                                                                             \
+      snprintf(line_, sizeof line_, __VA_ARGS__);                                                  \
+      fprintf(stderr, "trace %8.3f s: %s\n", harness_now() - trace_t0, line_);                     \
+    }                                                                                              \
+  } while (0)
+
 #define POISON_BYTE 0xFF /* every poisoned float is 0xFFFFFFFF, a NaN no kernel writes */
 
 /* ---- what runs: ops, the outputs they write, the inputs they read ---------- */
@@ -230,8 +246,10 @@ static int run_op(ptxq_ctx *ctx, const thread_data *td, const layout *l, const d
      * the weight. */
     status = ptxq_weight_upload(ctx, td->private_name, PTXQ_TYPE_Q4_K, PRIV_K, PRIV_N,
                                 td->private_w, td->private_bytes);
+    TRACE("thread %u: %s uploaded: %d", td->index, td->private_name, status);
     if (status == PTXQ_OK)
       status = ptxq_gemv(ctx, td->private_name, in_at(l, d, IN_X_PRIV), out_at(l, d, OUT_PRIVATE), m);
+    TRACE("thread %u: %s used: %d", td->index, td->private_name, status);
     if (status == PTXQ_OK) status = ptxq_weight_free(ctx, td->private_name);
     return status;
   case OP_GEMV_HOST:
@@ -410,7 +428,9 @@ static void *worker_main(void *arg) {
   /* The race: every thread asks for the same new kernel at once, then runs
    * the same first iteration (same ops, same m), whose kernels are new too. */
   pthread_barrier_wait(w->start);
+  TRACE("thread %u: race for %s", td->index, w->race_key);
   CHECK_OK(ctx, ptxq_kernel_get(ctx, w->race_key, &w->race_info));
+  TRACE("thread %u: race done", td->index);
 
   /* Under compute-sanitizer, 3 (each still runs every op, 9 per
    * iteration, after the same first-use race): with 40, shared_context
@@ -436,7 +456,10 @@ static void *worker_main(void *arg) {
       const op which = order[i];
       if (which == skipped_rope || (iteration > 0 && rng_next(&r) % 8 == 0)) continue;
       const uint32_t m = iteration == 0 ? 3 : 1 + (uint32_t)(rng_next(&r) % MAX_M);
+      TRACE("thread %u iteration %d: %s m=%u", td->index, iteration, op_names[which], m);
       int status = run_op(ctx, td, l, &d, which, m, host_y);
+      TRACE("thread %u iteration %d: %s m=%u returned %d", td->index, iteration, op_names[which], m,
+            status);
       CHECK(status == PTXQ_OK, "thread %u iteration %d: %s m=%u gave %s: %s", td->index, iteration,
             op_names[which], m, ptxq_strerror(status), ptxq_last_error(ctx));
       w->ops++;
@@ -450,6 +473,7 @@ static void *worker_main(void *arg) {
       }
       /* Now and then, between the ops: */
       uint64_t dice = rng_next(&r) % 64;
+      if (dice < 4) TRACE("thread %u iteration %d: between ops, case %d", td->index, iteration, (int)dice);
       if (dice == 0) {
         upload_shared(ctx, w->weights, (rng_next(&r) & 1) ? "w.q4" : "w.q6"); /* same bytes */
         w->ops++;
@@ -466,13 +490,16 @@ static void *worker_main(void *arg) {
               (int)info.type, info.k, info.n, info.bytes);
       }
     }
+    TRACE("thread %u iteration %d: download", td->index, iteration);
     CHECK_OK(ctx, ptxq_download(ctx, got, d.arena, arena_bytes));
     check_arena(w, got, want, m_of, iteration);
+    TRACE("thread %u iteration %d: checked", td->index, iteration);
   }
 
   free(got);
   free(want);
   free(host_y);
+  TRACE("thread %u: loop done", td->index);
   if (w->shared_ctx == NULL) {
     /* Buffers left to ptxq_close, closed by every thread together. */
     pthread_barrier_wait(w->start);
@@ -504,6 +531,7 @@ typedef struct fixture {
 
 /* Weights, inputs and the single-thread results of every thread. */
 static void fixture_make(fixture *f) {
+  trace_t0 = harness_now();
   f->reference = open_or_skip();
   f->seed = harness_seed();
   rng r = {f->seed};
@@ -513,6 +541,7 @@ static void fixture_make(fixture *f) {
   upload_shared(f->reference, &f->weights, NULL);
   for (unsigned t = 0; t < THREADS; t++) {
     make_thread_data(&f->td[t], t, &r, &f->l);
+    TRACE("fixture: single-thread results of thread %u", t);
     compute_expected(f->reference, &f->td[t], &f->l);
   }
 }
@@ -557,7 +586,9 @@ static void shared_context_case(void) {
   upload_shared(shared, &f.weights, NULL);
   worker workers[THREADS];
   double start = harness_now();
+  TRACE("shared_context: workers start");
   unsigned long ops = run_workers(&f, shared, workers);
+  TRACE("shared_context: workers joined");
   /* One build for the raced key: every thread saw the same entry, down to
    * the time its JIT took. */
   for (unsigned t = 1; t < THREADS; t++)
