@@ -8,6 +8,7 @@
  * may use a ptxq context without disturbing its own CUDA state.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +141,25 @@ static int open_device(ptxq_ctx *ctx, int ordinal, uint32_t requested_target) {
   return PTXQ_OK;
 }
 
+/* PTXQ_GEMV_TUNE=ROWS,WARPS (a benchmark switch, like PTXQ_PDL): plain
+ * GEMVs (not gated, not on the tensor cores) use rows per warp and warps
+ * per block of the key's tuning options instead of the generator's
+ * default. Which warp computes a row changes, not the order of its sums. */
+static int read_gemv_tuning(ptxq_ctx *ctx) {
+  const char *tune = getenv("PTXQ_GEMV_TUNE");
+  if (tune == NULL || tune[0] == '\0') return PTXQ_OK;
+  unsigned rows = 0, warps = 0;
+  char end = 0;
+  if (sscanf(tune, "%u,%u%c", &rows, &warps, &end) != 2 || !(rows == 1 || rows == 2 || rows == 4) ||
+      !(warps == 4 || warps == 8 || warps == 16))
+    return ptxq__fail(NULL, PTXQ_ERR_INVALID,
+                      "PTXQ_GEMV_TUNE='%.40s': want ROWS,WARPS with ROWS 1, 2 or 4 and WARPS 4, 8 or 16",
+                      tune);
+  ctx->gemv_rows = (uint8_t)rows;
+  ctx->gemv_warps = (uint8_t)warps;
+  return PTXQ_OK;
+}
+
 int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
   if (out == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_open: ctx is NULL");
   *out = NULL;
@@ -176,6 +196,7 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
     ctx->programmatic_launch = ptxq__cu.LaunchKernelEx != NULL && ctx->info.sm >= 90 &&
                                ctx->info.driver_version >= 12030 &&
                                !(pdl != NULL && strcmp(pdl, "0") == 0);
+    status = read_gemv_tuning(ctx);
   }
   if (status != PTXQ_OK) {
     if (ctx->stream != NULL && ptxq__cu.CtxPushCurrent(ctx->context) == CUDA_SUCCESS) {

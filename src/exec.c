@@ -60,6 +60,10 @@ int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t
                         .m = m,
                         .glu = glu,
                         .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV && glu == 0};
+    if (glu == 0 && !spec.tc) {
+      spec.rows = ctx->gemv_rows;
+      spec.warps = ctx->gemv_warps;
+    }
     int status = ptxq__kernel_for(ctx, &spec, cached);
     if (status != PTXQ_OK) return status;
   }

@@ -161,6 +161,10 @@ struct ptxq_ctx {
    * and a driver that keeps such edges in captured graphs (12.3+). Off with
    * PTXQ_PDL=0 read at ptxq_open (a benchmark switch). */
   bool programmatic_launch;
+
+  /* PTXQ_GEMV_TUNE=ROWS,WARPS read at ptxq_open (a benchmark switch): the
+   * plain GEMVs' rows per warp and warps per block; 0 is the default. */
+  uint8_t gemv_rows, gemv_warps;
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
