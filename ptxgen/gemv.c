@@ -87,6 +87,33 @@ static uint32_t shared_budget(uint32_t sm) {
   }
 }
 
+/* Default tuning of a plain product (no glu, n2 or rope) when the key sets
+ * none, from ptxq-bench on the H100 (bench/RESULTS.md, eighth session):
+ * - m = 1 on a large weight: one row per warp, 16 warps per block. Groups
+ *   of 16 rows in blocks of 8 warps (96 registers: 2 blocks per SM) leave
+ *   the last round of row groups part-empty (14336 rows: 896 groups over
+ *   264 blocks, 3.4 rounds); one row each over 16 warps (1 block per SM)
+ *   cuts it finer. Q4_K 14336x4096 graph-cold 14.07 -> 13.47 µs, 128256x4096
+ *   cold 107.5 -> 106.0; Q6_K 4096x14336 cold 24.5 -> 22.8, 128256x4096
+ *   150.4 -> 148.5. Below LARGE_PRODUCT_WEIGHTS it lost (4096x4096: 9.8 ->
+ *   10.1 cold, 4.1 -> 4.4 in a graph).
+ * It changes which warp computes a row, not the order of its sums: every m
+ * keeps the bits of m = 1. (16 warps of two rows also made Q4_K 4096x14336
+ * m = 8 faster, 63.3 -> 51.0 µs cold, as each block stages x's tiles once
+ * for 32 rows; but 16 warps cap a thread at 128 registers, and with x in
+ * tiles that spills: 8 to 12 bytes at m = 7 on sm_86/89/120, at m = 8 on
+ * sm_90. Not a default until it fits.) */
+#define LARGE_PRODUCT_WEIGHTS (1ull << 25) /* n x k */
+
+static void default_tuning(const ptxgen_spec *s, uint32_t *rows, uint32_t *warps) {
+  const bool plain = !s->glu && !s->n2 && !s->rope;
+  if (plain && !s->rows && !s->warps && s->m == 1 &&
+      (uint64_t)s->n * s->k >= LARGE_PRODUCT_WEIGHTS) {
+    *rows = 1;
+    *warps = 16;
+  }
+}
+
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   gemv_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .sums = f->sums};
   p.glu = s->glu;
@@ -94,15 +121,16 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.segments = s->n3 ? 3 : s->n2 ? 2 : 1;
   p.n_total = s->n + s->n2 + s->n3;
   p.rope = s->rope;
-  p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
-  if (!s->rows && !s->rope && p.rows * s->m * f->sums > CHUNK_SUMS_REGS) p.rows = 1; /* RoPE needs row pairs */
-  p.load_rows = s->glu ? 2 * p.rows : p.rows;
-  p.warps = s->warps ? s->warps : 8;
-  p.threads = p.warps * 32;
-  p.row_stride = f->row_stride(s->k);
   p.chunks = s->k / 64;
   uint32_t chunk_bytes = 256 + 4 * f->sums; /* per chunk and batch row */
   uint32_t fit = shared_budget(s->sm) / (s->m * chunk_bytes);
+  p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
+  if (!s->rows && !s->rope && p.rows * s->m * f->sums > CHUNK_SUMS_REGS) p.rows = 1; /* RoPE needs row pairs */
+  p.warps = s->warps ? s->warps : 8;
+  default_tuning(s, &p.rows, &p.warps);
+  p.load_rows = s->glu ? 2 * p.rows : p.rows;
+  p.threads = p.warps * 32;
+  p.row_stride = f->row_stride(s->k);
   if (fit >= p.chunks) {
     p.tile_chunks = p.chunks;
   } else {

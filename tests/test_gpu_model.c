@@ -280,6 +280,7 @@ typedef struct gemv_shape {
 static gemv_shape q6k_shapes[] = {
     {256, 1},   {256, 3},   {256, 777},   {4096, 1}, {4096, 3}, {4096, 777}, {14336, 1},
     {14336, 3}, {14336, 777}, {4096, 4096}, /* whole row groups over many blocks */
+    {4096, 8193}, /* n x k >= 2^25: m = 1 takes one row per warp in 16 warps (default_tuning) */
 };
 
 ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
