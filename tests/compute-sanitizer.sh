@@ -383,12 +383,14 @@ for tool in "${tools[@]}"; do
     run_label=$label
     [ "$piece" = 0/1 ] || run_label="$label (parameters $piece)"
     if [ "$(basename "$bin")" = test_concurrency ] && [ "$tool" = racecheck ] && [ "${test#*/}" = shared_context ]; then
-      # 8 threads enqueueing on one stream while others copy and allocate:
-      # under racecheck that stalls with asynchronous launches (one thread
-      # spinning in the driver, the GPU idle, every other thread waiting;
-      # it passes plain, under the other three tools and under TSan). Each
-      # launch waiting for its kernel keeps every kernel and its shared
-      # memory accesses the same, so racecheck still sees them all.
+      # 8 threads enqueueing on one stream while others upload and free
+      # weights: under racecheck, with asynchronous launches, it stalls
+      # within the first iteration (a thread uploading a weight spins on a
+      # core for minutes, every other thread sleeps in a futex; traced with
+      # PTXQ_TEST_TRACE=1, bench/RESULTS.md, eighth session). It passes
+      # plain, under the other three tools and under TSan. Each launch
+      # waiting for its kernel leaves every kernel and its shared memory
+      # accesses as they were, so racecheck still sees them all.
       echo "NOTE $tool $run_label: run with CUDA_LAUNCH_BLOCKING=1 (asynchronous, it stalls under racecheck)"
       CUDA_LAUNCH_BLOCKING=1 sanitize "$tool" "$run_label" "$test_limit_s" "" 0 "" "$build/${bin}_plain" "${test#*/}"
     elif [ "$(basename "$bin")" = test_concurrency ]; then

@@ -226,6 +226,17 @@ Test(gpu, open_rejects_bad_options) {
   opt = (ptxq_options){.tensor_cores = 2};
   EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_INVALID, "tensor_cores=2");
   cr_assert_null(other);
+  /* The benchmark switch PTXQ_GEMV_TUNE: a malformed value fails the open. */
+  static const char *const bad_tunes[] = {"3,8", "2,12", "2", "2,8,1", "x"};
+  for (size_t i = 0; i < sizeof bad_tunes / sizeof bad_tunes[0]; i++) {
+    cr_assert_eq(setenv("PTXQ_GEMV_TUNE", bad_tunes[i], 1), 0);
+    EXPECT_FAIL(NULL, ptxq_open(&other, NULL), PTXQ_ERR_INVALID, "PTXQ_GEMV_TUNE");
+    cr_assert_null(other);
+  }
+  cr_assert_eq(setenv("PTXQ_GEMV_TUNE", "1,16", 1), 0);
+  cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s", ptxq_last_error(NULL));
+  ptxq_close(other);
+  unsetenv("PTXQ_GEMV_TUNE");
   if (info.sm >= 75) { /* the tensor-core GEMV needs sm_80: refused for an sm_75 target */
     opt = (ptxq_options){.target_sm = 75, .tensor_cores = 1};
     EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_UNSUPPORTED, "tensor_cores=1 with target sm_75");
