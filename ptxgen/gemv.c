@@ -97,19 +97,25 @@ static uint32_t shared_budget(uint32_t sm) {
  *   cold 107.5 -> 106.0; Q6_K 4096x14336 cold 24.5 -> 22.8, 128256x4096
  *   150.4 -> 148.5. Below LARGE_PRODUCT_WEIGHTS it lost (4096x4096: 9.8 ->
  *   10.1 cold, 4.1 -> 4.4 in a graph).
- * It changes which warp computes a row, not the order of its sums: every m
- * keeps the bits of m = 1. (16 warps of two rows also made Q4_K 4096x14336
- * m = 8 faster, 63.3 -> 51.0 µs cold, as each block stages x's tiles once
- * for 32 rows; but 16 warps cap a thread at 128 registers, and with x in
- * tiles that spills: 8 to 12 bytes at m = 7 on sm_86/89/120, at m = 8 on
- * sm_90. Not a default until it fits.) */
+ * - Q4_K with x staged in tiles (k = 14336 from m = 4 on sm_90), m <= 5:
+ *   16 warps of two rows, so each block stages x's tiles once for 32 rows
+ *   instead of 16 (Q4_K 4096x14336 m = 8: 63.3 -> 51.0 µs cold). 16 warps
+ *   cap a thread at 128 registers: from m = 6 or 7 that spills on some
+ *   targets (8 bytes at m = 8 on sm_90, 8-12 at m = 7 on sm_80..120), so
+ *   m = 6..8 keep 8 warps.
+ * Either changes which warp computes a row, not the order of its sums:
+ * every m keeps the bits of m = 1. */
 #define LARGE_PRODUCT_WEIGHTS (1ull << 25) /* n x k */
+#define TILED_X_WARPS16_MAX_M 5u
 
-static void default_tuning(const ptxgen_spec *s, uint32_t *rows, uint32_t *warps) {
+static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
+                           uint32_t *warps) {
   const bool plain = !s->glu && !s->n2 && !s->rope;
-  if (plain && !s->rows && !s->warps && s->m == 1 &&
-      (uint64_t)s->n * s->k >= LARGE_PRODUCT_WEIGHTS) {
+  if (!plain || s->rows || s->warps) return;
+  if (s->m == 1 && (uint64_t)s->n * s->k >= LARGE_PRODUCT_WEIGHTS) {
     *rows = 1;
+    *warps = 16;
+  } else if (s->kind == PTXGEN_KIND_Q4K_GEMV && x_in_tiles && s->m <= TILED_X_WARPS16_MAX_M) {
     *warps = 16;
   }
 }
@@ -127,7 +133,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
   if (!s->rows && !s->rope && p.rows * s->m * f->sums > CHUNK_SUMS_REGS) p.rows = 1; /* RoPE needs row pairs */
   p.warps = s->warps ? s->warps : 8;
-  default_tuning(s, &p.rows, &p.warps);
+  default_tuning(s, fit < p.chunks, &p.rows, &p.warps);
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
