@@ -996,6 +996,7 @@ static int bench_read_probe(bench *b, const options *opt, shape s, size_t weight
   int st = ptxq_kernel_get(b->ctx, p.key, &kernel);
   if (st)
     return report_failure(b->ctx, p.key, st);
+  const double bytes = (double)(weight_bytes / 16 * 16); /* whole 16-byte vectors */
   static const gemv_mode modes[] = {GEMV_COLD, GEMV_GRAPH_COLD};
   for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
     double ms;
@@ -1005,7 +1006,6 @@ static int bench_read_probe(bench *b, const options *opt, shape s, size_t weight
     if (rc)
       return rc;
     result *r = &results[(*result_count)++];
-    double bytes = (double)(weight_bytes / 16 * 16);
     *r = (result){.s = s, .m = 0, .mode = modes[i], .copies = p.slices, .bytes = bytes,
                   .median_us = ms * 1e3, .gbps = bytes / (ms * 1e-3) / 1e9,
                   .registers = kernel.registers, .spill_bytes = kernel.spill_bytes, .ok = true,

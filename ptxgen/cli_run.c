@@ -246,6 +246,14 @@ static int compare_floats(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+void run_print_timing(int reps, double us, const char *gbps_name, double bytes, const char *tail) {
+  if (reps == 0)
+    puts("kernel_us=- (--reps 0: one launch, not timed)");
+  else
+    printf("kernel_us=%.2f %s=%.1f (median of %d reps after %d warm-up%s)\n", us, gbps_name,
+           bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, tail);
+}
+
 int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us) {
   if (reps == 0) { /* one launch, not timed: the kernel still runs at least once */
     int status = launch(ctx, arg);
@@ -546,11 +554,7 @@ static int run_kquant_gemv(const char *key, const ptxgen_spec *spec, uint64_t se
     goto done;
   double us = 0;
   if (run_time_launches(ctx, launch_gemv, &batched, reps, &us) != CLI_EXIT_OK) goto done;
-  if (reps == 0)
-    puts(RUN_NOT_TIMED);
-  else
-    printf("kernel_us=%.2f weight_gbps=%.1f (median of %d reps after %d warm-up, weights hot)\n",
-           us, (double)r.weight_count * r.weight_bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES);
+  run_print_timing(reps, us, "weight_gbps", (double)r.weight_count * r.weight_bytes, ", weights hot");
   result = accurate && invariant ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
   ptxq_close(ctx); /* frees the weights and buffers too */
@@ -607,11 +611,9 @@ static int run_stream_read(const char *key, const ptxgen_spec *spec, uint64_t se
   }
   double us = 0;
   if (run_time_launches(ctx, launch_read, &launch, reps, &us) != CLI_EXIT_OK) goto done;
-  if (reps == 0)
-    puts(RUN_NOT_TIMED);
-  else
-    printf("kernel_us=%.2f read_gbps=%.1f (median of %d reps after %d warm-up, %zu bytes)\n", us,
-           (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
+  char tail[48];
+  snprintf(tail, sizeof tail, ", %zu bytes", bytes);
+  run_print_timing(reps, us, "read_gbps", (double)bytes, tail);
   result = CLI_EXIT_OK;
 done:
   ptxq_close(ctx);

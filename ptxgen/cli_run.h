@@ -24,9 +24,6 @@
 /* Untimed launches before the timed ones (the first also builds the kernel). */
 #define RUN_WARMUP_LAUNCHES 3
 
-/* What run prints instead of kernel_us=T with --reps 0. */
-#define RUN_NOT_TIMED "kernel_us=- (--reps 0: one launch, not timed)"
-
 /* splitmix64: a tiny, well-mixed generator, so a seed means the same data on
  * every machine. */
 uint64_t run_random_next(uint64_t *state);
@@ -70,6 +67,11 @@ typedef int (*run_launch_fn)(ptxq_ctx *ctx, void *arg);
  * events, after RUN_WARMUP_LAUNCHES untimed ones. reps = 0: one launch,
  * waited for, neither warm-up nor timing (*median_us untouched). */
 int run_time_launches(ptxq_ctx *ctx, run_launch_fn launch, void *arg, int reps, double *median_us);
+
+/* Prints the timing line of run_time_launches' result,
+ *   kernel_us=T NAME=G (median of R reps after W warm-up<tail>)
+ * with G = bytes / T, or, for reps = 0, that nothing was timed. */
+void run_print_timing(int reps, double us, const char *gbps_name, double bytes, const char *tail);
 
 /* The runners of cli_run_ops.c: gelu, gelu_erf, silu, swiglu, geglu; rope. */
 int run_activation(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_only, int reps);

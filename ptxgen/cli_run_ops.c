@@ -254,12 +254,9 @@ int run_activation(const char *key, const ptxgen_spec *spec, uint64_t seed, int 
   double us = 0;
   if (run_time_launches(ctx, launch_act, &launch, reps, &us) != CLI_EXIT_OK) goto done;
   size_t bytes = (size_t)(d.gated ? 3 : 2) * d.count * sizeof(float);
-  if (reps == 0)
-    puts(RUN_NOT_TIMED);
-  else
-    printf("kernel_us=%.2f gbps=%.1f (median of %d reps after %d warm-up; %zu bytes: inputs read, "
-           "y written)\n",
-           us, (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
+  char tail[64];
+  snprintf(tail, sizeof tail, "; %zu bytes: inputs read, y written", bytes);
+  run_print_timing(reps, us, "gbps", (double)bytes, tail);
   result = accurate ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
   ptxq_close(ctx); /* frees the device buffers too */
@@ -468,12 +465,9 @@ int run_rope(const char *key, const ptxgen_spec *spec, uint64_t seed, int cpu_on
   double us = 0;
   if (run_time_launches(ctx, launch_rope, &launch, reps, &us) != CLI_EXIT_OK) goto done;
   size_t bytes = 2 * (d.q_count + d.k_count) * sizeof(float);
-  if (reps == 0)
-    puts(RUN_NOT_TIMED);
-  else
-    printf("kernel_us=%.2f gbps=%.1f (median of %d reps after %d warm-up; %zu bytes: q and k read "
-           "and written)\n",
-           us, (double)bytes / (us * 1e3), reps, RUN_WARMUP_LAUNCHES, bytes);
+  char tail[64];
+  snprintf(tail, sizeof tail, "; %zu bytes: q and k read and written", bytes);
+  run_print_timing(reps, us, "gbps", (double)bytes, tail);
   result = accurate ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 done:
   ptxq_close(ctx);

@@ -382,7 +382,7 @@ for tool in "${tools[@]}"; do
     fi
     run_label=$label
     [ "$piece" = 0/1 ] || run_label="$label (parameters $piece)"
-    if [ "$(basename "$bin")" = test_concurrency ] && [ "$tool" = racecheck ] && [ "${test#*/}" = shared_context ]; then
+    if [ "$(basename "$bin")" = test_concurrency ]; then
       # 8 threads enqueueing on one stream while others upload and free
       # weights: under racecheck, with asynchronous launches, it stalls
       # within the first iteration (a thread uploading a weight spins on a
@@ -391,11 +391,13 @@ for tool in "${tools[@]}"; do
       # plain, under the other three tools and under TSan. Each launch
       # waiting for its kernel leaves every kernel and its shared memory
       # accesses as they were, so racecheck still sees them all.
-      echo "NOTE $tool $run_label: run with CUDA_LAUNCH_BLOCKING=1 (asynchronous, it stalls under racecheck)"
-      CUDA_LAUNCH_BLOCKING=1 sanitize "$tool" "$run_label" "$test_limit_s" "" 0 "" "$build/${bin}_plain" "${test#*/}"
-    elif [ "$(basename "$bin")" = test_concurrency ]; then
+      blocking=0
+      if [ "$tool" = racecheck ] && [ "${test#*/}" = shared_context ]; then
+        echo "NOTE $tool $run_label: run with CUDA_LAUNCH_BLOCKING=1 (asynchronous, it stalls under racecheck)"
+        blocking=1
+      fi
       # its plain main(), no Criterion runner (tests/reliability/meson.build says why)
-      sanitize "$tool" "$run_label" "$test_limit_s" "" 0 "" "$build/${bin}_plain" "${test#*/}"
+      CUDA_LAUNCH_BLOCKING=$blocking sanitize "$tool" "$run_label" "$test_limit_s" "" 0 "" "$build/${bin}_plain" "${test#*/}"
     else
       PTXQ_TEST_PARAM_SHARD=$piece sanitize "$tool" "$run_label" "$test_limit_s" "${expected_api[$label]:-}" 1 \
         "${tool_effects[$label]:-}" "$build/$bin" --jobs 1 --verbose --filter "$test"

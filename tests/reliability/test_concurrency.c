@@ -64,13 +64,10 @@ enum {
 /* PTXQ_TEST_TRACE=1: a line on stderr before and after every step and op,
  * with the time since start, to see where a run under a slow tool stands. */
 static double trace_t0;
-static bool tracing(void) {
-  const char *value = getenv("PTXQ_TEST_TRACE");
-  return value != NULL && strcmp(value, "1") == 0;
-}
+static bool tracing; /* set with trace_t0 by fixture_make */
 #define TRACE(...)                                                                                 \
   do {                                                                                             \
-    if (tracing()) {                                                                               \
+    if (tracing) {                                                                                 \
       char line_[160];                                                                             \
       snprintf(line_, sizeof line_, __VA_ARGS__);                                                  \
       fprintf(stderr, "trace %8.3f s: %s\n", harness_now() - trace_t0, line_);                     \
@@ -531,6 +528,8 @@ typedef struct fixture {
 
 /* Weights, inputs and the single-thread results of every thread. */
 static void fixture_make(fixture *f) {
+  const char *trace = getenv("PTXQ_TEST_TRACE");
+  tracing = trace != NULL && strcmp(trace, "1") == 0;
   trace_t0 = harness_now();
   f->reference = open_or_skip();
   f->seed = harness_seed();
