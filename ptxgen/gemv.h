@@ -29,6 +29,7 @@ typedef enum gemv_preload {
   GEMV_PRELOAD_OFF,   /* load a chunk, then compute it */
   GEMV_PRELOAD_CHUNK, /* one chunk ahead (x staged in one tile) */
   GEMV_PRELOAD_GROUP, /* all the lane's chunks of the next row group at once (one tile, few chunks per lane) */
+  GEMV_PRELOAD_BULK,  /* the copy engine streams each warp's rows into a ring in shared memory (sm_90+) */
 } gemv_preload;
 
 /* Every choice the skeleton makes from a spec, in one place. */
@@ -51,6 +52,12 @@ typedef struct gemv_plan {
   gemv_preload preload;          /* how far the loads run ahead of the arithmetic (spec->preload) */
   uint32_t lane_chunks;          /* chunks a lane owns per row: ceil(chunks / 32) */
   uint32_t xs_bytes, shared_bytes;
+  /* GEMV_PRELOAD_BULK: a warp's rows are copied a round at a time (32
+   * chunks of each of its load_rows rows: round_bytes per row, the last
+   * round last_round_bytes) into its own ring of ring_stages stages, each
+   * with an mbarrier; ring_off and mbar_off are their offsets in shared
+   * memory. */
+  uint32_t ring_stages, round_bytes, last_round_bytes, stage_bytes, ring_off, mbar_off;
 } gemv_plan;
 
 /* Registers live for the whole kernel. */
@@ -87,11 +94,17 @@ typedef struct gemv_format {
    * chunk while x is staged. H100, decode step m = 1: Q4_K down 1818 ->
    * 1776 µs; with Q6_K too, 1791 (its down kernel got slower). */
   bool second_chunk_early;
+  /* Bytes of a round of 32 chunks of a row (8 super-blocks), if a round is
+   * contiguous in the row and a multiple of 16 bytes, so that the copy
+   * engine can stream it (GEMV_PRELOAD_BULK); 0 where the layout is not. */
+  uint32_t round_bytes;
   /* A chunk's loads land in raw_count registers per row, of raw_types. */
   uint32_t raw_count;
   const ptx_type *raw_types;
   /* Loads chunk g of each of the warp's load_rows rows into raw; every load
-   * predicated on `guard` (a predicate register's name) unless it is NULL. */
+   * predicated on `guard` (a predicate register's name) unless it is NULL.
+   * With GEMV_PRELOAD_BULK, rowp are shared addresses (.b32) of the rows'
+   * current round and g the chunk within that round. */
   void (*load)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg g,
                const char *guard, const gemv_raw *raw);
   /* Dequantizes the loaded chunk and adds its products to acc[row][batch].

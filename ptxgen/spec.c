@@ -152,8 +152,10 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
     return fail(msg, cap, "rows=%u: rows per warp must be 1, 2 or 4", s->rows);
   if (s->warps != 0 && s->warps != 4 && s->warps != 8 && s->warps != 16)
     return fail(msg, cap, "warps=%u: warps per block must be 4, 8 or 16", s->warps);
-  if (s->preload > 3)
-    return fail(msg, cap, "preload=%u: must be 1 (off), 2 (a chunk ahead) or 3 (a row group ahead)", s->preload);
+  if (s->preload > 4)
+    return fail(msg, cap,
+                "preload=%u: must be 1 (off), 2 (a chunk ahead), 3 (a row group ahead) or 4 (the copy engine)",
+                s->preload);
   if (s->glu > 2) return fail(msg, cap, "glu=%u: must be 0 (none), 1 (swiglu) or 2 (geglu)", s->glu);
   if (s->n3 != 0 && s->n2 == 0) return fail(msg, cap, "n3=%u without n2: the weights come in order", s->n3);
   if (s->n2 != 0 && s->glu != 0) return fail(msg, cap, "n2=%u with glu: a gated product has one weight pair", s->n2);

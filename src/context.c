@@ -160,6 +160,21 @@ static int read_gemv_tuning(ptxq_ctx *ctx) {
   return PTXQ_OK;
 }
 
+/* PTXQ_GEMV_PRELOAD=N (a benchmark switch): every FMA GEMV, plain, gated or
+ * over several weights, takes the key option preload=N (ptxgen.h): how its
+ * weight loads run ahead. Where the bytes come from changes, not the
+ * arithmetic. */
+static int read_gemv_preload(ptxq_ctx *ctx) {
+  const char *preload = getenv("PTXQ_GEMV_PRELOAD");
+  if (preload == NULL || preload[0] == '\0') return PTXQ_OK;
+  unsigned value = 0;
+  char end = 0;
+  if (sscanf(preload, "%u%c", &value, &end) != 1 || value < 1 || value > 4)
+    return ptxq__fail(NULL, PTXQ_ERR_INVALID, "PTXQ_GEMV_PRELOAD='%.40s': want 1, 2, 3 or 4", preload);
+  ctx->gemv_preload = (uint8_t)value;
+  return PTXQ_OK;
+}
+
 int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
   if (out == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_open: ctx is NULL");
   *out = NULL;
@@ -197,6 +212,7 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
                                ctx->info.driver_version >= 12030 &&
                                !(pdl != NULL && strcmp(pdl, "0") == 0);
     status = read_gemv_tuning(ctx);
+    if (status == PTXQ_OK) status = read_gemv_preload(ctx);
   }
   if (status != PTXQ_OK) {
     if (ctx->stream != NULL && ptxq__cu.CtxPushCurrent(ctx->context) == CUDA_SUCCESS) {

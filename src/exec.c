@@ -64,6 +64,7 @@ int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t
       spec.rows = ctx->gemv_rows;
       spec.warps = ctx->gemv_warps;
     }
+    if (!spec.tc) spec.preload = ctx->gemv_preload;
     int status = ptxq__kernel_for(ctx, &spec, cached);
     if (status != PTXQ_OK) return status;
   }
@@ -205,7 +206,8 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
                       .n = w[0]->n,
                       .n2 = w[1]->n,
                       .n3 = count > 2 ? w[2]->n : 0,
-                      .m = m};
+                      .m = m,
+                      .preload = ctx->gemv_preload};
   if (rope != NULL) {
     int status = *rope_apart ? check_heads(ctx, call, rope, w) : fill_rope(ctx, call, rope, w, &spec);
     if (status != PTXQ_OK) return status;

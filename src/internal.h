@@ -165,6 +165,9 @@ struct ptxq_ctx {
   /* PTXQ_GEMV_TUNE=ROWS,WARPS read at ptxq_open (a benchmark switch): the
    * plain GEMVs' rows per warp and warps per block; 0 is the default. */
   uint8_t gemv_rows, gemv_warps;
+  /* PTXQ_GEMV_PRELOAD=N read at ptxq_open (a benchmark switch): the preload
+   * option (1..4, ptxgen.h) of every FMA GEMV; 0 is the default. */
+  uint8_t gemv_preload;
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
