@@ -734,8 +734,9 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (entry_len < 0 || (size_t)entry_len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
   memcpy(out->entry, entry, (size_t)entry_len + 1);
   ptx_builder b;
-  /* the copy engine's instructions need PTX ISA 8.0 (sm_90 is otherwise 7.8) */
-  ptx_begin(&b, p.preload == GEMV_PRELOAD_BULK && p.sm == 90 ? "8.0" : ptxgen_ptx_version(p.sm), p.sm);
+  /* the copy engine's instructions need PTX ISA 8.0 (sm_90 is otherwise 7.8):
+   * every preload=4 key on sm_90 says 8.0, whether or not its plan has the ring */
+  ptx_begin(&b, spec->preload == 4 && p.sm == 90 ? "8.0" : ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
   static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
   static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};

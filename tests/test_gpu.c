@@ -237,6 +237,17 @@ Test(gpu, open_rejects_bad_options) {
   cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s", ptxq_last_error(NULL));
   ptxq_close(other);
   unsetenv("PTXQ_GEMV_TUNE");
+  /* And PTXQ_GEMV_PRELOAD (1..4). */
+  static const char *const bad_preloads[] = {"0", "5", "4x", "x", "-1"};
+  for (size_t i = 0; i < sizeof bad_preloads / sizeof bad_preloads[0]; i++) {
+    cr_assert_eq(setenv("PTXQ_GEMV_PRELOAD", bad_preloads[i], 1), 0);
+    EXPECT_FAIL(NULL, ptxq_open(&other, NULL), PTXQ_ERR_INVALID, "PTXQ_GEMV_PRELOAD");
+    cr_assert_null(other);
+  }
+  cr_assert_eq(setenv("PTXQ_GEMV_PRELOAD", "4", 1), 0);
+  cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s", ptxq_last_error(NULL));
+  ptxq_close(other);
+  unsetenv("PTXQ_GEMV_PRELOAD");
   if (info.sm >= 75) { /* the tensor-core GEMV needs sm_80: refused for an sm_75 target */
     opt = (ptxq_options){.target_sm = 75, .tensor_cores = 1};
     EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_UNSUPPORTED, "tensor_cores=1 with target sm_75");
@@ -419,7 +430,8 @@ Test(gpu, kernel_launch_by_key_matches_gemv) {
   ptxq_close(ctx);
 }
 
-/* Every way of running a product (loads a chunk ahead or not, rows per
+/* Every way of running a product (loads a chunk ahead or not, the copy
+ * engine's ring (preload=4, sm_90+; elsewhere a chunk ahead), rows per
  * warp, warps per block) reduces each output in the same order with the
  * same arithmetic: the tuned keys give the default kernel's bits. Shapes
  * where lanes own different numbers of chunks (k = 2304: 36 chunks), with
@@ -437,7 +449,8 @@ Test(gpu, tuning_variants_give_the_same_bits) {
       {0, 14336, 45, 8},  {1, 4096, 333, 16}, {0, 4096, 1001, 13}, {1, 2304, 99, 11}, {0, 256, 9, 16}};
   static const char *const tunings[] = {"preload=1", "preload=2", "preload=3",         "warps=4",
                                         "warps=16",  "rows=1",    "rows=4,preload=2",  "rows=4,warps=4,preload=1",
-                                        "rows=1,warps=16,preload=3"};
+                                        "rows=1,warps=16,preload=3", "preload=4", "rows=1,warps=16,preload=4",
+                                        "rows=4,warps=4,preload=4"};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
     size_t w_bytes;
@@ -471,6 +484,69 @@ Test(gpu, tuning_variants_give_the_same_bits) {
     free(want);
     free(got);
   }
+  ptxq_close(ctx);
+}
+
+/* The copy engine's ring (preload=4) feeds the gated and the multi-weight
+ * kernels the same bytes: their outputs keep the default kernels' bits.
+ * k = 2304 has a short last round; n = 1001 a part-empty last row group. */
+Test(gpu, copy_engine_gated_and_multi_give_the_same_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  /* wa and wb: a gated pair (or the first two weights of three), wc: the third */
+  const uint32_t k = 2304, m = 3, n[3] = {1001, 1001, 333};
+  static const char *const names[3] = {"wa", "wb", "wc"};
+  uint64_t w[3], y[3];
+  for (int i = 0; i < 3; i++) {
+    size_t w_bytes;
+    uint8_t *q = random_q4k(&r, k, n[i], &w_bytes);
+    upload_weight(ctx, names[i], PTXQ_TYPE_Q4_K, q, k, n[i], w_bytes);
+    free(q);
+    ptxq_weight_info info;
+    cr_assert_eq(ptxq_weight_info_get(ctx, names[i], &info), PTXQ_OK);
+    w[i] = info.data;
+    y[i] = device_alloc(ctx, (size_t)m * n[i] * 4);
+  }
+  float *x = random_floats(&r, (size_t)m * k);
+  uint64_t px = device_alloc(ctx, (size_t)m * k * 4);
+  upload(ctx, px, x, (size_t)m * k * 4);
+  float *out[2][3];
+  for (int v = 0; v < 2; v++)
+    for (int i = 0; i < 3; i++) out[v][i] = checked_malloc((size_t)m * n[i] * 4);
+  void *gated[] = {&w[0], &w[1], &px, &y[0]};
+  void *three[] = {&w[0], &w[1], &w[2], &px, &y[0], &y[1], &y[2]};
+  for (int multi = 0; multi < 2; multi++) {
+    const int outputs = multi ? 3 : 1;
+    for (int bulk = 0; bulk < 2; bulk++) { /* the default kernel, then preload=4 */
+      char key[160];
+      if (multi)
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,n2=%u,n3=%u%s", k, n[0], m, dev.target_sm, n[1],
+                 n[2], bulk ? ",preload=4" : "");
+      else
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,glu=swiglu%s", k, n[0], m, dev.target_sm,
+                 bulk ? ",preload=4" : "");
+      for (int i = 0; i < outputs; i++) poison(ctx, y[i], (size_t)m * n[i] * 4);
+      cr_assert_eq(ptxq_kernel_launch(ctx, key, multi ? three : gated), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      for (int i = 0; i < outputs; i++)
+        cr_assert_eq(ptxq_download(ctx, out[bulk][i], y[i], (size_t)m * n[i] * 4), PTXQ_OK);
+    }
+    for (int i = 0; i < outputs; i++) {
+      const size_t count = (size_t)m * n[i], at = first_bit_difference(out[0][i], out[1][i], count);
+      cr_assert(at == count, "seed %llu: %s, output %d: [%zu] = %.9g with preload=4, %.9g without",
+                (unsigned long long)seed, multi ? "three weights" : "gated", i, at, (double)out[1][i][at],
+                (double)out[0][i][at]);
+    }
+  }
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(ptxq_free(ctx, y[i]), PTXQ_OK);
+    free(out[0][i]);
+    free(out[1][i]);
+  }
+  cr_assert_eq(ptxq_free(ctx, px), PTXQ_OK);
+  free(x);
   ptxq_close(ctx);
 }
 

@@ -121,7 +121,8 @@ static void check_kernel(const ptxgen_spec *spec) {
   char version[32], target[32], want_target[32];
   directive_value(first.ptx, ".version", version, sizeof version);
   directive_value(first.ptx, ".target", target, sizeof target);
-  const char *want_version = ptxgen_ptx_version(spec->sm);
+  /* preload=4 (the copy engine) needs PTX ISA 8.0, above sm_90's usual 7.8 */
+  const char *want_version = spec->preload == 4 && spec->sm == 90 ? "8.0" : ptxgen_ptx_version(spec->sm);
   cr_assert_not_null(want_version, "%s: no PTX version for sm=%u", key, spec->sm);
   cr_assert_str_eq(version, want_version, "%s: .version %s, want %s", key, version, want_version);
   snprintf(want_target, sizeof want_target, "sm_%u", spec->sm);
@@ -263,7 +264,8 @@ ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
   static const ptxgen_kind kinds[] = {PTXGEN_KIND_Q4K_GEMV, PTXGEN_KIND_Q6K_GEMV};
   static const struct { uint32_t rows, warps, preload, n2, n3; } tunings[] = {
       {0, 16, 0, 0, 0}, {4, 16, 0, 0, 0},       {4, 4, 1, 0, 0},   {1, 16, 2, 0, 0},
-      {1, 16, 3, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}, {0, 0, 2, 1024, 1024}};
+      {1, 16, 3, 0, 0}, {0, 0, 0, 1024, 1024}, {0, 16, 0, 77, 0}, {0, 0, 2, 1024, 1024},
+      {0, 0, 4, 0, 0},  {1, 16, 4, 0, 0},       {4, 4, 4, 0, 0},   {0, 0, 4, 1024, 1024}};
   static const uint32_t ms[] = {1, 2, 8, 16}, sms[] = {80, 90};
   const size_t count = 2 * (sizeof tunings / sizeof tunings[0]) * 4 * 2;
   size_t i = 0;
@@ -280,6 +282,31 @@ ParameterizedTestParameters(ptx, tuned_and_multi_gemv) {
 
 ParameterizedTest(ptx_case *c, ptx, tuned_and_multi_gemv) {
   check_launchable(&c->spec);
+}
+
+/* The copy engine's ring (preload=4) on every target that has it: plain,
+ * gated and multi-weight keys, lanes with different chunk counts (k = 2304:
+ * a short last round), x near the shared-memory limit (k = 14336), m up to
+ * 16 (where x no longer fits one tile it runs a chunk ahead instead). No
+ * spills, within the register file and the opt-in shared memory. */
+ParameterizedTestParameters(ptx, copy_engine_gemv) {
+  static const struct { uint32_t k, m, glu, n2; } shapes[] = {
+      {2304, 1, 0, 0}, {4096, 3, 0, 0}, {14336, 1, 0, 0}, {14336, 5, 0, 0}, {4096, 16, 0, 0},
+      {4096, 1, 1, 0}, {2304, 8, 2, 0}, {4096, 2, 0, 1024}};
+  static const uint32_t sms[] = {90, 100, 120};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0], count = shape_count * 3;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t b = 0; b < shape_count; b++)
+    for (size_t d = 0; d < 3; d++)
+      cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = sms[d], .k = shapes[b].k, .n = 999,
+                                      .m = shapes[b].m, .preload = 4, .glu = shapes[b].glu, .n2 = shapes[b].n2,
+                                      .n3 = shapes[b].n2 ? 77 : 0};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, copy_engine_gemv) {
+  check_kernel(&c->spec);
 }
 
 /* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
