@@ -97,8 +97,8 @@ typedef struct ptxgen_spec {
    * 0 = the generator's choice (absent from the key), 1 off (for
    * comparison), 2 one chunk ahead, 3 a lane's whole row group at once,
    * 4 the copy engine (cp.async.bulk, sm_90+, Q4_K) streams each warp's
-   * rows a few rounds of 32 chunks ahead into a ring in shared memory (its
-   * PTX is ISA 8.0 on sm_90); 2, 3 and 4 only where x is staged in one tile
+   * rows a few rounds of 32 chunks ahead into a ring in shared memory;
+   * 2, 3 and 4 only where x is staged in one tile
    * (else off), 3 only where a lane's chunks of a group fit its registers
    * (else 2), 4 only for Q4_K on sm_90+ where the ring fits beside x (else
    * 2). The bits are the same whatever the preload. */
@@ -174,8 +174,8 @@ void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst);
 /* The table of kinds; *count receives its length. */
 const ptxgen_kind_info *ptxgen_kinds(size_t *count);
 
-/* The PTX .version the target needs ("7.8", "8.6", "8.7"); NULL for an
- * unsupported target. */
+/* The PTX .version the target needs ("7.8"; "8.0" for sm_90, whose GEMV
+ * may use the copy engine; "8.6", "8.7"); NULL for an unsupported target. */
 const char *ptxgen_ptx_version(uint32_t sm);
 
 /* Checks a spec. On error writes a message naming the wrong value into msg

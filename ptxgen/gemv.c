@@ -106,10 +106,28 @@ static uint32_t shared_budget(uint32_t sm) {
  * Either changes which warp computes a row, not the order of its sums:
  * every m keeps the bits of m = 1. */
 #define LARGE_PRODUCT_WEIGHTS (1ull << 25) /* n x k */
-/* Stages of a warp's ring in GEMV_PRELOAD_BULK: rounds copied ahead of the
- * one being computed (fewer where shared memory is short; two at least). */
-#define BULK_STAGES 4u
+/* Stages of a warp's ring in GEMV_PRELOAD_BULK: two, one computed while
+ * the next lands. More stages measured slower on the H100 (Q4_K 14336x4096
+ * m = 1 graph-cold: 13.6 µs at 2 stages, 15.8 at 4, 16.7 at 8; bench/
+ * RESULTS.md, ninth session): the copy engine alone streams the weight at
+ * 94% of the ceiling with 4 stages, so the bytes come fast enough at 2; what
+ * limits is the arithmetic, and a deeper ring leaves fewer blocks per SM. */
+#define BULK_STAGES 2u
 #define TILED_X_WARPS16_MAX_M 5u
+
+/* The copy engine's ring by default (where the format and target have it,
+ * bench/RESULTS.md, ninth session): plain products at m <= 2 with long rows
+ * or many of them, where a block walks many rounds. H100, Q4_K, against a
+ * chunk or a group ahead: 4096x14336 m = 1 graph-cold 14.7 -> 13.8 µs, m = 2
+ * cold 23.3 -> 21.1; 128256x4096 m = 1 cold 106.2 -> 104.4, m = 2 120.9 ->
+ * 118.1. Shorter products lost (14336x4096 m = 1 cold 18.1 -> 18.9, 4096x4096
+ * 9.8 -> 10.4), and from m = 4, where the arithmetic binds, most shapes
+ * lost: the ring adds the weights' bytes to the shared-memory traffic that
+ * x already loads (4 bytes per weight and batch row at one row per warp). */
+static bool bulk_by_default(const ptxgen_spec *s) {
+  const bool plain = !s->glu && !s->n2 && !s->rope;
+  return plain && s->m <= 2 && (s->k >= 8192 || s->n >= 65536);
+}
 
 static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
                            uint32_t *warps) {
@@ -129,7 +147,7 @@ static uint32_t shared_optin_max(uint32_t sm) { return sm == 120 ? 99u * 1024 : 
 
 /* Sets up GEMV_PRELOAD_BULK's rings after the rest of the plan, if the
  * target has the copy engine, x is staged once, the format's rounds can be
- * copied (16-byte multiples) and at least two stages per warp fit beside x. */
+ * copied (16-byte multiples) and the ring fits beside x. */
 static bool plan_bulk(gemv_plan *p, const gemv_format *f) {
   if (p->sm < 90 || p->tiles != 1 || f->round_bytes == 0 || p->row_stride % 16) return false;
   p->round_bytes = f->round_bytes;
@@ -137,16 +155,12 @@ static bool plan_bulk(gemv_plan *p, const gemv_format *f) {
   if (p->last_round_bytes % 16) return false;
   p->stage_bytes = p->load_rows * f->round_bytes;
   p->ring_off = (p->shared_bytes + 15) & ~15u;
-  for (uint32_t stages = BULK_STAGES; stages >= 2; stages--) {
-    const uint32_t ring = p->warps * stages * p->stage_bytes, mbar = p->warps * stages * 8;
-    if (p->ring_off + ring + mbar <= shared_optin_max(p->sm)) {
-      p->ring_stages = stages;
-      p->mbar_off = p->ring_off + ring;
-      p->shared_bytes = p->mbar_off + mbar;
-      return true;
-    }
-  }
-  return false;
+  p->ring_stages = BULK_STAGES;
+  const uint32_t ring = p->warps * BULK_STAGES * p->stage_bytes, mbar = p->warps * BULK_STAGES * 8;
+  if (p->ring_off + ring + mbar > shared_optin_max(p->sm)) return false;
+  p->mbar_off = p->ring_off + ring;
+  p->shared_bytes = p->mbar_off + mbar;
+  return true;
 }
 
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
@@ -190,7 +204,8 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.xs_stride = p.tile_chunks | 1u;
   p.xs_bytes = s->m * 16 * p.xs_stride * 16;
   p.shared_bytes = p.xs_bytes + s->m * p.tile_chunks * 4 * f->sums;
-  if (s->preload == 4 && plan_bulk(&p, f)) p.preload = GEMV_PRELOAD_BULK;
+  if ((s->preload == 4 || (s->preload == 0 && bulk_by_default(s))) && plan_bulk(&p, f))
+    p.preload = GEMV_PRELOAD_BULK;
   return p;
 }
 
@@ -734,9 +749,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (entry_len < 0 || (size_t)entry_len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
   memcpy(out->entry, entry, (size_t)entry_len + 1);
   ptx_builder b;
-  /* the copy engine's instructions need PTX ISA 8.0 (sm_90 is otherwise 7.8):
-   * every preload=4 key on sm_90 says 8.0, whether or not its plan has the ring */
-  ptx_begin(&b, spec->preload == 4 && p.sm == 90 ? "8.0" : ptxgen_ptx_version(p.sm), p.sm);
+  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
   static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
   static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};

@@ -23,7 +23,8 @@ const char *ptxgen_ptx_version(uint32_t sm) {
   /* The lowest .version that the target and our instructions need, so that
    * older drivers keep working. */
   switch (sm) {
-  case 75: case 80: case 86: case 89: case 90: return "7.8";
+  case 75: case 80: case 86: case 89: return "7.8";
+  case 90: return "8.0"; /* the GEMV's copy engine (cp.async.bulk) */
   case 100: return "8.6";
   case 120: return "8.7";
   default: return NULL;

@@ -52,7 +52,7 @@ static CUresult lookup(get_proc_address_v2_fn get_v2, get_proc_address_v1_fn get
  * driver's variants are called correctly through our prototypes (recheck
  * this list when moving to a newer cuda.h). cuGraphInstantiateWithFlags
  * needs a 11.4 driver; the PTX we generate (.version 7.8) needs 11.8
- * anyway. */
+ * anyway (12.0 for sm_90's .version 8.0). */
 static int abi_version(void *library) {
   typedef CUresult (*driver_get_version_fn)(int *version);
   driver_get_version_fn get_version = NULL;

@@ -121,8 +121,7 @@ static void check_kernel(const ptxgen_spec *spec) {
   char version[32], target[32], want_target[32];
   directive_value(first.ptx, ".version", version, sizeof version);
   directive_value(first.ptx, ".target", target, sizeof target);
-  /* preload=4 (the copy engine) needs PTX ISA 8.0, above sm_90's usual 7.8 */
-  const char *want_version = spec->preload == 4 && spec->sm == 90 ? "8.0" : ptxgen_ptx_version(spec->sm);
+  const char *want_version = ptxgen_ptx_version(spec->sm);
   cr_assert_not_null(want_version, "%s: no PTX version for sm=%u", key, spec->sm);
   cr_assert_str_eq(version, want_version, "%s: .version %s, want %s", key, version, want_version);
   snprintf(want_target, sizeof want_target, "sm_%u", spec->sm);

@@ -412,7 +412,7 @@ Test(spec, null_arguments) {
 
 Test(spec, ptx_version_follows_target) {
   cr_assert_str_eq(ptxgen_ptx_version(75), "7.8");
-  cr_assert_str_eq(ptxgen_ptx_version(90), "7.8");
+  cr_assert_str_eq(ptxgen_ptx_version(90), "8.0");
   cr_assert_str_eq(ptxgen_ptx_version(100), "8.6");
   cr_assert_str_eq(ptxgen_ptx_version(120), "8.7");
   cr_assert_null(ptxgen_ptx_version(70));
