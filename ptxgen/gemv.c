@@ -4,10 +4,16 @@
  * weight formats).
  *
  * Work split
- *   A block of `warps` warps owns rows*warps rows at a time and walks the
- *   row groups with a grid stride. Within a warp, lane l owns chunks
- *   g = l, l+32, ... of each of its rows and keeps one fp32 sum per (row,
- *   batch row); the 32 lanes' sums are combined by a butterfly of shuffles.
+ *   A warp computes `rows` rows at a time. The warps of a block walk row
+ *   groups of rows*warps rows together with a grid stride (with x in tiles
+ *   they must: they stage each tile together). Plain m = 1 products with x
+ *   staged once instead have each warp walk tasks of its own (task =
+ *   block*warps + warp, stride blocks*warps), so that when the tasks do not
+ *   divide evenly the last round's work is spread over every SM instead of
+ *   idling whole blocks (warp_tasks_by_default). Within a warp, lane l owns
+ *   chunks g = l, l+32, ... of each of its rows and keeps one fp32 sum per
+ *   (row, batch row); the 32 lanes' sums are combined by a butterfly of
+ *   shuffles.
  *
  * Activations in shared memory
  *   x is staged in shared memory, permuted so that a lane's 16-byte reads of
@@ -129,6 +135,19 @@ static bool bulk_by_default(const ptxgen_spec *s) {
   return plain && s->m <= 2 && (s->k >= 8192 || s->n >= 65536);
 }
 
+/* Warps walking tasks of their own (gemv_plan.warp_tasks) for plain m = 1
+ * products with x staged once. H100 (bench/RESULTS.md, ninth session), two
+ * runs each: Q4_K 14336x4096 graph-cold 13.51 -> 12.80 µs, cold 18.2 ->
+ * 17.3 (its 896 tasks of 16 rows leave 0.79 of a last round: whole blocks
+ * idled, now every SM shares it); the other shapes and m = 2 unchanged.
+ * Not in the decode step's pipeline past m = 1: there a block lives until
+ * its last warp is done, so no block frees its SM early for the next
+ * kernel, and the step at m = 8 took 6075 -> 6180 µs with every kernel so. */
+static bool warp_tasks_by_default(const ptxgen_spec *s, uint32_t tiles) {
+  const bool plain = !s->glu && !s->n2 && !s->rope;
+  return plain && s->m == 1 && tiles == 1;
+}
+
 static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
                            uint32_t *warps) {
   const bool plain = !s->glu && !s->n2 && !s->rope;
@@ -201,6 +220,9 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   } else {
     p.preload = GEMV_PRELOAD_CHUNK;
   }
+  p.warp_tasks = warp_tasks_by_default(s, p.tiles);
+  p.unit_rows = p.warp_tasks ? p.rows : p.rows * p.warps;
+  p.units = (p.n_total + p.unit_rows - 1) / p.unit_rows;
   p.xs_stride = p.tile_chunks | 1u;
   p.xs_bytes = s->m * 16 * p.xs_stride * 16;
   p.shared_bytes = p.xs_bytes + s->m * p.tile_chunks * 4 * f->sums;
@@ -413,14 +435,21 @@ static void emit_rope_row(ptx_builder *b, const gemv_plan *p, const ptxgen_spec 
   ptx_ins(b, "selp.b32 %s, %s, %s, %s;", row.s, mapped.s, row.s, use.s);
 }
 
+/* The warp's first row in unit `unit` (a task of its own, or its place in
+ * the block's row group). */
+static ptx_reg emit_row0(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg unit) {
+  ptx_reg row0 = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", row0.s, unit.s, p->unit_rows);
+  if (!p->warp_tasks) ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L->warp.s, p->rows, row0.s);
+  return row0;
+}
+
 /* Row pointers of the warp's rows in row group `group`: rowp[r] for W, and
  * with glu rowp[rows + r] for U. Rows past n (and groups past the last)
  * point at row n-1, so that loads through them stay in bounds. */
 static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
                               ptx_reg group, const ptx_reg *rowp) {
-  ptx_reg row0 = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p->rows * p->warps);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L->warp.s, p->rows, row0.s);
+  ptx_reg row0 = emit_row0(b, p, L, group);
   for (uint32_t r = 0; r < p->rows; r++) {
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, r);
@@ -454,7 +483,7 @@ static void emit_first_chunk_load(ptx_builder *b, const gemv_plan *p, const gemv
                                   ptx_reg group, const ptx_reg *rowp, const gemv_raw *raw) {
   ptx_reg have = ptx_new(b, PTX_PRED);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, L->lane.s, p->chunks);
-  ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p->groups, have.s);
+  ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p->units, have.s);
   f->load(b, p, L, rowp, L->lane, have.s, raw);
 }
 
@@ -475,7 +504,7 @@ static ptx_reg lane_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L
 static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
                             ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws) {
   ptx_reg have = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->units);
   for (uint32_t i = 0; i < p->lane_chunks; i++) {
     const bool partial = 32 * (i + 1) > p->chunks;
     ptx_reg guard = have, u = lane_chunk(b, p, L, i, NULL);
@@ -623,7 +652,7 @@ static void emit_bulk_issue(ptx_builder *b, const gemv_plan *p, const ptxgen_spe
                             const bulk_ring *R, ptx_reg ncta, ptx_reg stage) {
   ptx_reg issue = ptx_new(b, PTX_PRED), last = ptx_new(b, PTX_PRED), bytes = ptx_new(b, PTX_B32);
   ptx_reg mb = ptx_new(b, PTX_B32), dst = ptx_new(b, PTX_B32), state = ptx_new(b, PTX_B64);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", issue.s, R->pg.s, p->groups);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", issue.s, R->pg.s, p->units);
   ptx_ins(b, "and.pred %s, %s, %s;", issue.s, issue.s, R->lane0.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, %u;", last.s, R->pr.s, p->lane_chunks - 1);
   ptx_ins(b, "selp.b32 %s, %u, %u, %s;", bytes.s, p->last_round_bytes, p->round_bytes, last.s);
@@ -779,6 +808,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
   ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  if (p.warp_tasks) {
+    ptx_comment(&b, "each warp walks tasks of %u row(s): block*%u + warp, stride blocks*%u", p.rows, p.warps, p.warps);
+    ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", group.s, group.s, p.warps, L.warp.s);
+    ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", ncta.s, ncta.s, p.warps);
+  }
   ptx_reg rowp[GEMV_MAX_LOAD_ROWS];
   for (uint32_t r = 0; r < p.load_rows; r++) rowp[r] = ptx_new(&b, PTX_B64);
   gemv_raw cur, next, group_raws[MAX_LANE_CHUNKS];
@@ -813,7 +847,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     early = ptx_new(&b, PTX_PRED);
     ptx_ins(&b, "add.u32 %s, %s, 32;", un.s, L.lane.s);
     ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, un.s, p.chunks);
-    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p.groups, have.s);
+    ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", have.s, group.s, p.units, have.s);
     f->load(&b, &p, &L, rowp, un, have.s, &next);
     ptx_ins(&b, "setp.eq.u32 %s, %s, %s;", early.s, L.lane.s, L.lane.s); /* true */
   }
@@ -825,12 +859,12 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_ins(&b, "bar.sync 0;");
   }
 
-  ptx_comment(&b, "row groups, grid-stride");
+  ptx_comment(&b, p.warp_tasks ? "the warp's tasks, grid-stride" : "row groups, grid-stride");
   char group_loop[32], group_done[32];
   ptx_label_new(&b, "group", group_loop);
   ptx_label_new(&b, "group_done", group_done);
   ptx_label(&b, group_loop);
-  ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
+  ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.units);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
   if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, spec, &L, group, rowp);
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M];
@@ -848,9 +882,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     emit_chunk_loop(&b, &p, f, &L, tile, tile_len, rowp, &cur, &next, early, acc);
   }
 
-  ptx_reg row0 = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", row0.s, group.s, p.rows * p.warps);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", row0.s, L.warp.s, p.rows, row0.s);
+  ptx_reg row0 = emit_row0(&b, &p, &L, group);
   ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
   if (p.preload == GEMV_PRELOAD_GROUP) {
     ptx_comment(&b, "load the lane's chunks of the block's next row group, then finish this one");

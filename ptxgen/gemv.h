@@ -48,6 +48,12 @@ typedef struct gemv_plan {
   uint32_t xs_stride;            /* chunks per float4 row of staged x: tile_chunks made odd (no bank conflicts) */
   uint32_t tiles;
   uint32_t groups;               /* row groups of rows*warps rows */
+  /* What a warp walks, with a grid stride: its own tasks of `rows` rows
+   * (task = block*warps + warp, stride blocks*warps; only where x is staged
+   * once: no barrier in the loop), or its block's row groups together.
+   * units: how many there are; unit_rows: rows per unit. */
+  bool warp_tasks;
+  uint32_t units, unit_rows;
   uint32_t sums;                 /* sums of x per chunk and batch row */
   gemv_preload preload;          /* how far the loads run ahead of the arithmetic (spec->preload) */
   uint32_t lane_chunks;          /* chunks a lane owns per row: ceil(chunks / 32) */
