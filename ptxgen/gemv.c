@@ -112,14 +112,9 @@ static uint32_t shared_budget(uint32_t sm) {
  * Either changes which warp computes a row, not the order of its sums:
  * every m keeps the bits of m = 1. */
 #define LARGE_PRODUCT_WEIGHTS (1ull << 25) /* n x k */
-/* Stages of a warp's ring in GEMV_PRELOAD_BULK: two, one computed while
- * the next lands. More stages measured slower on the H100 (Q4_K 14336x4096
- * m = 1 graph-cold: 13.6 µs at 2 stages, 15.8 at 4, 16.7 at 8; bench/
- * RESULTS.md, ninth session): the copy engine alone streams the weight at
- * 94% of the ceiling with 4 stages, so the bytes come fast enough at 2; what
- * limits is the arithmetic, and a deeper ring leaves fewer blocks per SM. */
-#define BULK_STAGES 2u
 #define TILED_X_WARPS16_MAX_M 5u
+/* A plain product: one weight, no epilogue. */
+static bool is_plain(const ptxgen_spec *s) { return !s->glu && !s->n2 && !s->rope; }
 
 /* The copy engine's ring by default (where the format and target have it,
  * bench/RESULTS.md, ninth session): plain products at m <= 2 with long rows
@@ -131,8 +126,7 @@ static uint32_t shared_budget(uint32_t sm) {
  * lost: the ring adds the weights' bytes to the shared-memory traffic that
  * x already loads (4 bytes per weight and batch row at one row per warp). */
 static bool bulk_by_default(const ptxgen_spec *s) {
-  const bool plain = !s->glu && !s->n2 && !s->rope;
-  return plain && s->m <= 2 && (s->k >= 8192 || s->n >= 65536);
+  return is_plain(s) && s->m <= 2 && (s->k >= 8192 || s->n >= 65536);
 }
 
 /* Warps walking tasks of their own (gemv_plan.warp_tasks) for plain m = 1
@@ -144,42 +138,18 @@ static bool bulk_by_default(const ptxgen_spec *s) {
  * its last warp is done, so no block frees its SM early for the next
  * kernel, and the step at m = 8 took 6075 -> 6180 µs with every kernel so. */
 static bool warp_tasks_by_default(const ptxgen_spec *s, uint32_t tiles) {
-  const bool plain = !s->glu && !s->n2 && !s->rope;
-  return plain && s->m == 1 && tiles == 1;
+  return is_plain(s) && s->m == 1 && tiles == 1;
 }
 
 static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
                            uint32_t *warps) {
-  const bool plain = !s->glu && !s->n2 && !s->rope;
-  if (!plain || s->rows || s->warps) return;
+  if (!is_plain(s) || s->rows || s->warps) return;
   if (s->m == 1 && (uint64_t)s->n * s->k >= LARGE_PRODUCT_WEIGHTS) {
     *rows = 1;
     *warps = 16;
   } else if (s->kind == PTXGEN_KIND_Q4K_GEMV && x_in_tiles && s->m <= TILED_X_WARPS16_MAX_M) {
     *warps = 16;
   }
-}
-
-/* The most shared memory a block may opt in to, on the targets that have
- * the copy engine (sm_90+). */
-static uint32_t shared_optin_max(uint32_t sm) { return sm == 120 ? 99u * 1024 : 227u * 1024; }
-
-/* Sets up GEMV_PRELOAD_BULK's rings after the rest of the plan, if the
- * target has the copy engine, x is staged once, the format's rounds can be
- * copied (16-byte multiples) and the ring fits beside x. */
-static bool plan_bulk(gemv_plan *p, const gemv_format *f) {
-  if (p->sm < 90 || p->tiles != 1 || f->round_bytes == 0 || p->row_stride % 16) return false;
-  p->round_bytes = f->round_bytes;
-  p->last_round_bytes = p->row_stride - (p->lane_chunks - 1) * f->round_bytes;
-  if (p->last_round_bytes % 16) return false;
-  p->stage_bytes = p->load_rows * f->round_bytes;
-  p->ring_off = (p->shared_bytes + 15) & ~15u;
-  p->ring_stages = BULK_STAGES;
-  const uint32_t ring = p->warps * BULK_STAGES * p->stage_bytes, mbar = p->warps * BULK_STAGES * 8;
-  if (p->ring_off + ring + mbar > shared_optin_max(p->sm)) return false;
-  p->mbar_off = p->ring_off + ring;
-  p->shared_bytes = p->mbar_off + mbar;
-  return true;
 }
 
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
@@ -226,7 +196,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.xs_stride = p.tile_chunks | 1u;
   p.xs_bytes = s->m * 16 * p.xs_stride * 16;
   p.shared_bytes = p.xs_bytes + s->m * p.tile_chunks * 4 * f->sums;
-  if ((s->preload == 4 || (s->preload == 0 && bulk_by_default(s))) && plan_bulk(&p, f))
+  if ((s->preload == 4 || (s->preload == 0 && bulk_by_default(s))) && gemv_ring_plan(&p, f))
     p.preload = GEMV_PRELOAD_BULK;
   return p;
 }
@@ -444,11 +414,9 @@ static ptx_reg emit_row0(ptx_builder *b, const gemv_plan *p, const gemv_lane *L,
   return row0;
 }
 
-/* Row pointers of the warp's rows in row group `group`: rowp[r] for W, and
- * with glu rowp[rows + r] for U. Rows past n (and groups past the last)
- * point at row n-1, so that loads through them stay in bounds. */
-static void emit_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
-                              ptx_reg group, const ptx_reg *rowp) {
+/* (gemv.h) */
+void gemv_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, ptx_reg group,
+                       const ptx_reg *rowp) {
   ptx_reg row0 = emit_row0(b, p, L, group);
   for (uint32_t r = 0; r < p->rows; r++) {
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
@@ -634,136 +602,6 @@ static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_
   }
 }
 
-/* GEMV_PRELOAD_BULK: the registers of a warp's ring and of its producer.
- * Lane 0 of each warp is the producer: it copies round pr of row group pg
- * of the warp's rows into the ring, rounds_ahead (ring_stages) ahead of
- * the warp's arithmetic; the whole warp consumes the stages in order. */
-typedef struct bulk_ring {
-  ptx_reg ring, mbar;  /* shared addresses of the warp's stage 0 and its mbarrier */
-  ptx_reg lane0;       /* the producer lane */
-  ptx_reg pg, pr;      /* the next round the producer copies: row group, round */
-  ptx_reg cs, parity;  /* the stage the warp computes next, and its phase */
-  ptx_reg rowp[GEMV_MAX_LOAD_ROWS]; /* global row pointers of the producer's group */
-} bulk_ring;
-
-/* Producer: copies the round at the cursor (pg, pr), if its group exists,
- * into stage `stage` (a register), then advances the cursor. */
-static void emit_bulk_issue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
-                            const bulk_ring *R, ptx_reg ncta, ptx_reg stage) {
-  ptx_reg issue = ptx_new(b, PTX_PRED), last = ptx_new(b, PTX_PRED), bytes = ptx_new(b, PTX_B32);
-  ptx_reg mb = ptx_new(b, PTX_B32), dst = ptx_new(b, PTX_B32), state = ptx_new(b, PTX_B64);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", issue.s, R->pg.s, p->units);
-  ptx_ins(b, "and.pred %s, %s, %s;", issue.s, issue.s, R->lane0.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, %u;", last.s, R->pr.s, p->lane_chunks - 1);
-  ptx_ins(b, "selp.b32 %s, %u, %u, %s;", bytes.s, p->last_round_bytes, p->round_bytes, last.s);
-  emit_row_pointers(b, p, s, L, R->pg, R->rowp);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", mb.s, stage.s, R->mbar.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, stage.s, p->stage_bytes, R->ring.s);
-  if (p->load_rows == 1) {
-    ptx_ins(b, "@%s mbarrier.arrive.expect_tx.shared::cta.b64 %s, [%s], %s;", issue.s, state.s, mb.s, bytes.s);
-  } else {
-    ptx_reg total = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", total.s, bytes.s, p->load_rows);
-    ptx_ins(b, "@%s mbarrier.arrive.expect_tx.shared::cta.b64 %s, [%s], %s;", issue.s, state.s, mb.s, total.s);
-  }
-  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, R->pr.s, p->round_bytes);
-  for (uint32_t r = 0; r < p->load_rows; r++) {
-    ptx_op3(b, "add.u64", src, R->rowp[r], off);
-    ptx_ins(b, "@%s cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%s+%u], [%s], %s, [%s];",
-            issue.s, dst.s, r * p->round_bytes, src.s, bytes.s, mb.s);
-  }
-  ptx_ins(b, "add.u32 %s, %s, 1;", R->pr.s, R->pr.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, %u;", last.s, R->pr.s, p->lane_chunks);
-  ptx_ins(b, "selp.b32 %s, 0, %s, %s;", R->pr.s, R->pr.s, last.s);
-  ptx_reg next = ptx_new(b, PTX_B32);
-  ptx_op3(b, "add.u32", next, R->pg, ncta);
-  ptx_ins(b, "selp.b32 %s, %s, %s, %s;", R->pg.s, next.s, R->pg.s, last.s);
-}
-
-/* Sets up the warp's ring (mbarriers initialised by the producer lane) and
- * copies its first ring_stages rounds: emitted before the kernel waits for
- * the grids before it, which the weights never depend on. */
-static void emit_bulk_prologue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
-                               bulk_ring *R, ptx_reg group, ptx_reg ncta) {
-  ptx_comment(b, "copy engine: lane 0 streams this warp's rows, %u rounds of 32 chunks (%u bytes per row) ahead, "
-                 "into a ring in shared memory; each stage completes an mbarrier",
-              p->ring_stages, p->round_bytes);
-  R->ring = ptx_new(b, PTX_B32);
-  R->mbar = ptx_new(b, PTX_B32);
-  R->lane0 = ptx_new(b, PTX_PRED);
-  R->pg = ptx_new(b, PTX_B32);
-  R->pr = ptx_new(b, PTX_B32);
-  R->cs = ptx_new(b, PTX_B32);
-  R->parity = ptx_new(b, PTX_B32);
-  for (uint32_t r = 0; r < p->load_rows; r++) R->rowp[r] = ptx_new(b, PTX_B64);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", R->ring.s, L->warp.s, p->ring_stages * p->stage_bytes, L->xs_base.s);
-  ptx_ins(b, "add.u32 %s, %s, %u;", R->ring.s, R->ring.s, p->ring_off);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", R->mbar.s, L->warp.s, p->ring_stages * 8, L->xs_base.s);
-  ptx_ins(b, "add.u32 %s, %s, %u;", R->mbar.s, R->mbar.s, p->mbar_off);
-  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", R->lane0.s, L->lane.s);
-  for (uint32_t i = 0; i < p->ring_stages; i++)
-    ptx_ins(b, "@%s mbarrier.init.shared::cta.b64 [%s+%u], 1;", R->lane0.s, R->mbar.s, 8 * i);
-  ptx_ins(b, "fence.mbarrier_init.release.cluster;"); /* the inits, before the copy engine signals them */
-  ptx_ins(b, "bar.warp.sync -1;");
-  ptx_ins(b, "mov.u32 %s, %s;", R->pg.s, group.s);
-  ptx_ins(b, "mov.u32 %s, 0;", R->pr.s);
-  ptx_ins(b, "mov.u32 %s, 0;", R->cs.s);
-  ptx_ins(b, "mov.u32 %s, 0;", R->parity.s);
-  for (uint32_t i = 0; i < p->ring_stages; i++) {
-    ptx_reg stage = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mov.u32 %s, %u;", stage.s, i);
-    emit_bulk_issue(b, p, s, L, R, ncta, stage);
-  }
-}
-
-/* The rounds of one row group from the ring: wait for the stage, compute
- * the lane's chunk g = 32j + lane of round j (in increasing g, as in every
- * mode), then the producer refills the stage with the round ring_stages
- * ahead. */
-static void emit_bulk_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
-                             const gemv_lane *L, const bulk_ring *R, ptx_reg ncta, const gemv_raw *raw,
-                             ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
-  char round_loop[32], wait_loop[32], skip[32];
-  ptx_label_new(b, "round", round_loop);
-  ptx_label_new(b, "wait", wait_loop);
-  ptx_label_new(b, "no_chunk", skip);
-  ptx_reg j = ptx_new(b, PTX_B32), mb = ptx_new(b, PTX_B32), ready = ptx_new(b, PTX_PRED);
-  ptx_reg stage = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
-  ptx_comment(b, "rounds of this row group, from the ring");
-  ptx_ins(b, "mov.u32 %s, 0;", j.s);
-  ptx_label(b, round_loop);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", mb.s, R->cs.s, R->mbar.s);
-  ptx_label(b, wait_loop);
-  ptx_ins(b, "mbarrier.try_wait.parity.shared::cta.b64 %s, [%s], %s;", ready.s, mb.s, R->parity.s);
-  ptx_ins(b, "@!%s bra %s;", ready.s, wait_loop);
-  ptx_reg rows[GEMV_MAX_LOAD_ROWS];
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", stage.s, R->cs.s, p->stage_bytes, R->ring.s);
-  for (uint32_t r = 0; r < p->load_rows; r++) {
-    rows[r] = ptx_new(b, PTX_B32);
-    ptx_ins(b, "add.u32 %s, %s, %u;", rows[r].s, stage.s, r * p->round_bytes);
-  }
-  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", g.s, j.s, L->lane.s);
-  if (p->chunks % 32) { /* the last round is short */
-    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, g.s, p->chunks);
-    ptx_ins(b, "@%s bra %s;", pr.s, skip);
-  }
-  f->load(b, p, L, rows, L->lane, NULL, raw);
-  f->compute(b, p, L, raw, g, acc);
-  ptx_label(b, skip);
-  ptx_ins(b, "bar.warp.sync -1;"); /* every lane is done with the stage: refill it */
-  emit_bulk_issue(b, p, s, L, R, ncta, R->cs);
-  ptx_ins(b, "add.u32 %s, %s, 1;", R->cs.s, R->cs.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, %u;", pr.s, R->cs.s, p->ring_stages);
-  ptx_ins(b, "selp.b32 %s, 0, %s, %s;", R->cs.s, R->cs.s, pr.s);
-  ptx_reg flip = ptx_new(b, PTX_B32);
-  ptx_ins(b, "xor.b32 %s, %s, 1;", flip.s, R->parity.s);
-  ptx_ins(b, "selp.b32 %s, %s, %s, %s;", R->parity.s, flip.s, R->parity.s, pr.s);
-  ptx_ins(b, "add.u32 %s, %s, 1;", j.s, j.s);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", pr.s, j.s, p->lane_chunks);
-  ptx_ins(b, "@%s bra.uni %s;", pr.s, round_loop);
-}
-
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
@@ -821,13 +659,13 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (p.preload == GEMV_PRELOAD_GROUP)
     for (uint32_t i = 0; i < p.lane_chunks; i++) new_raw(&b, &p, f, &group_raws[i]);
 
-  bulk_ring ring;
+  gemv_ring ring;
   if (p.preload == GEMV_PRELOAD_BULK) {
-    emit_bulk_prologue(&b, &p, spec, &L, &ring, group, ncta);
+    gemv_ring_prologue(&b, &p, spec, &L, &ring, group, ncta);
   } else if (p.preload != GEMV_PRELOAD_OFF) {
     /* Weights do not depend on earlier kernels: the first loads go out
      * before the wait for them and the staging of x, which they overlap. */
-    emit_row_pointers(&b, &p, spec, &L, group, rowp);
+    gemv_row_pointers(&b, &p, spec, &L, group, rowp);
     if (p.preload == GEMV_PRELOAD_GROUP) {
       ptx_comment(&b, "preload: this lane's %u chunk(s) of the block's first row group", p.lane_chunks);
       emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
@@ -866,7 +704,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_label(&b, group_loop);
   ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.units);
   ptx_ins(&b, "@%s bra %s;", pr.s, group_done);
-  if (p.preload == GEMV_PRELOAD_OFF) emit_row_pointers(&b, &p, spec, &L, group, rowp);
+  if (p.preload == GEMV_PRELOAD_OFF) gemv_row_pointers(&b, &p, spec, &L, group, rowp);
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
@@ -877,7 +715,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_comment(&b, "the lane's chunks of this group, already loaded");
     emit_group_compute(&b, &p, f, &L, group_raws, acc);
   } else if (p.preload == GEMV_PRELOAD_BULK) {
-    emit_bulk_rounds(&b, &p, spec, f, &L, &ring, ncta, &cur, acc);
+    gemv_ring_rounds(&b, &p, spec, f, &L, &ring, ncta, &cur, acc);
   } else {
     emit_chunk_loop(&b, &p, f, &L, tile, tile_len, rowp, &cur, &next, early, acc);
   }
@@ -886,11 +724,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
   if (p.preload == GEMV_PRELOAD_GROUP) {
     ptx_comment(&b, "load the lane's chunks of the block's next row group, then finish this one");
-    emit_row_pointers(&b, &p, spec, &L, group, rowp);
+    gemv_row_pointers(&b, &p, spec, &L, group, rowp);
     emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
   } else if (p.preload == GEMV_PRELOAD_CHUNK) {
     ptx_comment(&b, "preload the first chunk of the block's next row group, then finish this one");
-    emit_row_pointers(&b, &p, spec, &L, group, rowp);
+    gemv_row_pointers(&b, &p, spec, &L, group, rowp);
     emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
   }
 

@@ -123,6 +123,38 @@ typedef struct gemv_format {
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);
 
+/* The row pointers (global) of the warp's rows in unit `group` (a task or a
+ * row group, gemv_plan.warp_tasks): rowp[r] for W, and with glu
+ * rowp[rows + r] for U. Rows past n (and units past the last) point at row
+ * n-1, so that loads through them stay in bounds. */
+void gemv_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, ptx_reg group,
+                       const ptx_reg *rowp);
+
+/* GEMV_PRELOAD_BULK (gemv_ring.c). gemv_ring_plan: sets up the plan's ring
+ * after the rest of the plan; false where it cannot have one (no copy
+ * engine, x in tiles, a format whose rounds are not contiguous 16-byte
+ * multiples, or no room beside x). gemv_ring_prologue: the producer's
+ * first copies, before the wait for earlier grids; gemv_ring_rounds: the
+ * rounds of one unit, computed from the ring into acc. */
+/* The registers of a warp's ring and of its producer (lane 0), which copies
+ * round pr of unit pg of the warp's rows into the ring, ring_stages rounds
+ * ahead of the warp's arithmetic; the whole warp consumes the stages in
+ * order. */
+typedef struct gemv_ring {
+  ptx_reg ring, mbar;  /* shared addresses of the warp's stage 0 and its mbarrier */
+  ptx_reg lane0;       /* the producer lane */
+  ptx_reg pg, pr;      /* the next round the producer copies: unit, round */
+  ptx_reg cs, parity;  /* the stage the warp computes next, and its phase */
+  ptx_reg rowp[GEMV_MAX_LOAD_ROWS]; /* global row pointers of the producer's unit */
+} gemv_ring;
+
+bool gemv_ring_plan(gemv_plan *p, const gemv_format *f);
+void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, gemv_ring *R,
+                        ptx_reg group, ptx_reg ncta);
+void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
+                      const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, const gemv_raw *raw,
+                      ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);
+
 /* Small emit helpers shared by the formats. */
 /* Folds a chunk into the row sums: for each batch row m, load the chunk's
  * `sums` sums of x, then for each row r and group g

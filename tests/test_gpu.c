@@ -209,6 +209,22 @@ Test(gpu, device_info_is_plausible) {
   ptxq_close(ctx);
 }
 
+/* A benchmark switch read by ptxq_open (an environment variable): each bad
+ * value fails the open with PTXQ_ERR_INVALID naming the variable; the good
+ * one opens. The variable is unset afterwards. */
+static void check_benchmark_switch(const char *name, const char *const *bad, size_t count, const char *good) {
+  ptxq_ctx *other = NULL;
+  for (size_t i = 0; i < count; i++) {
+    cr_assert_eq(setenv(name, bad[i], 1), 0);
+    EXPECT_FAIL(NULL, ptxq_open(&other, NULL), PTXQ_ERR_INVALID, name);
+    cr_assert_null(other);
+  }
+  cr_assert_eq(setenv(name, good, 1), 0);
+  cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s: %s", name, ptxq_last_error(NULL));
+  ptxq_close(other);
+  unsetenv(name);
+}
+
 Test(gpu, open_rejects_bad_options) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   ptxq_device_info info;
@@ -226,28 +242,11 @@ Test(gpu, open_rejects_bad_options) {
   opt = (ptxq_options){.tensor_cores = 2};
   EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_INVALID, "tensor_cores=2");
   cr_assert_null(other);
-  /* The benchmark switch PTXQ_GEMV_TUNE: a malformed value fails the open. */
+  /* The benchmark switches: a malformed value fails the open. */
   static const char *const bad_tunes[] = {"3,8", "2,12", "2", "2,8,1", "x"};
-  for (size_t i = 0; i < sizeof bad_tunes / sizeof bad_tunes[0]; i++) {
-    cr_assert_eq(setenv("PTXQ_GEMV_TUNE", bad_tunes[i], 1), 0);
-    EXPECT_FAIL(NULL, ptxq_open(&other, NULL), PTXQ_ERR_INVALID, "PTXQ_GEMV_TUNE");
-    cr_assert_null(other);
-  }
-  cr_assert_eq(setenv("PTXQ_GEMV_TUNE", "1,16", 1), 0);
-  cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s", ptxq_last_error(NULL));
-  ptxq_close(other);
-  unsetenv("PTXQ_GEMV_TUNE");
-  /* And PTXQ_GEMV_PRELOAD (1..4). */
   static const char *const bad_preloads[] = {"0", "5", "4x", "x", "-1"};
-  for (size_t i = 0; i < sizeof bad_preloads / sizeof bad_preloads[0]; i++) {
-    cr_assert_eq(setenv("PTXQ_GEMV_PRELOAD", bad_preloads[i], 1), 0);
-    EXPECT_FAIL(NULL, ptxq_open(&other, NULL), PTXQ_ERR_INVALID, "PTXQ_GEMV_PRELOAD");
-    cr_assert_null(other);
-  }
-  cr_assert_eq(setenv("PTXQ_GEMV_PRELOAD", "4", 1), 0);
-  cr_assert_eq(ptxq_open(&other, NULL), PTXQ_OK, "%s", ptxq_last_error(NULL));
-  ptxq_close(other);
-  unsetenv("PTXQ_GEMV_PRELOAD");
+  check_benchmark_switch("PTXQ_GEMV_TUNE", bad_tunes, sizeof bad_tunes / sizeof bad_tunes[0], "1,16");
+  check_benchmark_switch("PTXQ_GEMV_PRELOAD", bad_preloads, sizeof bad_preloads / sizeof bad_preloads[0], "4");
   if (info.sm >= 75) { /* the tensor-core GEMV needs sm_80: refused for an sm_75 target */
     opt = (ptxq_options){.target_sm = 75, .tensor_cores = 1};
     EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_UNSUPPORTED, "tensor_cores=1 with target sm_75");
