@@ -118,15 +118,20 @@ static bool is_plain(const ptxgen_spec *s) { return !s->glu && !s->n2 && !s->rop
 
 /* The copy engine's ring by default (where the format and target have it,
  * bench/RESULTS.md, ninth session): plain products at m <= 2 with long rows
- * or many of them, where a block walks many rounds. H100, Q4_K, against a
- * chunk or a group ahead: 4096x14336 m = 1 graph-cold 14.7 -> 13.8 µs, m = 2
- * cold 23.3 -> 21.1; 128256x4096 m = 1 cold 106.2 -> 104.4, m = 2 120.9 ->
- * 118.1. Shorter products lost (14336x4096 m = 1 cold 18.1 -> 18.9, 4096x4096
+ * or (Q4_K) many of them, where a block walks many rounds. H100, against a
+ * chunk or a group ahead: Q4_K 4096x14336 m = 1 graph-cold 14.7 -> 13.8
+ * µs, m = 2 cold 23.3 -> 21.1; Q4_K 128256x4096 m = 1 cold 106.2 -> 104.4,
+ * m = 2 120.9 -> 118.1; with the Q6_K down kernels (4096x14336) on it, the
+ * decode step at m = 1 1764 -> 1728 µs, though that product alone is no
+ * faster (cold 23.0 -> 24.8: what it gains is loading its first rounds while
+ * the kernel before finishes). Q6_K 128256x4096 lost (147.6 -> 157.4).
+ * Shorter products lost (Q4_K 14336x4096 m = 1 cold 18.1 -> 18.9, 4096x4096
  * 9.8 -> 10.4), and from m = 4, where the arithmetic binds, most shapes
  * lost: the ring adds the weights' bytes to the shared-memory traffic that
  * x already loads (4 bytes per weight and batch row at one row per warp). */
 static bool bulk_by_default(const ptxgen_spec *s) {
-  return is_plain(s) && s->m <= 2 && (s->k >= 8192 || s->n >= 65536);
+  const bool many_rows = s->n >= 65536 && s->kind == PTXGEN_KIND_Q4K_GEMV;
+  return is_plain(s) && s->m <= 2 && (s->k >= 8192 || many_rows);
 }
 
 /* Warps walking tasks of their own (gemv_plan.warp_tasks) for plain m = 1
@@ -661,7 +666,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
 
   gemv_ring ring;
   if (p.preload == GEMV_PRELOAD_BULK) {
-    gemv_ring_prologue(&b, &p, spec, &L, &ring, group, ncta);
+    gemv_ring_prologue(&b, &p, f, spec, &L, &ring, group, ncta);
   } else if (p.preload != GEMV_PRELOAD_OFF) {
     /* Weights do not depend on earlier kernels: the first loads go out
      * before the wait for them and the staging of x, which they overlap. */

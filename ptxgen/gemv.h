@@ -59,11 +59,11 @@ typedef struct gemv_plan {
   uint32_t lane_chunks;          /* chunks a lane owns per row: ceil(chunks / 32) */
   uint32_t xs_bytes, shared_bytes;
   /* GEMV_PRELOAD_BULK: a warp's rows are copied a round at a time (32
-   * chunks of each of its load_rows rows: round_bytes per row, the last
-   * round last_round_bytes) into its own ring of ring_stages stages, each
-   * with an mbarrier; ring_off and mbar_off are their offsets in shared
-   * memory. */
-  uint32_t ring_stages, round_bytes, last_round_bytes, stage_bytes, ring_off, mbar_off;
+   * chunks, 8 super-blocks, of each of its load_rows rows: round_bytes per
+   * row in the stage; the last round has last_round_sbs super-blocks) into
+   * its own ring of ring_stages stages, each with an mbarrier; ring_off and
+   * mbar_off are their offsets in shared memory. */
+  uint32_t ring_stages, round_bytes, last_round_sbs, stage_bytes, ring_off, mbar_off;
 } gemv_plan;
 
 /* Registers live for the whole kernel. */
@@ -100,10 +100,15 @@ typedef struct gemv_format {
    * chunk while x is staged. H100, decode step m = 1: Q4_K down 1818 ->
    * 1776 µs; with Q6_K too, 1791 (its down kernel got slower). */
   bool second_chunk_early;
-  /* Bytes of a round of 32 chunks of a row (8 super-blocks), if a round is
-   * contiguous in the row and a multiple of 16 bytes, so that the copy
-   * engine can stream it (GEMV_PRELOAD_BULK); 0 where the layout is not. */
-  uint32_t round_bytes;
+  /* A row's layout as planes, for the copy engine's ring
+   * (GEMV_PRELOAD_BULK): plane i holds plane_sb_bytes[i] bytes of each of
+   * the row's nb super-blocks from byte nb*plane_start[i] of the row (one
+   * plane: super-blocks as stored). A round (8 super-blocks) is copied plane
+   * by plane into a stage laid out the same way with nb = 8, so the
+   * format's loads address a stage as they address a row with 8 super-blocks.
+   * planes = 0: no ring. */
+  uint32_t planes;
+  uint32_t plane_start[4], plane_sb_bytes[4];
   /* A chunk's loads land in raw_count registers per row, of raw_types. */
   uint32_t raw_count;
   const ptx_type *raw_types;
@@ -149,8 +154,8 @@ typedef struct gemv_ring {
 } gemv_ring;
 
 bool gemv_ring_plan(gemv_plan *p, const gemv_format *f);
-void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, gemv_ring *R,
-                        ptx_reg group, ptx_reg ncta);
+void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const ptxgen_spec *s,
+                        const gemv_lane *L, gemv_ring *R, ptx_reg group, ptx_reg ncta);
 void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
                       const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, const gemv_raw *raw,
                       ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);

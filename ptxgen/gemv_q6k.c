@@ -69,8 +69,12 @@ static void q6k_x_offset(ptx_builder *b, ptx_reg i, ptx_reg out) { emit_split_of
 /* chunk part c: 128 * (c >> 1) + 16 * (c & 1) */
 static void q6k_x_base(ptx_builder *b, ptx_reg c, ptx_reg out) { emit_split_offset(b, c, 1, 128, 4, out); }
 
+/* Super-blocks of the planes the loads address: the row's, or 8 in a stage
+ * of the copy engine's ring (gemv_format.planes). */
+static uint32_t planes_nb(const gemv_plan *p) { return p->preload == GEMV_PRELOAD_BULK ? 8 : p->k / 256; }
+
 static void q6k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
-  const uint32_t nb = p->k / 256;
+  const uint32_t nb = planes_nb(p);
   ptx_comment(b, "Q6_K lane constants: part c = 2h + l2 of every super-block");
   for (int i = 0; i <= POS1; i++) L->fmt[i] = ptx_new(b, PTX_B32);
   ptx_reg h = ptx_new(b, PTX_B32), l2 = ptx_new(b, PTX_B32);
@@ -97,9 +101,12 @@ static const ptx_type q6k_raw_types[RAW_COUNT] = {PTX_B32, PTX_B32, PTX_B32, PTX
 
 static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const ptx_reg *rowp, ptx_reg g,
                      const char *guard, const gemv_raw *raw) {
-  const uint32_t nb = p->k / 256;
+  const uint32_t nb = planes_nb(p);
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
+  /* from the copy engine's ring in shared memory, or from W itself */
+  const bool shared = p->preload == GEMV_PRELOAD_BULK;
+  const char *space = shared ? "shared" : "global.nc", *add = shared ? "add.u32" : "add.u64";
   ptx_reg sb = ptx_new(b, PTX_B32), qa = ptx_new(b, PTX_B32), qh = ptx_new(b, PTX_B32);
   ptx_reg sc = ptx_new(b, PTX_B32), dd = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", sb.s, g.s);
@@ -107,20 +114,22 @@ static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
   ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", qh.s, sb.s, L->fmt[QH_OFF].s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", sc.s, sb.s, L->fmt[SC_OFF].s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", dd.s, sb.s, nb * 208);
-  ptx_reg qa64 = gemv_u64_of(b, qa), qh64 = gemv_u64_of(b, qh), sc64 = gemv_u64_of(b, sc), dd64 = gemv_u64_of(b, dd);
+  ptx_reg off[4] = {qa, qh, sc, dd};
+  if (!shared)
+    for (int i = 0; i < 4; i++) off[i] = gemv_u64_of(b, off[i]);
   for (uint32_t r = 0; r < p->load_rows; r++) {
     const ptx_reg *A = &raw->r[r][RAW_A], *B = &raw->r[r][RAW_B], *Q = &raw->r[r][RAW_Q];
     const ptx_reg *SW = &raw->r[r][RAW_SW];
-    ptx_reg a1 = ptx_new(b, PTX_B64), a2 = ptx_new(b, PTX_B64), a3 = ptx_new(b, PTX_B64), a4 = ptx_new(b, PTX_B64);
-    ptx_op3(b, "add.u64", a1, rowp[r], qa64);
-    ptx_op3(b, "add.u64", a2, rowp[r], qh64);
-    ptx_op3(b, "add.u64", a3, rowp[r], sc64);
-    ptx_op3(b, "add.u64", a4, rowp[r], dd64);
-    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, A[0].s, A[1].s, A[2].s, A[3].s, a1.s);
-    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, B[0].s, B[1].s, B[2].s, B[3].s, a1.s);
-    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", at, Q[0].s, Q[1].s, Q[2].s, Q[3].s, a2.s);
-    ptx_ins(b, "%sld.global.nc.v2.u32 {%s, %s}, [%s];", at, SW[0].s, SW[1].s, a3.s);
-    ptx_ins(b, "%sld.global.nc.b16 %s, [%s];", at, raw->r[r][RAW_D].s, a4.s);
+    ptx_reg a[4];
+    for (int i = 0; i < 4; i++) {
+      a[i] = ptx_new(b, shared ? PTX_B32 : PTX_B64);
+      ptx_op3(b, add, a[i], rowp[r], off[i]);
+    }
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s];", at, space, A[0].s, A[1].s, A[2].s, A[3].s, a[0].s);
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, space, B[0].s, B[1].s, B[2].s, B[3].s, a[0].s);
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s];", at, space, Q[0].s, Q[1].s, Q[2].s, Q[3].s, a[1].s);
+    ptx_ins(b, "%sld.%s.v2.u32 {%s, %s}, [%s];", at, space, SW[0].s, SW[1].s, a[2].s);
+    ptx_ins(b, "%sld.%s.b16 %s, [%s];", at, space, raw->r[r][RAW_D].s, a[3].s);
   }
 }
 
@@ -191,6 +200,10 @@ static const gemv_format q6k_format = {
     .x_base = q6k_x_base,
     .x_offset = q6k_x_offset,
     .lane_consts = q6k_lane_consts,
+    /* planes as repacked (ptxgen_q6k_repack): ql, qh, scales, d */
+    .planes = 4,
+    .plane_start = {0, 128, 192, 208},
+    .plane_sb_bytes = {128, 64, 16, 2},
     .raw_count = RAW_COUNT,
     .raw_types = q6k_raw_types,
     .load = q6k_load,

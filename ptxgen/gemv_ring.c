@@ -36,11 +36,17 @@ static uint32_t shared_optin_max(uint32_t sm) { return sm == 120 ? 99u * 1024 : 
  * target has the copy engine, x is staged once, the format's rounds can be
  * copied (16-byte multiples) and the ring fits beside x. */
 bool gemv_ring_plan(gemv_plan *p, const gemv_format *f) {
-  if (p->sm < 90 || p->tiles != 1 || f->round_bytes == 0 || p->row_stride % 16) return false;
-  p->round_bytes = f->round_bytes;
-  p->last_round_bytes = p->row_stride - (p->lane_chunks - 1) * f->round_bytes;
-  if (p->last_round_bytes % 16) return false;
-  p->stage_bytes = p->load_rows * f->round_bytes;
+  if (p->sm < 90 || p->tiles != 1 || f->planes == 0 || p->row_stride % 16) return false;
+  const uint32_t nb = p->k / 256;
+  p->last_round_sbs = nb - 8 * (p->lane_chunks - 1);
+  p->round_bytes = 0;
+  for (uint32_t i = 0; i < f->planes; i++) {
+    /* the copy engine moves 16-byte multiples between 16-byte aligned addresses */
+    if (nb * f->plane_start[i] % 16 || 8 * f->plane_sb_bytes[i] % 16 || p->last_round_sbs * f->plane_sb_bytes[i] % 16)
+      return false;
+    p->round_bytes += 8 * f->plane_sb_bytes[i];
+  }
+  p->stage_bytes = p->load_rows * p->round_bytes;
   p->ring_off = (p->shared_bytes + 15) & ~15u;
   p->ring_stages = BULK_STAGES;
   const uint32_t ring = p->warps * BULK_STAGES * p->stage_bytes, mbar = p->warps * BULK_STAGES * 8;
@@ -52,30 +58,32 @@ bool gemv_ring_plan(gemv_plan *p, const gemv_format *f) {
 
 /* Producer: copies the round at the cursor (pg, pr), if its unit exists,
  * into stage `stage` (a register), then advances the cursor. */
-static void emit_issue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L,
-                       const gemv_ring *R, ptx_reg ncta, ptx_reg stage) {
-  ptx_reg issue = ptx_new(b, PTX_PRED), last = ptx_new(b, PTX_PRED), bytes = ptx_new(b, PTX_B32);
+static void emit_issue(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const ptxgen_spec *s,
+                       const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, ptx_reg stage) {
+  const uint32_t nb = p->k / 256;
+  ptx_reg issue = ptx_new(b, PTX_PRED), last = ptx_new(b, PTX_PRED), sbs = ptx_new(b, PTX_B32);
   ptx_reg mb = ptx_new(b, PTX_B32), dst = ptx_new(b, PTX_B32), state = ptx_new(b, PTX_B64);
+  ptx_reg total = ptx_new(b, PTX_B32), size = ptx_new(b, PTX_B32);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", issue.s, R->pg.s, p->units);
   ptx_ins(b, "and.pred %s, %s, %s;", issue.s, issue.s, R->lane0.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, %u;", last.s, R->pr.s, p->lane_chunks - 1);
-  ptx_ins(b, "selp.b32 %s, %u, %u, %s;", bytes.s, p->last_round_bytes, p->round_bytes, last.s);
+  ptx_ins(b, "selp.b32 %s, %u, 8, %s;", sbs.s, p->last_round_sbs, last.s); /* super-blocks in this round */
   gemv_row_pointers(b, p, s, L, R->pg, R->rowp);
   ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", mb.s, stage.s, R->mbar.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, stage.s, p->stage_bytes, R->ring.s);
-  if (p->load_rows == 1) {
-    ptx_ins(b, "@%s mbarrier.arrive.expect_tx.shared::cta.b64 %s, [%s], %s;", issue.s, state.s, mb.s, bytes.s);
-  } else {
-    ptx_reg total = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", total.s, bytes.s, p->load_rows);
-    ptx_ins(b, "@%s mbarrier.arrive.expect_tx.shared::cta.b64 %s, [%s], %s;", issue.s, state.s, mb.s, total.s);
-  }
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", total.s, sbs.s, p->load_rows * p->round_bytes / 8);
+  ptx_ins(b, "@%s mbarrier.arrive.expect_tx.shared::cta.b64 %s, [%s], %s;", issue.s, state.s, mb.s, total.s);
   ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, R->pr.s, p->round_bytes);
-  for (uint32_t r = 0; r < p->load_rows; r++) {
-    ptx_op3(b, "add.u64", src, R->rowp[r], off);
-    ptx_ins(b, "@%s cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%s+%u], [%s], %s, [%s];",
-            issue.s, dst.s, r * p->round_bytes, src.s, bytes.s, mb.s);
+  for (uint32_t i = 0; i < f->planes; i++) {
+    /* plane i of round pr: from byte nb*start + 8*pr*sb_bytes of the row, to byte 8*start of the stage's row */
+    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", size.s, sbs.s, f->plane_sb_bytes[i]);
+    ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, R->pr.s, 8 * f->plane_sb_bytes[i]);
+    for (uint32_t r = 0; r < p->load_rows; r++) {
+      ptx_op3(b, "add.u64", src, R->rowp[r], off);
+      ptx_ins(b, "@%s cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%s+%u], [%s+%u], %s, [%s];",
+              issue.s, dst.s, r * p->round_bytes + 8 * f->plane_start[i], src.s, nb * f->plane_start[i], size.s,
+              mb.s);
+    }
   }
   ptx_ins(b, "add.u32 %s, %s, 1;", R->pr.s, R->pr.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, %u;", last.s, R->pr.s, p->lane_chunks);
@@ -88,8 +96,8 @@ static void emit_issue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s,
 /* Sets up the warp's ring (mbarriers initialised by the producer lane) and
  * copies its first ring_stages rounds: emitted before the kernel waits for
  * the grids before it, which the weights never depend on. */
-void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, gemv_ring *R,
-                        ptx_reg group, ptx_reg ncta) {
+void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const ptxgen_spec *s,
+                        const gemv_lane *L, gemv_ring *R, ptx_reg group, ptx_reg ncta) {
   ptx_comment(b, "copy engine: lane 0 streams this warp's rows, %u rounds of 32 chunks (%u bytes per row) ahead, "
                  "into a ring in shared memory; each stage completes an mbarrier",
               p->ring_stages, p->round_bytes);
@@ -117,7 +125,7 @@ void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s
   for (uint32_t i = 0; i < p->ring_stages; i++) {
     ptx_reg stage = ptx_new(b, PTX_B32);
     ptx_ins(b, "mov.u32 %s, %u;", stage.s, i);
-    emit_issue(b, p, s, L, R, ncta, stage);
+    emit_issue(b, p, f, s, L, R, ncta, stage);
   }
 }
 
@@ -156,7 +164,7 @@ void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, 
   f->compute(b, p, L, raw, g, acc);
   ptx_label(b, skip);
   ptx_ins(b, "bar.warp.sync -1;"); /* every lane is done with the stage: refill it */
-  emit_issue(b, p, s, L, R, ncta, R->cs);
+  emit_issue(b, p, f, s, L, R, ncta, R->cs);
   ptx_ins(b, "add.u32 %s, %s, 1;", R->cs.s, R->cs.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, %u;", pr.s, R->cs.s, p->ring_stages);
   ptx_ins(b, "selp.b32 %s, 0, %s, %s;", R->cs.s, R->cs.s, pr.s);
