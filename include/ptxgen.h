@@ -96,12 +96,13 @@ typedef struct ptxgen_spec {
   /* q4k_gemv / q6k_gemv: how far weight loads run ahead of the arithmetic,
    * 0 = the generator's choice (absent from the key), 1 off (for
    * comparison), 2 one chunk ahead, 3 a lane's whole row group at once,
-   * 4 the copy engine (cp.async.bulk, sm_90+, Q4_K) streams each warp's
-   * rows a few rounds of 32 chunks ahead into a ring in shared memory;
-   * 2, 3 and 4 only where x is staged in one tile
-   * (else off), 3 only where a lane's chunks of a group fit its registers
-   * (else 2), 4 only for Q4_K on sm_90+ where the ring fits beside x (else
-   * 2). The bits are the same whatever the preload. */
+   * 4 the copy engine (cp.async.bulk, sm_90+) streams each warp's rows a
+   * few rounds of 32 chunks ahead into a ring in shared memory; 2, 3 and 4
+   * only where x is staged in one tile (else off), 3 only where a lane's
+   * chunks of a group fit its registers (else 2), 4 only on sm_90+ where
+   * the ring fits beside x and a round's bytes are 16-byte multiples (Q6_K:
+   * k a multiple of 2048) (else 2). The bits are the same whatever the
+   * preload. */
   uint32_t preload;
   /* q4k_gemv: 1 runs the product on the tensor cores (mma.sync, bf16
    * inputs, fp32 sums) instead of fp32 FMA: the quants are exact in bf16

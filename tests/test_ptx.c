@@ -286,19 +286,23 @@ ParameterizedTest(ptx_case *c, ptx, tuned_and_multi_gemv) {
 /* The copy engine's ring (preload=4) on every target that has it: plain,
  * gated and multi-weight keys, lanes with different chunk counts (k = 2304:
  * a short last round), x near the shared-memory limit (k = 14336), m up to
- * 16 (where x no longer fits one tile it runs a chunk ahead instead). No
- * spills, within the register file and the opt-in shared memory. */
+ * 16 (where x no longer fits one tile it runs a chunk ahead instead), Q6_K's
+ * four planes (k = 2304: its short last round cannot be copied, a chunk
+ * ahead instead). No spills, within the register file and the opt-in
+ * shared memory. */
 ParameterizedTestParameters(ptx, copy_engine_gemv) {
-  static const struct { uint32_t k, m, glu, n2; } shapes[] = {
-      {2304, 1, 0, 0}, {4096, 3, 0, 0}, {14336, 1, 0, 0}, {14336, 5, 0, 0}, {4096, 16, 0, 0},
-      {4096, 1, 1, 0}, {2304, 8, 2, 0}, {4096, 2, 0, 1024}};
+  static const struct { uint32_t q6k, k, m, glu, n2; } shapes[] = {
+      {0, 2304, 1, 0, 0}, {0, 4096, 3, 0, 0}, {0, 14336, 1, 0, 0}, {0, 14336, 5, 0, 0}, {0, 4096, 16, 0, 0},
+      {0, 4096, 1, 1, 0}, {0, 2304, 8, 2, 0}, {0, 4096, 2, 0, 1024}, {1, 14336, 1, 0, 0}, {1, 4096, 2, 1, 0},
+      {1, 2304, 1, 0, 0}};
   static const uint32_t sms[] = {90, 100, 120};
   const size_t shape_count = sizeof shapes / sizeof shapes[0], count = shape_count * 3;
   size_t i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
   for (size_t b = 0; b < shape_count; b++)
     for (size_t d = 0; d < 3; d++)
-      cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = sms[d], .k = shapes[b].k, .n = 999,
+      cases[i++].spec = (ptxgen_spec){.kind = shapes[b].q6k ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV,
+                                      .sm = sms[d], .k = shapes[b].k, .n = 999,
                                       .m = shapes[b].m, .preload = 4, .glu = shapes[b].glu, .n2 = shapes[b].n2,
                                       .n3 = shapes[b].n2 ? 77 : 0};
   return cr_make_param_array(ptx_case, cases, count, free_cases);
