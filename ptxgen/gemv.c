@@ -212,6 +212,21 @@ ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32) {
   return r;
 }
 
+const char *gemv_weight_space(const gemv_plan *p) {
+  return p->preload == GEMV_PRELOAD_BULK ? "shared" : "global.nc";
+}
+
+ptx_reg gemv_weight_offset(ptx_builder *b, const gemv_plan *p, ptx_reg off32) {
+  return p->preload == GEMV_PRELOAD_BULK ? off32 : gemv_u64_of(b, off32);
+}
+
+ptx_reg gemv_weight_addr(ptx_builder *b, const gemv_plan *p, ptx_reg rowp, ptx_reg offset) {
+  const bool shared = p->preload == GEMV_PRELOAD_BULK;
+  ptx_reg a = ptx_new(b, shared ? PTX_B32 : PTX_B64);
+  ptx_op3(b, shared ? "add.u32" : "add.u64", a, rowp, offset);
+  return a;
+}
+
 void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]) {
   static const char *const sel[4] = {"0x7054", "0x7154", "0x7254", "0x7354"}; /* byte j under the exponent */
   for (int j = 0; j < 4; j++) {

@@ -167,6 +167,14 @@ void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, 
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
                ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
+/* Where a format's loads read the weights: from W (global, a 64-bit row
+ * pointer) or, with GEMV_PRELOAD_BULK, from the ring (shared, 32-bit).
+ * gemv_weight_space: the state space of the ld ("global.nc" or "shared");
+ * gemv_weight_offset: a 32-bit byte offset in the width of a row pointer;
+ * gemv_weight_addr: row pointer + such an offset, in a new register. */
+const char *gemv_weight_space(const gemv_plan *p);
+ptx_reg gemv_weight_offset(ptx_builder *b, const gemv_plan *p, ptx_reg off32);
+ptx_reg gemv_weight_addr(ptx_builder *b, const gemv_plan *p, ptx_reg rowp, ptx_reg offset);
 /* L->tid, lane, warp (tid / 32) and c (lane % 4), in new registers. */
 void gemv_thread_ids(ptx_builder *b, gemv_lane *L);
 /* 4 floats f[j] = 0.5 + byte_j/256 for the 4 bytes of v (each byte's value

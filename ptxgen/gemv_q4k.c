@@ -117,24 +117,18 @@ static void q4k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
                      const char *guard, const gemv_raw *raw) {
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
-  /* from the copy engine's ring in shared memory, or from W itself */
-  const bool shared = p->preload == GEMV_PRELOAD_BULK;
-  const char *ld = shared ? "ld.shared.v4.u32" : "ld.global.nc.v4.u32";
+  const char *space = gemv_weight_space(p); /* W itself, or the copy engine's ring */
   ptx_reg hdr_off = ptx_new(b, PTX_B32), qoff = ptx_new(b, PTX_B32);
   ptx_op2i(b, "shr.u32", hdr_off, g, "2");
   ptx_op2u(b, "mul.lo.u32", hdr_off, hdr_off, Q4K_BLOCK_BYTES);
   ptx_op3(b, "add.u32", qoff, hdr_off, L->fmt[C32]);
-  ptx_reg qoffw = qoff, hoffw = hdr_off;
-  if (!shared) qoffw = gemv_u64_of(b, qoff), hoffw = gemv_u64_of(b, hdr_off);
+  ptx_reg qoffw = gemv_weight_offset(b, p, qoff), hoffw = gemv_weight_offset(b, p, hdr_off);
   for (uint32_t r = 0; r < p->load_rows; r++) {
     const ptx_reg *h = &raw->r[r][RAW_H], *q = &raw->r[r][RAW_Q];
-    const ptx_type at_type = shared ? PTX_B32 : PTX_B64;
-    ptx_reg ha = ptx_new(b, at_type), qa = ptx_new(b, at_type);
-    ptx_op3(b, shared ? "add.u32" : "add.u64", ha, rowp[r], hoffw);
-    ptx_op3(b, shared ? "add.u32" : "add.u64", qa, rowp[r], qoffw);
-    ptx_ins(b, "%s%s {%s, %s, %s, %s}, [%s];", at, ld, h[0].s, h[1].s, h[2].s, h[3].s, ha.s);
-    ptx_ins(b, "%s%s {%s, %s, %s, %s}, [%s+16];", at, ld, q[0].s, q[1].s, q[2].s, q[3].s, qa.s);
-    ptx_ins(b, "%s%s {%s, %s, %s, %s}, [%s+32];", at, ld, q[4].s, q[5].s, q[6].s, q[7].s, qa.s);
+    ptx_reg ha = gemv_weight_addr(b, p, rowp[r], hoffw), qa = gemv_weight_addr(b, p, rowp[r], qoffw);
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s];", at, space, h[0].s, h[1].s, h[2].s, h[3].s, ha.s);
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s+16];", at, space, q[0].s, q[1].s, q[2].s, q[3].s, qa.s);
+    ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, space, q[4].s, q[5].s, q[6].s, q[7].s, qa.s);
   }
 }
 

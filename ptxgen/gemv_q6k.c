@@ -104,9 +104,7 @@ static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
   const uint32_t nb = planes_nb(p);
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
-  /* from the copy engine's ring in shared memory, or from W itself */
-  const bool shared = p->preload == GEMV_PRELOAD_BULK;
-  const char *space = shared ? "shared" : "global.nc", *add = shared ? "add.u32" : "add.u64";
+  const char *space = gemv_weight_space(p); /* W itself, or the copy engine's ring */
   ptx_reg sb = ptx_new(b, PTX_B32), qa = ptx_new(b, PTX_B32), qh = ptx_new(b, PTX_B32);
   ptx_reg sc = ptx_new(b, PTX_B32), dd = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", sb.s, g.s);
@@ -115,16 +113,12 @@ static void q6k_load(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, con
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", sc.s, sb.s, L->fmt[SC_OFF].s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", dd.s, sb.s, nb * 208);
   ptx_reg off[4] = {qa, qh, sc, dd};
-  if (!shared)
-    for (int i = 0; i < 4; i++) off[i] = gemv_u64_of(b, off[i]);
+  for (int i = 0; i < 4; i++) off[i] = gemv_weight_offset(b, p, off[i]);
   for (uint32_t r = 0; r < p->load_rows; r++) {
     const ptx_reg *A = &raw->r[r][RAW_A], *B = &raw->r[r][RAW_B], *Q = &raw->r[r][RAW_Q];
     const ptx_reg *SW = &raw->r[r][RAW_SW];
     ptx_reg a[4];
-    for (int i = 0; i < 4; i++) {
-      a[i] = ptx_new(b, shared ? PTX_B32 : PTX_B64);
-      ptx_op3(b, add, a[i], rowp[r], off[i]);
-    }
+    for (int i = 0; i < 4; i++) a[i] = gemv_weight_addr(b, p, rowp[r], off[i]);
     ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s];", at, space, A[0].s, A[1].s, A[2].s, A[3].s, a[0].s);
     ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s+32];", at, space, B[0].s, B[1].s, B[2].s, B[3].s, a[0].s);
     ptx_ins(b, "%sld.%s.v4.u32 {%s, %s, %s, %s}, [%s];", at, space, Q[0].s, Q[1].s, Q[2].s, Q[3].s, a[1].s);
