@@ -157,7 +157,9 @@ int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info
  * device buffers of m*k and m*n floats, 1 <= m <= 16. fp32 accumulation;
  * row i of an m > 1 product is bit-identical to the m = 1 product of that row.
  * Stream-ordered: returns once enqueued. The first call for a shape builds
- * the kernel (generate + JIT); ptxq_gemv_prepare does that ahead of time. */
+ * the kernel (generate + JIT); ptxq_gemv_prepare does that ahead of time.
+ * A large product of more than 8 rows may run as launches of 8 rows and one
+ * of the rest where that is faster (ptxgen_gemv_batch_rows): the same bits. */
 int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_t m);
 int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m);
 

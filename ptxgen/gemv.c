@@ -206,6 +206,29 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   return p;
 }
 
+/* (gemv.h) A batch past SPLIT_BATCH_ROWS costs a kernel more per row where
+ * its x no longer fits shared memory at once while 8 rows' did (tiles: no
+ * loads ahead, x staged again for every row group), or where it leaves two
+ * rows per warp for one (twice the row groups). On large products, two
+ * launches that read the weights twice (the second mostly from L2) are then
+ * faster. H100, kernel µs hot (`ptxgen run --reps 30`, bench/RESULTS.md,
+ * tenth session), m = 16 against two launches of 8: Q4_K 14336x4096 112.0
+ * against 96.0, 128256x4096 929 against 710, but 4096x4096 36.8 against
+ * 40.2 and 4096x14336 (x in tiles at 8 rows too) 107 against 125; Q6_K
+ * 4096x4096 64.9 against 43.5, 128256x4096 1841 against 737, but 2048x2048
+ * 19.1 against 24.7. */
+#define SPLIT_BATCH_ROWS 8u
+
+uint32_t gemv_batch_rows(const ptxgen_spec *s, const gemv_format *f) {
+  if (s->m <= SPLIT_BATCH_ROWS || !is_plain(s) || s->rows || s->warps || s->preload) return s->m;
+  if ((uint64_t)s->n * s->k < f->batch_split_min_weights) return s->m;
+  ptxgen_spec part = *s;
+  part.m = SPLIT_BATCH_ROWS;
+  const gemv_plan whole = plan_for(s, f), split = plan_for(&part, f);
+  const bool costlier = (whole.tiles > 1 && split.tiles == 1) || whole.rows < split.rows;
+  return costlier ? SPLIT_BATCH_ROWS : s->m;
+}
+
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32) {
   ptx_reg r = ptx_new(b, PTX_B64);
   ptx_op2(b, "cvt.u64.u32", r, u32);

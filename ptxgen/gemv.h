@@ -100,6 +100,10 @@ typedef struct gemv_format {
    * chunk while x is staged. H100, decode step m = 1: Q4_K down 1818 ->
    * 1776 µs; with Q6_K too, 1791 (its down kernel got slower). */
   bool second_chunk_early;
+  /* Products of at least this many weights (n x k) run batches of more
+   * than 8 rows as launches of 8 where the larger batch would cost the
+   * kernel more per row (gemv_batch_rows). */
+  uint64_t batch_split_min_weights;
   /* A row's layout as planes, for the copy engine's ring
    * (GEMV_PRELOAD_BULK): plane i holds plane_sb_bytes[i] bytes of each of
    * the row's nb super-blocks from byte nb*plane_start[i] of the row (one
@@ -127,6 +131,8 @@ typedef struct gemv_format {
 } gemv_format;
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);
+/* ptxgen_gemv_batch_rows for a format (ptxgen.h). */
+uint32_t gemv_batch_rows(const ptxgen_spec *spec, const gemv_format *format);
 
 /* The row pointers (global) of the warp's rows in unit `group` (a task or a
  * row group, gemv_plan.warp_tasks): rowp[r] for W, and with glu

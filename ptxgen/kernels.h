@@ -11,6 +11,8 @@
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* tc=1 */
 int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
+uint32_t q4k_gemv_batch_rows(const ptxgen_spec *spec); /* ptxgen_gemv_batch_rows, per format */
+uint32_t q6k_gemv_batch_rows(const ptxgen_spec *spec);
 int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* gelu, gelu_erf, silu, swiglu, geglu */
 int rope_emit(const ptxgen_spec *spec, ptxgen_kernel *out);

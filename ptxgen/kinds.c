@@ -64,6 +64,15 @@ int ptxgen_emit(const ptxgen_spec *spec, ptxgen_kernel *out, char *msg, size_t m
   return rc;
 }
 
+uint32_t ptxgen_gemv_batch_rows(const ptxgen_spec *spec) {
+  if (ptxgen_spec_validate(spec, NULL, 0) != PTXGEN_OK) return 0;
+  switch (spec->kind) {
+  case PTXGEN_KIND_Q4K_GEMV: return q4k_gemv_batch_rows(spec);
+  case PTXGEN_KIND_Q6K_GEMV: return q6k_gemv_batch_rows(spec);
+  default: return spec->m;
+  }
+}
+
 void ptxgen_kernel_free(ptxgen_kernel *kernel) {
   if (!kernel) return;
   free(kernel->ptx);

@@ -33,42 +33,75 @@ static int check_gemv_args(ptxq_ctx *ctx, const char *call, const char *weight, 
   return PTXQ_OK;
 }
 
-int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
-                      const struct ptxq_kernel_entry **out) {
-  const struct ptxq_kernel_entry **cached = &w->gemv_by_m[glu][m];
-  if (*cached == NULL) {
-    ptxgen_kind kind;
-    switch (w->type) {
-    case PTXQ_TYPE_Q4_K: kind = PTXGEN_KIND_Q4K_GEMV; break;
-    case PTXQ_TYPE_Q6_K: kind = PTXGEN_KIND_Q6K_GEMV; break;
-    default:
-      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s' is %s: gemv supports Q4_K and Q6_K",
-                        w->name, ptxq__type_name(w->type));
-    }
-    if (w->k > PTXGEN_GEMV_MAX_K)
-      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED,
-                        "weight '%s': k=%u exceeds the gemv limit k <= %u", w->name, w->k,
-                        PTXGEN_GEMV_MAX_K);
-    if (w->n > PTXGEN_GEMV_MAX_N)
-      return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED,
-                        "weight '%s': n=%u exceeds the gemv limit n <= %u", w->name, w->n,
-                        PTXGEN_GEMV_MAX_N);
-    ptxgen_spec spec = {.kind = kind,
+/* The spec of w's GEMV for batch m and epilogue glu, with the context's
+ * options (tensor cores, tuning and preload switches). */
+static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uint32_t glu, ptxgen_spec *spec) {
+  ptxgen_kind kind;
+  switch (w->type) {
+  case PTXQ_TYPE_Q4_K: kind = PTXGEN_KIND_Q4K_GEMV; break;
+  case PTXQ_TYPE_Q6_K: kind = PTXGEN_KIND_Q6K_GEMV; break;
+  default:
+    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s' is %s: gemv supports Q4_K and Q6_K", w->name,
+                      ptxq__type_name(w->type));
+  }
+  if (w->k > PTXGEN_GEMV_MAX_K)
+    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s': k=%u exceeds the gemv limit k <= %u", w->name, w->k,
+                      PTXGEN_GEMV_MAX_K);
+  if (w->n > PTXGEN_GEMV_MAX_N)
+    return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "weight '%s': n=%u exceeds the gemv limit n <= %u", w->name, w->n,
+                      PTXGEN_GEMV_MAX_N);
+  *spec = (ptxgen_spec){.kind = kind,
                         .sm = ctx->info.target_sm,
                         .k = w->k,
                         .n = w->n,
                         .m = m,
                         .glu = glu,
                         .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV && glu == 0};
-    if (glu == 0 && !spec.tc) {
-      spec.rows = ctx->gemv_rows;
-      spec.warps = ctx->gemv_warps;
-    }
-    if (!spec.tc) spec.preload = ctx->gemv_preload;
-    int status = ptxq__kernel_for(ctx, &spec, cached);
+  if (glu == 0 && !spec->tc) {
+    spec->rows = ctx->gemv_rows;
+    spec->warps = ctx->gemv_warps;
+  }
+  if (!spec->tc) spec->preload = ctx->gemv_preload;
+  return PTXQ_OK;
+}
+
+int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
+                      const struct ptxq_kernel_entry **out) {
+  const struct ptxq_kernel_entry **cached = &w->gemv_by_m[glu][m];
+  if (*cached == NULL) {
+    ptxgen_spec spec;
+    int status = gemv_spec(ctx, w, m, glu, &spec);
+    if (status == PTXQ_OK) status = ptxq__kernel_for(ctx, &spec, cached);
     if (status != PTXQ_OK) return status;
   }
   *out = *cached;
+  return PTXQ_OK;
+}
+
+int ptxq__gemv_batch_for(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, ptxq__gemv_batch *out) {
+  uint8_t *rows = &w->gemv_batch_rows[m];
+  if (*rows == 0) {
+    ptxgen_spec spec;
+    int status = gemv_spec(ctx, w, m, 0, &spec);
+    if (status != PTXQ_OK) return status;
+    const uint32_t r = ptxgen_gemv_batch_rows(&spec); /* 0 (invalid): ptxq__kernel_for says why */
+    *rows = (uint8_t)(r != 0 && r < m ? r : m);
+  }
+  *out = (ptxq__gemv_batch){.m = m, .rows = *rows};
+  int status = ptxq__gemv_kernel(ctx, w, out->rows, 0, &out->full);
+  if (status == PTXQ_OK && m % out->rows != 0) status = ptxq__gemv_kernel(ctx, w, m % out->rows, 0, &out->rest);
+  return status;
+}
+
+int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const struct ptxq_weight *w,
+                            CUdeviceptr x, CUdeviceptr y) {
+  for (uint32_t r0 = 0; r0 < batch->m; r0 += batch->rows) {
+    const struct ptxq_kernel_entry *kernel = batch->m - r0 >= batch->rows ? batch->full : batch->rest;
+    const CUdeviceptr xr = x + (CUdeviceptr)r0 * w->k * sizeof(float);
+    const CUdeviceptr yr = y + (CUdeviceptr)r0 * w->n * sizeof(float);
+    int status = ptxq__launch_gemv(ctx, kernel, w->data, 0, xr, yr);
+    if (status != PTXQ_OK) return status;
+  }
   return PTXQ_OK;
 }
 
@@ -81,22 +114,16 @@ int ptxq__launch_gemv(ptxq_ctx *ctx, const struct ptxq_kernel_entry *kernel, CUd
   return ptxq__launch(ctx, kernel, up != 0 ? gated : plain);
 }
 
-/* The weight and its plain GEMV kernel for m, built on first use. Lock
- * held, context current. */
-static int gemv_kernel(ptxq_ctx *ctx, const char *name, uint32_t m,
-                       const struct ptxq_weight **out_weight,
-                       const struct ptxq_kernel_entry **out_kernel) {
+/* The weight and its plain GEMV for m as launched, built on first use.
+ * Lock held, context current. */
+static int gemv_batch(ptxq_ctx *ctx, const char *name, uint32_t m, const struct ptxq_weight **out_weight,
+                      ptxq__gemv_batch *out_batch) {
   struct ptxq_weight *w = ptxq__weight_find(ctx, name);
   if (w == NULL) return PTXQ_ERR_NOT_FOUND;
-  int status = ptxq__gemv_kernel(ctx, w, m, 0, out_kernel);
+  int status = ptxq__gemv_batch_for(ctx, w, m, out_batch);
   if (status != PTXQ_OK) return status;
   *out_weight = w;
   return PTXQ_OK;
-}
-
-static int launch_gemv(ptxq_ctx *ctx, const struct ptxq_weight *w,
-                       const struct ptxq_kernel_entry *kernel, CUdeviceptr x, CUdeviceptr y) {
-  return ptxq__launch_gemv(ctx, kernel, w->data, 0, x, y);
 }
 
 int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_t m) {
@@ -117,9 +144,9 @@ int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   const struct ptxq_weight *w = NULL;
-  const struct ptxq_kernel_entry *kernel = NULL;
-  status = gemv_kernel(ctx, weight, m, &w, &kernel);
-  if (status == PTXQ_OK) status = launch_gemv(ctx, w, kernel, x, y);
+  ptxq__gemv_batch batch;
+  status = gemv_batch(ctx, weight, m, &w, &batch);
+  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, x, y);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;
@@ -131,8 +158,8 @@ int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m) {
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   const struct ptxq_weight *w = NULL;
-  const struct ptxq_kernel_entry *kernel = NULL;
-  status = gemv_kernel(ctx, weight, m, &w, &kernel);
+  ptxq__gemv_batch batch;
+  status = gemv_batch(ctx, weight, m, &w, &batch);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;
@@ -329,8 +356,8 @@ int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, 
   }
   pthread_mutex_lock(&ctx->lock);
   const struct ptxq_weight *w = NULL;
-  const struct ptxq_kernel_entry *kernel = NULL;
-  status = gemv_kernel(ctx, weight, m, &w, &kernel);
+  ptxq__gemv_batch batch;
+  status = gemv_batch(ctx, weight, m, &w, &batch);
   /* m <= 16, k <= 65536, n <= 262144: these products cannot overflow. */
   size_t x_bytes = 0, y_bytes = 0;
   if (status == PTXQ_OK) {
@@ -348,7 +375,7 @@ int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, 
       status = ptxq__fail_cu(ctx, result, "ptxq_gemv_host('%s'): copying x (%zu bytes)", weight,
                              x_bytes);
   }
-  if (status == PTXQ_OK) status = launch_gemv(ctx, w, kernel, ctx->staging_x, ctx->staging_y);
+  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, ctx->staging_x, ctx->staging_y);
   if (status == PTXQ_OK) {
     CUresult result = ptxq__cu.MemcpyDtoHAsync(y, ctx->staging_y, y_bytes, ctx->stream);
     if (result != CUDA_SUCCESS)

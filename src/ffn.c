@@ -59,9 +59,11 @@ void ptxq__ffn_workspace_free(ptxq_ctx *ctx) {
 typedef struct ffn_plan {
   struct ptxq_weight *gate, *up, *down; /* gate is NULL for GELU */
   bool gated, fused;
-  /* fused: first is the gated GEMV (W = gate, U = up) writing h.
-   * unfused: gate_gemv (gated only) writes g, first (up) writes h, act. */
-  const struct ptxq_kernel_entry *first, *gate_gemv, *act, *down_gemv;
+  /* fused: gated is the gated GEMV (W = gate, U = up) writing h.
+   * unfused: gate_gemv (gated only) writes g, up_gemv writes h, then act.
+   * The plain products as launched (ptxq__gemv_batch). */
+  const struct ptxq_kernel_entry *gated_gemv, *act;
+  ptxq__gemv_batch gate_gemv, up_gemv, down_gemv;
   size_t region_bytes;    /* one [m][n] fp32 intermediate, rounded up */
   size_t workspace_bytes; /* what this call needs */
 } ffn_plan;
@@ -158,11 +160,10 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
                 m <= PTXQ__EPILOGUE_MAX_M;
   int status;
   if (plan->fused) {
-    status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->first);
+    status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->gated_gemv);
   } else {
-    status = ptxq__gemv_kernel(ctx, plan->up, m, 0, &plan->first);
-    if (status == PTXQ_OK && plan->gated)
-      status = ptxq__gemv_kernel(ctx, plan->gate, m, 0, &plan->gate_gemv);
+    status = ptxq__gemv_batch_for(ctx, plan->up, m, &plan->up_gemv);
+    if (status == PTXQ_OK && plan->gated) status = ptxq__gemv_batch_for(ctx, plan->gate, m, &plan->gate_gemv);
     if (status == PTXQ_OK) {
       ptxgen_spec spec;
       memset(&spec, 0, sizeof spec); /* compared bytewise by the op cache */
@@ -175,7 +176,7 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
       status = ptxq__op_kernel(ctx, call, &spec, &plan->act);
     }
   }
-  if (status == PTXQ_OK) status = ptxq__gemv_kernel(ctx, plan->down, m, 0, &plan->down_gemv);
+  if (status == PTXQ_OK) status = ptxq__gemv_batch_for(ctx, plan->down, m, &plan->down_gemv);
 
   /* n <= 2^18 (the GEMV limit, checked above) and m <= 16: no overflow. */
   plan->region_bytes = ((size_t)m * plan->up->n * sizeof(float) + REGION_ALIGN - 1) /
@@ -230,11 +231,11 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
   CUdeviceptr h = ctx->ffn_workspace, g = ctx->ffn_workspace + plan->region_bytes;
   int status;
   if (plan->fused) {
-    status = ptxq__launch_gemv(ctx, plan->first, plan->gate->data, plan->up->data, x, h);
+    status = ptxq__launch_gemv(ctx, plan->gated_gemv, plan->gate->data, plan->up->data, x, h);
   } else {
     status = PTXQ_OK;
-    if (plan->gated) status = ptxq__launch_gemv(ctx, plan->gate_gemv, plan->gate->data, 0, x, g);
-    if (status == PTXQ_OK) status = ptxq__launch_gemv(ctx, plan->first, plan->up->data, 0, x, h);
+    if (plan->gated) status = ptxq__launch_gemv_batch(ctx, &plan->gate_gemv, plan->gate, x, g);
+    if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &plan->up_gemv, plan->up, x, h);
     if (status == PTXQ_OK) {
       /* In place, as ptxgen.h's activations allow: (x, y) = (h, h) or
        * (gate, up, y) = (g, h, h). */
@@ -244,7 +245,7 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
     }
   }
   if (status == PTXQ_OK)
-    status = ptxq__launch_gemv(ctx, plan->down_gemv, plan->down->data, 0, h, y);
+    status = ptxq__launch_gemv_batch(ctx, &plan->down_gemv, plan->down, h, y);
   return status;
 }
 

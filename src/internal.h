@@ -87,6 +87,9 @@ struct ptxq_weight {
    * module-table look-up. Cleared when the weight is replaced (the shape
    * may change). */
   const struct ptxq_kernel_entry *gemv_by_m[3][PTXGEN_GEMV_MAX_M + 1];
+  /* Batch rows per launch of the plain GEMV for m (ptxgen_gemv_batch_rows;
+   * 0: not asked yet), cleared with gemv_by_m. */
+  uint8_t gemv_batch_rows[PTXGEN_GEMV_MAX_M + 1];
 };
 
 struct ptxq_allocation {
@@ -256,6 +259,19 @@ void ptxq__weights_free_all(ptxq_ctx *ctx);
 /* Frees the staging buffers (ptxq_close; context current, stream idle). */
 void ptxq__staging_free(ptxq_ctx *ctx);
 
+/* A plain GEMV of m batch rows as it is launched: launches of `rows` rows
+ * by `full`, then one of the m % rows left by `rest` (NULL if none); rows
+ * is m unless ptxgen_gemv_batch_rows says otherwise. */
+typedef struct ptxq__gemv_batch {
+  const struct ptxq_kernel_entry *full, *rest;
+  uint32_t m, rows;
+} ptxq__gemv_batch;
+/* Fills *out for w at m, building its kernels on first use. Lock held,
+ * context current. */
+int ptxq__gemv_batch_for(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, ptxq__gemv_batch *out);
+/* Enqueues it over x [m][k] and y [m][n]. Lock held, context current. */
+int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const struct ptxq_weight *w,
+                            CUdeviceptr x, CUdeviceptr y);
 /* The GEMV kernel of weight w for batch m with epilogue glu (0 none, 1
  * swiglu, 2 geglu: w is then the gate W of the gated kernel), built on
  * first use and cached on w. PTXQ_ERR_UNSUPPORTED for a weight type or

@@ -148,6 +148,7 @@ static int install(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, 
   w->bytes = bytes;
   w->data = data;
   memset(w->gemv_by_m, 0, sizeof w->gemv_by_m);
+  memset(w->gemv_batch_rows, 0, sizeof w->gemv_batch_rows);
   return PTXQ_OK;
 }
 

@@ -486,6 +486,66 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_close(ctx);
 }
 
+/* A batch of more than 8 rows that ptxgen_gemv_batch_rows splits runs as
+ * launches of 8 rows and one of the rest (ptxq_gemv): the result has the
+ * bits of the one kernel for all m rows, launched by its key, and matches
+ * the fp64 reference. Large products, as the split needs: Q4_K with x in
+ * tiles past 12 rows (k = 4096), Q6_K with one row per warp past 8. */
+Test(gpu, large_batches_in_launches_of_8_give_the_one_kernel_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { int q6k; uint32_t k, n, m; } shapes[] = {
+      {0, 4096, 8192, 16}, {0, 4096, 8192, 14}, {1, 4096, 4096, 12}, {1, 4096, 4096, 9}};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    const ptxq_type type = shapes[s].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K;
+    char key[160];
+    snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
+             dev.target_sm);
+    ptxgen_spec spec;
+    cr_assert_eq(ptxgen_spec_parse(key, &spec, NULL, 0), 0, "%s", key);
+    const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
+    if (dev.target_sm == 90) /* where the rule was measured: these shapes split */
+      cr_assert_eq(rows, 8, "%s: %u rows per launch, want 8", key, rows);
+    size_t w_bytes;
+    uint8_t *w = shapes[s].q6k ? random_q6k(&r, k, n, &w_bytes) : random_q4k(&r, k, n, &w_bytes);
+    upload_weight(ctx, "w", type, w, k, n, w_bytes);
+    float *x = random_floats(&r, (size_t)m * k);
+    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), dy = device_alloc(ctx, (size_t)m * n * 4);
+    upload(ctx, dx, x, (size_t)m * k * 4);
+    float *split = checked_malloc((size_t)m * n * 4), *one = checked_malloc((size_t)m * n * 4);
+    poison(ctx, dy, (size_t)m * n * 4);
+    cr_assert_eq(ptxq_gemv(ctx, "w", dx, dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    download(ctx, split, dy, (size_t)m * n * 4);
+    ptxq_weight_info winfo;
+    cr_assert_eq(ptxq_weight_info_get(ctx, "w", &winfo), PTXQ_OK);
+    uint64_t pw = winfo.data, px = dx, py = dy;
+    void *params[] = {&pw, &px, &py};
+    poison(ctx, dy, (size_t)m * n * 4);
+    cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    download(ctx, one, dy, (size_t)m * n * 4);
+    size_t i = first_bit_difference(one, split, (size_t)m * n);
+    cr_assert(i == (size_t)m * n, "seed %llu: %s in launches of %u rows: y[%zu][%zu] = %.9g, the one kernel gives %.9g",
+              (unsigned long long)seed, key, rows, i / n, i % n, (double)split[i], (double)one[i]);
+    double *ref = checked_malloc((size_t)m * n * sizeof *ref);
+    cr_assert_eq(ptxq_ref_gemv(type, w, k, n, x, m, ref), PTXQ_OK);
+    const double err = relative_error(split, ref, (size_t)m * n);
+    cr_assert(err <= TOLERANCE, "seed %llu: %s: max_rel_err %.3g > %.0e", (unsigned long long)seed, key, err,
+              TOLERANCE);
+    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
+    cr_assert_eq(ptxq_free(ctx, dy), PTXQ_OK);
+    free(ref);
+    free(x);
+    free(w);
+    free(split);
+    free(one);
+  }
+  ptxq_close(ctx);
+}
+
 /* The copy engine's ring (preload=4) feeds the gated and the multi-weight
  * kernels the same bytes: their outputs keep the default kernels' bits.
  * k = 2304 has a short last round; n = 1001 a part-empty last row group. */

@@ -537,6 +537,38 @@ Test(spec, gemv_default_rows_follow_the_batch) {
   }
 }
 
+/* Batches past 8 rows run as launches of 8 only where the larger batch
+ * costs the kernel more per row (x in tiles, or one row per warp) on a
+ * large product; everything else, and every invalid spec, as asked. */
+Test(spec, gemv_batch_rows_split_only_costlier_large_batches) {
+  static const struct {
+    const char *key;
+    uint32_t rows;
+  } cases[] = {
+      {"q4k_gemv:k=4096,n=14336,m=16", 8},     /* x in tiles past 12 rows at k = 4096 */
+      {"q4k_gemv:k=4096,n=128256,m=13", 8},    {"q4k_gemv:k=4096,n=14336,m=12", 12}, /* x fits */
+      {"q4k_gemv:k=4096,n=4096,m=16", 16},     /* under 2^25 weights */
+      {"q4k_gemv:k=14336,n=4096,m=16", 16},    /* x in tiles at 8 rows too */
+      {"q6k_gemv:k=4096,n=4096,m=9", 8},       /* one row per warp past 8 */
+      {"q6k_gemv:k=14336,n=4096,m=16", 8},     {"q6k_gemv:k=2048,n=2048,m=16", 16}, /* under 2^24 */
+      {"q4k_gemv:k=4096,n=14336,m=8", 8},      {"q6k_gemv:k=4096,n=4096,m=3", 3},
+      {"q4k_gemv:k=4096,n=14336,m=16,tc=1", 16}, {"q4k_gemv:k=4096,n=14336,m=16,rows=2", 16},
+      {"q4k_gemv:k=4096,n=14336,m=16,preload=2", 16}, {"q6k_gemv:k=4096,n=4096,m=16,n2=1024", 16},
+      {"q4k_gemv:k=4096,n=14336,m=8,glu=swiglu", 8}, {"gelu:n=14336,m=16", 16},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ptxgen_spec s;
+    char msg[256];
+    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    cr_assert_eq(ptxgen_gemv_batch_rows(&s), cases[i].rows, "%s: %u rows per launch, want %u", cases[i].key,
+                 ptxgen_gemv_batch_rows(&s), cases[i].rows);
+  }
+  ptxgen_spec bad;
+  cr_assert_eq(ptxgen_spec_parse("q4k_gemv:k=4096,n=14336,m=16", &bad, NULL, 0), 0);
+  bad.m = 17;
+  cr_assert_eq(ptxgen_gemv_batch_rows(&bad), 0, "an invalid spec gives 0");
+}
+
 Test(spec, different_keys_give_different_entries) {
   ptxgen_spec s1, s2;
   ptxgen_kernel a, b;
