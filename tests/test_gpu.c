@@ -429,6 +429,48 @@ Test(gpu, kernel_launch_by_key_matches_gemv) {
   ptxq_close(ctx);
 }
 
+/* A random plain product on the device: weight "w" (Q4_K or Q6_K) [n][k],
+ * x [m][k] in dx, room for y [m][n] in dy, and the parameters a GEMV kernel
+ * launched by key takes (W, x, y). */
+typedef struct product {
+  int q6k;
+  uint32_t k, n, m;
+  uint8_t *w;
+  float *x;
+  ptxq_dev dx, dy;
+  uint64_t pw, px, py;
+  void *params[3];
+} product;
+
+static void product_init(ptxq_ctx *ctx, rng *r, product *p, int q6k, uint32_t k, uint32_t n, uint32_t m) {
+  *p = (product){.q6k = q6k, .k = k, .n = n, .m = m};
+  size_t w_bytes;
+  p->w = q6k ? random_q6k(r, k, n, &w_bytes) : random_q4k(r, k, n, &w_bytes);
+  upload_weight(ctx, "w", q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, p->w, k, n, w_bytes);
+  p->x = random_floats(r, (size_t)m * k);
+  p->dx = device_alloc(ctx, (size_t)m * k * 4);
+  p->dy = device_alloc(ctx, (size_t)m * n * 4);
+  upload(ctx, p->dx, p->x, (size_t)m * k * 4);
+  ptxq_weight_info winfo;
+  cr_assert_eq(ptxq_weight_info_get(ctx, "w", &winfo), PTXQ_OK);
+  p->pw = winfo.data, p->px = p->dx, p->py = p->dy;
+  p->params[0] = &p->pw, p->params[1] = &p->px, p->params[2] = &p->py;
+}
+
+/* Runs the product's kernel by key into y (host, m*n floats), dy poisoned first. */
+static void product_by_key(ptxq_ctx *ctx, product *p, const char *key, float *y) {
+  poison(ctx, p->dy, (size_t)p->m * p->n * 4);
+  cr_assert_eq(ptxq_kernel_launch(ctx, key, p->params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+  download(ctx, y, p->dy, (size_t)p->m * p->n * 4);
+}
+
+static void product_free(ptxq_ctx *ctx, product *p) {
+  cr_assert_eq(ptxq_free(ctx, p->dx), PTXQ_OK);
+  cr_assert_eq(ptxq_free(ctx, p->dy), PTXQ_OK);
+  free(p->x);
+  free(p->w);
+}
+
 /* Every way of running a product (loads a chunk ahead or not, the copy
  * engine's ring (preload=4, sm_90+; elsewhere a chunk ahead), rows per
  * warp, warps per block) reduces each output in the same order with the
@@ -452,34 +494,21 @@ Test(gpu, tuning_variants_give_the_same_bits) {
                                         "rows=4,warps=4,preload=4"};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
-    size_t w_bytes;
-    uint8_t *w = shapes[s].q6k ? random_q6k(&r, k, n, &w_bytes) : random_q4k(&r, k, n, &w_bytes);
-    upload_weight(ctx, "w", shapes[s].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, w, k, n, w_bytes);
-    float *x = random_floats(&r, (size_t)m * k);
-    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), dy = device_alloc(ctx, (size_t)m * n * 4);
-    upload(ctx, dx, x, (size_t)m * k * 4);
+    product p;
+    product_init(ctx, &r, &p, shapes[s].q6k, k, n, m);
     float *want = checked_malloc((size_t)m * n * 4), *got = checked_malloc((size_t)m * n * 4);
-    cr_assert_eq(ptxq_gemv(ctx, "w", dx, dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
-    cr_assert_eq(ptxq_download(ctx, want, dy, (size_t)m * n * 4), PTXQ_OK);
-    ptxq_weight_info winfo;
-    cr_assert_eq(ptxq_weight_info_get(ctx, "w", &winfo), PTXQ_OK);
-    uint64_t pw = winfo.data, px = dx, py = dy;
-    void *params[] = {&pw, &px, &py};
+    cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, p.dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    download(ctx, want, p.dy, (size_t)m * n * 4);
     for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
       char key[160];
       snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u,%s", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
                dev.target_sm, tunings[t]);
-      poison(ctx, dy, (size_t)m * n * 4);
-      cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
-      cr_assert_eq(ptxq_download(ctx, got, dy, (size_t)m * n * 4), PTXQ_OK);
+      product_by_key(ctx, &p, key, got);
       size_t i = first_bit_difference(want, got, (size_t)m * n);
       cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the default kernel gives %.9g",
                 (unsigned long long)seed, key, i / n, i % n, (double)got[i], (double)want[i]);
     }
-    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
-    cr_assert_eq(ptxq_free(ctx, dy), PTXQ_OK);
-    free(x);
-    free(w);
+    product_free(ctx, &p);
     free(want);
     free(got);
   }
@@ -501,7 +530,6 @@ Test(gpu, large_batches_in_launches_of_8_give_the_one_kernel_bits) {
       {0, 4096, 8192, 16}, {0, 4096, 8192, 14}, {1, 4096, 4096, 12}, {1, 4096, 4096, 9}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
-    const ptxq_type type = shapes[s].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K;
     char key[160];
     snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
              dev.target_sm);
@@ -510,36 +538,23 @@ Test(gpu, large_batches_in_launches_of_8_give_the_one_kernel_bits) {
     const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
     if (dev.target_sm == 90) /* where the rule was measured: these shapes split */
       cr_assert_eq(rows, 8, "%s: %u rows per launch, want 8", key, rows);
-    size_t w_bytes;
-    uint8_t *w = shapes[s].q6k ? random_q6k(&r, k, n, &w_bytes) : random_q4k(&r, k, n, &w_bytes);
-    upload_weight(ctx, "w", type, w, k, n, w_bytes);
-    float *x = random_floats(&r, (size_t)m * k);
-    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), dy = device_alloc(ctx, (size_t)m * n * 4);
-    upload(ctx, dx, x, (size_t)m * k * 4);
+    product p;
+    product_init(ctx, &r, &p, shapes[s].q6k, k, n, m);
     float *split = checked_malloc((size_t)m * n * 4), *one = checked_malloc((size_t)m * n * 4);
-    poison(ctx, dy, (size_t)m * n * 4);
-    cr_assert_eq(ptxq_gemv(ctx, "w", dx, dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
-    download(ctx, split, dy, (size_t)m * n * 4);
-    ptxq_weight_info winfo;
-    cr_assert_eq(ptxq_weight_info_get(ctx, "w", &winfo), PTXQ_OK);
-    uint64_t pw = winfo.data, px = dx, py = dy;
-    void *params[] = {&pw, &px, &py};
-    poison(ctx, dy, (size_t)m * n * 4);
-    cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
-    download(ctx, one, dy, (size_t)m * n * 4);
+    poison(ctx, p.dy, (size_t)m * n * 4);
+    cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, p.dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    download(ctx, split, p.dy, (size_t)m * n * 4);
+    product_by_key(ctx, &p, key, one);
     size_t i = first_bit_difference(one, split, (size_t)m * n);
     cr_assert(i == (size_t)m * n, "seed %llu: %s in launches of %u rows: y[%zu][%zu] = %.9g, the one kernel gives %.9g",
               (unsigned long long)seed, key, rows, i / n, i % n, (double)split[i], (double)one[i]);
     double *ref = checked_malloc((size_t)m * n * sizeof *ref);
-    cr_assert_eq(ptxq_ref_gemv(type, w, k, n, x, m, ref), PTXQ_OK);
+    cr_assert_eq(ptxq_ref_gemv(shapes[s].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K, p.w, k, n, p.x, m, ref), PTXQ_OK);
     const double err = relative_error(split, ref, (size_t)m * n);
     cr_assert(err <= TOLERANCE, "seed %llu: %s: max_rel_err %.3g > %.0e", (unsigned long long)seed, key, err,
               TOLERANCE);
-    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
-    cr_assert_eq(ptxq_free(ctx, dy), PTXQ_OK);
+    product_free(ctx, &p);
     free(ref);
-    free(x);
-    free(w);
     free(split);
     free(one);
   }
