@@ -311,6 +311,20 @@ static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t
   return spec_key(&spec, buf, cap);
 }
 
+/* The key of the kernel ptxq_gemv launches for m rows: the m-row kernel, or
+ * the 8-row one where a large batch runs as launches of 8
+ * (ptxgen_gemv_batch_rows): the one whose registers a row reports. */
+static int gemv_launched_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t sm, bool tensor_cores,
+                             char *buf, size_t cap)
+{
+  ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
+                      .tc = tensor_cores && type == PTXQ_TYPE_Q4_K};
+  const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
+  if (rows != 0 && rows < m)
+    spec.m = rows;
+  return spec_key(&spec, buf, cap);
+}
+
 static void read_key(uint32_t sm, size_t bytes, char *buf, size_t cap)
 {
   /* validated at option parsing (sm) and by construction (bytes) */
@@ -1081,7 +1095,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
     char key[128];
     ptxq_kernel_info kernel = {0};
     /* Generation and JIT stay out of the timing. */
-    if ((rc = gemv_key(s.type, s.k, s.n, m, b->info.target_sm, opt->tensor_cores, key, sizeof key)))
+    if ((rc = gemv_launched_key(s.type, s.k, s.n, m, b->info.target_sm, opt->tensor_cores, key, sizeof key)))
       goto done;
     if ((st = ptxq_gemv_prepare(b->ctx, names[0], m)) ||
         (st = ptxq_kernel_get(b->ctx, key, &kernel))) {
