@@ -4,7 +4,9 @@
  * ptxq_gemv_multi runs several weights of one x (a layer's q, k, v) as one
  * kernel over their rows side by side (ptxgen.h, n2/n3).
  * The hot path of a decode step is ptxq_gemv: one lock, one hash look-up by
- * weight name, the kernel cached on the weight for this m, cuLaunchKernel.
+ * weight name, the kernel cached on the weight for this m, cuLaunchKernel
+ * (twice for a large batch of more than 8 rows that runs as launches of 8,
+ * ptxgen_gemv_batch_rows).
  * The weight's type picks the kernel family (q4k_gemv for Q4_K, q6k_gemv
  * for Q6_K, whose rows weights.c stored repacked); ffn.c shares the kernel
  * look-up and the launch, gated epilogue included.

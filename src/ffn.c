@@ -59,7 +59,7 @@ void ptxq__ffn_workspace_free(ptxq_ctx *ctx) {
 typedef struct ffn_plan {
   struct ptxq_weight *gate, *up, *down; /* gate is NULL for GELU */
   bool gated, fused;
-  /* fused: gated is the gated GEMV (W = gate, U = up) writing h.
+  /* fused: gated_gemv is the gated GEMV (W = gate, U = up) writing h.
    * unfused: gate_gemv (gated only) writes g, up_gemv writes h, then act.
    * The plain products as launched (ptxq__gemv_batch). */
   const struct ptxq_kernel_entry *gated_gemv, *act;
