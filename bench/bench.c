@@ -303,23 +303,15 @@ static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint
 }
 
 /* The key of a GEMV row: with tensor cores (Q4_K only), tc=1. */
-static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t sm, bool tensor_cores, char *buf,
-                    size_t cap)
+/* The key of the GEMV for m rows; with `launched`, of the kernel ptxq_gemv
+ * launches for them: the 8-row one where a large batch runs as launches of
+ * 8 (ptxgen_gemv_batch_rows), the one whose registers a row reports. */
+static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t sm, bool tensor_cores, bool launched,
+                    char *buf, size_t cap)
 {
   ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
                       .tc = tensor_cores && type == PTXQ_TYPE_Q4_K};
-  return spec_key(&spec, buf, cap);
-}
-
-/* The key of the kernel ptxq_gemv launches for m rows: the m-row kernel, or
- * the 8-row one where a large batch runs as launches of 8
- * (ptxgen_gemv_batch_rows): the one whose registers a row reports. */
-static int gemv_launched_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t sm, bool tensor_cores,
-                             char *buf, size_t cap)
-{
-  ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
-                      .tc = tensor_cores && type == PTXQ_TYPE_Q4_K};
-  const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
+  const uint32_t rows = launched ? ptxgen_gemv_batch_rows(&spec) : m;
   if (rows != 0 && rows < m)
     spec.m = rows;
   return spec_key(&spec, buf, cap);
@@ -648,7 +640,7 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
   for (size_t s = 0; s < opt->shape_count && (kernels & KERNELS_GEMV); s++) {
     const shape *sh = &opt->shapes[s];
     for (size_t j = 0; j < opt->m_count; j++) {
-      int rc = gemv_key(sh->type, sh->k, sh->n, opt->ms[j], sm, opt->tensor_cores, key, sizeof key);
+      int rc = gemv_key(sh->type, sh->k, sh->n, opt->ms[j], sm, opt->tensor_cores, false, key, sizeof key);
       if (rc)
         return rc;
       fprintf(out, "%s\n", key);
@@ -1095,7 +1087,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
     char key[128];
     ptxq_kernel_info kernel = {0};
     /* Generation and JIT stay out of the timing. */
-    if ((rc = gemv_launched_key(s.type, s.k, s.n, m, b->info.target_sm, opt->tensor_cores, key, sizeof key)))
+    if ((rc = gemv_key(s.type, s.k, s.n, m, b->info.target_sm, opt->tensor_cores, true, key, sizeof key)))
       goto done;
     if ((st = ptxq_gemv_prepare(b->ctx, names[0], m)) ||
         (st = ptxq_kernel_get(b->ctx, key, &kernel))) {

@@ -26,7 +26,7 @@
  *
  * Build and run on the GPU machine, from the repository root:
  *   gcc -std=c11 -O2 -Iinclude -I/usr/local/cuda/include bench/timeline.c ptxgen/ptx.c ptxgen/spec.c \
- *     ptxgen/kinds.c ptxgen/gemv.c ptxgen/gemv_q4k.c ptxgen/gemv_q6k.c ptxgen/gemv_ring.c \
+ *     ptxgen/kinds.c ptxgen/gemv.c ptxgen/gemv_q4k.c ptxgen/gemv_q6k.c ptxgen/gemv_ring.c ptxgen/gemv_tc.c \
  *     ptxgen/stream_read.c ptxgen/act.c ptxgen/act_math.c ptxgen/rope.c -L/usr/local/cuda/lib64/stubs -lcuda -lm -o /tmp/timeline
  *   /tmp/timeline [LAYERS]
  * Environment: UNFUSED=1 (q, k, v then the rope kernel, instead of RoPE in

@@ -141,12 +141,6 @@ uint32_t gemv_batch_rows(const ptxgen_spec *spec, const gemv_format *format);
 void gemv_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_lane *L, ptx_reg group,
                        const ptx_reg *rowp);
 
-/* GEMV_PRELOAD_BULK (gemv_ring.c). gemv_ring_plan: sets up the plan's ring
- * after the rest of the plan; false where it cannot have one (no copy
- * engine, x in tiles, a format whose rounds are not contiguous 16-byte
- * multiples, or no room beside x). gemv_ring_prologue: the producer's
- * first copies, before the wait for earlier grids; gemv_ring_rounds: the
- * rounds of one unit, computed from the ring into acc. */
 /* The registers of a warp's ring and of its producer (lane 0), which copies
  * round pr of unit pg of the warp's rows into the ring, ring_stages rounds
  * ahead of the warp's arithmetic; the whole warp consumes the stages in
@@ -159,6 +153,12 @@ typedef struct gemv_ring {
   ptx_reg rowp[GEMV_MAX_LOAD_ROWS]; /* global row pointers of the producer's unit */
 } gemv_ring;
 
+/* GEMV_PRELOAD_BULK (gemv_ring.c). gemv_ring_plan: sets up the plan's ring
+ * after the rest of the plan; false where it cannot have one (no copy
+ * engine, x in tiles, a format whose rounds are not contiguous 16-byte
+ * multiples, or no room beside x). gemv_ring_prologue: the producer's
+ * first copies, before the wait for earlier grids; gemv_ring_rounds: the
+ * rounds of one unit, computed from the ring into acc. */
 bool gemv_ring_plan(gemv_plan *p, const gemv_format *f);
 void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const ptxgen_spec *s,
                         const gemv_lane *L, gemv_ring *R, ptx_reg group, ptx_reg ncta);

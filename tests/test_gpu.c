@@ -457,6 +457,18 @@ static void product_init(ptxq_ctx *ctx, rng *r, product *p, int q6k, uint32_t k,
   p->params[0] = &p->pw, p->params[1] = &p->px, p->params[2] = &p->py;
 }
 
+/* The key of the product's kernel for target sm, with `options` (",..." or ""). */
+static void product_key(const product *p, uint32_t sm, const char *options, char *key, size_t cap) {
+  snprintf(key, cap, "%s:k=%u,n=%u,m=%u,sm=%u%s", p->q6k ? "q6k_gemv" : "q4k_gemv", p->k, p->n, p->m, sm, options);
+}
+
+/* Runs the product through ptxq_gemv into y (host, m*n floats), dy poisoned first. */
+static void product_gemv(ptxq_ctx *ctx, product *p, float *y) {
+  poison(ctx, p->dy, (size_t)p->m * p->n * 4);
+  cr_assert_eq(ptxq_gemv(ctx, "w", p->dx, p->dy, p->m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+  download(ctx, y, p->dy, (size_t)p->m * p->n * 4);
+}
+
 /* Runs the product's kernel by key into y (host, m*n floats), dy poisoned first. */
 static void product_by_key(ptxq_ctx *ctx, product *p, const char *key, float *y) {
   poison(ctx, p->dy, (size_t)p->m * p->n * 4);
@@ -497,12 +509,11 @@ Test(gpu, tuning_variants_give_the_same_bits) {
     product p;
     product_init(ctx, &r, &p, shapes[s].q6k, k, n, m);
     float *want = checked_malloc((size_t)m * n * 4), *got = checked_malloc((size_t)m * n * 4);
-    cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, p.dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
-    download(ctx, want, p.dy, (size_t)m * n * 4);
+    product_gemv(ctx, &p, want);
     for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
-      char key[160];
-      snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u,%s", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
-               dev.target_sm, tunings[t]);
+      char key[160], options[64];
+      snprintf(options, sizeof options, ",%s", tunings[t]);
+      product_key(&p, dev.target_sm, options, key, sizeof key);
       product_by_key(ctx, &p, key, got);
       size_t i = first_bit_difference(want, got, (size_t)m * n);
       cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the default kernel gives %.9g",
@@ -530,20 +541,17 @@ Test(gpu, large_batches_in_launches_of_8_give_the_one_kernel_bits) {
       {0, 4096, 8192, 16}, {0, 4096, 8192, 14}, {1, 4096, 4096, 12}, {1, 4096, 4096, 9}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    product p;
+    product_init(ctx, &r, &p, shapes[s].q6k, k, n, m);
     char key[160];
-    snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u", shapes[s].q6k ? "q6k_gemv" : "q4k_gemv", k, n, m,
-             dev.target_sm);
+    product_key(&p, dev.target_sm, "", key, sizeof key);
     ptxgen_spec spec;
     cr_assert_eq(ptxgen_spec_parse(key, &spec, NULL, 0), 0, "%s", key);
     const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
     if (dev.target_sm == 90) /* where the rule was measured: these shapes split */
       cr_assert_eq(rows, 8, "%s: %u rows per launch, want 8", key, rows);
-    product p;
-    product_init(ctx, &r, &p, shapes[s].q6k, k, n, m);
     float *split = checked_malloc((size_t)m * n * 4), *one = checked_malloc((size_t)m * n * 4);
-    poison(ctx, p.dy, (size_t)m * n * 4);
-    cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, p.dy, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
-    download(ctx, split, p.dy, (size_t)m * n * 4);
+    product_gemv(ctx, &p, split);
     product_by_key(ctx, &p, key, one);
     size_t i = first_bit_difference(one, split, (size_t)m * n);
     cr_assert(i == (size_t)m * n, "seed %llu: %s in launches of %u rows: y[%zu][%zu] = %.9g, the one kernel gives %.9g",
