@@ -194,14 +194,15 @@ int ptxgen_spec_format(const ptxgen_spec *spec, char *buf, size_t cap);
 /* Generates the kernel of a spec. On success *out owns the PTX. */
 int ptxgen_emit(const ptxgen_spec *spec, ptxgen_kernel *out, char *msg, size_t msg_cap);
 
-/* For a plain GEMV (no glu=, n2=, rope=, tuning or tc=) of more than 8 batch
- * rows: how many rows one launch should take. Where the m-row kernel would
- * pay for its batch what an 8-row kernel does not (x staged in tiles, or one
- * row per warp instead of two) on a product large enough that reading the
- * weights again costs less, that is 8: run the batch as launches of 8 rows
- * and one of the rest, over x and y offset by the rows before. Otherwise,
- * and for every other spec, m. Every row's bits are the same either way
- * (batch invariance). 0 if the spec is invalid. */
+/* For a GEMV without an epilogue (no glu= or rope=), tuning or tc=, of one
+ * weight or several (n2=, n3=), and more than 8 batch rows: how many rows
+ * one launch should take. Where the m-row kernel would pay for its batch
+ * what an 8-row kernel does not (x staged in tiles, or one row per warp
+ * instead of two) on a product large enough that reading the weights again
+ * costs less, that is 8: run the batch as launches of 8 rows and one of the
+ * rest, over x and the y's offset by the rows before. Otherwise, and for
+ * every other spec, m. Every row's bits are the same either way (batch
+ * invariance). 0 if the spec is invalid. */
 uint32_t ptxgen_gemv_batch_rows(const ptxgen_spec *spec);
 
 void ptxgen_kernel_free(ptxgen_kernel *kernel);

@@ -166,7 +166,8 @@ int ptxq_gemv_prepare(ptxq_ctx *ctx, const char *weight, uint32_t m);
 /* Several products of one x as one kernel: ys[i][m][n_i] = x . W_i^T for
  * `count` (1..PTXQ_GEMV_MULTI_MAX) weights of the same type (Q4_K or
  * Q6_K) and k, such as a layer's q, k and v; fewer kernel launches, the
- * same bits as ptxq_gemv on each weight. */
+ * same bits as ptxq_gemv on each weight. A large batch of more than 8 rows
+ * may run as launches of 8 rows and one of the rest, as in ptxq_gemv. */
 #define PTXQ_GEMV_MULTI_MAX 3
 int ptxq_gemv_multi(ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
                     const ptxq_dev *ys, uint32_t m);

@@ -216,12 +216,19 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
  * against 96.0, 128256x4096 929 against 710, but 4096x4096 36.8 against
  * 40.2 and 4096x14336 (x in tiles at 8 rows too) 107 against 125; Q6_K
  * 4096x4096 64.9 against 43.5, 128256x4096 1841 against 737, but 2048x2048
- * 19.1 against 24.7. */
+ * 19.1 against 24.7. Several weights in one kernel (n2=, n3=) count their
+ * rows together, and measured the same way (eleventh session, by key):
+ * q, k, v of 8192 + 1024 + 1023 rows x 4096 at m = 16, Q4_K, 76.2 against
+ * 59.6; at k = 5120 (5120 + 1024 + 1024 rows) m = 12, 69.6 against 57.3;
+ * Q6_K 4096 + 1024 + 1024 rows x 4096 at m = 12, 67.2 against 34.8; but
+ * Q4_K at m = 9 (x fits at once) 33.4 against 39.6, and at k = 8192 (x in
+ * tiles at 8 rows too) 150.5 against 180.5. A kernel with an epilogue
+ * (glu=, rope=) keeps its batch: those take m <= 8. */
 #define SPLIT_BATCH_ROWS 8u
 
 uint32_t gemv_batch_rows(const ptxgen_spec *s, const gemv_format *f) {
-  if (s->m <= SPLIT_BATCH_ROWS || !is_plain(s) || s->rows || s->warps || s->preload) return s->m;
-  if ((uint64_t)s->n * s->k < f->batch_split_min_weights) return s->m;
+  if (s->m <= SPLIT_BATCH_ROWS || s->glu || s->rope || s->rows || s->warps || s->preload) return s->m;
+  if (((uint64_t)s->n + s->n2 + s->n3) * s->k < f->batch_split_min_weights) return s->m;
   ptxgen_spec part = *s;
   part.m = SPLIT_BATCH_ROWS;
   const gemv_plan whole = plan_for(s, f), split = plan_for(&part, f);

@@ -100,9 +100,10 @@ typedef struct gemv_format {
    * chunk while x is staged. H100, decode step m = 1: Q4_K down 1818 ->
    * 1776 µs; with Q6_K too, 1791 (its down kernel got slower). */
   bool second_chunk_early;
-  /* Products of at least this many weights (n x k) run batches of more
-   * than 8 rows as launches of 8 where the larger batch would cost the
-   * kernel more per row (gemv_batch_rows). */
+  /* Products of at least this many weights (n x k, all the weights of a
+   * multi-weight kernel together) run batches of more than 8 rows as
+   * launches of 8 where the larger batch would cost the kernel more per
+   * row (gemv_batch_rows). */
   uint64_t batch_split_min_weights;
   /* A row's layout as planes, for the copy engine's ring
    * (GEMV_PRELOAD_BULK): plane i holds plane_sb_bytes[i] bytes of each of

@@ -188,7 +188,10 @@ static const gemv_format q4k_format = {
     .x_offset = q4k_x_offset,
     .lane_consts = q4k_lane_consts,
     .second_chunk_early = true,
-    .batch_split_min_weights = 1ull << 25, /* 6144x4096 at m = 16: one kernel 52.2 µs, two of 8 rows 51.0 */
+    /* 6144x4096 at m = 16: one kernel 52.2 µs, two of 8 rows 51.0; q, k, v
+     * of 4096, 1024, 1024 rows x 4096 (as many weights): 46.3 and 38.5;
+     * 4096x4096: 36.8 and 40.2 */
+    .batch_split_min_weights = 3ull << 23,
     .planes = 1, /* super-blocks as stored */
     .plane_start = {0},
     .plane_sb_bytes = {Q4K_BLOCK_BYTES},

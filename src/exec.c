@@ -2,7 +2,8 @@
  * exec.c: the GEMV ops. Validate, find the kernel, launch.
  *
  * ptxq_gemv_multi runs several weights of one x (a layer's q, k, v) as one
- * kernel over their rows side by side (ptxgen.h, n2/n3).
+ * kernel over their rows side by side (ptxgen.h, n2/n3), a large batch in
+ * launches of 8 as ptxq_gemv.
  * The hot path of a decode step is ptxq_gemv: one lock, one hash look-up by
  * weight name, the kernel cached on the weight for this m, cuLaunchKernel
  * (twice for a large batch of more than 8 rows that runs as launches of 8,
@@ -206,13 +207,15 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
   return PTXQ_OK;
 }
 
-/* The weights and the kernel reading them side by side, with RoPE on the
+/* The weights and the kernels reading them side by side, with RoPE on the
  * first two when rope is given: in the kernel's epilogue up to
  * PTXQ__EPILOGUE_MAX_M, else (*rope_apart set) by the rope kernel after it.
- * Lock held. */
-static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
-                        const ptxq_rope_params *rope, struct ptxq_weight **w, const struct ptxq_kernel_entry **out,
-                        bool *rope_apart) {
+ * A large batch runs as launches of fewer rows where ptxgen_gemv_batch_rows
+ * says so, as ptxq_gemv does (the epilogue's RoPE never meets such a
+ * batch: it stops at m = 4). Lock held. */
+static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
+                         const ptxq_rope_params *rope, struct ptxq_weight **w, ptxq__gemv_batch *out,
+                         bool *rope_apart) {
   *rope_apart = rope != NULL && m > PTXQ__EPILOGUE_MAX_M;
   for (uint32_t i = 0; i < count; i++) {
     struct ptxq_weight *found = ptxq__weight_find(ctx, names[i]);
@@ -224,7 +227,7 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
                         call, names[i], ptxq__type_name(found->type), found->k, names[0],
                         ptxq__type_name(w[0]->type), w[0]->k);
   }
-  if (count == 1 && rope == NULL) return ptxq__gemv_kernel(ctx, w[0], m, 0, out);
+  if (count == 1 && rope == NULL) return ptxq__gemv_batch_for(ctx, w[0], m, out);
   if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
@@ -241,7 +244,15 @@ static int multi_kernel(ptxq_ctx *ctx, const char *call, const char *const *name
     int status = *rope_apart ? check_heads(ctx, call, rope, w) : fill_rope(ctx, call, rope, w, &spec);
     if (status != PTXQ_OK) return status;
   }
-  return ptxq__kernel_for(ctx, &spec, out);
+  const uint32_t rows = ptxgen_gemv_batch_rows(&spec); /* 0 (invalid): ptxq__kernel_for says why */
+  *out = (ptxq__gemv_batch){.m = m, .rows = rows != 0 && rows < m ? rows : m};
+  spec.m = out->rows;
+  int status = ptxq__kernel_for(ctx, &spec, &out->full);
+  if (status == PTXQ_OK && m % out->rows != 0) {
+    spec.m = m % out->rows;
+    status = ptxq__kernel_for(ctx, &spec, &out->rest);
+  }
+  return status;
 }
 
 /* ptxq_gemv_multi and ptxq_gemv_multi_rope (rope and positions given). */
@@ -270,20 +281,23 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
-  const struct ptxq_kernel_entry *kernel = NULL;
+  ptxq__gemv_batch batch;
   bool rope_apart = false;
-  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel, &rope_apart);
-  if (status == PTXQ_OK) {
-    /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order ptxgen.h gives */
-    CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd = x, pd = positions;
-    CUdeviceptr fd = rope != NULL ? rope->freq_factors : 0;
-    void *params[2 * PTXQ_GEMV_MULTI_MAX + 3];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < count; i++) wd[i] = w[i]->data, params[n++] = &wd[i];
-    params[n++] = &xd;
-    for (uint32_t i = 0; i < count; i++) yd[i] = ys[i], params[n++] = &yd[i];
-    if (rope != NULL && !rope_apart) params[n++] = &pd, params[n++] = &fd;
-    status = ptxq__launch(ctx, kernel, params);
+  status = multi_kernels(ctx, call, weights, count, m, rope, w, &batch, &rope_apart);
+  /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order
+   * ptxgen.h gives; each launch of a split batch starts r0 rows in */
+  CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd, pd = positions;
+  CUdeviceptr fd = rope != NULL ? rope->freq_factors : 0;
+  void *params[2 * PTXQ_GEMV_MULTI_MAX + 3];
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < count; i++) wd[i] = w[i] != NULL ? w[i]->data : 0, params[n++] = &wd[i];
+  params[n++] = &xd;
+  for (uint32_t i = 0; i < count; i++) params[n++] = &yd[i];
+  if (rope != NULL && !rope_apart) params[n++] = &pd, params[n++] = &fd;
+  for (uint32_t r0 = 0; status == PTXQ_OK && r0 < m; r0 += batch.rows) {
+    xd = x + (CUdeviceptr)r0 * w[0]->k * sizeof(float);
+    for (uint32_t i = 0; i < count; i++) yd[i] = ys[i] + (CUdeviceptr)r0 * w[i]->n * sizeof(float);
+    status = ptxq__launch(ctx, m - r0 >= batch.rows ? batch.full : batch.rest, params);
   }
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
@@ -300,9 +314,9 @@ static int multi_prepare(const char *call, ptxq_ctx *ctx, const char *const *wei
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
-  const struct ptxq_kernel_entry *kernel = NULL;
+  ptxq__gemv_batch batch;
   bool rope_apart = false;
-  status = multi_kernel(ctx, call, weights, count, m, rope, w, &kernel, &rope_apart);
+  status = multi_kernels(ctx, call, weights, count, m, rope, w, &batch, &rope_apart);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;

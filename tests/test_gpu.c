@@ -681,6 +681,77 @@ Test(gpu, gemv_multi_matches_single_products) {
   ptxq_close(ctx);
 }
 
+/* A large batch of a large multi-weight product runs as launches of 8 rows
+ * and one of the rest, as ptxq_gemv does: every output keeps the bits of
+ * the one kernel for all m rows (launched by key), and the fp64 reference
+ * holds. Q4_K: 10239 x 4096 weights at m = 16 and 13 (8 + 5), and a layer's
+ * q, k, v (6144 x 4096) at m = 16; Q6_K: 6144 x 4096 at m = 12 (8 + 4). */
+Test(gpu, gemv_multi_large_batches_in_launches_of_8_give_the_one_kernel_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { int q6k; uint32_t k, m, n[3]; } cases[] = {
+      {0, 4096, 16, {8192, 1024, 1023}}, {0, 4096, 13, {8192, 1024, 1023}}, {0, 4096, 16, {4096, 1024, 1024}},
+      {1, 4096, 12, {4096, 1024, 1024}}};
+  static const char *const names[3] = {"wa", "wb", "wc"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const uint32_t k = cases[c].k, m = cases[c].m, *n = cases[c].n;
+    const ptxq_type type = cases[c].q6k ? PTXQ_TYPE_Q6_K : PTXQ_TYPE_Q4_K;
+    char key[160];
+    snprintf(key, sizeof key, "%s:k=%u,n=%u,m=%u,sm=%u,n2=%u,n3=%u", cases[c].q6k ? "q6k_gemv" : "q4k_gemv", k, n[0],
+             m, dev.target_sm, n[1], n[2]);
+    ptxgen_spec spec;
+    cr_assert_eq(ptxgen_spec_parse(key, &spec, NULL, 0), 0, "%s", key);
+    const uint32_t rows = ptxgen_gemv_batch_rows(&spec);
+    if (dev.target_sm == 90) /* where the rule was measured: these shapes split */
+      cr_assert_eq(rows, 8, "%s: %u rows per launch, want 8", key, rows);
+    float *x = random_floats(&r, (size_t)m * k);
+    ptxq_dev dx = device_alloc(ctx, (size_t)m * k * 4), ys[3], one[3], wd[3];
+    upload(ctx, dx, x, (size_t)m * k * 4);
+    uint8_t *w[3];
+    for (int i = 0; i < 3; i++) {
+      size_t w_bytes;
+      w[i] = cases[c].q6k ? random_q6k(&r, k, n[i], &w_bytes) : random_q4k(&r, k, n[i], &w_bytes);
+      upload_weight(ctx, names[i], type, w[i], k, n[i], w_bytes);
+      ptxq_weight_info info;
+      cr_assert_eq(ptxq_weight_info_get(ctx, names[i], &info), PTXQ_OK);
+      wd[i] = info.data;
+      ys[i] = device_alloc(ctx, (size_t)m * n[i] * 4);
+      one[i] = device_alloc(ctx, (size_t)m * n[i] * 4);
+      poison(ctx, ys[i], (size_t)m * n[i] * 4);
+      poison(ctx, one[i], (size_t)m * n[i] * 4);
+    }
+    cr_assert_eq(ptxq_gemv_multi(ctx, names, 3, dx, ys, m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    void *params[] = {&wd[0], &wd[1], &wd[2], &dx, &one[0], &one[1], &one[2]};
+    cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    for (int i = 0; i < 3; i++) {
+      float *got = checked_malloc((size_t)m * n[i] * 4), *want = checked_malloc((size_t)m * n[i] * 4);
+      double *ref = checked_malloc((size_t)m * n[i] * sizeof *ref);
+      cr_assert_eq(ptxq_download(ctx, got, ys[i], (size_t)m * n[i] * 4), PTXQ_OK);
+      cr_assert_eq(ptxq_download(ctx, want, one[i], (size_t)m * n[i] * 4), PTXQ_OK);
+      size_t j = first_bit_difference(want, got, (size_t)m * n[i]);
+      cr_assert(j == (size_t)m * n[i],
+                "seed %llu: %s in launches of %u rows: weight %d y[%zu][%zu] = %.9g, the one kernel gives %.9g",
+                (unsigned long long)seed, key, rows, i, j / n[i], j % n[i], (double)got[j], (double)want[j]);
+      cr_assert_eq(ptxq_ref_gemv(type, w[i], k, n[i], x, m, ref), PTXQ_OK);
+      const double err = relative_error(got, ref, (size_t)m * n[i]);
+      cr_assert(err <= TOLERANCE, "seed %llu: %s weight %d: max_rel_err %.3g > %.0e", (unsigned long long)seed, key,
+                i, err, TOLERANCE);
+      cr_assert_eq(ptxq_free(ctx, ys[i]), PTXQ_OK);
+      cr_assert_eq(ptxq_free(ctx, one[i]), PTXQ_OK);
+      free(got);
+      free(want);
+      free(ref);
+      free(w[i]);
+    }
+    cr_assert_eq(ptxq_free(ctx, dx), PTXQ_OK);
+    free(x);
+  }
+  ptxq_close(ctx);
+}
+
 Test(gpu, gemv_multi_rejects_bad_arguments) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   rng r = {fresh_seed()};

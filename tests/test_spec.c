@@ -547,13 +547,16 @@ Test(spec, gemv_batch_rows_split_only_costlier_large_batches) {
   } cases[] = {
       {"q4k_gemv:k=4096,n=14336,m=16", 8},     /* x in tiles past 12 rows at k = 4096 */
       {"q4k_gemv:k=4096,n=128256,m=13", 8},    {"q4k_gemv:k=4096,n=14336,m=12", 12}, /* x fits */
-      {"q4k_gemv:k=4096,n=4096,m=16", 16},     /* under 2^25 weights */
+      {"q4k_gemv:k=4096,n=4096,m=16", 16},     /* under 3 * 2^23 weights */
+      {"q4k_gemv:k=4096,n=6144,m=16", 8},
       {"q4k_gemv:k=14336,n=4096,m=16", 16},    /* x in tiles at 8 rows too */
       {"q6k_gemv:k=4096,n=4096,m=9", 8},       /* one row per warp past 8 */
       {"q6k_gemv:k=14336,n=4096,m=16", 8},     {"q6k_gemv:k=2048,n=2048,m=16", 16}, /* under 2^24 */
       {"q4k_gemv:k=4096,n=14336,m=8", 8},      {"q6k_gemv:k=4096,n=4096,m=3", 3},
       {"q4k_gemv:k=4096,n=14336,m=16,tc=1", 16}, {"q4k_gemv:k=4096,n=14336,m=16,rows=2", 16},
-      {"q4k_gemv:k=4096,n=14336,m=16,preload=2", 16}, {"q6k_gemv:k=4096,n=4096,m=16,n2=1024", 16},
+      {"q4k_gemv:k=4096,n=14336,m=16,preload=2", 16}, {"q6k_gemv:k=4096,n=4096,m=16,n2=1024", 8}, /* several weights: their rows together */
+      {"q4k_gemv:k=4096,n=4096,m=16,n2=1024,n3=1024", 8}, {"q4k_gemv:k=4096,n=4096,m=16,n2=1024", 16},
+      {"q4k_gemv:k=8192,n=8192,m=16,n2=1024,n3=1024", 16}, /* x in tiles at 8 rows too */
       {"q4k_gemv:k=4096,n=14336,m=8,glu=swiglu", 8}, {"gelu:n=14336,m=16", 16},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
