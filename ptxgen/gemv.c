@@ -109,10 +109,26 @@ static uint32_t shared_budget(uint32_t sm) {
  *   cap a thread at 128 registers: from m = 6 or 7 that spills on some
  *   targets (8 bytes at m = 8 on sm_90, 8-12 at m = 7 on sm_80..120), so
  *   m = 6..8 keep 8 warps.
- * Either changes which warp computes a row, not the order of its sums:
+ * - Q4_K from 4096 rows at m = 5, 6 and 8: four rows per
+ *   warp, so each x value loaded from shared memory serves 4 rows, not 2 (at
+ *   m = 8 the kernel was bound by those loads: ncu, eleventh session). 255
+ *   registers, 1 block per SM, no spills on sm_75..120. H100 (twelfth
+ *   session, two runs each, cold): 4096x14336 m = 6 54.4 -> 39.9 µs, m = 8
+ *   63.4 -> 48.1; 128256x4096 m = 8 354 -> 294; 4096x4096 m = 8 19.2 ->
+ *   16.8; 14336x4096 about even (cold -2%, graph-cold +1..3%); the decode
+ *   step at m = 6 4933 -> 4687 µs, m = 8 6121 -> 5962. It lost with few rows
+ *   (1024x4096 m = 8 12.0 -> 15.5: 32 blocks for 132 SMs) and in the decode
+ *   step at m = 4 (3499 -> 3570: o's 4096x4096 alone gained, 14.0 -> 12.7),
+ *   so m = 4 takes it only from FOUR_ROWS_AT_M4_MIN_N rows (128256x4096
+ *   181 -> 170). m = 7 gained as much (4096x14336 58.3 -> 42.9) but spills
+ *   at some k (72 bytes at k = 3072 and 5120 on sm_90), so it keeps two.
+ * Each changes which warp computes a row, not the order of its sums:
  * every m keeps the bits of m = 1. */
 #define LARGE_PRODUCT_WEIGHTS (1ull << 25) /* n x k */
 #define TILED_X_WARPS16_MAX_M 5u
+#define FOUR_ROWS_MIN_N 4096u
+#define FOUR_ROWS_AT_M4_MIN_N 65536u
+
 /* A plain product: one weight, no epilogue. */
 static bool is_plain(const ptxgen_spec *s) { return !s->glu && !s->n2 && !s->rope; }
 
@@ -146,6 +162,13 @@ static bool warp_tasks_by_default(const ptxgen_spec *s, uint32_t tiles) {
   return is_plain(s) && s->m == 1 && tiles == 1;
 }
 
+/* Four rows per warp (the last item above). */
+static bool four_rows_by_default(const ptxgen_spec *s) {
+  if (s->kind != PTXGEN_KIND_Q4K_GEMV || s->n < FOUR_ROWS_MIN_N) return false;
+  if (s->m == 4) return s->n >= FOUR_ROWS_AT_M4_MIN_N;
+  return s->m == 5 || s->m == 6 || s->m == 8;
+}
+
 static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
                            uint32_t *warps) {
   if (!is_plain(s) || s->rows || s->warps) return;
@@ -154,7 +177,18 @@ static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows
     *warps = 16;
   } else if (s->kind == PTXGEN_KIND_Q4K_GEMV && x_in_tiles && s->m <= TILED_X_WARPS16_MAX_M) {
     *warps = 16;
+  } else if (four_rows_by_default(s)) {
+    *rows = 4;
   }
+}
+
+/* Rows per warp before the default tuning: two, or one where two rows'
+ * chunk sums would not fit registers (or a gated product's two weights). */
+static uint32_t base_rows(const ptxgen_spec *s, const gemv_format *f) {
+  if (s->rows) return s->rows;
+  if (s->glu) return 1;
+  if (!s->rope && 2 * s->m * f->sums > CHUNK_SUMS_REGS) return 1; /* RoPE needs row pairs */
+  return 2;
 }
 
 static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
@@ -167,8 +201,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.chunks = s->k / 64;
   uint32_t chunk_bytes = 256 + 4 * f->sums; /* per chunk and batch row */
   uint32_t fit = shared_budget(s->sm) / (s->m * chunk_bytes);
-  p.rows = s->rows ? s->rows : s->glu ? 1 : 2;
-  if (!s->rows && !s->rope && p.rows * s->m * f->sums > CHUNK_SUMS_REGS) p.rows = 1; /* RoPE needs row pairs */
+  p.rows = base_rows(s, f);
   p.warps = s->warps ? s->warps : 8;
   default_tuning(s, fit < p.chunks, &p.rows, &p.warps);
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
@@ -232,7 +265,9 @@ uint32_t gemv_batch_rows(const ptxgen_spec *s, const gemv_format *f) {
   ptxgen_spec part = *s;
   part.m = SPLIT_BATCH_ROWS;
   const gemv_plan whole = plan_for(s, f), split = plan_for(&part, f);
-  const bool costlier = (whole.tiles > 1 && split.tiles == 1) || whole.rows < split.rows;
+  /* base rows, not the tuned ones: four rows at m = 8 (default_tuning) were
+   * measured against m = 8 alone, not as a reason to split */
+  const bool costlier = (whole.tiles > 1 && split.tiles == 1) || base_rows(s, f) < base_rows(&part, f);
   return costlier ? SPLIT_BATCH_ROWS : s->m;
 }
 

@@ -512,14 +512,20 @@ Test(spec, gemv_shared_memory_fits_every_target_at_every_m) {
 }
 
 /* The default rows per warp: 2, but 1 where two rows' partial sums would
- * exceed the registers (Q6_K past m = 8), and 1 with glu. Seen in the grid:
- * n = 4096 rows in groups of rows x 8 warps. An explicit rows= wins. */
+ * exceed the registers (Q6_K past m = 8), and 1 with glu; 4 for a plain
+ * Q4_K product of at least 4096 rows at m = 5, 6 or 8 (at m = 4 only from
+ * 65536 rows, where the grid's cap of 1024 blocks hides it). Seen in the
+ * grid: n rows in groups of rows x 8 warps. An explicit rows= wins. */
 Test(spec, gemv_default_rows_follow_the_batch) {
   static const struct {
     const char *key;
     uint32_t grid;
   } cases[] = {
-      {"q4k_gemv:k=4096,n=4096,m=8", 256},  {"q4k_gemv:k=4096,n=4096,m=16", 256},
+      {"q4k_gemv:k=4096,n=4096,m=8", 128},  {"q4k_gemv:k=4096,n=4096,m=16", 256},
+      {"q4k_gemv:k=4096,n=4096,m=5", 128},  {"q4k_gemv:k=4096,n=4096,m=7", 256}, /* 4 rows spill at some k */
+      {"q4k_gemv:k=4096,n=4096,m=4", 256},
+      {"q4k_gemv:k=4096,n=1024,m=8", 64},   {"q4k_gemv:k=4096,n=4096,m=8,sm=80", 128},
+      {"q4k_gemv:k=4096,n=4096,m=8,rows=2", 256}, {"q4k_gemv:k=4096,n=4096,m=6,n2=1024", 320},
       {"q6k_gemv:k=4096,n=4096,m=8", 256},  {"q6k_gemv:k=4096,n=4096,m=9", 512},
       {"q6k_gemv:k=4096,n=4096,m=16", 512}, {"q6k_gemv:k=4096,n=4096,m=16,rows=2", 256},
       {"q4k_gemv:k=4096,n=4096,m=8,glu=swiglu", 512},
