@@ -21,7 +21,7 @@
  * straight through the driver API with programmatic dependent launch, grids
  * fitted to one wave as the runtime fits them, 32 layers of distinct
  * weights (every f16 scale 1.0: finite; the values do not change the
- * timing), m = 1. Six steps run; the last one, after the L2 is flushed, is
+ * timing), m = 1 or M. Six steps run; the last one, after the L2 is flushed, is
  * recorded.
  *
  * Build and run on the GPU machine, from the repository root:
@@ -29,12 +29,13 @@
  *     ptxgen/kinds.c ptxgen/gemv.c ptxgen/gemv_q4k.c ptxgen/gemv_q6k.c ptxgen/gemv_ring.c ptxgen/gemv_tc.c \
  *     ptxgen/stream_read.c ptxgen/act.c ptxgen/act_math.c ptxgen/rope.c -L/usr/local/cuda/lib64/stubs -lcuda -lm -o /tmp/timeline
  *   /tmp/timeline [LAYERS]
- * Environment: UNFUSED=1 (q, k, v then the rope kernel, instead of RoPE in
- * the q/k/v kernel), NOPDL=1 (no programmatic launch), MAXNREG=N (a
- * register cap spliced into every GEMV; MAXNREG_QKV=N into the q/k/v
- * kernel alone), KQKV, KO, KGU, KD6, KD4 (other
- * keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down), VERBOSE=1 (the
- * first launches one by one), FLAGS=1 (an experiment: instead of
+ * Environment: M=N (batch rows, 1..16; default 1; past 1 its step times
+ * are far from ptxq-bench's, bench/RESULTS.md twelfth session), UNFUSED=1
+ * (q, k, v then the rope kernel, instead of RoPE in the q/k/v kernel),
+ * NOPDL=1 (no programmatic launch), MAXNREG=N (a register cap spliced into
+ * every GEMV; MAXNREG_QKV=N into the q/k/v kernel alone), KQKV, KO, KGU,
+ * KD6, KD4 (other keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down),
+ * VERBOSE=1 (the first launches one by one), FLAGS=1 (an experiment: instead of
  * griddepcontrol.wait, each block's thread 0 spins until every block of
  * the launch before has counted itself done in a global flag, and each
  * grid lets the next one launch as soon as its blocks start: what waiting
@@ -232,6 +233,11 @@ static const char *key_or(const char *env, const char *fallback) {
 
 int main(int argc, char **argv) {
   const int layers = argc > 1 ? atoi(argv[1]) : 32, unfused = getenv("UNFUSED") != NULL;
+  const int m = getenv("M") ? atoi(getenv("M")) : 1;
+  if (m < 1 || m > 16) {
+    fprintf(stderr, "timeline: M=%s: want 1..16\n", getenv("M"));
+    return 2;
+  }
   flags_mode = getenv("FLAGS") != NULL;
   if (flags_mode && unfused) {
     fprintf(stderr, "timeline: FLAGS is not for UNFUSED (the rope kernel has no row groups to spin in)\n");
@@ -253,15 +259,20 @@ int main(int argc, char **argv) {
 
   const double q4 = 144.0 / 256, q6 = 210.0 / 256;
   kernel K[KINDS];
-  K[QKV] = build(key_or("KQKV", unfused ? "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024"
-                                        : "q4k_gemv:k=4096,n=4096,m=1,n2=1024,n3=1024,rope=neox,head_dim=128,"
-                                          "base=500000"),
-                 QKV, 6144.0 * 4096 * q4);
-  K[ROPE] = build("rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000", ROPE, 0);
-  K[O] = build(key_or("KO", "q4k_gemv:k=4096,n=4096,m=1"), O, 4096.0 * 4096 * q4);
-  K[GATE_UP] = build(key_or("KGU", "q4k_gemv:k=4096,n=14336,m=1,glu=swiglu"), GATE_UP, 2 * 14336.0 * 4096 * q4);
-  K[DOWN_Q6K] = build(key_or("KD6", "q6k_gemv:k=14336,n=4096,m=1"), DOWN_Q6K, 4096.0 * 14336 * q6);
-  K[DOWN_Q4K] = build(key_or("KD4", "q4k_gemv:k=14336,n=4096,m=1"), DOWN_Q4K, 4096.0 * 14336 * q4);
+  char keys[KINDS][160];
+  snprintf(keys[QKV], sizeof keys[QKV], "q4k_gemv:k=4096,n=4096,m=%d,n2=1024,n3=1024%s", m,
+           unfused ? "" : ",rope=neox,head_dim=128,base=500000");
+  snprintf(keys[ROPE], sizeof keys[ROPE], "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=%d,base=500000", m);
+  snprintf(keys[O], sizeof keys[O], "q4k_gemv:k=4096,n=4096,m=%d", m);
+  snprintf(keys[GATE_UP], sizeof keys[GATE_UP], "q4k_gemv:k=4096,n=14336,m=%d,glu=swiglu", m);
+  snprintf(keys[DOWN_Q6K], sizeof keys[DOWN_Q6K], "q6k_gemv:k=14336,n=4096,m=%d", m);
+  snprintf(keys[DOWN_Q4K], sizeof keys[DOWN_Q4K], "q4k_gemv:k=14336,n=4096,m=%d", m);
+  K[QKV] = build(key_or("KQKV", keys[QKV]), QKV, 6144.0 * 4096 * q4);
+  K[ROPE] = build(keys[ROPE], ROPE, 0);
+  K[O] = build(key_or("KO", keys[O]), O, 4096.0 * 4096 * q4);
+  K[GATE_UP] = build(key_or("KGU", keys[GATE_UP]), GATE_UP, 2 * 14336.0 * 4096 * q4);
+  K[DOWN_Q6K] = build(key_or("KD6", keys[DOWN_Q6K]), DOWN_Q6K, 4096.0 * 14336 * q6);
+  K[DOWN_Q4K] = build(key_or("KD4", keys[DOWN_Q4K]), DOWN_Q4K, 4096.0 * 14336 * q4);
 
   /* weights: q, k, v, o, gate, up, down per layer (down at the larger of its two sizes) */
   const size_t q_bytes = (size_t)4096 * 16 * 144, kv_bytes = (size_t)1024 * 16 * 144;
@@ -270,15 +281,15 @@ int main(int argc, char **argv) {
   CUdeviceptr weights, x, yq, yk, yv, yo, h, positions, no_factors = 0, flush;
   CHECK(cuMemAlloc(&weights, layer_bytes * (size_t)layers));
   CHECK(cuMemsetD32(weights, 0x3c003c00u, layer_bytes * (size_t)layers / 4)); /* f16 1.0 pairs */
-  CHECK(cuMemAlloc(&x, 65536));
-  CHECK(cuMemAlloc(&yq, 65536));
-  CHECK(cuMemAlloc(&yk, 65536));
-  CHECK(cuMemAlloc(&yv, 65536));
-  CHECK(cuMemAlloc(&yo, 65536));
-  CHECK(cuMemAlloc(&h, 4 * 65536));
+  CHECK(cuMemAlloc(&x, 65536 * (size_t)m));
+  CHECK(cuMemAlloc(&yq, 65536 * (size_t)m));
+  CHECK(cuMemAlloc(&yk, 65536 * (size_t)m));
+  CHECK(cuMemAlloc(&yv, 65536 * (size_t)m));
+  CHECK(cuMemAlloc(&yo, 65536 * (size_t)m));
+  CHECK(cuMemAlloc(&h, 4 * 65536 * (size_t)m));
   CHECK(cuMemAlloc(&positions, 64));
-  CHECK(cuMemsetD32(positions, 5, 1));
-  CHECK(cuMemsetD32(x, 0x3c000000u, 4096));
+  CHECK(cuMemsetD32(positions, 5, (size_t)m));
+  CHECK(cuMemsetD32(x, 0x3c000000u, 4096 * (size_t)m));
   CHECK(cuMemAlloc(&flush, 256u << 20));
 
   double step_bytes = 0;
