@@ -109,11 +109,12 @@ static uint32_t shared_budget(uint32_t sm) {
  *   cap a thread at 128 registers: from m = 6 or 7 that spills on some
  *   targets (8 bytes at m = 8 on sm_90, 8-12 at m = 7 on sm_80..120), so
  *   m = 6..8 keep 8 warps.
- * - Q4_K from 4096 rows at m = 5, 6 and 8: four rows per
- *   warp, so each x value loaded from shared memory serves 4 rows, not 2 (at
- *   m = 8 the kernel was bound by those loads: ncu, eleventh session). 255
- *   registers, 1 block per SM, no spills on sm_75..120. H100 (twelfth
- *   session, two runs each, cold): 4096x14336 m = 6 54.4 -> 39.9 µs, m = 8
+ * - Q4_K from 4096 rows at m = 5, 6 and 8 (m = 4 from 65536; not where the
+ *   item above gives 16 warps): four rows per warp, so each x value loaded
+ *   from shared memory serves 4 rows, not 2 (at m = 8 the kernel was bound
+ *   by those loads: ncu, eleventh session). 255 registers, 1 block per
+ *   SM, no spills on sm_75..120. H100 (twelfth session, two runs each,
+ *   cold): 4096x14336 m = 6 54.4 -> 39.9 µs, m = 8
  *   63.4 -> 48.1; 128256x4096 m = 8 354 -> 294; 4096x4096 m = 8 19.2 ->
  *   16.8; 14336x4096 about even (cold -2%, graph-cold +1..3%); the decode
  *   step at m = 6 4933 -> 4687 µs, m = 8 6121 -> 5962. It lost with few rows
