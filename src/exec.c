@@ -96,13 +96,18 @@ int ptxq__gemv_batch_for(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, ptxq_
   return status;
 }
 
+/* The kernel of the batch's launch that starts r0 rows in: the full one,
+ * or the rest for the last launch of a batch that does not divide. */
+static const struct ptxq_kernel_entry *batch_kernel(const ptxq__gemv_batch *batch, uint32_t r0) {
+  return batch->m - r0 >= batch->rows ? batch->full : batch->rest;
+}
+
 int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const struct ptxq_weight *w,
                             CUdeviceptr x, CUdeviceptr y) {
   for (uint32_t r0 = 0; r0 < batch->m; r0 += batch->rows) {
-    const struct ptxq_kernel_entry *kernel = batch->m - r0 >= batch->rows ? batch->full : batch->rest;
     const CUdeviceptr xr = x + (CUdeviceptr)r0 * w->k * sizeof(float);
     const CUdeviceptr yr = y + (CUdeviceptr)r0 * w->n * sizeof(float);
-    int status = ptxq__launch_gemv(ctx, kernel, w->data, 0, xr, yr);
+    int status = ptxq__launch_gemv(ctx, batch_kernel(batch, r0), w->data, 0, xr, yr);
     if (status != PTXQ_OK) return status;
   }
   return PTXQ_OK;
@@ -255,6 +260,31 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
   return status;
 }
 
+/* Enqueues the launches of a multi-weight batch (multi_kernels' output);
+ * rope and positions are the kernel's own parameters, NULL and 0 where RoPE
+ * is not in its epilogue. Lock held, context current. */
+static int multi_launch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, struct ptxq_weight *const *w,
+                        uint32_t count, ptxq_dev x, const ptxq_dev *ys, const ptxq_rope_params *rope,
+                        ptxq_dev positions) {
+  /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order
+   * ptxgen.h gives; each launch of a split batch starts r0 rows in */
+  CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd, pd = positions;
+  CUdeviceptr fd = rope != NULL ? rope->freq_factors : 0;
+  void *params[2 * PTXQ_GEMV_MULTI_MAX + 3];
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < count; i++) wd[i] = w[i]->data, params[n++] = &wd[i];
+  params[n++] = &xd;
+  for (uint32_t i = 0; i < count; i++) params[n++] = &yd[i];
+  if (rope != NULL) params[n++] = &pd, params[n++] = &fd;
+  for (uint32_t r0 = 0; r0 < batch->m; r0 += batch->rows) {
+    xd = x + (CUdeviceptr)r0 * w[0]->k * sizeof(float);
+    for (uint32_t i = 0; i < count; i++) yd[i] = ys[i] + (CUdeviceptr)r0 * w[i]->n * sizeof(float);
+    int status = ptxq__launch(ctx, batch_kernel(batch, r0), params);
+    if (status != PTXQ_OK) return status;
+  }
+  return PTXQ_OK;
+}
+
 /* ptxq_gemv_multi and ptxq_gemv_multi_rope (rope and positions given). */
 static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights, uint32_t count, ptxq_dev x,
                      const ptxq_dev *ys, uint32_t m, ptxq_dev positions, const ptxq_rope_params *rope) {
@@ -284,21 +314,8 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
   ptxq__gemv_batch batch;
   bool rope_apart = false;
   status = multi_kernels(ctx, call, weights, count, m, rope, w, &batch, &rope_apart);
-  /* u64 W, W2[, W3], x, y, y2[, y3][, positions, freq_factors]: the order
-   * ptxgen.h gives; each launch of a split batch starts r0 rows in */
-  CUdeviceptr wd[PTXQ_GEMV_MULTI_MAX], yd[PTXQ_GEMV_MULTI_MAX], xd, pd = positions;
-  CUdeviceptr fd = rope != NULL ? rope->freq_factors : 0;
-  void *params[2 * PTXQ_GEMV_MULTI_MAX + 3];
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < count; i++) wd[i] = w[i] != NULL ? w[i]->data : 0, params[n++] = &wd[i];
-  params[n++] = &xd;
-  for (uint32_t i = 0; i < count; i++) params[n++] = &yd[i];
-  if (rope != NULL && !rope_apart) params[n++] = &pd, params[n++] = &fd;
-  for (uint32_t r0 = 0; status == PTXQ_OK && r0 < m; r0 += batch.rows) {
-    xd = x + (CUdeviceptr)r0 * w[0]->k * sizeof(float);
-    for (uint32_t i = 0; i < count; i++) yd[i] = ys[i] + (CUdeviceptr)r0 * w[i]->n * sizeof(float);
-    status = ptxq__launch(ctx, m - r0 >= batch.rows ? batch.full : batch.rest, params);
-  }
+  if (status == PTXQ_OK)
+    status = multi_launch(ctx, &batch, w, count, x, ys, rope != NULL && !rope_apart ? rope : NULL, positions);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   if (status == PTXQ_OK && rope_apart) status = ptxq_rope(ctx, ys[0], ys[1], positions, m, rope);
