@@ -113,7 +113,9 @@ static uint32_t shared_budget(uint32_t sm) {
  *   item above gives 16 warps): four rows per warp, so each x value loaded
  *   from shared memory serves 4 rows, not 2 (at m = 8 the kernel was bound
  *   by those loads: ncu, eleventh session). 255 registers, 1 block per
- *   SM, no spills on sm_75..120. H100 (twelfth session, two runs each,
+ *   SM, no spills on sm_75..100; sm_120 keeps two rows at m = 8 (16 bytes
+ *   spilled at k = 2304..2816: `ptxgen check` over k = 256..16384,
+ *   thirteenth session). H100 (twelfth session, two runs each,
  *   cold): 4096x14336 m = 6 54.4 -> 39.9 µs, m = 8
  *   63.4 -> 48.1; 128256x4096 m = 8 354 -> 294; 4096x4096 m = 8 19.2 ->
  *   16.8; 14336x4096 about even (cold -2%, graph-cold +1..3%); the decode
@@ -151,6 +153,26 @@ static bool bulk_by_default(const ptxgen_spec *s) {
   return is_plain(s) && s->m <= 2 && (s->k >= 8192 || many_rows);
 }
 
+/* The ring for Q4_K batches of 5 to 8 rows (bench/RESULTS.md, thirteenth
+ * session), plain or over several weights (their rows counted together),
+ * from RING_BATCH_MIN_WEIGHTS weights, where x is staged once (the ring
+ * needs it). There the four-row kernel's warps waited on their own weight
+ * loads (ncu at m = 8: long-scoreboard and load-queue stalls, 0.5 of its
+ * 3.1 cycles per instruction); copied into shared memory, the bytes arrive
+ * without holding registers or load slots. H100, cold / graph-cold µs,
+ * against the loads a chunk or a group ahead: 14336x4096 m = 5 33.9 /
+ * 30.7 -> 32.2 / 26.7, m = 8 44.9 / 41.6 -> 43.9 / 38.1; 128256x4096 m = 8
+ * 291.6 -> 275.5; 8192x4096 m = 5 21.5 / 18.0 -> 20.5 / 16.4; the decode
+ * step (its gate and up run as plain products past m = 4, q/k/v as one)
+ * m = 5 4203 -> 3912, m = 8 5952 -> 5638. 4096x4096 lost (m = 8 16.8 /
+ * 13.5 -> 17.8 / 14.0), and so did m = 4 (14336x4096 graph-cold 25.1 ->
+ * 26.1), the gated kernel (even) and Q6_K (from L2, 10-25% slower). */
+#define RING_BATCH_MIN_WEIGHTS (3ull << 23) /* n x k, every weight's rows */
+static bool bulk_batch_by_default(const ptxgen_spec *s) {
+  return s->kind == PTXGEN_KIND_Q4K_GEMV && !s->glu && !s->rope && s->m >= 5 && s->m <= 8 &&
+         ((uint64_t)s->n + s->n2 + s->n3) * s->k >= RING_BATCH_MIN_WEIGHTS;
+}
+
 /* Warps walking tasks of their own (gemv_plan.warp_tasks) for plain m = 1
  * products with x staged once. H100 (bench/RESULTS.md, ninth session), two
  * runs each: Q4_K 14336x4096 graph-cold 13.51 -> 12.80 µs, cold 18.2 ->
@@ -167,6 +189,8 @@ static bool warp_tasks_by_default(const ptxgen_spec *s, uint32_t tiles) {
 static bool four_rows_by_default(const ptxgen_spec *s) {
   if (s->kind != PTXGEN_KIND_Q4K_GEMV || s->n < FOUR_ROWS_MIN_N) return false;
   if (s->m == 4) return s->n >= FOUR_ROWS_AT_M4_MIN_N;
+  /* on sm_120 ptxas (13.0) spills 16 bytes at m = 8 for k = 2304..2816 */
+  if (s->m == 8 && s->sm == 120) return false;
   return s->m == 5 || s->m == 6 || s->m == 8;
 }
 
@@ -235,7 +259,8 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.xs_stride = p.tile_chunks | 1u;
   p.xs_bytes = s->m * 16 * p.xs_stride * 16;
   p.shared_bytes = p.xs_bytes + s->m * p.tile_chunks * 4 * f->sums;
-  if ((s->preload == 4 || (s->preload == 0 && bulk_by_default(s))) && gemv_ring_plan(&p, f))
+  if ((s->preload == 4 || (s->preload == 0 && (bulk_by_default(s) || bulk_batch_by_default(s)))) &&
+      gemv_ring_plan(&p, f))
     p.preload = GEMV_PRELOAD_BULK;
   return p;
 }

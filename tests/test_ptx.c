@@ -333,6 +333,30 @@ ParameterizedTest(ptx_case *c, ptx, multi_gemv_large_m) {
   check_kernel(&c->spec);
 }
 
+/* The default tuning of Q4_K batches of 4 to 8 rows on every target: four
+ * rows per warp (from 4096 rows; at m = 4 from 65536) and the copy
+ * engine's ring (from 3 x 2^23 weights, sm_90+), where a kernel holds the
+ * most registers. k = 2304..3072 and 5120 are where ptxas spilled a rule's
+ * first version (sm_120 at m = 8; m = 7 on sm_90), k = 14336 stages x in
+ * tiles. n = 4099 and 65537 leave a part-empty last row group. */
+ParameterizedTestParameters(ptx, batched_q4k_defaults) {
+  static const uint32_t ks[] = {2304, 2816, 3072, 5120, 14336}, ns[] = {4099, 65537};
+  const size_t count = TARGET_COUNT * 5 * 5 * 2;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t t = 0; t < TARGET_COUNT; t++)
+    for (uint32_t m = 4; m <= 8; m++)
+      for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 2; b++)
+          cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a], .n = ns[b],
+                                          .m = m};
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, batched_q4k_defaults) {
+  check_kernel(&c->spec);
+}
+
 /* RoPE in the epilogue of q, k[, v] (rope=normal|neox): both weight
  * formats, both modes, partial rotation, freq_factors, YaRN, a head whose
  * half is not a power of two, a last row group past n + n2 + n3, rows=4

@@ -523,7 +523,7 @@ Test(spec, gemv_default_rows_follow_the_batch) {
   } cases[] = {
       {"q4k_gemv:k=4096,n=4096,m=8", 128},  {"q4k_gemv:k=4096,n=4096,m=16", 256},
       {"q4k_gemv:k=4096,n=4096,m=5", 128},  {"q4k_gemv:k=4096,n=4096,m=7", 256}, /* 4 rows spill at some k */
-      {"q4k_gemv:k=4096,n=4096,m=4", 256},
+      {"q4k_gemv:k=4096,n=4096,m=4", 256},   {"q4k_gemv:k=4096,n=4096,m=8,sm=120", 256}, /* 4 rows spill */
       {"q4k_gemv:k=4096,n=1024,m=8", 64},   {"q4k_gemv:k=4096,n=4096,m=8,sm=80", 128},
       {"q4k_gemv:k=4096,n=4096,m=8,rows=2", 256}, {"q4k_gemv:k=4096,n=4096,m=6,n2=1024", 320},
       {"q6k_gemv:k=4096,n=4096,m=8", 256},  {"q6k_gemv:k=4096,n=4096,m=9", 512},
@@ -540,6 +540,43 @@ Test(spec, gemv_default_rows_follow_the_batch) {
     cr_assert_eq(k.geometry.grid[0], cases[i].grid, "%s: grid %u, want %u", cases[i].key, k.geometry.grid[0],
                  cases[i].grid);
     ptxgen_kernel_free(&k);
+  }
+}
+
+/* The copy engine's ring by default for Q4_K batches of 5 to 8 rows from
+ * 3 x 2^23 weights (every weight's rows counted), on targets that have it
+ * (sm_90+), plain or multi-weight, not gated: seen as the ring's shared
+ * memory beside x, against the same key with loads ahead (preload=3). */
+Test(spec, gemv_ring_for_large_q4k_batches) {
+  static const struct {
+    const char *key;
+    bool ring;
+  } cases[] = {
+      {"q4k_gemv:k=4096,n=6144,m=5,sm=90", true},   {"q4k_gemv:k=4096,n=14336,m=8,sm=90", true},
+      {"q4k_gemv:k=4096,n=14336,m=7,sm=100", true}, {"q4k_gemv:k=4096,n=4096,m=6,sm=90,n2=1024,n3=1024", true},
+      {"q4k_gemv:k=4096,n=6143,m=5,sm=90", false},  /* under 3 x 2^23 weights */
+      {"q4k_gemv:k=4096,n=14336,m=4,sm=90", false}, {"q4k_gemv:k=4096,n=14336,m=9,sm=90", false},
+      {"q4k_gemv:k=4096,n=14336,m=8,sm=80", false}, /* no copy engine */
+      {"q4k_gemv:k=4096,n=14336,m=8,sm=90,glu=swiglu", false},
+      {"q4k_gemv:k=14336,n=4096,m=8,sm=90", false}, /* x in tiles */
+      {"q6k_gemv:k=4096,n=14336,m=8,sm=90", false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char loads_ahead[128];
+    snprintf(loads_ahead, sizeof loads_ahead, "%s,preload=3", cases[i].key);
+    const char *keys[2] = {cases[i].key, loads_ahead};
+    uint32_t shared[2];
+    for (int j = 0; j < 2; j++) {
+      ptxgen_spec s;
+      ptxgen_kernel k;
+      char msg[256];
+      cr_assert_eq(ptxgen_spec_parse(keys[j], &s, msg, sizeof msg), 0, "%s: %s", keys[j], msg);
+      cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", keys[j], msg);
+      shared[j] = k.geometry.shared_bytes;
+      ptxgen_kernel_free(&k);
+    }
+    cr_assert_eq(shared[0] > shared[1], cases[i].ring, "%s: %u bytes of shared memory, %u with preload=3: %s",
+                 cases[i].key, shared[0], shared[1], cases[i].ring ? "want the ring" : "want no ring");
   }
 }
 
