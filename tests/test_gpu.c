@@ -492,8 +492,9 @@ static void product_free(ptxq_ctx *ctx, product *p) {
  * k = 4096 past m = 12). At m = 16 Q6_K takes one row per warp by default:
  * rows=2 and rows=4 must give its bits too; Q4_K from 4096 rows at m = 6
  * and 8 takes four (n = 4097, 4099: the last group holds 1 or 3 rows), and
- * from 3 x 2^23 weights at m = 5..8 the ring (n = 6145, 6147 at k = 4096,
- * sm_90+): the loads ahead (preload=1..3) must give its bits. */
+ * from 3 x 2^23 weights at m = 5..8 (at m = 4 from 65536 rows) the ring
+ * (n = 6145, 6147 at k = 4096, n = 65537 at k = 512, sm_90+): the loads ahead
+ * (preload=1..3) must give its bits. */
 Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();
@@ -503,7 +504,8 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   static const struct { int q6k; uint32_t k, n, m; } shapes[] = {
       {0, 2304, 1001, 1}, {0, 4096, 333, 3},  {1, 2304, 999, 2},  {1, 14336, 77, 1}, {0, 256, 7, 8},
       {0, 14336, 45, 8},  {1, 4096, 333, 16}, {0, 4096, 1001, 13}, {1, 2304, 99, 11}, {0, 256, 9, 16},
-      {0, 2304, 4097, 6}, {0, 14336, 4099, 8}, {0, 4096, 6145, 5}, {0, 4096, 6147, 7}, {0, 4096, 6147, 8}};
+      {0, 2304, 4097, 6}, {0, 14336, 4099, 8}, {0, 4096, 6145, 5}, {0, 4096, 6147, 7}, {0, 4096, 6147, 8},
+      {0, 512, 65537, 4}};
   static const char *const tunings[] = {"preload=1", "preload=2", "preload=3",         "warps=4",
                                         "warps=16",  "rows=1",    "rows=4,preload=2",  "rows=4,warps=4,preload=1",
                                         "rows=1,warps=16,preload=3", "preload=4", "rows=1,warps=16,preload=4",

@@ -544,7 +544,8 @@ Test(spec, gemv_default_rows_follow_the_batch) {
 }
 
 /* The copy engine's ring by default for Q4_K batches of 5 to 8 rows from
- * 3 x 2^23 weights (every weight's rows counted), on targets that have it
+ * 3 x 2^23 weights (every weight's rows counted; at m = 4 from 65536 rows),
+ * on targets that have it
  * (sm_90+), plain or multi-weight, not gated: seen as the ring's shared
  * memory beside x, against the same key with loads ahead (preload=3). */
 Test(spec, gemv_ring_for_large_q4k_batches) {
@@ -555,7 +556,8 @@ Test(spec, gemv_ring_for_large_q4k_batches) {
       {"q4k_gemv:k=4096,n=6144,m=5,sm=90", true},   {"q4k_gemv:k=4096,n=14336,m=8,sm=90", true},
       {"q4k_gemv:k=4096,n=14336,m=7,sm=100", true}, {"q4k_gemv:k=4096,n=4096,m=6,sm=90,n2=1024,n3=1024", true},
       {"q4k_gemv:k=4096,n=6143,m=5,sm=90", false},  /* under 3 x 2^23 weights */
-      {"q4k_gemv:k=4096,n=14336,m=4,sm=90", false}, {"q4k_gemv:k=4096,n=14336,m=9,sm=90", false},
+      {"q4k_gemv:k=4096,n=14336,m=4,sm=90", false}, {"q4k_gemv:k=4096,n=65536,m=4,sm=90", true},
+      {"q4k_gemv:k=4096,n=14336,m=9,sm=90", false}, {"q4k_gemv:k=4096,n=65536,m=3,sm=90", false},
       {"q4k_gemv:k=4096,n=14336,m=8,sm=80", false}, /* no copy engine */
       {"q4k_gemv:k=4096,n=14336,m=8,sm=90,glu=swiglu", false},
       {"q4k_gemv:k=14336,n=4096,m=8,sm=90", false}, /* x in tiles */
