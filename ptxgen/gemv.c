@@ -153,22 +153,22 @@ static bool bulk_by_default(const ptxgen_spec *s) {
   return is_plain(s) && s->m <= 2 && (s->k >= 8192 || many_rows);
 }
 
-/* The ring for Q4_K batches of 5 to 8 rows (bench/RESULTS.md, thirteenth
- * session), plain or over several weights (their rows counted together),
- * from RING_BATCH_MIN_WEIGHTS weights, where x is staged once (the ring
- * needs it); at m = 4 from FOUR_ROWS_AT_M4_MIN_N rows (128256x4096 cold
- * 171.2 -> 162.0 µs, graph-cold 167.9 -> 156.5). There the four-row kernel's warps waited on their own weight
- * loads (ncu at m = 8: long-scoreboard and load-queue stalls, 0.5 of its
- * 3.1 cycles per instruction); copied into shared memory, the bytes arrive
- * without holding registers or load slots. H100, cold / graph-cold µs,
- * against the loads a chunk or a group ahead: 14336x4096 m = 5 33.9 /
- * 30.7 -> 32.2 / 26.7, m = 8 44.9 / 41.6 -> 43.9 / 38.1; 128256x4096 m = 8
- * 291.6 -> 275.5; 8192x4096 m = 5 21.5 / 18.0 -> 20.5 / 16.4; the decode
- * step (its gate and up run as plain products past m = 4, q/k/v as one)
- * m = 5 4203 -> 3912, m = 8 5952 -> 5638. 4096x4096 lost (m = 8 16.8 /
- * 13.5 -> 17.8 / 14.0), and so did m = 4 with fewer rows (14336x4096
- * graph-cold 25.1 -> 26.1), the gated kernel (even) and Q6_K (10-25%
- * slower, 128256x4096 from memory too). */
+/* The ring for Q4_K batches of 5 to 8 rows, plain or over several weights
+ * (their rows counted together), from RING_BATCH_MIN_WEIGHTS weights, and
+ * at m = 4 from FOUR_ROWS_AT_M4_MIN_N rows, wherever x is staged once (the
+ * ring needs it). Why: at m = 8 the four-row kernel's warps waited on their
+ * own weight loads (ncu: long-scoreboard and load-queue stalls, 0.5 of its
+ * 3.1 cycles per instruction); copied into shared memory by the copy
+ * engine, the bytes arrive without holding registers or load slots. H100
+ * (bench/RESULTS.md, thirteenth session), cold / graph-cold µs, against
+ * the loads a chunk or a group ahead: 14336x4096 m = 5 33.9 / 30.7 -> 32.2
+ * / 26.7, m = 8 44.9 / 41.6 -> 43.9 / 38.1; 8192x4096 m = 5 21.5 / 18.0 ->
+ * 20.5 / 16.4; 128256x4096 m = 8 291.6 -> 275.5, m = 4 171.2 / 167.9 ->
+ * 162.0 / 156.5; the decode step (its gate and up run as plain products
+ * past m = 4, q/k/v as one) m = 5 4203 -> 3912, m = 8 5952 -> 5638.
+ * Left out where it lost: 4096x4096 (m = 8 16.8 / 13.5 -> 17.8 / 14.0), m = 4
+ * below 65536 rows (14336x4096 graph-cold 25.1 -> 26.1), the gated kernel
+ * (even) and Q6_K (10-25% slower, 128256x4096 from memory too). */
 #define RING_BATCH_MIN_WEIGHTS (3ull << 23) /* n x k, every weight's rows */
 static bool bulk_batch_by_default(const ptxgen_spec *s) {
   const uint64_t rows = (uint64_t)s->n + s->n2 + s->n3;
