@@ -104,11 +104,12 @@ typedef struct ptxgen_spec {
    * k a multiple of 2048) (else 2). The bits are the same whatever the
    * preload. */
   uint32_t preload;
-  /* q4k_gemv: 1 runs the product on the tensor cores (mma.sync, bf16
-   * inputs, fp32 sums) instead of fp32 FMA: the quants are exact in bf16
-   * and x is split into three bf16 parts that add up to it exactly, so the
-   * result keeps fp32 accuracy and is batch invariant like the default
-   * (its bits differ from the default's). sm >= 80; no glu, n2 or rope;
+  /* q4k_gemv: 1 runs the product on the tensor cores (mma.sync, f16
+   * inputs, fp32 sums) instead of fp32 FMA: the scaled quants sc*q are
+   * exact in f16 and x (scaled by a power of two per super-block) is cut
+   * into two f16 parts that keep 22 of its 24 bits, so the result keeps
+   * fp32 accuracy and is batch invariant like the default (its bits differ
+   * from the default's). sm >= 80; no glu, n2 or rope;
    * rows, warps and preload stay 0. 0 (absent from the key): the FMA kernel. */
   uint32_t tc;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel

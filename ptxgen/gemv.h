@@ -190,13 +190,16 @@ void gemv_thread_ids(ptx_builder *b, gemv_lane *L);
 void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]);
 
 /* Q4_K pieces the tensor-core GEMV (gemv_tc.c) shares with the FMA one
- * (gemv_q4k.c), so that both compute a sub-block's scale and min alike.
- * q4k_scale_consts: the lane constants q4k_emit_scales needs, in L->fmt
- * (from L->c: the lane's sub-blocks are 2c and 2c+1). q4k_emit_scales: from
- * a super-block header (h0 = d | dmin << 16, h1..h3 the packed 6-bit scales
- * and mins), A[s] = 32*f32(d)*sc and E[s] = -(16*f32(d)*sc + f32(dmin)*m)
- * of sub-block 2c+s, s = 0, 1. */
+ * (gemv_q4k.c), so that both read a sub-block's scale and min alike.
+ * q4k_scale_consts: the lane constants the other two need, in L->fmt
+ * (from L->c: the lane's sub-blocks are 2c and 2c+1). From a super-block
+ * header (h0 = d | dmin << 16, h1..h3 the packed 6-bit scales and mins):
+ * q4k_emit_scale_bytes: words sc and mn whose bytes 2(c%2) and 2(c%2)+1
+ * are sc and m of sub-blocks 2c, 2c+1 (the other bytes: other sub-blocks');
+ * q4k_emit_scales: A[s] = 32*f32(d)*sc and E[s] = -(16*f32(d)*sc +
+ * f32(dmin)*m) of sub-block 2c+s, s = 0, 1. */
 void q4k_scale_consts(ptx_builder *b, gemv_lane *L);
+void q4k_emit_scale_bytes(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *sc, ptx_reg *mn);
 void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]);
 
 #endif

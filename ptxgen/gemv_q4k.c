@@ -70,6 +70,22 @@ static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
 /* Scale and min of the lane's two sub-blocks from a super-block header
  * (words h0 = d | dmin << 16, h1..h3 = the 12 packed bytes). Produces
  * A = 32*f32(d)*sc and E = -(16*f32(d)*sc + f32(dmin)*m) per sub-block. */
+void q4k_emit_scale_bytes(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *sc, ptx_reg *mn) {
+  ptx_reg t = ptx_new(b, PTX_B32), tc = ptx_new(b, PTX_B32);
+  *sc = ptx_new(b, PTX_B32);
+  ptx_reg t2 = ptx_new(b, PTX_B32), t3 = ptx_new(b, PTX_B32);
+  *mn = ptx_new(b, PTX_B32);
+  ptx_op3(b, "shr.b32", t, h[1], L->fmt[SHIFT_A]);
+  ptx_op3(b, "and.b32", t, t, L->fmt[MASK_A]);
+  ptx_op3(b, "and.b32", tc, h[3], L->fmt[MASK_C]);
+  ptx_op3(b, "or.b32", *sc, t, tc);
+  ptx_op3(b, "shr.b32", t2, h[2], L->fmt[SHIFT_A]);
+  ptx_op3(b, "and.b32", t2, t2, L->fmt[MASK_A]);
+  ptx_op2i(b, "shr.b32", t3, h[3], "4");
+  ptx_op3(b, "and.b32", t3, t3, L->fmt[MASK_C]);
+  ptx_op3(b, "or.b32", *mn, t2, t3);
+}
+
 void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]) {
   ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16);
   ptx_reg d = ptx_new(b, PTX_F32), dmin = ptx_new(b, PTX_F32), d32 = ptx_new(b, PTX_F32);
@@ -77,17 +93,8 @@ void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx
   ptx_op2(b, "cvt.f32.f16", d, dh);
   ptx_op2(b, "cvt.f32.f16", dmin, mh);
   ptx_op2i(b, "mul.rn.f32", d32, d, "0f42000000"); /* exact: 32*d */
-  ptx_reg t = ptx_new(b, PTX_B32), tc = ptx_new(b, PTX_B32), sc = ptx_new(b, PTX_B32);
-  ptx_reg t2 = ptx_new(b, PTX_B32), t3 = ptx_new(b, PTX_B32), mn = ptx_new(b, PTX_B32);
-  ptx_op3(b, "shr.b32", t, h[1], L->fmt[SHIFT_A]);
-  ptx_op3(b, "and.b32", t, t, L->fmt[MASK_A]);
-  ptx_op3(b, "and.b32", tc, h[3], L->fmt[MASK_C]);
-  ptx_op3(b, "or.b32", sc, t, tc);
-  ptx_op3(b, "shr.b32", t2, h[2], L->fmt[SHIFT_A]);
-  ptx_op3(b, "and.b32", t2, t2, L->fmt[MASK_A]);
-  ptx_op2i(b, "shr.b32", t3, h[3], "4");
-  ptx_op3(b, "and.b32", t3, t3, L->fmt[MASK_C]);
-  ptx_op3(b, "or.b32", mn, t2, t3);
+  ptx_reg sc, mn;
+  q4k_emit_scale_bytes(b, L, h, &sc, &mn);
   for (int s = 0; s < 2; s++) {
     const ptx_reg sel = s ? L->fmt[SEL_HI] : L->fmt[SEL_LO];
     ptx_reg bits = ptx_new(b, PTX_B32), scf = ptx_new(b, PTX_F32), mf = ptx_new(b, PTX_F32);

@@ -3,32 +3,44 @@
  * y[m][n] = x[m][k] . W[n][k]^T with W in Q4_K as stored, x and y fp32.
  *
  * Why: the FMA kernel (gemv.c) spends m fma per weight, so at m = 8 it is
- * bound by issue, not memory (2.4x its m = 1 time on 14336x4096). Here a
+ * bound by issue, not memory (2.5x its m = 1 time on 14336x4096). Here a
  * warp multiplies 16 rows by 16 weights by 8 batch rows in one mma.sync,
  * and everything per weight (load, dequantize) is paid once for any m <= 8.
  *
  * Exactness
- *   A sub-block of 32 weights contributes a*sum(q x) - b*sum(x) (formats.md).
- *   The mma's A operand is f = 1 + q/16, exact in bf16: the nibble goes into
- *   bits 3..6 of the mantissa under the exponent of 1.0 (0x3F80), one shift
- *   and one lop3 per pair. Its B operand is x cut into three bf16 parts
- *   (hi, mid, lo) whose sum is x exactly: hi is x's top 8 significant bits
- *   (a mask), mid the next 8 of x - hi, lo the rest. Products of bf16 are
- *   exact and the mma sums them in fp32, small parts first. With
- *   C = sum(f x) = sum(x) + sum(q x)/16, the contribution is
- *   (16a)*C - (16a + b)*sum(x): two fma per output, a and b computed by the
- *   FMA kernel's own code (q4k_emit_scales), sum(x) when x is staged.
+ *   A super-block contributes d*sum_j sc_j sum(q x) - dmin*sum_j m_j sum_j(x)
+ *   (formats.md; j its 8 sub-blocks of 32 weights). Both sums run on the
+ *   tensor cores in f16 with fp32 accumulation, every product exact:
+ *   - A (weights) is sc_j*q, an integer <= 63*15 = 945, exact in f16. A
+ *     nibble masked under the exponent of 1024 (one lop3) is the f16 1024+q,
+ *     and one fma.f16x2 with (sc, -1024 sc) gives sc*q exactly (its single
+ *     rounding is of an exact, representable result). High nibbles come out
+ *     as 1024 + 16q and take (sc/16, -64 sc). So the sub-block scales are in
+ *     the weights and the mma chains run over a whole super-block.
+ *   - B (x) is each super-block of each batch row scaled by 2^e (exact),
+ *     e chosen so that its largest |x| is in [2^14, 2^15), then cut into f16
+ *     hi = f16(x 2^e) and lo = f16(x 2^e - hi): hi + lo holds 22 of x's 24
+ *     significant bits, and what lo rounds away is below 2^-24 |x| plus
+ *     2^-24 of the super-block's largest |x|. The sums of x per sub-block are
+ *     added in fp32 (a fixed order) and cut the same way, at 2^(e-6).
+ *   - The mins: one m16n8k8 mma per part with A = m_j (exact) and B the
+ *     sub-block sums.
+ *   The contribution is 2^-e (f32(d) D - 64 f32(dmin) Dmin), in fp32.
  *
- * Fragments (PTX ISA, mma.m16n8k16 with .bf16): lane = 4*g + t (g 0..7,
+ * Fragments (PTX ISA, mma.m16n8k16 with .f16): lane = 4*g + t (g 0..7,
  * t 0..3) holds A rows g and g+8 at k-slots 2t, 2t+1, 2t+8, 2t+9, B column
  * g at those slots, and D rows g, g+8 at columns 2t, 2t+1. A step is 16
  * weights of one sub-block: lane t reads quant bytes 8t..8t+7 of each
  * 32-byte chunk (one 8-byte load per row), and in step s its word s (bytes
  * 8t+4s..8t+4s+3) fills slots 2t, 2t+1, 2t+8, 2t+9 with bytes 0, 2, 1, 3:
  * low nibbles are sub-block 2c of chunk c, high nibbles sub-block 2c+1.
- * x is staged in shared memory already cut and permuted into B fragments,
- * so a lane's B for both steps of a sub-block is one 16-byte load per part,
- * and the lanes of columns past m hold zeros (they load nothing).
+ * Lane t decodes the scales of chunk t (sub-blocks 2t, 2t+1) of its two
+ * rows; the other lanes of its row pair take them by shuffle. In the
+ * m16n8k8 of the mins, lane t's k-slots 2t, 2t+1 are exactly its own
+ * sub-blocks. x is staged in shared memory already cut and permuted into B
+ * fragments, so a lane's B for both steps of a sub-block is one 16-byte
+ * load per part, and the lanes of columns past m hold zeros (they load
+ * nothing).
  *
  * Work split
  *   A warp owns a tile of 16 rows and the super-blocks j = split (mod
@@ -43,10 +55,11 @@
  *   memory, else k is cut into tiles staged in turn.
  *
  * Batch invariance: an output's sums run in one order for every m (its
- * split's super-blocks in increasing j, chunks, sub-blocks and mma parts in
- * a fixed order, then the splits in order); splits depends on n and k
- * only, and each column of an mma depends only on its own B column. So row
- * i of a batch is bit-identical to the m = 1 product of that row.
+ * split's super-blocks in increasing j; in each, the mma chains in a fixed
+ * order and their sum; then the splits in order); splits depends on n and
+ * k only, a column's scale 2^e on its own x only, and each column of an
+ * mma depends only on its own B column. So row i of a batch is
+ * bit-identical to the m = 1 product of that row.
  */
 #include <stdio.h>
 #include <string.h>
@@ -59,12 +72,15 @@
 #define TC_THREADS (TC_WARPS * 32u)
 #define TC_GRID_CAP 1024u     /* blocks at most; more row groups are walked with a grid stride */
 #define TC_WAVE_BLOCKS 264u /* two blocks on each of an H100's 132 SMs */
-#define PARTS 3u              /* bf16 parts of x: lo, mid, hi (summed in that order) */
+#define PARTS 2u              /* f16 parts of x: lo, hi */
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
-#define STAGE_UNROLL 4u       /* float4s of x a thread loads at once while staging */
-#define BF16_ONE_PAIR "0x3F803F80"
-#define NIBBLE_PAIR "0x00780078" /* bits 3..6 of each half */
-#define LOP_AND_OR "0xEA"        /* lop3 table of (a & b) | c */
+#define STAGE_TASKS 2u        /* super-blocks of x a warp stages at once */
+#define MIN_REC_LANE 8u       /* bytes per lane of a min record: the lo and hi f16 pairs */
+/* x 2^e has its largest |x| in [2^14, 2^15): e = X_EXP_BIAS - (biased exponent
+ * of that |x|), kept within X_EXP_MAX of 0 so that 2^e and 2^-e are normal */
+#define X_EXP_BIAS 141
+#define X_EXP_MAX 126
+#define LOP_AND_OR "0xEA"     /* lop3 table of (a & b) | c */
 
 typedef struct tc_plan {
   uint32_t k, n, m, sm;
@@ -78,9 +94,10 @@ typedef struct tc_plan {
   uint32_t kt;         /* super-blocks staged at a time */
   uint32_t ktiles;
   uint32_t rec_bytes;  /* one sub-block's one part of one column tile: lanes * 16 (both steps) */
-  uint32_t sb_bytes;   /* staged x of one super-block */
-  uint32_t sum_cols;   /* 8*nt columns of sums per sub-block */
-  uint32_t xs_bytes, xsum_bytes, red_bytes, shared_bytes;
+  uint32_t min_off;    /* where a super-block's min records start in its staged x */
+  uint32_t sb_bytes;   /* staged x of one super-block: B records, then min records (lanes * 8 per column tile) */
+  uint32_t cols;       /* 8*nt columns of 2^-e per super-block */
+  uint32_t xs_bytes, inv_bytes, red_bytes, shared_bytes;
 } tc_plan;
 
 static uint32_t shared_budget(uint32_t sm) {
@@ -103,10 +120,11 @@ static uint32_t sm_shared(uint32_t sm) {
 }
 
 /* Staged x per super-block and batch size: B fragments of nt column tiles
- * of 4*min(m, 8) lanes, 16 steps, 3 parts, 8 bytes; and 8 sums per column. */
+ * of 4*min(m, 8) lanes, 16 steps, 2 parts, 8 bytes; min records of those
+ * lanes; and 2^-e of 8*nt columns. */
 static uint32_t staged_per_sb(uint32_t m) {
   const uint32_t nt = (m + 7) / 8, lanes = 4 * (m < 8 ? m : 8);
-  return STEPS_PER_SB * nt * PARTS * lanes * 8 + 8 * (8 * nt) * 4;
+  return STEPS_PER_SB * nt * PARTS * lanes * 8 + nt * lanes * MIN_REC_LANE + 8 * nt * 4;
 }
 
 static uint32_t reduce_bytes(uint32_t m, uint32_t splits) { return splits > 1 ? TC_THREADS * 16 * ((m + 7) / 8) : 0; }
@@ -135,16 +153,17 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.nt = (s->m + 7) / 8;
   p.lanes = 4 * (s->m < 8 ? s->m : 8);
   p.rec_bytes = p.lanes * 16;
-  p.sb_bytes = 8 * p.nt * PARTS * p.rec_bytes;
-  p.sum_cols = 8 * p.nt;
+  p.min_off = 8 * p.nt * PARTS * p.rec_bytes;
+  p.sb_bytes = p.min_off + p.nt * p.lanes * MIN_REC_LANE;
+  p.cols = 8 * p.nt;
   p.red_bytes = reduce_bytes(s->m, p.splits);
   const uint32_t fit = (shared_budget(s->sm) - p.red_bytes) / staged_per_sb(s->m); /* >= splits (max_splits) */
   /* a tile gives every split the same number of super-blocks */
   p.kt = fit >= p.nsb ? p.nsb : fit / p.splits * p.splits;
   p.ktiles = (p.nsb + p.kt - 1) / p.kt;
   p.xs_bytes = p.kt * p.sb_bytes;
-  p.xsum_bytes = p.kt * 8 * p.sum_cols * 4;
-  p.shared_bytes = p.xs_bytes + p.xsum_bytes + p.red_bytes;
+  p.inv_bytes = p.kt * p.cols * 4;
+  p.shared_bytes = p.xs_bytes + p.inv_bytes + p.red_bytes;
   return p;
 }
 
@@ -153,13 +172,18 @@ typedef struct tc_lane {
   gemv_lane q;           /* tid, lane, warp, c = t (lane % 4), the Q4_K scale constants */
   ptx_reg g, t;          /* lane = 4g + t */
   ptx_reg split, tile;   /* the warp's split and tile within the block */
-  ptx_reg xs, xsum, red; /* shared addresses: staged x (+ lane*8), its sums (+ 8t), the reduction */
+  ptx_reg xs, xmin, inv, red; /* shared addresses: staged x (+ lane*16), its min records (+ lane*8), 2^-e (+ 8t),
+                                 the reduction */
   ptx_reg W, x, y;
   ptx_reg bvalid[2];     /* this lane holds a column < m in column tile 0, 1 */
   ptx_reg B[2][2][4];    /* B fragments of one part of a chunk: [half][column tile] {step 0: b01, b23, step 1:
                             b01, b23}; zero in lanes of columns past m, which never load them */
+  ptx_reg Bmin[2][PARTS]; /* [column tile][part]: the sums of x of sub-blocks 2t, 2t+1 (zero past m) */
   ptx_reg owner[4];      /* lane 4g + c: who decodes chunk c's scales */
   ptx_reg zero;          /* 0.0f */
+  ptx_reg f16_1024, f16_neg1024, f16_sixteenth; /* f16x2 pairs 1024, -1024, 1/16 */
+  ptx_reg f16_exp_bytes; /* 0x64646464: bytes that put a byte under the f16 exponent of 1024 */
+  ptx_reg sel_pair;      /* prmt selector: the lane's scale bytes 2(t%2), 2(t%2)+1 under 0x64 */
 } tc_lane;
 
 /* One super-block's raw loads for the lane's two rows (g, g+8): the
@@ -238,123 +262,224 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
 }
 
 /* Stages super-blocks [t0, t0 + len) of x (t0, len registers) into shared
- * memory as B fragments, and the sums of x per sub-block.
+ * memory as B fragments, with each one's min record and 2^-e.
  *
- * Float4 e (0..63) of column r's super-block jl is weights 4e.. of it:
- * chunk e/16, sub-block half (e/8)%2, lane t = (e/2)%4 and step (e%2), so
- * it goes to the record of sub-block e/8 (of the tile) and column tile
- * r/8, lane 4*(r%8) + t, bytes 8*(e%2) of the lane's 16, as the B pairs
- * (x0, x2), (x1, x3) of each part. Thread i takes float4s i, i + 256, ...
- * of the tile, column by column; the 8 float4s of a sub-block are 8
+ * A warp stages whole super-blocks of one column (task T = col*len + jl,
+ * tasks warp, warp + 8, ...), so that it finds their largest |x| by a
+ * butterfly. Lane l takes float4s e = l and l + 32: weights 4e.. of the
+ * super-block, of chunk e/16, sub-block e/8, lane t = (e/2)%4 and step
+ * e%2. So it goes to the record of sub-block e/8 (of the tile) and column
+ * tile col/8, lane 4*(col%8) + t, bytes 8*(e%2) of the lane's 16, as the B
+ * pairs (x0, x2), (x1, x3) of each part. The 8 float4s of a sub-block are 8
  * consecutive lanes, whose sums a butterfly adds in one fixed order. */
 static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg t0, ptx_reg len) {
-  const uint32_t per_col = p->kt * 64, total = p->m * per_col;
-  const uint32_t rounds = (total + TC_THREADS - 1) / TC_THREADS;
-  ptx_comment(b, "stage x as B fragments: bf16 parts lo, mid, hi of each float, and the sums of each sub-block");
-  ptx_reg have_len = ptx_new(b, PTX_B32); /* float4s per column in this tile */
-  ptx_ins(b, "shl.b32 %s, %s, 6;", have_len.s, len.s);
-  ptx_reg mask = ptx_imm_b32(b, 0xFFFF0000u);
+  ptx_comment(b, "stage x: per super-block and column, scale by 2^e, cut into f16 parts lo, hi as B fragments; "
+                 "the sub-blocks' sums likewise, at 2^(e-6)");
+  ptx_reg total = ptx_new(b, PTX_B32), task = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", total.s, len.s, p->m);
+  ptx_ins(b, "mov.u32 %s, %s;", task.s, L->q.warp.s);
+  /* per lane: its record bytes (t, step) and, for float4 e = lane, sub-block lane/8 */
+  ptx_reg lane_rec = ptx_new(b, PTX_B32), lsub = ptx_new(b, PTX_B32), tmp = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, L->q.lane.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", tmp.s, tmp.s);
+  ptx_ins(b, "shl.b32 %s, %s, 4;", lane_rec.s, tmp.s);
+  ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, L->q.lane.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", lane_rec.s, tmp.s, lane_rec.s);
+  ptx_ins(b, "shr.u32 %s, %s, 3;", lsub.s, L->q.lane.s);
+  ptx_reg lsub_rec = ptx_new(b, PTX_B32), lsub_min = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", lsub_rec.s, lsub.s, p->nt * PARTS * p->rec_bytes);
+  ptx_ins(b, "add.u32 %s, %s, %s;", lsub_rec.s, lsub_rec.s, lane_rec.s);
+  /* the min record of sub-block j is at lane 4*(col%8) + j/2, half j%2 */
+  ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, lsub.s);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", lsub_min.s, tmp.s, MIN_REC_LANE);
+  ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, lsub.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 2, %s;", lsub_min.s, tmp.s, lsub_min.s);
+  ptx_ins(b, "and.b32 %s, %s, 7;", tmp.s, L->q.lane.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, tmp.s);
   char loop[32], done[32];
   ptx_label_new(b, "stage", loop);
   ptx_label_new(b, "stage_done", done);
-  ptx_reg round = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mov.u32 %s, 0;", round.s);
   ptx_label(b, loop);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, round.s, rounds);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, task.s, total.s);
   ptx_ins(b, "@%s bra.uni %s;", pr.s, done);
-  ptx_reg v[STAGE_UNROLL][4], in[STAGE_UNROLL], col[STAGE_UNROLL], e[STAGE_UNROLL];
-  for (uint32_t u = 0; u < STAGE_UNROLL; u++) {
-    ptx_reg q = ptx_new(b, PTX_B32);
+  ptx_reg v[STAGE_TASKS][2][4], in[STAGE_TASKS], col[STAGE_TASKS], jl[STAGE_TASKS];
+  for (uint32_t u = 0; u < STAGE_TASKS; u++) {
+    ptx_reg tk = ptx_new(b, PTX_B32);
     in[u] = ptx_new(b, PTX_PRED);
     col[u] = ptx_new(b, PTX_B32);
-    e[u] = ptx_new(b, PTX_B32);
-    ptx_ins(b, "add.u32 %s, %s, %u;", q.s, round.s, u);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", q.s, q.s, TC_THREADS, L->q.tid.s);
-    ptx_ins(b, "div.u32 %s, %s, %u;", col[u].s, q.s, per_col);
-    ptx_ins(b, "rem.u32 %s, %s, %u;", e[u].s, q.s, per_col);
-    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", in[u].s, q.s, total);
-    ptx_ins(b, "setp.lt.and.u32 %s, %s, %s, %s;", in[u].s, e[u].s, have_len.s, in[u].s);
+    jl[u] = ptx_new(b, PTX_B32);
+    ptx_ins(b, "add.u32 %s, %s, %u;", tk.s, task.s, u * TC_WARPS);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[u].s, tk.s, total.s);
+    ptx_ins(b, "div.u32 %s, %s, %s;", col[u].s, tk.s, len.s);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %s;", jl[u].s, col[u].s, len.s);
+    ptx_ins(b, "sub.u32 %s, %s, %s;", jl[u].s, tk.s, jl[u].s);
     ptx_reg fi = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", fi.s, col[u].s, p->k / 4, e[u].s); /* float4 index in x */
-    ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", fi.s, t0.s, fi.s);
+    ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, t0.s, jl[u].s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", fi.s, col[u].s, p->k / 256, fi.s); /* super-block in x */
+    ptx_ins(b, "shl.b32 %s, %s, 6;", fi.s, fi.s);
+    ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, fi.s, L->q.lane.s); /* float4 index in x */
     ptx_ins(b, "mul.wide.u32 %s, %s, 16;", off.s, fi.s);
     ptx_op3(b, "add.u64", src, L->x, off);
-    for (int i = 0; i < 4; i++) {
-      v[u][i] = ptx_new(b, PTX_F32);
-      ptx_op1i(b, "mov.b32", v[u][i], "0f00000000");
+    for (int f = 0; f < 2; f++) {
+      for (int i = 0; i < 4; i++) {
+        v[u][f][i] = ptx_new(b, PTX_F32);
+        ptx_op1i(b, "mov.b32", v[u][f][i], "0f00000000");
+      }
+      ptx_ins(b, "@%s ld.global.v4.f32 {%s, %s, %s, %s}, [%s+%d];", in[u].s, v[u][f][0].s, v[u][f][1].s,
+              v[u][f][2].s, v[u][f][3].s, src.s, 512 * f);
     }
-    ptx_ins(b, "@%s ld.global.v4.f32 {%s, %s, %s, %s}, [%s];", in[u].s, v[u][0].s, v[u][1].s, v[u][2].s, v[u][3].s,
-            src.s);
   }
-  for (uint32_t u = 0; u < STAGE_UNROLL; u++) {
-    /* parts: lo, mid, hi (the mma order); hi = x's top 16 bits, mid the top
-     * 16 of x - hi, lo the rest: each subtraction is exact */
-    ptx_reg part[PARTS][4], rest[4];
-    for (int i = 0; i < 4; i++) {
-      ptx_reg top = ptx_new(b, PTX_F32), r1 = ptx_new(b, PTX_F32), top1 = ptx_new(b, PTX_F32);
-      rest[i] = ptx_new(b, PTX_F32);
-      ptx_op3(b, "and.b32", top, v[u][i], mask);
-      ptx_op3(b, "sub.rn.f32", r1, v[u][i], top);
-      ptx_op3(b, "and.b32", top1, r1, mask);
-      ptx_op3(b, "sub.rn.f32", rest[i], r1, top1);
-      part[2][i] = v[u][i];
-      part[1][i] = r1;
-      part[0][i] = rest[i];
+  for (uint32_t u = 0; u < STAGE_TASKS; u++) {
+    ptx_comment(b, "2^e from the super-block's largest |x| (as bits: the float order)");
+    ptx_reg mx = ptx_new(b, PTX_B32), other = ptx_new(b, PTX_B32);
+    for (int f = 0; f < 2; f++)
+      for (int i = 0; i < 4; i++) {
+        ptx_reg bits = ptx_new(b, PTX_B32);
+        ptx_ins(b, "and.b32 %s, %s, 0x7FFFFFFF;", bits.s, v[u][f][i].s);
+        if (f == 0 && i == 0)
+          ptx_ins(b, "mov.b32 %s, %s;", mx.s, bits.s);
+        else
+          ptx_op3(b, "max.u32", mx, mx, bits);
+      }
+    for (uint32_t d = 16; d >= 1; d /= 2) {
+      ptx_shfl(b, "shfl.sync.bfly.b32", other, mx, d);
+      ptx_op3(b, "max.u32", mx, mx, other);
     }
-    /* record address: ((sub*nt + col/8)*3 + part)*rec_bytes + (4*(col%8) + t)*16 + step*8 */
-    ptx_reg sub = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ln = ptx_new(b, PTX_B32);
-    ptx_reg ctile = ptx_new(b, PTX_B32);
-    ptx_ins(b, "shr.u32 %s, %s, 3;", sub.s, e[u].s);
-    ptx_ins(b, "shr.u32 %s, %s, 3;", ctile.s, col[u].s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", a.s, sub.s, p->nt, ctile.s);
-    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", a.s, a.s, PARTS * p->rec_bytes);
-    ptx_ins(b, "and.b32 %s, %s, 7;", ln.s, col[u].s);
-    ptx_ins(b, "shl.b32 %s, %s, 2;", ln.s, ln.s);
-    ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, e[u].s);
-    ptx_ins(b, "and.b32 %s, %s, 3;", t.s, t.s);
-    ptx_ins(b, "add.u32 %s, %s, %s;", ln.s, ln.s, t.s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", a.s, ln.s, a.s);
-    ptx_ins(b, "and.b32 %s, %s, 1;", t.s, e[u].s); /* the step */
-    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", a.s, t.s, a.s);
-    ptx_ins(b, "add.u32 %s, %s, %s;", a.s, a.s, L->q.xs_base.s);
-    for (uint32_t pt = 0; pt < PARTS; pt++) {
-      ptx_reg b01 = ptx_new(b, PTX_B32), b23 = ptx_new(b, PTX_B32);
-      ptx_op3i(b, "prmt.b32", b01, part[pt][0], part[pt][2], "0x7632"); /* the top halves: bf16 (x0, x2) */
-      ptx_op3i(b, "prmt.b32", b23, part[pt][1], part[pt][3], "0x7632");
-      ptx_ins(b, "@%s st.shared.v2.b32 [%s+%u], {%s, %s};", in[u].s, a.s, pt * p->rec_bytes, b01.s, b23.s);
+    ptx_reg e = ptx_new(b, PTX_B32), sbits = ptx_new(b, PTX_B32), ibits = ptx_new(b, PTX_B32);
+    ptx_reg scale = ptx_new(b, PTX_F32), inv = ptx_new(b, PTX_F32);
+    ptx_ins(b, "shr.u32 %s, %s, 23;", e.s, mx.s);
+    ptx_ins(b, "sub.s32 %s, %d, %s;", e.s, X_EXP_BIAS, e.s);
+    ptx_ins(b, "max.s32 %s, %s, %d;", e.s, e.s, -X_EXP_MAX);
+    ptx_ins(b, "min.s32 %s, %s, %d;", e.s, e.s, X_EXP_MAX);
+    ptx_ins(b, "add.s32 %s, %s, 127;", sbits.s, e.s);
+    ptx_ins(b, "shl.b32 %s, %s, 23;", sbits.s, sbits.s);
+    ptx_ins(b, "sub.s32 %s, 127, %s;", ibits.s, e.s);
+    ptx_ins(b, "shl.b32 %s, %s, 23;", ibits.s, ibits.s);
+    ptx_op2(b, "mov.b32", scale, sbits);
+    ptx_op2(b, "mov.b32", inv, ibits);
+    /* where this task's records go: super-block jl, column tile col/8, lane 4*(col%8) */
+    ptx_reg base = ptx_new(b, PTX_B32), c8 = ptx_new(b, PTX_B32), ct = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", base.s, jl[u].s, p->sb_bytes, L->q.xs_base.s);
+    ptx_ins(b, "and.b32 %s, %s, 7;", c8.s, col[u].s);
+    ptx_ins(b, "shr.u32 %s, %s, 3;", ct.s, col[u].s);
+    ptx_reg rec = ptx_new(b, PTX_B32), mrec = ptx_new(b, PTX_B32), first = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", rec.s, ct.s, PARTS * p->rec_bytes, base.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", rec.s, c8.s, rec.s);
+    ptx_ins(b, "add.u32 %s, %s, %s;", rec.s, rec.s, lsub_rec.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, ct.s, p->lanes * MIN_REC_LANE, base.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, c8.s, 4 * MIN_REC_LANE, mrec.s);
+    ptx_ins(b, "add.u32 %s, %s, %s;", mrec.s, mrec.s, lsub_min.s);
+    ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", first.s, L->q.lane.s, in[u].s);
+    ptx_reg ia = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", ia.s, jl[u].s, p->cols, col[u].s);
+    ptx_ins(b, "shl.b32 %s, %s, 2;", ia.s, ia.s);
+    ptx_ins(b, "add.u32 %s, %s, %u;", ia.s, ia.s, p->xs_bytes);
+    ptx_ins(b, "add.u32 %s, %s, %s;", ia.s, ia.s, L->q.xs_base.s);
+    ptx_ins(b, "@%s st.shared.f32 [%s], %s;", first.s, ia.s, inv.s);
+    ptx_reg write = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "and.pred %s, %s, %s;", write.s, lead.s, in[u].s);
+    for (int f = 0; f < 2; f++) {
+      ptx_comment(b, "float4 lane + %d: parts hi = f16(x 2^e), lo = f16(x 2^e - hi)", 32 * f);
+      ptx_reg xs[4], hi01 = ptx_new(b, PTX_B32), hi23 = ptx_new(b, PTX_B32);
+      for (int i = 0; i < 4; i++) {
+        xs[i] = ptx_new(b, PTX_F32);
+        ptx_op3(b, "mul.rn.f32", xs[i], v[u][f][i], scale);
+      }
+      ptx_op3(b, "cvt.rn.f16x2.f32", hi01, xs[2], xs[0]); /* (x0, x2): x0 in the low half */
+      ptx_op3(b, "cvt.rn.f16x2.f32", hi23, xs[3], xs[1]);
+      ptx_reg h16[4], lo[4];
+      for (int i = 0; i < 4; i++) h16[i] = ptx_new(b, PTX_B16);
+      ptx_ins(b, "mov.b32 {%s, %s}, %s;", h16[0].s, h16[2].s, hi01.s);
+      ptx_ins(b, "mov.b32 {%s, %s}, %s;", h16[1].s, h16[3].s, hi23.s);
+      for (int i = 0; i < 4; i++) {
+        ptx_reg hf = ptx_new(b, PTX_F32);
+        lo[i] = ptx_new(b, PTX_F32);
+        ptx_op2(b, "cvt.f32.f16", hf, h16[i]);
+        ptx_op3(b, "sub.rn.f32", lo[i], xs[i], hf); /* exact */
+      }
+      ptx_reg lo01 = ptx_new(b, PTX_B32), lo23 = ptx_new(b, PTX_B32);
+      ptx_op3(b, "cvt.rn.f16x2.f32", lo01, lo[2], lo[0]);
+      ptx_op3(b, "cvt.rn.f16x2.f32", lo23, lo[3], lo[1]);
+      const uint32_t sub_off = 4u * (uint32_t)f * p->nt * PARTS * p->rec_bytes; /* sub-block + 4 */
+      ptx_ins(b, "@%s st.shared.v2.b32 [%s+%u], {%s, %s};", in[u].s, rec.s, sub_off, lo01.s, lo23.s);
+      ptx_ins(b, "@%s st.shared.v2.b32 [%s+%u], {%s, %s};", in[u].s, rec.s, sub_off + p->rec_bytes, hi01.s,
+              hi23.s);
+      ptx_comment(b, "the sub-block's sum: 4 values in order, then over its 8 lanes; at 2^(e-6), cut alike");
+      ptx_reg sum = ptx_new(b, PTX_F32), o = ptx_new(b, PTX_F32);
+      ptx_op3(b, "add.rn.f32", sum, v[u][f][0], v[u][f][1]);
+      ptx_op3(b, "add.rn.f32", sum, sum, v[u][f][2]);
+      ptx_op3(b, "add.rn.f32", sum, sum, v[u][f][3]);
+      for (uint32_t d = 1; d < 8; d *= 2) {
+        ptx_shfl(b, "shfl.sync.bfly.b32", o, sum, d);
+        ptx_op3(b, "add.rn.f32", sum, sum, o);
+      }
+      ptx_op3(b, "mul.rn.f32", sum, sum, scale);
+      ptx_op2i(b, "mul.rn.f32", sum, sum, "0f3C800000"); /* 2^-6: |sum| < 2^14 */
+      ptx_reg sh = ptx_new(b, PTX_B16), sl = ptx_new(b, PTX_B16), shf = ptx_new(b, PTX_F32), rest = ptx_new(b, PTX_F32);
+      ptx_op2(b, "cvt.rn.f16.f32", sh, sum);
+      ptx_op2(b, "cvt.f32.f16", shf, sh);
+      ptx_op3(b, "sub.rn.f32", rest, sum, shf);
+      ptx_op2(b, "cvt.rn.f16.f32", sl, rest);
+      const uint32_t min_off = p->min_off + 2u * (uint32_t)f * MIN_REC_LANE; /* sub-block + 4: lane + 2 */
+      ptx_ins(b, "@%s st.shared.b16 [%s+%u], %s;", write.s, mrec.s, min_off, sl.s);
+      ptx_ins(b, "@%s st.shared.b16 [%s+%u], %s;", write.s, mrec.s, min_off + 4, sh.s);
     }
-    /* the sub-block's sum: 4 values in order, then over the 8 lanes */
-    ptx_reg sum = ptx_new(b, PTX_F32), other = ptx_new(b, PTX_F32), lead = ptx_new(b, PTX_PRED);
-    ptx_op3(b, "add.rn.f32", sum, v[u][0], v[u][1]);
-    ptx_op3(b, "add.rn.f32", sum, sum, v[u][2]);
-    ptx_op3(b, "add.rn.f32", sum, sum, v[u][3]);
-    for (uint32_t d = 1; d < 8; d *= 2) {
-      ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
-      ptx_op3(b, "add.rn.f32", sum, sum, other);
-    }
-    ptx_reg sa = ptx_new(b, PTX_B32), low = ptx_new(b, PTX_B32);
-    ptx_ins(b, "and.b32 %s, %s, 7;", low.s, e[u].s);
-    ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", lead.s, low.s, in[u].s);
-    ptx_ins(b, "shr.u32 %s, %s, 3;", sa.s, e[u].s); /* sub-block within the tile */
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sa.s, sa.s, p->sum_cols, col[u].s);
-    ptx_ins(b, "shl.b32 %s, %s, 2;", sa.s, sa.s);
-    ptx_ins(b, "add.u32 %s, %s, %s;", sa.s, sa.s, L->q.xsum_base.s);
-    ptx_ins(b, "@%s st.shared.f32 [%s], %s;", lead.s, sa.s, sum.s);
   }
-  ptx_ins(b, "add.u32 %s, %s, %u;", round.s, round.s, STAGE_UNROLL);
+  ptx_ins(b, "add.u32 %s, %s, %u;", task.s, task.s, STAGE_TASKS * TC_WARPS);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
 }
 
-/* The A fragment register of one row's word for one step: nibbles of bytes
- * (0, 2) or (1, 3), low or high, in bits 3..6 of two bf16 1.0: 1 + q/16. */
-static ptx_reg emit_a_pair(ptx_builder *b, ptx_reg word, int high, int odd_bytes) {
-  static const char *const shifts[2][2] = {{"shl.b32", "shr.u32"}, {"shr.u32", "shr.u32"}};
-  static const char *const amounts[2][2] = {{"3", "5"}, {"1", "9"}};
-  ptx_reg s = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32);
-  ptx_op2i(b, shifts[high][odd_bytes], s, word, amounts[high][odd_bytes]);
-  ptx_ins(b, "lop3.b32 %s, %s, " NIBBLE_PAIR ", " BF16_ONE_PAIR ", " LOP_AND_OR ";", a.s, s.s);
+/* The A fragment register of one row's word for one step, with the
+ * sub-block's scale in it: the nibbles of bytes (0, 2) of word (or of
+ * word >> 8 for bytes 1, 3), low or high, under the f16 exponent of 1024
+ * (1024 + q, or 1024 + 16q for high nibbles), then one fma.f16x2 with (sc,
+ * -1024 sc) or (sc/16, -64 sc): sc*q, exactly. */
+static ptx_reg emit_a(ptx_builder *b, const tc_lane *L, ptx_reg word, int high, ptx_reg scale, ptx_reg neg) {
+  ptx_reg v = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32);
+  ptx_ins(b, "lop3.b32 %s, %s, %s, %s, " LOP_AND_OR ";", v.s, word.s, high ? "0x00F000F0" : "0x000F000F",
+          L->f16_1024.s);
+  ptx_op4(b, "fma.rn.f16x2", a, v, scale, neg);
   return a;
+}
+
+/* Lane t's own chunk (sub-blocks 2t, 2t+1) of one row, from its header:
+ * the A scale pairs (sc, sc) and (sc'/16, sc'/16) of its low and high
+ * nibbles, the mins (m, m') as the m16n8k8's A pair, f32(d) and
+ * -64 f32(dmin). */
+typedef struct tc_scales {
+  ptx_reg low, high, mins, d, neg_dmin64;
+} tc_scales;
+
+static tc_scales emit_scales(ptx_builder *b, const tc_lane *L, const ptx_reg h[4]) {
+  tc_scales s = {ptx_new(b, PTX_B32), ptx_new(b, PTX_B32), ptx_new(b, PTX_B32), ptx_new(b, PTX_F32),
+                 ptx_new(b, PTX_F32)};
+  ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), dmin = ptx_new(b, PTX_F32);
+  ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
+  ptx_op2(b, "cvt.f32.f16", s.d, dh);
+  ptx_op2(b, "cvt.f32.f16", dmin, mh);
+  ptx_op2i(b, "mul.rn.f32", s.neg_dmin64, dmin, "0fC2800000"); /* exact: -64 dmin */
+  ptx_reg sc, mn;
+  q4k_emit_scale_bytes(b, &L->q, h, &sc, &mn);
+  /* the two 6-bit values under 0x64: f16 1024 + v, less 1024: (v, v') exactly */
+  ptx_reg pair = ptx_new(b, PTX_B32), hi = ptx_new(b, PTX_B32);
+  ptx_op4(b, "prmt.b32", pair, sc, L->f16_exp_bytes, L->sel_pair);
+  ptx_op3(b, "sub.rn.f16x2", pair, pair, L->f16_1024);
+  ptx_op3i(b, "prmt.b32", s.low, pair, pair, "0x1010");
+  ptx_op3i(b, "prmt.b32", hi, pair, pair, "0x3232");
+  ptx_op3(b, "mul.rn.f16x2", s.high, hi, L->f16_sixteenth);
+  ptx_op4(b, "prmt.b32", s.mins, mn, L->f16_exp_bytes, L->sel_pair);
+  ptx_op3(b, "sub.rn.f16x2", s.mins, s.mins, L->f16_1024);
+  return s;
+}
+
+static void emit_mma16(ptx_builder *b, const ptx_reg D[4], const ptx_reg A[4], ptx_reg b0, ptx_reg b1,
+                       const ptx_reg C[4]) {
+  ptx_ins(b,
+          "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, {%s, %s}, "
+          "{%s, %s, %s, %s};",
+          D[0].s, D[1].s, D[2].s, D[3].s, A[0].s, A[1].s, A[2].s, A[3].s, b0.s, b1.s, C[0].s, C[1].s, C[2].s,
+          C[3].s);
 }
 
 /* One super-block (jl: its index within the staged tile) of the warp's
@@ -362,41 +487,43 @@ static ptx_reg emit_a_pair(ptx_builder *b, ptx_reg word, int high, int odd_bytes
 static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, const tc_raw *raw, ptx_reg jl,
                             const tc_addr *next, const char *more, ptx_reg acc[2][4]) {
   ptx_comment(b, "scales of chunk t (sub-blocks 2t, 2t+1) of rows g and g+8; lanes share them below");
-  ptx_reg A[2][4], E[2][4];
-  for (int r = 0; r < 2; r++) {
-    q4k_emit_scales(b, &L->q, raw->h[r], A[r], E[r]);
-    for (int s = 0; s < 2; s++) ptx_op2i(b, "mul.rn.f32", A[r][s], A[r][s], "0f3F000000"); /* 16a: exact */
-  }
+  tc_scales sc[2];
+  for (int r = 0; r < 2; r++) sc[r] = emit_scales(b, L, raw->h[r]);
   ptx_comment(b, "each part of raw is loaded again, for the next super-block, once it is used");
   emit_load_header(b, next, more, raw);
-  ptx_reg xs_sb = ptx_new(b, PTX_B32), xsum_sb = ptx_new(b, PTX_B32);
+  ptx_reg xs_sb = ptx_new(b, PTX_B32), xmin_sb = ptx_new(b, PTX_B32), inv_sb = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xs_sb.s, jl.s, p->sb_bytes, L->xs.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xsum_sb.s, jl.s, 8 * p->sum_cols * 4, L->xsum.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xmin_sb.s, jl.s, p->sb_bytes, L->xmin.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", inv_sb.s, jl.s, p->cols * 4, L->inv.s);
+  /* four independent mma chains per column tile, [part][half], each over
+   * the super-block's 8 steps of that half: their latencies overlap */
+  ptx_reg C[PARTS][2][2][4];
   for (uint32_t c = 0; c < 4; c++) {
-    ptx_comment(b, "chunk %u: the scale and min of sub-blocks %u, %u from lane 4g+%u", c, 2 * c, 2 * c + 1, c);
-    ptx_reg sA[2][2], sE[2][2]; /* [half][row] */
-    for (int h = 0; h < 2; h++)
+    ptx_comment(b, "chunk %u: sub-blocks %u, %u; their scales from lane 4g+%u", c, 2 * c, 2 * c + 1, c);
+    ptx_reg S[2][2], N[2][2]; /* [half][row] */
+    for (int r = 0; r < 2; r++)
+      for (int h = 0; h < 2; h++) {
+        S[h][r] = ptx_new(b, PTX_B32);
+        N[h][r] = ptx_new(b, PTX_B32);
+        ptx_ins(b, "shfl.sync.idx.b32 %s, %s, %s, 31, 0xffffffff;", S[h][r].s, h ? sc[r].high.s : sc[r].low.s,
+                L->owner[c].s);
+        ptx_op3(b, "mul.rn.f16x2", N[h][r], S[h][r], L->f16_neg1024);
+      }
+    ptx_reg a[2][2][4]; /* [half][step] {row g bytes 0,2; row g+8 bytes 0,2; row g bytes 1,3; row g+8 bytes 1,3} */
+    for (uint32_t s = 0; s < 2; s++) {
+      ptx_reg odd[2];
       for (int r = 0; r < 2; r++) {
-        sA[h][r] = ptx_new(b, PTX_F32);
-        sE[h][r] = ptx_new(b, PTX_F32);
-        ptx_ins(b, "shfl.sync.idx.b32 %s, %s, %s, 31, 0xffffffff;", sA[h][r].s, A[r][h].s, L->owner[c].s);
-        ptx_ins(b, "shfl.sync.idx.b32 %s, %s, %s, 31, 0xffffffff;", sE[h][r].s, E[r][h].s, L->owner[c].s);
+        odd[r] = ptx_new(b, PTX_B32);
+        ptx_op2i(b, "shr.u32", odd[r], raw->q[r][c][s], "8");
       }
-    /* Both sub-blocks of the chunk at once, each step's mma a chain of its
-     * own: four independent chains of three (lo, mid, hi), so that one
-     * mma's latency hides behind the others'. */
-    ptx_comment(b, "sub-blocks %u, %u: C = sum((1 + q/16) x), per step lo + mid + hi parts by mma, steps added", 2 * c,
-                2 * c + 1);
-    ptx_reg a[2][2][4]; /* [half][step] {a01, a23, a45, a67} */
-    for (uint32_t h = 0; h < 2; h++)
-      for (uint32_t s = 0; s < 2; s++) {
-        a[h][s][0] = emit_a_pair(b, raw->q[0][c][s], (int)h, 0);
-        a[h][s][1] = emit_a_pair(b, raw->q[1][c][s], (int)h, 0);
-        a[h][s][2] = emit_a_pair(b, raw->q[0][c][s], (int)h, 1);
-        a[h][s][3] = emit_a_pair(b, raw->q[1][c][s], (int)h, 1);
+      for (uint32_t h = 0; h < 2; h++) {
+        a[h][s][0] = emit_a(b, L, raw->q[0][c][s], (int)h, S[h][0], N[h][0]);
+        a[h][s][1] = emit_a(b, L, raw->q[1][c][s], (int)h, S[h][1], N[h][1]);
+        a[h][s][2] = emit_a(b, L, odd[0], (int)h, S[h][0], N[h][0]);
+        a[h][s][3] = emit_a(b, L, odd[1], (int)h, S[h][1], N[h][1]);
       }
+    }
     emit_load_chunk(b, next, c, more, raw);
-    ptx_reg C[2][2][2][4]; /* [half][step][column tile] */
     for (uint32_t pt = 0; pt < PARTS; pt++) {
       for (uint32_t h = 0; h < 2; h++)
         for (uint32_t t = 0; t < p->nt; t++)
@@ -408,31 +535,39 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
           for (uint32_t t = 0; t < p->nt; t++) {
             ptx_reg D[4];
             for (int i = 0; i < 4; i++) D[i] = ptx_new(b, PTX_F32);
-            const ptx_reg *Cin = pt == 0 ? (const ptx_reg[4]){L->zero, L->zero, L->zero, L->zero} : C[h][s][t];
-            ptx_ins(b,
-                    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, "
-                    "{%s, %s}, {%s, %s, %s, %s};",
-                    D[0].s, D[1].s, D[2].s, D[3].s, a[h][s][0].s, a[h][s][1].s, a[h][s][2].s, a[h][s][3].s,
-                    L->B[h][t][2 * s].s, L->B[h][t][2 * s + 1].s, Cin[0].s, Cin[1].s, Cin[2].s, Cin[3].s);
-            for (int i = 0; i < 4; i++) C[h][s][t][i] = D[i];
+            const ptx_reg zero[4] = {L->zero, L->zero, L->zero, L->zero};
+            emit_mma16(b, D, a[h][s], L->B[h][t][2 * s], L->B[h][t][2 * s + 1],
+                       c == 0 && s == 0 ? zero : C[pt][h][t]);
+            for (int i = 0; i < 4; i++) C[pt][h][t][i] = D[i];
           }
     }
-    for (uint32_t h = 0; h < 2; h++) {
-      const uint32_t sub = 2 * c + h;
-      for (uint32_t t = 0; t < p->nt; t++) {
-        ptx_reg xsum[2];
-        xsum[0] = ptx_new(b, PTX_F32);
-        xsum[1] = ptx_new(b, PTX_F32);
-        ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", xsum[0].s, xsum[1].s, xsum_sb.s,
-                (sub * p->sum_cols + 8 * t) * 4);
-        for (int i = 0; i < 4; i++) {
-          const int r = i / 2;
-          ptx_reg sum = ptx_new(b, PTX_F32);
-          ptx_op3(b, "add.rn.f32", sum, C[h][0][t][i], C[h][1][t][i]);
-          ptx_op4(b, "fma.rn.f32", acc[t][i], sA[h][r], sum, acc[t][i]);
-          ptx_op4(b, "fma.rn.f32", acc[t][i], sE[h][r], xsum[i % 2], acc[t][i]);
-        }
-      }
+  }
+  ptx_comment(b, "the mins: sum_j m_j sum_j(x) by one m16n8k8 per part, lo then hi; then the super-block's sum");
+  for (uint32_t t = 0; t < p->nt; t++) {
+    ptx_ins(b, "@%s ld.shared.v2.b32 {%s, %s}, [%s+%u];", L->bvalid[t].s, L->Bmin[t][0].s, L->Bmin[t][1].s,
+            xmin_sb.s, t * p->lanes * MIN_REC_LANE);
+    ptx_reg M[4], inv[2];
+    for (int i = 0; i < 4; i++) M[i] = ptx_new(b, PTX_F32);
+    for (uint32_t pt = 0; pt < PARTS; pt++) {
+      const ptx_reg *Cin = pt == 0 ? (const ptx_reg[4]){L->zero, L->zero, L->zero, L->zero} : M;
+      ptx_ins(b,
+              "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%s, %s, %s, %s}, {%s, %s}, {%s}, "
+              "{%s, %s, %s, %s};",
+              M[0].s, M[1].s, M[2].s, M[3].s, sc[0].mins.s, sc[1].mins.s, L->Bmin[t][pt].s, Cin[0].s, Cin[1].s,
+              Cin[2].s, Cin[3].s);
+    }
+    inv[0] = ptx_new(b, PTX_F32);
+    inv[1] = ptx_new(b, PTX_F32);
+    ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", inv[0].s, inv[1].s, inv_sb.s, 32 * t);
+    for (int i = 0; i < 4; i++) {
+      const int r = i / 2;
+      ptx_reg lo = ptx_new(b, PTX_F32), hi = ptx_new(b, PTX_F32), sum = ptx_new(b, PTX_F32);
+      ptx_op3(b, "add.rn.f32", lo, C[0][0][t][i], C[0][1][t][i]);
+      ptx_op3(b, "add.rn.f32", hi, C[1][0][t][i], C[1][1][t][i]);
+      ptx_op3(b, "add.rn.f32", sum, lo, hi);
+      ptx_op3(b, "mul.rn.f32", sum, sum, sc[r].d);
+      ptx_op4(b, "fma.rn.f32", sum, M[i], sc[r].neg_dmin64, sum);
+      ptx_op4(b, "fma.rn.f32", acc[t][i], sum, inv[i % 2], acc[t][i]);
     }
   }
 }
@@ -453,15 +588,17 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
   ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, p->splits == 1 ? 0 : p->splits == 2 ? 1 : p->splits == 4 ? 2 : 3);
   q4k_scale_consts(b, q);
   q->xs_base = ptx_new(b, PTX_B32);
-  q->xsum_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", q->xs_base.s);
-  ptx_ins(b, "add.u32 %s, %s, %u;", q->xsum_base.s, q->xs_base.s, p->xs_bytes);
   L->xs = ptx_new(b, PTX_B32);
-  L->xsum = ptx_new(b, PTX_B32);
+  L->xmin = ptx_new(b, PTX_B32);
+  L->inv = ptx_new(b, PTX_B32);
   L->red = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", L->xs.s, q->lane.s, q->xs_base.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", L->xsum.s, L->t.s, q->xsum_base.s); /* columns 2t, 2t+1 */
-  ptx_ins(b, "add.u32 %s, %s, %u;", L->red.s, q->xsum_base.s, p->xsum_bytes);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", L->xmin.s, q->lane.s, MIN_REC_LANE, q->xs_base.s);
+  ptx_ins(b, "add.u32 %s, %s, %u;", L->xmin.s, L->xmin.s, p->min_off);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", L->inv.s, L->t.s, q->xs_base.s); /* columns 2t, 2t+1 */
+  ptx_ins(b, "add.u32 %s, %s, %u;", L->inv.s, L->inv.s, p->xs_bytes);
+  ptx_ins(b, "add.u32 %s, %s, %u;", L->red.s, q->xs_base.s, p->xs_bytes + p->inv_bytes);
   for (uint32_t t = 0; t < p->nt; t++) {
     const uint32_t cols = p->m - 8 * t < 8 ? p->m - 8 * t : 8;
     L->bvalid[t] = ptx_new(b, PTX_PRED);
@@ -471,6 +608,10 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
         L->B[h][t][i] = ptx_new(b, PTX_B32);
         ptx_op1i(b, "mov.b32", L->B[h][t][i], "0");
       }
+    for (uint32_t pt = 0; pt < PARTS; pt++) {
+      L->Bmin[t][pt] = ptx_new(b, PTX_B32);
+      ptx_op1i(b, "mov.b32", L->Bmin[t][pt], "0");
+    }
   }
   for (uint32_t c = 0; c < 4; c++) {
     L->owner[c] = ptx_new(b, PTX_B32);
@@ -479,6 +620,14 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
   }
   L->zero = ptx_new(b, PTX_F32);
   ptx_op1i(b, "mov.b32", L->zero, "0f00000000");
+  L->f16_1024 = ptx_imm_b32(b, 0x64006400u);
+  L->f16_neg1024 = ptx_imm_b32(b, 0xE400E400u);
+  L->f16_sixteenth = ptx_imm_b32(b, 0x2C002C00u);
+  L->f16_exp_bytes = ptx_imm_b32(b, 0x64646464u);
+  /* prmt: bytes 2(t%2), 2(t%2)+1 of the first word into bytes 0 and 2, 0x64 (byte 4) into bytes 1, 3 */
+  L->sel_pair = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 1;", L->sel_pair.s, L->t.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 0x202, 0x4140;", L->sel_pair.s, L->sel_pair.s);
 }
 
 /* The split's super-blocks of the staged tile [t0, t0 + len): j = t0 +
@@ -569,7 +718,7 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_entry_blocks(&b, out->entry, params, 3, 1, TC_THREADS, two ? 2 : 1);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
                   "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
-                  "(%u tile(s)) as bf16 B fragments",
+                  "(%u tile(s)) as f16 B fragments",
               p.m, p.n, p.m, p.k, p.n, p.k, p.tpb, p.splits, p.groups, p.kt, p.ktiles);
   tc_lane L;
   emit_lane_consts(&b, &p, &L);
