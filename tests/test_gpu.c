@@ -190,6 +190,61 @@ ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
   ptxq_close(ctx);
 }
 
+/* x far from 1 in either direction, within one batch: the tensor-core
+ * kernel scales each super-block of each batch row by its own power of two
+ * (ptxgen/gemv_tc.c), and the FMA kernel must not care. Rows: tiny, huge,
+ * super-blocks of four magnitudes 2^48 apart, zero but for one super-block,
+ * one outlier per super-block, and below where the power of two is clamped
+ * (2^-118). Each row is judged on its own scale, and must equal its own
+ * m = 1 product bit for bit. */
+Test(gpu, accuracy_over_the_range_of_x) {
+  enum { K = 2048, N = 333, M = 6 };
+  for (int tc = 0; tc < 2; tc++) {
+    ptxq_ctx *ctx = tc ? open_tensor_cores_or_skip() : open_or_skip(NULL);
+    uint64_t seed = fresh_seed();
+    rng r = {seed};
+    size_t w_bytes;
+    uint8_t *w = random_q4k(&r, K, N, &w_bytes);
+    upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, K, N, w_bytes);
+    float *x = random_floats(&r, (size_t)M * K);
+    for (uint32_t c = 0; c < K; c++) {
+      const uint32_t sb = c / 256;
+      x[0 * K + c] = ldexpf(x[0 * K + c], -100);
+      x[1 * K + c] = ldexpf(x[1 * K + c], 100);
+      x[2 * K + c] = ldexpf(x[2 * K + c], 16 * (int)(sb % 4) * 3 - 72);
+      if (sb != 5) x[3 * K + c] = 0.0f;
+      if (c % 256 == 77) x[4 * K + c] *= 1000.0f;
+      x[5 * K + c] = ldexpf(x[5 * K + c], -118);
+    }
+    double *ref = checked_malloc((size_t)M * N * sizeof *ref);
+    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, K, N, x, M, ref), PTXQ_OK);
+    ptxq_dev dx = device_alloc(ctx, (size_t)M * K * sizeof(float));
+    ptxq_dev dy = device_alloc(ctx, (size_t)M * N * sizeof(float));
+    cr_assert_eq(ptxq_upload(ctx, dx, x, (size_t)M * K * sizeof(float)), PTXQ_OK);
+    float *y = checked_malloc((size_t)M * N * sizeof *y), *single = checked_malloc(N * sizeof *single);
+    poison(ctx, dy, (size_t)M * N * sizeof(float));
+    cr_assert_eq(ptxq_gemv(ctx, "w", dx, dy, M), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    cr_assert_eq(ptxq_download(ctx, y, dy, (size_t)M * N * sizeof(float)), PTXQ_OK);
+    for (uint32_t i = 0; i < M; i++) {
+      double err = relative_error_over(y + (size_t)i * N, ref + (size_t)i * N, N, N);
+      cr_assert(err <= TOLERANCE, "seed %llu tc=%d: batch row %u: relative error %.3g > %g",
+                (unsigned long long)seed, tc, i, err, TOLERANCE);
+      poison(ctx, dy, N * sizeof(float));
+      cr_assert_eq(ptxq_gemv(ctx, "w", dx + (size_t)i * K * sizeof(float), dy, 1), PTXQ_OK, "%s",
+                   ptxq_last_error(ctx));
+      cr_assert_eq(ptxq_download(ctx, single, dy, N * sizeof(float)), PTXQ_OK);
+      cr_assert(memcmp(single, y + (size_t)i * N, N * sizeof(float)) == 0,
+                "seed %llu tc=%d: batch row %u differs from its m=1 product", (unsigned long long)seed, tc, i);
+    }
+    free(single);
+    free(y);
+    free(ref);
+    free(x);
+    free(w);
+    ptxq_close(ctx);
+  }
+}
+
 /* ---- the context and its resources ----------------------------------------- */
 
 Test(gpu, device_info_is_plausible) {
