@@ -45,14 +45,18 @@
  * Work split
  *   A warp owns a tile of 16 rows and the super-blocks j = split (mod
  *   splits) of k; a block of 8 warps holds 8/splits tiles. splits is the
- *   largest of 1, 2, 4, 8 whose blocks still fit one wave of two blocks
- *   per SM of an H100 (264): the fewest warps per tile, so the longest
- *   loops, without a second, partial wave (n = 4096: 8, 256 blocks;
- *   n = 14336: 2, 224 blocks; n = 128256: 1). Never more than the
+ *   largest of 1, 2, 4, 8 whose 8-warp blocks still fit one wave of two
+ *   blocks per SM of an H100 (264): the fewest warps per tile, so the
+ *   longest loops, without a second, partial wave (n = 4096: 8, 256
+ *   blocks; n = 14336: 2, 224 blocks; n = 128256: 1). Never more than the
  *   super-blocks. The warps of a tile add their sums in shared memory,
  *   split 0 first.
  *   x (all m rows) is staged once per block where it fits the shared
- *   memory, else k is cut into tiles staged in turn.
+ *   memory, else k is cut into tiles staged in turn. Where two blocks'
+ *   staged x do not fit an SM (several batch rows, or long rows), the one
+ *   block that does takes 16 warps: they share its staged x, and the SM
+ *   keeps 16 warps' loads in flight (H100, m = 8: 14336x4096 27.1 -> 22.7
+ *   µs, 4096x14336 53.8 -> 37.6; fourteenth session).
  *
  * Batch invariance: an output's sums run in one order for every m (its
  * split's super-blocks in increasing j; in each, the mma chains in a fixed
@@ -68,8 +72,7 @@
 #include "kernels.h"
 
 #define Q4K_BLOCK_BYTES 144u
-#define TC_WARPS 8u
-#define TC_THREADS (TC_WARPS * 32u)
+#define TC_WARPS 8u           /* per block, two blocks per SM; 16 where one block fits (tc_plan_for) */
 #define TC_GRID_CAP 1024u     /* blocks at most; more row groups are walked with a grid stride */
 #define TC_WAVE_BLOCKS 264u /* two blocks on each of an H100's 132 SMs */
 #define PARTS 2u              /* f16 parts of x: lo, hi */
@@ -87,6 +90,8 @@ typedef struct tc_plan {
   uint32_t nsb;        /* super-blocks per row */
   uint32_t row_tiles;  /* tiles of 16 rows */
   uint32_t splits;     /* warps sharing a tile */
+  uint32_t warps;      /* per block */
+  uint32_t blocks_per_sm;
   uint32_t tpb;        /* tiles per block */
   uint32_t groups;     /* blocks' worth of tiles */
   uint32_t nt;         /* 8-column tiles of the batch */
@@ -127,43 +132,61 @@ static uint32_t staged_per_sb(uint32_t m) {
   return STEPS_PER_SB * nt * PARTS * lanes * 8 + nt * lanes * MIN_REC_LANE + 8 * nt * 4;
 }
 
-static uint32_t reduce_bytes(uint32_t m, uint32_t splits) { return splits > 1 ? TC_THREADS * 16 * ((m + 7) / 8) : 0; }
+static uint32_t reduce_bytes(uint32_t m, uint32_t splits, uint32_t warps) {
+  return splits > 1 ? warps * 32 * 16 * ((m + 7) / 8) : 0;
+}
 
 /* The most warps a tile may be split over on a target: a staged tile of k
  * must give each split a super-block even at the largest batch, and splits
  * must not depend on m (it sets the order of the sums). */
 static uint32_t max_splits(uint32_t sm) {
   uint32_t s = TC_WARPS;
-  while (s > 1 && s * staged_per_sb(PTXGEN_GEMV_MAX_M) + reduce_bytes(PTXGEN_GEMV_MAX_M, s) > shared_budget(sm))
+  while (s > 1 && s * staged_per_sb(PTXGEN_GEMV_MAX_M) + reduce_bytes(PTXGEN_GEMV_MAX_M, s, TC_WARPS) > shared_budget(sm))
     s /= 2;
   return s;
+}
+
+/* The block's share of the plan: tiles, reduction, x's tiles of k. */
+static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
+  p->warps = warps;
+  p->tpb = warps / p->splits;
+  p->groups = (p->row_tiles + p->tpb - 1) / p->tpb;
+  p->red_bytes = reduce_bytes(p->m, p->splits, warps);
+  const uint32_t fit = (shared_budget(p->sm) - p->red_bytes) / staged_per_sb(p->m); /* >= splits (max_splits) */
+  /* a tile gives every split the same number of super-blocks; which tile
+   * a super-block is staged in does not change the order of the sums */
+  p->kt = fit >= p->nsb ? p->nsb : fit / p->splits * p->splits;
+  p->ktiles = (p->nsb + p->kt - 1) / p->kt;
+  p->xs_bytes = p->kt * p->sb_bytes;
+  p->inv_bytes = p->kt * p->cols * 4;
+  p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes;
 }
 
 static tc_plan tc_plan_for(const ptxgen_spec *s) {
   tc_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm};
   p.nsb = s->k / 256;
   p.row_tiles = (s->n + 15) / 16;
+  /* splits from n and k only (they set the order of the sums) */
   p.splits = 1;
   const uint32_t most = max_splits(s->sm);
   while (p.splits < most && p.splits * 2 <= p.nsb &&
          (p.row_tiles * p.splits * 2 + TC_WARPS - 1) / TC_WARPS <= TC_WAVE_BLOCKS)
     p.splits *= 2;
-  p.tpb = TC_WARPS / p.splits;
-  p.groups = (p.row_tiles + p.tpb - 1) / p.tpb;
   p.nt = (s->m + 7) / 8;
   p.lanes = 4 * (s->m < 8 ? s->m : 8);
   p.rec_bytes = p.lanes * 16;
   p.min_off = 8 * p.nt * PARTS * p.rec_bytes;
   p.sb_bytes = p.min_off + p.nt * p.lanes * MIN_REC_LANE;
   p.cols = 8 * p.nt;
-  p.red_bytes = reduce_bytes(s->m, p.splits);
-  const uint32_t fit = (shared_budget(s->sm) - p.red_bytes) / staged_per_sb(s->m); /* >= splits (max_splits) */
-  /* a tile gives every split the same number of super-blocks */
-  p.kt = fit >= p.nsb ? p.nsb : fit / p.splits * p.splits;
-  p.ktiles = (p.nsb + p.kt - 1) / p.kt;
-  p.xs_bytes = p.kt * p.sb_bytes;
-  p.inv_bytes = p.kt * p.cols * 4;
-  p.shared_bytes = p.xs_bytes + p.inv_bytes + p.red_bytes;
+  tc_plan_blocks(&p, TC_WARPS);
+  /* Two blocks per SM where their staged x fits: 16 warps keep more loads
+   * in flight than 8. ptxas then holds 128 registers, which one column
+   * tile takes without spilling. Where only one fits (x of many batch rows
+   * or long rows), that block takes 16 warps instead, at the same 128
+   * registers, sharing its staged x; two column tiles (m > 8) need more
+   * registers and keep one block of 8 warps. */
+  p.blocks_per_sm = p.nt == 1 && 2 * (p.shared_bytes + 1024) <= sm_shared(p.sm) ? 2 : 1;
+  if (p.blocks_per_sm == 1 && p.nt == 1) tc_plan_blocks(&p, 2 * TC_WARPS);
   return p;
 }
 
@@ -308,7 +331,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     in[u] = ptx_new(b, PTX_PRED);
     col[u] = ptx_new(b, PTX_B32);
     jl[u] = ptx_new(b, PTX_B32);
-    ptx_ins(b, "add.u32 %s, %s, %u;", tk.s, task.s, u * TC_WARPS);
+    ptx_ins(b, "add.u32 %s, %s, %u;", tk.s, task.s, u * p->warps);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[u].s, tk.s, total.s);
     ptx_ins(b, "div.u32 %s, %s, %s;", col[u].s, tk.s, len.s);
     ptx_ins(b, "mul.lo.u32 %s, %s, %s;", jl[u].s, col[u].s, len.s);
@@ -425,7 +448,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
       ptx_ins(b, "@%s st.shared.b16 [%s+%u], %s;", write.s, mrec.s, min_off + 4, sh.s);
     }
   }
-  ptx_ins(b, "add.u32 %s, %s, %u;", task.s, task.s, STAGE_TASKS * TC_WARPS);
+  ptx_ins(b, "add.u32 %s, %s, %u;", task.s, task.s, STAGE_TASKS * p->warps);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
 }
@@ -711,11 +734,7 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"};
-  /* Two blocks per SM where their staged x fits: 16 warps keep more loads
-   * in flight than 8. ptxas then holds 128 registers, which one column
-   * tile takes without spilling (two spill: m > 8 gets one block). */
-  const bool two = p.nt == 1 && 2 * (p.shared_bytes + 1024) <= sm_shared(p.sm);
-  ptx_entry_blocks(&b, out->entry, params, 3, 1, TC_THREADS, two ? 2 : 1);
+  ptx_entry_blocks(&b, out->entry, params, 3, 1, p.warps * 32, p.blocks_per_sm);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
                   "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
                   "(%u tile(s)) as f16 B fragments",
@@ -798,6 +817,6 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
   const uint32_t grid = p.groups < TC_GRID_CAP ? p.groups : TC_GRID_CAP;
-  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {TC_THREADS, 1, 1}, p.shared_bytes};
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.warps * 32, 1, 1}, p.shared_bytes};
   return PTXGEN_OK;
 }
