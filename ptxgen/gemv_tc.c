@@ -287,9 +287,9 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
 /* Stages super-blocks [t0, t0 + len) of x (t0, len registers) into shared
  * memory as B fragments, with each one's min record and 2^-e.
  *
- * A warp stages whole super-blocks of one column (task T = col*len + jl,
- * tasks warp, warp + 8, ...), so that it finds their largest |x| by a
- * butterfly. Lane l takes float4s e = l and l + 32: weights 4e.. of the
+ * A warp stages whole super-blocks of one column (task T = jl*m + col, so
+ * that the divisor is a constant; tasks warp, warp + warps, ...), so that
+ * it finds their largest |x| by a butterfly. Lane l takes float4s e = l and l + 32: weights 4e.. of the
  * super-block, of chunk e/16, sub-block e/8, lane t = (e/2)%4 and step
  * e%2. So it goes to the record of sub-block e/8 (of the tile) and column
  * tile col/8, lane 4*(col%8) + t, bytes 8*(e%2) of the lane's 16, as the B
@@ -333,9 +333,9 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     jl[u] = ptx_new(b, PTX_B32);
     ptx_ins(b, "add.u32 %s, %s, %u;", tk.s, task.s, u * p->warps);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[u].s, tk.s, total.s);
-    ptx_ins(b, "div.u32 %s, %s, %s;", col[u].s, tk.s, len.s);
-    ptx_ins(b, "mul.lo.u32 %s, %s, %s;", jl[u].s, col[u].s, len.s);
-    ptx_ins(b, "sub.u32 %s, %s, %s;", jl[u].s, tk.s, jl[u].s);
+    ptx_ins(b, "div.u32 %s, %s, %u;", jl[u].s, tk.s, p->m);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", col[u].s, jl[u].s, p->m);
+    ptx_ins(b, "sub.u32 %s, %s, %s;", col[u].s, tk.s, col[u].s);
     ptx_reg fi = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
     ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, t0.s, jl[u].s);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", fi.s, col[u].s, p->k / 256, fi.s); /* super-block in x */
