@@ -109,7 +109,8 @@ typedef struct ptxgen_spec {
    * exact in f16 and x (scaled by a power of two per super-block) is cut
    * into two f16 parts that keep 22 of its 24 bits, so the result keeps
    * fp32 accuracy and is batch invariant like the default (its bits differ
-   * from the default's). sm >= 80; no glu, n2 or rope;
+   * from the default's). W in the tile layout of ptxgen_q4k_tc_tiles (a
+   * tensor-core context stores Q4_K weights so). sm >= 80; no glu, n2 or rope;
    * rows, warps and preload stay 0. 0 (absent from the key): the FMA kernel. */
   uint32_t tc;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
@@ -172,6 +173,17 @@ uint32_t ptxgen_q6k_row_stride(uint32_t k);
 /* Repacks n rows of k weights (k % 256 == 0) of GGUF Q6_K bytes into dst
  * (n * ptxgen_q6k_row_stride(k) bytes, padding zeroed). */
 void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst);
+
+/* Q4_K rows for the tensor-core GEMV (tc=1) are stored in tiles of 16
+ * rows, the last padded with zero rows: tile T holds super-block j of its
+ * 16 rows together, row r of the tile at byte (T * k/256 + j) * 2304 +
+ * r * 144. A warp then reads 2304 contiguous bytes per super-block instead
+ * of 144 bytes from each of 16 rows. The values are unchanged; only their
+ * places move. */
+uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n);
+/* Rearranges n rows of k weights (k % 256 == 0) of GGUF Q4_K bytes into dst
+ * (ptxgen_q4k_tc_bytes(k, n) bytes, the padding rows zeroed). */
+void ptxgen_q4k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst);
 
 /* The table of kinds; *count receives its length. */
 const ptxgen_kind_info *ptxgen_kinds(size_t *count);

@@ -62,9 +62,11 @@ typedef struct ptxq_options {
    * (q4k_gemv keys with tc=1; target_sm >= 80): m = 8 costs 1.04-1.7x its
    * m = 1 on large shapes (the default: 2.5-2.7x), but its m = 1 is 6-21%
    * slower than the default's (H100 figures in bench/RESULTS.md). Same
-   * accuracy and batch invariance, other bits than the default; the FFN's
-   * gate and up then run apart (no fused epilogue), and ptxq_gemv_multi and
-   * the RoPE epilogue keep the default kernels. 0: the default. */
+   * accuracy and batch invariance, other bits than the default. Q4_K
+   * weights are then stored in the tensor-core kernel's tiles of 16 rows;
+   * the FFN's gate and up run apart (no fused epilogue), and
+   * ptxq_gemv_multi runs each Q4_K weight as its own product, then RoPE as
+   * its own kernel. 0: the default. */
   int tensor_cores;
 } ptxq_options;
 
@@ -145,8 +147,10 @@ int ptxq_weight_free(ptxq_ctx *ctx, const char *name);
 typedef struct ptxq_weight_info {
   ptxq_type type;
   uint32_t k, n;
-  size_t bytes;
-  ptxq_dev data;
+  size_t bytes;  /* as uploaded (ptxq_weight_bytes) */
+  ptxq_dev data; /* the device copy, in the layout its GEMV reads: Q6_K
+                    repacked (ptxgen_q6k_repack); Q4_K in a tensor-core
+                    context in tiles of 16 rows (ptxgen_q4k_tc_tiles) */
 } ptxq_weight_info;
 
 int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info);

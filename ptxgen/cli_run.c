@@ -231,7 +231,8 @@ int run_report_ptxq(const ptxq_ctx *ctx, const char *what, int status) {
 }
 
 int run_open_device(const char *key, const ptxgen_spec *spec, uint64_t seed, ptxq_ctx **ctx) {
-  ptxq_options options = {.device = 0, .target_sm = spec->sm};
+  /* a tc=1 key reads Q4_K in the tile layout a tensor-core context stores */
+  ptxq_options options = {.device = 0, .target_sm = spec->sm, .tensor_cores = spec->tc != 0};
   int status = ptxq_open(ctx, &options);
   if (status != PTXQ_OK) return run_report_ptxq(NULL, "ptxq_open", status);
   ptxq_device_info info;

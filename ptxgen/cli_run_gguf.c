@@ -236,7 +236,9 @@ static int launch_key(ptxq_ctx *ctx, const char *key, const gguf_matrix *w, uint
 /* y = x . W^T on the GPU (y arrives filled with NaN). */
 static int gpu_gemv(const run_gguf_request *r, const gguf_matrix *w, uint32_t m, const float *x,
                     float *y) {
-  ptxq_options options = {.device = 0, .target_sm = r->spec ? r->spec->sm : 0};
+  /* a tc=1 key reads Q4_K in the tile layout a tensor-core context stores */
+  ptxq_options options = {.device = 0, .target_sm = r->spec ? r->spec->sm : 0,
+                          .tensor_cores = r->spec != NULL && r->spec->tc != 0};
   ptxq_ctx *ctx = NULL;
   int status = ptxq_open(&ctx, &options);
   if (status != PTXQ_OK) return run_report_ptxq(NULL, "ptxq_open", status);

@@ -12,10 +12,13 @@
  *
  * Q6_K weights are stored on the device in the layout the Q6_K GEMV reads:
  * each row's 210-byte super-blocks repacked into planes (ptxgen_q6k_repack,
- * rows padded to 16 bytes). The repacking runs on the host through a
- * bounded buffer, a slice of rows at a time, so a large tensor never needs
- * a second full copy in host memory. ptxq_weight_info still reports the
- * GGUF byte count the caller uploaded.
+ * rows padded to 16 bytes). In a tensor-core context Q4_K weights are
+ * stored in the tile layout of the tensor-core GEMV (ptxgen_q4k_tc_tiles:
+ * 16 rows' super-blocks together, the last tile padded with zero rows).
+ * The repacking runs on the host through a bounded buffer, a slice of rows
+ * at a time, so a large tensor never needs a second full copy in host
+ * memory. ptxq_weight_info still reports the GGUF byte count the caller
+ * uploaded.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -162,43 +165,66 @@ static int copy_to_device(ptxq_ctx *ctx, const char *name, CUdeviceptr dst, cons
   return PTXQ_OK;
 }
 
-/* Bytes of the device copy: the GGUF bytes, except for Q6_K's padded,
- * repacked rows. */
+/* A layout the device copy is repacked into: rows of dst_row bytes, in
+ * groups of `group` rows (the last padded to a whole group). */
+typedef struct repacking {
+  const char *what;
+  uint64_t src_row, dst_row;
+  uint32_t group;
+  void (*repack)(const void *src, uint32_t k, uint32_t n, void *dst);
+} repacking;
+
+/* The repacking of a weight of this type in this context; false where the
+ * GGUF bytes are stored as they are. */
+static bool repacking_for(const ptxq_ctx *ctx, ptxq_type type, uint32_t k, repacking *out) {
+  const uint64_t blocks = k / PTXQ_QK_K;
+  if (type == PTXQ_TYPE_Q6_K) {
+    *out = (repacking){"Q6_K rows", blocks * PTXQ_Q6_K_BLOCK_BYTES, ptxgen_q6k_row_stride(k), 1,
+                       ptxgen_q6k_repack};
+    return true;
+  }
+  if (type == PTXQ_TYPE_Q4_K && ctx->tensor_cores) {
+    *out = (repacking){"Q4_K tiles", blocks * PTXQ_Q4_K_BLOCK_BYTES, blocks * PTXQ_Q4_K_BLOCK_BYTES, 16,
+                       ptxgen_q4k_tc_tiles};
+    return true;
+  }
+  return false;
+}
+
+/* Bytes of the device copy: the GGUF bytes, or the repacked layout's. */
 static int device_bytes(const ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k,
                         uint32_t n, size_t gguf_bytes, size_t *out) {
-  if (type != PTXQ_TYPE_Q6_K) {
+  repacking r;
+  if (!repacking_for(ctx, type, k, &r)) {
     *out = gguf_bytes;
     return PTXQ_OK;
   }
-  uint64_t stride = ptxgen_q6k_row_stride(k); /* < 2^32 for any k < 2^32 */
-  if (stride > SIZE_MAX / n)
-    return ptxq__fail(ctx, PTXQ_ERR_INVALID,
-                      "weight '%s': Q6_K k=%u n=%u: the repacked size overflows size_t", name, k,
-                      n);
-  *out = (size_t)(stride * n);
+  const uint64_t rows = ((uint64_t)n + r.group - 1) / r.group * r.group; /* dst_row < 2^32 for any k */
+  if (r.dst_row > SIZE_MAX / rows)
+    return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': %s k=%u n=%u: the repacked size overflows size_t",
+                      name, ptxq__type_name(type), k, n);
+  *out = (size_t)(r.dst_row * rows);
   return PTXQ_OK;
 }
 
-/* Repacks Q6_K rows (ptxgen_q6k_repack) a slice at a time into a bounded
- * host buffer and copies each slice into place. Context current. */
-static int upload_q6k(ptxq_ctx *ctx, const char *name, uint32_t k, uint32_t n, const void *data,
-                      CUdeviceptr buffer) {
-  const size_t src_row = (size_t)(k / PTXQ_QK_K) * PTXQ_Q6_K_BLOCK_BYTES;
-  const size_t dst_row = ptxgen_q6k_row_stride(k);
-  size_t slice_rows = REPACK_SLICE_BYTES / dst_row;
-  if (slice_rows == 0) slice_rows = 1;
-  if (slice_rows > n) slice_rows = n;
-  unsigned char *slice = malloc(slice_rows * dst_row);
+/* Repacks the rows a slice (of whole groups) at a time into a bounded host
+ * buffer and copies each slice into place. Context current. */
+static int upload_repacked(ptxq_ctx *ctx, const char *name, const repacking *r, uint32_t k, uint32_t n,
+                           const void *data, CUdeviceptr buffer) {
+  size_t slice_rows = REPACK_SLICE_BYTES / r->dst_row / r->group * r->group;
+  if (slice_rows == 0) slice_rows = r->group;
+  if (slice_rows > n) slice_rows = ((size_t)n + r->group - 1) / r->group * r->group;
+  unsigned char *slice = malloc(slice_rows * r->dst_row);
   if (slice == NULL)
-    return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight '%s': no host memory to repack %zu Q6_K rows",
-                      name, slice_rows);
+    return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight '%s': no host memory to repack %zu %s", name, slice_rows,
+                      r->what);
   int status = PTXQ_OK;
   for (uint32_t row = 0; row < n && status == PTXQ_OK; row += (uint32_t)slice_rows) {
     uint32_t rows = n - row < slice_rows ? n - row : (uint32_t)slice_rows;
-    ptxgen_q6k_repack((const unsigned char *)data + (size_t)row * src_row, k, rows, slice);
+    r->repack((const unsigned char *)data + (size_t)row * r->src_row, k, rows, slice);
+    const size_t padded = ((size_t)rows + r->group - 1) / r->group * r->group;
     /* Waited for each time: the next slice reuses the buffer. */
-    status = copy_to_device(ctx, name, buffer + (CUdeviceptr)row * dst_row, slice,
-                            (size_t)rows * dst_row);
+    status = copy_to_device(ctx, name, buffer + (CUdeviceptr)row * r->dst_row, slice, padded * r->dst_row);
   }
   free(slice);
   return status;
@@ -232,8 +258,9 @@ int ptxq_weight_upload(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t
   snprintf(what, sizeof what, "weight '%s'", name);
   status = ptxq__device_alloc(ctx, on_device, what, &buffer);
   if (status == PTXQ_OK) {
-    if (type == PTXQ_TYPE_Q6_K)
-      status = upload_q6k(ctx, name, k, n, data, buffer);
+    repacking r;
+    if (repacking_for(ctx, type, k, &r))
+      status = upload_repacked(ctx, name, &r, k, n, data, buffer);
     else
       status = copy_to_device(ctx, name, buffer, data, bytes);
     if (status == PTXQ_OK) {

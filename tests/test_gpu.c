@@ -694,9 +694,10 @@ Test(gpu, copy_engine_gated_and_multi_give_the_same_bits) {
 }
 
 /* ptxq_gemv_multi gives, for each weight, the bits ptxq_gemv gives: two and
- * three weights, both types, odd n (groups straddle the weights), m 1..16. */
-Test(gpu, gemv_multi_matches_single_products) {
-  ptxq_ctx *ctx = open_or_skip(NULL);
+ * three weights, both types, odd n (groups straddle the weights), m 1..16.
+ * In a tensor-core context Q4_K weights run apart, each on the tensor cores
+ * from its tiles (the last one part padding at these n). */
+static void multi_matches_single(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};
   static const struct { int q6k; uint32_t k, count, m, n[3]; } cases[] = {
@@ -740,6 +741,12 @@ Test(gpu, gemv_multi_matches_single_products) {
     free(got);
   }
   ptxq_close(ctx);
+}
+
+Test(gpu, gemv_multi_matches_single_products) { multi_matches_single(open_or_skip(NULL)); }
+
+Test(gpu, gemv_multi_matches_single_products_with_tensor_cores) {
+  multi_matches_single(open_tensor_cores_or_skip());
 }
 
 /* A large batch of a large multi-weight product runs as launches of 8 rows
@@ -845,9 +852,8 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
  * ptxq_rope: both modes, partial rotation, freq_factors, YaRN, with and
  * without v, both weight types, odd batch sizes, up to m = 16 (past
  * PTXQ__EPILOGUE_MAX_M = 4 the call runs the rope kernel after the
- * products). */
-Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
-  ptxq_ctx *ctx = open_or_skip(NULL);
+ * products; in a tensor-core context, at every m for Q4_K). */
+static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};
   static const struct {
@@ -920,6 +926,12 @@ Test(gpu, gemv_multi_rope_matches_multi_then_rope) {
     free(x);
   }
   ptxq_close(ctx);
+}
+
+Test(gpu, gemv_multi_rope_matches_multi_then_rope) { multi_rope_matches_multi_then_rope(open_or_skip(NULL)); }
+
+Test(gpu, gemv_multi_rope_matches_multi_then_rope_with_tensor_cores) {
+  multi_rope_matches_multi_then_rope(open_tensor_cores_or_skip());
 }
 
 Test(gpu, gemv_multi_rope_rejects_bad_arguments) {

@@ -242,6 +242,28 @@ Test(spec, q6k_repack_moves_every_byte) {
   }
 }
 
+/* The tensor-core tiles put super-block j of row r at tile r/16's
+ * (r/16 * k/256 + j) * 2304 + (r%16) * 144 and zero the rows past n. */
+Test(spec, q4k_tc_tiles_move_every_block) {
+  enum { K = 768, N = 37, NB = K / 256, TILES = 3 };
+  static uint8_t src[N * NB * 144], dst[TILES * 16 * NB * 144];
+  cr_assert_eq(ptxgen_q4k_tc_bytes(K, N), (uint64_t)sizeof dst);
+  cr_assert_eq(ptxgen_q4k_tc_bytes(4096, 14336), 14336ull * 16 * 144);
+  rng_state = 7;
+  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
+  memset(dst, 0xAB, sizeof dst);
+  ptxgen_q4k_tc_tiles(src, K, N, dst);
+  for (int r = 0; r < TILES * 16; r++)
+    for (int j = 0; j < NB; j++) {
+      const uint8_t *at = dst + ((size_t)(r / 16 * NB + j) * 16 + r % 16) * 144;
+      if (r < N) {
+        cr_assert(memcmp(at, src + ((size_t)r * NB + j) * 144, 144) == 0, "row %d super-block %d", r, j);
+      } else {
+        for (int i = 0; i < 144; i++) cr_assert_eq(at[i], 0, "padding row %d super-block %d byte %d", r, j, i);
+      }
+    }
+}
+
 Test(spec, format_refuses_invalid_and_reports_truncation) {
   ptxgen_spec s = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = 4000, .n = 1, .m = 1};
   char key[16];
