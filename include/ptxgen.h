@@ -176,10 +176,12 @@ void ptxgen_q6k_repack(const void *src, uint32_t k, uint32_t n, void *dst);
 
 /* Q4_K rows for the tensor-core GEMV (tc=1) are stored in tiles of 16
  * rows, the last padded with zero rows: tile T holds super-block j of its
- * 16 rows together, row r of the tile at byte (T * k/256 + j) * 2304 +
- * r * 144. A warp then reads 2304 contiguous bytes per super-block instead
- * of 144 bytes from each of 16 rows. The values are unchanged; only their
- * places move. */
+ * 16 rows in the 2304 bytes at (T * k/256 + j) * 2304, in the order the
+ * kernel's lanes load them: for each chunk c of 32 quant bytes, 512 bytes
+ * in which lane 4g + t finds bytes 8t..8t+7 of rows g and g + 8 (16 bytes
+ * at 16 * lane), then the 16 rows' 16-byte headers (d, dmin, scales). A
+ * warp reads a super-block in 6 coalesced 16-byte loads per lane. The
+ * values are unchanged; only their places move. */
 uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n);
 /* Rearranges n rows of k weights (k % 256 == 0) of GGUF Q4_K bytes into dst
  * (ptxgen_q4k_tc_bytes(k, n) bytes, the padding rows zeroed). */

@@ -31,7 +31,7 @@
  * t 0..3) holds A rows g and g+8 at k-slots 2t, 2t+1, 2t+8, 2t+9, B column
  * g at those slots, and D rows g, g+8 at columns 2t, 2t+1. A step is 16
  * weights of one sub-block: lane t reads quant bytes 8t..8t+7 of each
- * 32-byte chunk (one 8-byte load per row), and in step s its word s (bytes
+ * 32-byte chunk (of both rows in one 16-byte load), and in step s its word s (bytes
  * 8t+4s..8t+4s+3) fills slots 2t, 2t+1, 2t+8, 2t+9 with bytes 0, 2, 1, 3:
  * low nibbles are sub-block 2c of chunk c, high nibbles sub-block 2c+1.
  * Lane t decodes the scales of chunk t (sub-blocks 2t, 2t+1) of its two
@@ -43,10 +43,10 @@
  * nothing).
  *
  * Weights: the tile layout (ptxgen_q4k_tc_tiles), where super-block j of
- *   a tile's 16 rows is 2304 contiguous bytes: a warp's loads of one
- *   super-block fall in 18 lines instead of 144-byte pieces of 16 rows
- *   (H100, rows as stored against the tile layout read alike: 128256x4096
- *   m = 1 121 -> 111 µs; fifteenth session).
+ *   a tile's 16 rows is 2304 contiguous bytes, ordered as the lanes load
+ *   them: a warp reads it in 4 + 2 coalesced 16-byte loads per lane
+ *   instead of 144-byte pieces of 16 rows (H100, fifteenth session:
+ *   128256x4096 m = 1 121 -> 111 µs with the 2304 bytes contiguous).
  *
  * Work split
  *   A warp owns a tile of 16 rows and the super-blocks j = split (mod
@@ -85,6 +85,8 @@
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
 #define STAGE_TASKS 2u        /* super-blocks of x a warp stages at once */
 #define TILE_SB_BYTES (16u * Q4K_BLOCK_BYTES) /* one super-block of a tile's 16 rows, contiguous */
+#define TILE_CHUNK_BYTES 512u /* a chunk's quant bytes of the 16 rows: 16 per lane */
+#define TILE_HEADER_BYTES 16u /* d, dmin and the scales of one row */
 #define MIN_REC_LANE 8u       /* bytes per lane of a min record: the lo and hi f16 pairs */
 /* x 2^e has its largest |x| in [2^14, 2^15): e = X_EXP_BIAS - (biased exponent
  * of that |x|), kept within X_EXP_MAX of 0 so that 2^e and 2^-e are normal */
@@ -201,18 +203,25 @@ uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n) {
   return ((uint64_t)n + 15) / 16 * 16 * (k / 256) * Q4K_BLOCK_BYTES;
 }
 
+/* Within a tile's super-block: chunk c's quant bytes first, 512 bytes
+ * each, lane 4g + t's 16 at 16 * lane (its bytes 8t.. of row g, then of row
+ * g + 8: the words its A fragments take); then the 16 rows' headers. */
 void ptxgen_q4k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
   const uint32_t nsb = k / 256, tiles = (n + 15) / 16;
+  static const unsigned char zero[Q4K_BLOCK_BYTES];
   for (uint32_t tile = 0; tile < tiles; tile++)
-    for (uint32_t j = 0; j < nsb; j++)
+    for (uint32_t j = 0; j < nsb; j++) {
+      unsigned char *out = (unsigned char *)dst + ((size_t)tile * nsb + j) * TILE_SB_BYTES;
       for (uint32_t r = 0; r < 16; r++) {
         const uint32_t row = 16 * tile + r;
-        unsigned char *out = (unsigned char *)dst + (((size_t)tile * nsb + j) * 16 + r) * Q4K_BLOCK_BYTES;
-        if (row < n)
-          memcpy(out, (const unsigned char *)src + ((size_t)row * nsb + j) * Q4K_BLOCK_BYTES, Q4K_BLOCK_BYTES);
-        else
-          memset(out, 0, Q4K_BLOCK_BYTES);
+        const unsigned char *in =
+            row < n ? (const unsigned char *)src + ((size_t)row * nsb + j) * Q4K_BLOCK_BYTES : zero;
+        memcpy(out + 4 * TILE_CHUNK_BYTES + r * TILE_HEADER_BYTES, in, TILE_HEADER_BYTES);
+        for (uint32_t c = 0; c < 4; c++)
+          for (uint32_t t = 0; t < 4; t++)
+            memcpy(out + c * TILE_CHUNK_BYTES + 16 * (4 * (r % 8) + t) + 8 * (r / 8), in + 16 + 32 * c + 8 * t, 8);
       }
+    }
 }
 
 /* Registers live for the whole kernel. */
@@ -249,40 +258,36 @@ static void new_raw(ptx_builder *b, tc_raw *r) {
   }
 }
 
-/* Addresses of super-block j (a register) of rows rowp[0], rowp[1]
- * (pointing at the rows' super-block 0): its header, and the lane's quant
- * bytes 8t.. of chunk 0 (chunk c is 32c further). */
+/* Addresses of super-block j (a register) from the lane's pointers into
+ * its tile's super-block 0 (emit_row_pointers): its quant words (chunk c
+ * 512c further) and its rows' headers (row g + 8 128 further). */
 typedef struct tc_addr {
-  ptx_reg h[2], q[2];
+  ptx_reg q, h;
 } tc_addr;
 
 static tc_addr emit_addresses(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j) {
-  tc_addr a;
-  ptx_reg off = ptx_new(b, PTX_B64), qoff = ptx_new(b, PTX_B64), t8 = ptx_new(b, PTX_B32);
+  (void)L;
+  tc_addr a = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
+  ptx_reg off = ptx_new(b, PTX_B64);
   ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, j.s, TILE_SB_BYTES);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, 16;", t8.s, L->t.s);
-  ptx_reg t64 = gemv_u64_of(b, t8);
-  ptx_op3(b, "add.u64", qoff, off, t64);
-  for (int r = 0; r < 2; r++) {
-    a.h[r] = ptx_new(b, PTX_B64);
-    a.q[r] = ptx_new(b, PTX_B64);
-    ptx_op3(b, "add.u64", a.h[r], rowp[r], off);
-    ptx_op3(b, "add.u64", a.q[r], rowp[r], qoff);
-  }
+  ptx_op3(b, "add.u64", a.q, rowp[0], off);
+  ptx_op3(b, "add.u64", a.h, rowp[1], off);
   return a;
 }
 
 /* guard: a predicate's name or NULL */
 static void emit_load_header(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
   for (int r = 0; r < 2; r++)
-    ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s];", guard ? "@" : "", guard ? guard : "",
-            guard ? " " : "", raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s, raw->h[r][3].s, a->h[r].s);
+    ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+            guard ? " " : "", raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s, raw->h[r][3].s, a->h.s,
+            8 * TILE_HEADER_BYTES * r);
 }
 
+/* Chunk c of both rows: one 16-byte load (tile layout). */
 static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const char *guard, const tc_raw *raw) {
-  for (int r = 0; r < 2; r++)
-    ptx_ins(b, "%s%s%sld.global.nc.v2.u32 {%s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "", guard ? " " : "",
-            raw->q[r][c][0].s, raw->q[r][c][1].s, a->q[r].s, 32 * c);
+  ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+          guard ? " " : "", raw->q[0][c][0].s, raw->q[0][c][1].s, raw->q[1][c][0].s, raw->q[1][c][1].s, a->q.s,
+          TILE_CHUNK_BYTES * c);
 }
 
 /* The whole super-block j into raw. */
@@ -293,22 +298,26 @@ static void emit_load(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], p
   for (uint32_t c = 0; c < 4; c++) emit_load_chunk(b, &a, c, guard, raw);
 }
 
-/* Pointers to super-block 0 of the warp's rows g and g+8 in row group
- * `group` (tile layout: ptxgen_q4k_tc_tiles), and row0 = its row g. Tiles
- * past the last (in the last group) point at the last, so that loads
- * through them stay in bounds; its rows past n are the layout's zero rows. */
+/* The lane's pointers into super-block 0 of its warp's tile in row group
+ * `group` (tile layout: ptxgen_q4k_tc_tiles): rowp[0] at its quant words,
+ * rowp[1] at row g's header; and row0 = its row g. Tiles past the last (in
+ * the last group) point at the last, so that loads through them stay in
+ * bounds; its rows past n are the layout's zero rows. */
 static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg group, ptx_reg rowp[2],
                               const ptx_reg *row0) {
-  ptx_reg tile = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
+  ptx_reg tile = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), lane = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, group.s, p->tpb, L->tile.s);
   ptx_ins(b, "shl.b32 %s, %s, 4;", row0->s, tile.s);
   ptx_ins(b, "add.u32 %s, %s, %s;", row0->s, row0->s, L->g.s); /* row g of the tile */
   ptx_ins(b, "min.u32 %s, %s, %u;", tile.s, tile.s, p->row_tiles - 1);
   ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, tile.s, p->nsb * TILE_SB_BYTES);
-  ptx_op3(b, "add.u64", rowp[0], L->W, off);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, L->g.s, Q4K_BLOCK_BYTES);
-  ptx_op3(b, "add.u64", rowp[0], rowp[0], off);
-  ptx_ins(b, "add.u64 %s, %s, %u;", rowp[1].s, rowp[0].s, 8 * Q4K_BLOCK_BYTES);
+  ptx_op3(b, "add.u64", rowp[1], L->W, off);
+  ptx_ins(b, "shl.b32 %s, %s, 4;", lane.s, L->q.lane.s);
+  ptx_reg lane64 = gemv_u64_of(b, lane);
+  ptx_op3(b, "add.u64", rowp[0], rowp[1], lane64);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %u;", lane.s, L->g.s, TILE_HEADER_BYTES, 4 * TILE_CHUNK_BYTES);
+  lane64 = gemv_u64_of(b, lane);
+  ptx_op3(b, "add.u64", rowp[1], rowp[1], lane64);
 }
 
 /* Stages super-blocks [t0, t0 + len) of x (t0, len registers) into shared

@@ -242,11 +242,14 @@ Test(spec, q6k_repack_moves_every_byte) {
   }
 }
 
-/* The tensor-core tiles put super-block j of row r at tile r/16's
- * (r/16 * k/256 + j) * 2304 + (r%16) * 144 and zero the rows past n. */
-Test(spec, q4k_tc_tiles_move_every_block) {
+/* The tensor-core tiles put super-block j of row r in tile r/16's 2304
+ * bytes at (r/16 * k/256 + j) * 2304: its header (bytes 0..15) at 2048 +
+ * 16 (r%16), and its quant bytes 8t..8t+7 of chunk c (block bytes 16 + 32c
+ * + 8t) at 512c + 16 (4 (r%8) + t) + 8 (r%16 / 8), where lane 4g + t of
+ * the kernel loads them; the rows past n are zero. */
+Test(spec, q4k_tc_tiles_move_every_byte) {
   enum { K = 768, N = 37, NB = K / 256, TILES = 3 };
-  static uint8_t src[N * NB * 144], dst[TILES * 16 * NB * 144];
+  static uint8_t src[N * NB * 144], dst[TILES * 16 * NB * 144], seen[sizeof dst];
   cr_assert_eq(ptxgen_q4k_tc_bytes(K, N), (uint64_t)sizeof dst);
   cr_assert_eq(ptxgen_q4k_tc_bytes(4096, 14336), 14336ull * 16 * 144);
   rng_state = 7;
@@ -255,13 +258,22 @@ Test(spec, q4k_tc_tiles_move_every_block) {
   ptxgen_q4k_tc_tiles(src, K, N, dst);
   for (int r = 0; r < TILES * 16; r++)
     for (int j = 0; j < NB; j++) {
-      const uint8_t *at = dst + ((size_t)(r / 16 * NB + j) * 16 + r % 16) * 144;
-      if (r < N) {
-        cr_assert(memcmp(at, src + ((size_t)r * NB + j) * 144, 144) == 0, "row %d super-block %d", r, j);
-      } else {
-        for (int i = 0; i < 144; i++) cr_assert_eq(at[i], 0, "padding row %d super-block %d byte %d", r, j, i);
+      const size_t base = (size_t)(r / 16 * NB + j) * 2304;
+      const uint8_t *blk = r < N ? src + ((size_t)r * NB + j) * 144 : NULL;
+      for (int i = 0; i < 16; i++) {
+        cr_assert_eq(dst[base + 2048 + 16 * (r % 16) + i], blk ? blk[i] : 0, "row %d sb %d header byte %d", r, j, i);
+        seen[base + 2048 + 16 * (r % 16) + i]++;
       }
+      for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 4; t++)
+          for (int i = 0; i < 8; i++) {
+            const size_t at = base + 512 * c + 16 * (4 * (r % 8) + t) + 8 * (r % 16 / 8) + i;
+            cr_assert_eq(dst[at], blk ? blk[16 + 32 * c + 8 * t + i] : 0, "row %d sb %d chunk %d lane %d byte %d", r,
+                         j, c, t, i);
+            seen[at]++;
+          }
     }
+  for (size_t i = 0; i < sizeof dst; i++) cr_assert_eq(seen[i], 1, "byte %zu written %u times", i, seen[i]);
 }
 
 Test(spec, format_refuses_invalid_and_reports_truncation) {
