@@ -110,7 +110,8 @@ typedef struct ptxgen_spec {
    * into two f16 parts that keep 22 of its 24 bits, so the result keeps
    * fp32 accuracy and is batch invariant like the default (its bits differ
    * from the default's). W in the tile layout of ptxgen_q4k_tc_tiles (a
-   * tensor-core context stores Q4_K weights so). sm >= 80; no glu, n2 or rope;
+   * tensor-core context stores Q4_K weights so). sm >= 80; no glu or rope
+   * (n2, n3: each weight by blocks of its own, with its own product's bits);
    * rows, warps and preload stay 0. 0 (absent from the key): the FMA kernel. */
   uint32_t tc;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel

@@ -65,8 +65,8 @@ typedef struct ptxq_options {
    * accuracy and batch invariance, other bits than the default. Q4_K
    * weights are then stored in the tensor-core kernel's tiles of 16 rows;
    * the FFN's gate and up run apart (no fused epilogue), and
-   * ptxq_gemv_multi runs each Q4_K weight as its own product, then RoPE as
-   * its own kernel. 0: the default. */
+   * ptxq_gemv_multi's tensor-core kernel has RoPE after it as a kernel of
+   * its own. 0: the default. */
   int tensor_cores;
 } ptxq_options;
 

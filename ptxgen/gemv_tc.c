@@ -631,10 +631,11 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
   }
 }
 
-static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L) {
-  L->W = ptx_param_u64(b, "W");
+static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const char *w_param,
+                             const char *y_param) {
+  L->W = ptx_param_u64(b, w_param);
   L->x = ptx_param_u64(b, "x");
-  L->y = ptx_param_u64(b, "y");
+  L->y = ptx_param_u64(b, y_param);
   gemv_lane *q = &L->q;
   memset(q, 0, sizeof *q);
   gemv_thread_ids(b, q);
@@ -763,96 +764,161 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
   if (p->splits > 1) ptx_ins(b, "bar.sync 0;"); /* the slots are free again */
 }
 
-int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
-  const tc_plan p = tc_plan_for(spec);
-  int len = snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_m%u", p.k, p.n, p.m);
-  if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
-  ptx_builder b;
-  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
-  static const char *const params[] = {"W", "x", "y"};
-  ptx_entry_blocks(&b, out->entry, params, 3, 1, p.warps * 32, p.blocks_per_sm);
-  ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
-                  "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
-                  "(%u tile(s)) as f16 B fragments",
-              p.m, p.n, p.m, p.k, p.n, p.k, p.tpb, p.splits, p.groups, p.kt, p.ktiles);
+/* One weight's product (its plan p, its parameters), by the blocks
+ * [block0, block0 + blocks) of the grid, each walking its row groups with
+ * a stride of `blocks`; blocks = 0: by the whole grid, whatever its size
+ * (the runtime fits a one-weight GEMV's grid to one wave). */
+static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, const char *y_param, uint32_t block0,
+                         uint32_t blocks) {
+  ptx_comment(b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, %u per block, each "
+                 "tile's super-blocks split over %u warps; %u row groups; x staged %u super-blocks at a time "
+                 "(%u tile(s)) as f16 B fragments",
+              p->m, p->n, p->m, p->k, p->n, p->k, p->tpb, p->splits, p->groups, p->kt, p->ktiles);
   tc_lane L;
-  emit_lane_consts(&b, &p, &L);
-  ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
-  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
-  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
-  ptx_reg rowp[2] = {ptx_new(&b, PTX_B64), ptx_new(&b, PTX_B64)}, row0 = ptx_new(&b, PTX_B32);
+  emit_lane_consts(b, p, &L, w_param, y_param);
+  ptx_reg group = ptx_new(b, PTX_B32), ncta = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mov.u32 %s, %%ctaid.x;", group.s);
+  if (block0) ptx_ins(b, "sub.u32 %s, %s, %u;", group.s, group.s, block0);
+  if (blocks)
+    ptx_ins(b, "mov.u32 %s, %u;", ncta.s, blocks);
+  else
+    ptx_ins(b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
   tc_raw raw;
-  new_raw(&b, &raw);
-  ptx_reg t0 = ptx_new(&b, PTX_B32), tlen = ptx_new(&b, PTX_B32);
-  ptx_reg have = ptx_new(&b, PTX_PRED);
-  if (p.ktiles == 1) {
+  new_raw(b, &raw);
+  ptx_reg t0 = ptx_new(b, PTX_B32), tlen = ptx_new(b, PTX_B32);
+  ptx_reg have = ptx_new(b, PTX_PRED);
+  if (p->ktiles == 1) {
     /* weights do not depend on earlier kernels: the first loads go out
      * before the wait for them and the staging of x */
-    ptx_comment(&b, "preload: the split's first super-block of the block's first row group");
-    emit_row_pointers(&b, &p, &L, group, rowp, &row0);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p.groups);
-    emit_load(&b, &L, rowp, L.split, have.s, &raw);
+    ptx_comment(b, "preload: the split's first super-block of the block's first row group");
+    emit_row_pointers(b, p, &L, group, rowp, &row0);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
+    emit_load(b, &L, rowp, L.split, have.s, &raw);
   }
-  ptx_grid_dependency_sync(&b);
-  if (p.ktiles == 1) {
-    ptx_ins(&b, "mov.u32 %s, 0;", t0.s);
-    ptx_ins(&b, "mov.u32 %s, %u;", tlen.s, p.nsb);
-    emit_stage(&b, &p, &L, t0, tlen);
-    ptx_ins(&b, "bar.sync 0;");
+  ptx_grid_dependency_sync(b);
+  if (p->ktiles == 1) {
+    ptx_ins(b, "mov.u32 %s, 0;", t0.s);
+    ptx_ins(b, "mov.u32 %s, %u;", tlen.s, p->nsb);
+    emit_stage(b, p, &L, t0, tlen);
+    ptx_ins(b, "bar.sync 0;");
   }
-  ptx_comment(&b, "row groups, grid-stride");
+  ptx_comment(b, "row groups, grid-stride");
   char group_loop[32], group_done[32];
-  ptx_label_new(&b, "group", group_loop);
-  ptx_label_new(&b, "group_done", group_done);
-  ptx_label(&b, group_loop);
-  ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p.groups);
-  ptx_ins(&b, "@%s bra.uni %s;", pr.s, group_done);
+  ptx_label_new(b, "group", group_loop);
+  ptx_label_new(b, "group_done", group_done);
+  ptx_label(b, group_loop);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p->groups);
+  ptx_ins(b, "@%s bra.uni %s;", pr.s, group_done);
   ptx_reg acc[2][4];
-  for (uint32_t t = 0; t < p.nt; t++)
+  for (uint32_t t = 0; t < p->nt; t++)
     for (int i = 0; i < 4; i++) {
-      acc[t][i] = ptx_new(&b, PTX_F32);
-      ptx_op1i(&b, "mov.b32", acc[t][i], "0f00000000");
+      acc[t][i] = ptx_new(b, PTX_F32);
+      ptx_op1i(b, "mov.b32", acc[t][i], "0f00000000");
     }
-  if (p.ktiles == 1) {
-    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &raw, acc);
+  if (p->ktiles == 1) {
+    emit_superblock_loop(b, p, &L, rowp, t0, tlen, &raw, acc);
   } else {
-    emit_row_pointers(&b, &p, &L, group, rowp, &row0);
-    ptx_comment(&b, "tiles of k: stage x, then every warp consumes it");
+    emit_row_pointers(b, p, &L, group, rowp, &row0);
+    ptx_comment(b, "tiles of k: stage x, then every warp consumes it");
     char tile_loop[32], tile_done[32];
-    ptx_label_new(&b, "ktile", tile_loop);
-    ptx_label_new(&b, "ktile_done", tile_done);
-    ptx_ins(&b, "mov.u32 %s, 0;", t0.s);
-    ptx_label(&b, tile_loop);
-    ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, t0.s, p.nsb);
-    ptx_ins(&b, "@%s bra.uni %s;", pr.s, tile_done);
-    ptx_ins(&b, "sub.u32 %s, %u, %s;", tlen.s, p.nsb, t0.s);
-    ptx_ins(&b, "min.u32 %s, %s, %u;", tlen.s, tlen.s, p.kt);
-    ptx_ins(&b, "bar.sync 0;");
-    emit_stage(&b, &p, &L, t0, tlen);
-    ptx_ins(&b, "bar.sync 0;");
-    ptx_reg j = ptx_new(&b, PTX_B32), first = ptx_new(&b, PTX_PRED);
-    ptx_ins(&b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
-    emit_load(&b, &L, rowp, j, first.s, &raw);
-    emit_superblock_loop(&b, &p, &L, rowp, t0, tlen, &raw, acc);
-    ptx_ins(&b, "add.u32 %s, %s, %u;", t0.s, t0.s, p.kt);
-    ptx_ins(&b, "bra.uni %s;", tile_loop);
-    ptx_label(&b, tile_done);
+    ptx_label_new(b, "ktile", tile_loop);
+    ptx_label_new(b, "ktile_done", tile_done);
+    ptx_ins(b, "mov.u32 %s, 0;", t0.s);
+    ptx_label(b, tile_loop);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, t0.s, p->nsb);
+    ptx_ins(b, "@%s bra.uni %s;", pr.s, tile_done);
+    ptx_ins(b, "sub.u32 %s, %u, %s;", tlen.s, p->nsb, t0.s);
+    ptx_ins(b, "min.u32 %s, %s, %u;", tlen.s, tlen.s, p->kt);
+    ptx_ins(b, "bar.sync 0;");
+    emit_stage(b, p, &L, t0, tlen);
+    ptx_ins(b, "bar.sync 0;");
+    ptx_reg j = ptx_new(b, PTX_B32), first = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
+    emit_load(b, &L, rowp, j, first.s, &raw);
+    emit_superblock_loop(b, p, &L, rowp, t0, tlen, &raw, acc);
+    ptx_ins(b, "add.u32 %s, %s, %u;", t0.s, t0.s, p->kt);
+    ptx_ins(b, "bra.uni %s;", tile_loop);
+    ptx_label(b, tile_done);
   }
-  emit_reduce_store(&b, &p, &L, row0, acc);
-  ptx_ins(&b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
-  if (p.ktiles == 1) {
-    ptx_comment(&b, "the first super-block of the block's next row group");
-    emit_row_pointers(&b, &p, &L, group, rowp, &row0);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p.groups);
-    emit_load(&b, &L, rowp, L.split, have.s, &raw);
+  emit_reduce_store(b, p, &L, row0, acc);
+  ptx_ins(b, "add.u32 %s, %s, %s;", group.s, group.s, ncta.s);
+  if (p->ktiles == 1) {
+    ptx_comment(b, "the first super-block of the block's next row group");
+    emit_row_pointers(b, p, &L, group, rowp, &row0);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
+    emit_load(b, &L, rowp, L.split, have.s, &raw);
   }
-  ptx_ins(&b, "bra.uni %s;", group_loop);
-  ptx_label(&b, group_done);
-  ptx_ins(&b, "ret;");
+  ptx_ins(b, "bra.uni %s;", group_loop);
+  ptx_label(b, group_done);
+  ptx_ins(b, "ret;");
+}
+
+/* The plans of a key's weights (n, then n2, n3): each its own splits, as
+ * for that weight alone, so that each keeps the bits of its own product;
+ * one block shape for all: the most warps any plan takes, the fewest
+ * blocks per SM (the splits, and so the bits, do not depend on either). */
+static uint32_t tc_plan_segments(const ptxgen_spec *spec, tc_plan plans[3]) {
+  const uint32_t ns[3] = {spec->n, spec->n2, spec->n3};
+  uint32_t count = 0, warps = 0, per_sm = 2;
+  for (uint32_t i = 0; i < 3 && ns[i] != 0; i++, count++) {
+    ptxgen_spec one = *spec;
+    one.n = ns[i];
+    one.n2 = one.n3 = 0;
+    plans[i] = tc_plan_for(&one);
+    if (plans[i].warps > warps) warps = plans[i].warps;
+    if (plans[i].blocks_per_sm < per_sm) per_sm = plans[i].blocks_per_sm;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    if (plans[i].warps != warps) tc_plan_blocks(&plans[i], warps);
+    plans[i].blocks_per_sm = per_sm;
+  }
+  return count;
+}
+
+int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
+  tc_plan plans[3];
+  const uint32_t count = tc_plan_segments(spec, plans);
+  int len = count == 1 ? snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_m%u", spec->k, spec->n, spec->m)
+                       : snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_%u_%u_m%u", spec->k, spec->n,
+                                  spec->n2, spec->n3, spec->m);
+  if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
+  /* u64 W[, W2[, W3]], x, y[, y2[, y3]]: the order ptxgen.h gives */
+  static const char *const w_params[3] = {"W", "W2", "W3"}, *const y_params[3] = {"y", "y2", "y3"};
+  const char *params[7];
+  uint32_t np = 0, blocks[3], shared = 0, grid = 0;
+  for (uint32_t i = 0; i < count; i++) params[np++] = w_params[i];
+  params[np++] = "x";
+  for (uint32_t i = 0; i < count; i++) {
+    params[np++] = y_params[i];
+    blocks[i] = plans[i].groups < TC_GRID_CAP ? plans[i].groups : TC_GRID_CAP;
+    if (plans[i].shared_bytes > shared) shared = plans[i].shared_bytes;
+  }
+  ptx_builder b;
+  ptx_begin(&b, ptxgen_ptx_version(spec->sm), spec->sm);
+  ptx_entry_blocks(&b, out->entry, params, (int)np, 1, plans[0].warps * 32, plans[0].blocks_per_sm);
+  char labels[3][32];
+  if (count > 1) {
+    ptx_comment(&b, "%u weights side by side, each by blocks of its own, as its product alone (this grid, "
+                    "not fitted to a wave)", count);
+    ptx_reg cta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
+    ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", cta.s);
+    for (uint32_t i = 0; i < count; i++) ptx_label_new(&b, "weight", labels[i]);
+    for (uint32_t i = 0, first = 0; i + 1 < count; i++) {
+      first += blocks[i];
+      ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", pr.s, cta.s, first);
+      ptx_ins(&b, "@%s bra.uni %s;", pr.s, labels[i]);
+    }
+    ptx_ins(&b, "bra.uni %s;", labels[count - 1]);
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    if (count > 1) ptx_label(&b, labels[i]);
+    emit_segment(&b, &plans[i], w_params[i], y_params[i], grid, count > 1 ? blocks[i] : 0);
+    grid += blocks[i];
+  }
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
-  const uint32_t grid = p.groups < TC_GRID_CAP ? p.groups : TC_GRID_CAP;
-  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.warps * 32, 1, 1}, p.shared_bytes};
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {plans[0].warps * 32, 1, 1}, shared};
   return PTXGEN_OK;
 }

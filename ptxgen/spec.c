@@ -167,9 +167,8 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->tc) {
     if (s->kind != PTXGEN_KIND_Q4K_GEMV) return fail(msg, cap, "tc=1: only q4k_gemv runs on the tensor cores");
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
-    if (s->glu || s->n2 || s->rope)
-      return fail(msg, cap, "tc=1 with %s: the tensor-core GEMV has no epilogue and one weight",
-                  s->glu ? "glu" : s->rope ? "rope" : "n2");
+    if (s->glu || s->rope)
+      return fail(msg, cap, "tc=1 with %s: the tensor-core GEMV has no epilogue", s->glu ? "glu" : "rope");
     if (s->rows || s->warps || s->preload)
       return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",
                   s->rows ? "rows" : s->warps ? "warps" : "preload");

@@ -213,9 +213,9 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
 }
 
 /* Whether the multi-weight ops take RoPE as a kernel of their own: past
- * the epilogue's batches, and in a tensor-core context, whose Q4_K products
- * run apart (its other types too, the weights being unknown before the
- * look-up: the kernel is only built and the parameters judged). */
+ * the epilogue's batches, and in a tensor-core context, whose Q4_K kernel
+ * has no epilogue (its other types too, the weights being unknown before
+ * the look-up: the kernel is only built and the parameters judged). */
 static bool rope_kernel_ahead(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *rope) {
   return rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || ctx->tensor_cores);
 }
@@ -225,15 +225,12 @@ static bool rope_kernel_ahead(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_p
  * PTXQ__EPILOGUE_MAX_M, else (*rope_apart set) by the rope kernel after it.
  * A large batch runs as launches of fewer rows where ptxgen_gemv_batch_rows
  * says so, as ptxq_gemv does (the epilogue's RoPE never meets such a
- * batch: it stops at m = 4). In a tensor-core context Q4_K weights run
- * apart, each its own tensor-core GEMV (out[i], *apart set; the kernel
- * over several weights is the FMA one, and these weights are stored in the
- * tensor-core GEMV's tiles), then RoPE's kernel. Lock held. */
+ * batch: it stops at m = 4). In a tensor-core context Q4_K weights run on
+ * the tensor-core kernel over several weights, RoPE after it. Lock held. */
 static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
                          const ptxq_rope_params *rope, struct ptxq_weight **w, ptxq__gemv_batch *out,
-                         bool *rope_apart, bool *apart) {
+                         bool *rope_apart) {
   *rope_apart = rope != NULL && m > PTXQ__EPILOGUE_MAX_M;
-  *apart = false;
   for (uint32_t i = 0; i < count; i++) {
     struct ptxq_weight *found = ptxq__weight_find(ctx, names[i]);
     if (found == NULL) return ptxq__fail(ctx, PTXQ_ERR_NOT_FOUND, "%s: no weight '%s'", call, names[i]);
@@ -246,13 +243,8 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
   }
   if (count == 1 && rope == NULL) return ptxq__gemv_batch_for(ctx, w[0], m, out);
   if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
-  if (ctx->tensor_cores && w[0]->type == PTXQ_TYPE_Q4_K) {
-    *apart = true;
-    *rope_apart = rope != NULL;
-    int status = rope != NULL ? check_heads(ctx, call, rope, w) : PTXQ_OK;
-    for (uint32_t i = 0; i < count && status == PTXQ_OK; i++) status = ptxq__gemv_batch_for(ctx, w[i], m, &out[i]);
-    return status;
-  }
+  const bool tc = ctx->tensor_cores && w[0]->type == PTXQ_TYPE_Q4_K;
+  if (tc) *rope_apart = rope != NULL;
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
                       names[0], ptxq__type_name(w[0]->type));
@@ -263,7 +255,8 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
                       .n2 = w[1]->n,
                       .n3 = count > 2 ? w[2]->n : 0,
                       .m = m,
-                      .preload = ctx->gemv_preload};
+                      .preload = tc ? 0 : ctx->gemv_preload,
+                      .tc = tc};
   if (rope != NULL) {
     int status = *rope_apart ? check_heads(ctx, call, rope, w) : fill_rope(ctx, call, rope, w, &spec);
     if (status != PTXQ_OK) return status;
@@ -329,13 +322,11 @@ static int multi_run(const char *call, ptxq_ctx *ctx, const char *const *weights
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
-  ptxq__gemv_batch batch[PTXQ_GEMV_MULTI_MAX];
-  bool rope_apart = false, apart = false;
-  status = multi_kernels(ctx, call, weights, count, m, rope, w, batch, &rope_apart, &apart);
-  for (uint32_t i = 0; apart && i < count && status == PTXQ_OK; i++)
-    status = ptxq__launch_gemv_batch(ctx, &batch[i], w[i], x, ys[i]);
-  if (status == PTXQ_OK && !apart)
-    status = multi_launch(ctx, &batch[0], w, count, x, ys, rope != NULL && !rope_apart ? rope : NULL, positions);
+  ptxq__gemv_batch batch;
+  bool rope_apart = false;
+  status = multi_kernels(ctx, call, weights, count, m, rope, w, &batch, &rope_apart);
+  if (status == PTXQ_OK)
+    status = multi_launch(ctx, &batch, w, count, x, ys, rope != NULL && !rope_apart ? rope : NULL, positions);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   if (status == PTXQ_OK && rope_apart) status = ptxq_rope(ctx, ys[0], ys[1], positions, m, rope);
@@ -350,9 +341,9 @@ static int multi_prepare(const char *call, ptxq_ctx *ctx, const char *const *wei
   if ((status = ptxq__enter(ctx)) != PTXQ_OK) return status;
   pthread_mutex_lock(&ctx->lock);
   struct ptxq_weight *w[PTXQ_GEMV_MULTI_MAX] = {NULL};
-  ptxq__gemv_batch batch[PTXQ_GEMV_MULTI_MAX];
-  bool rope_apart = false, apart = false;
-  status = multi_kernels(ctx, call, weights, count, m, rope, w, batch, &rope_apart, &apart);
+  ptxq__gemv_batch batch;
+  bool rope_apart = false;
+  status = multi_kernels(ctx, call, weights, count, m, rope, w, &batch, &rope_apart);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;

@@ -179,7 +179,8 @@ static int describe_function(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
  * staging x once and loading one group ahead while it finishes another,
  * and a programmatically launched next kernel then only takes the room its
  * blocks leave as they finish. The generator's grid is an upper bound; the
- * device's occupancy for this kernel decides. */
+ * device's occupancy for this kernel decides. (Not for the tensor-core
+ * kernel over several weights: see build.) */
 static int fit_grid_to_device(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
   const ptxgen_geometry *g = &e->geometry;
   int per_sm = 0;
@@ -226,8 +227,10 @@ static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64
     free(e);
     return status;
   }
+  /* not the tensor-core kernel over several weights: its blocks are
+   * assigned to the weights by their index, so its grid is as generated */
   if ((status = describe_function(ctx, e)) == PTXQ_OK &&
-      (spec->kind == PTXGEN_KIND_Q4K_GEMV || spec->kind == PTXGEN_KIND_Q6K_GEMV))
+      (spec->kind == PTXGEN_KIND_Q4K_GEMV || spec->kind == PTXGEN_KIND_Q6K_GEMV) && !(spec->tc && spec->n2))
     status = fit_grid_to_device(ctx, e);
   if (status == PTXQ_OK) {
     e->jit_ms = (seconds_now() - start) * 1e3;

@@ -695,8 +695,9 @@ Test(gpu, copy_engine_gated_and_multi_give_the_same_bits) {
 
 /* ptxq_gemv_multi gives, for each weight, the bits ptxq_gemv gives: two and
  * three weights, both types, odd n (groups straddle the weights), m 1..16.
- * In a tensor-core context Q4_K weights run apart, each on the tensor cores
- * from its tiles (the last one part padding at these n). */
+ * In a tensor-core context Q4_K weights run on the tensor-core kernel over
+ * several weights, each by blocks of its own, from its tiles (the last one
+ * part padding at these n). */
 static void multi_matches_single(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};

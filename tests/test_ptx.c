@@ -237,6 +237,29 @@ ParameterizedTest(ptx_case *c, ptx, tc_gemv) {
   check_kernel(&c->spec);
 }
 
+/* The tensor-core kernel over several weights (n2, n3): a layer's q, k, v
+ * and odd rows, where the weights' own plans differ (blocks of 8 and 16
+ * warps, two blocks per SM and one). */
+ParameterizedTestParameters(ptx, tc_gemv_multi) {
+  static const struct { uint32_t k, n, n2, n3, m; } shapes[] = {
+      {4096, 4096, 1024, 1024, 1}, {4096, 4096, 1024, 1024, 8}, {2304, 1001, 77, 0, 13},
+      {14336, 777, 4096, 1, 5},    {256, 7, 1, 3, 16}};
+  const size_t shape_count = sizeof shapes / sizeof *shapes;
+  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
+  size_t i = 0;
+  for (size_t a = 0; a < shape_count; a++)
+    for (size_t t = 0; t < TARGET_COUNT; t++)
+      if (targets[t] >= 80)
+        cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = shapes[a].k,
+                                        .n = shapes[a].n, .n2 = shapes[a].n2, .n3 = shapes[a].n3, .m = shapes[a].m,
+                                        .tc = 1};
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tc_gemv_multi) {
+  check_kernel(&c->spec);
+}
+
 /* The gated epilogue (glu=swiglu|geglu) on both weight formats, up to its
  * limit m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M). */
 ParameterizedTestParameters(ptx, gated_gemv) {

@@ -315,7 +315,7 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q6k_gemv:k=256,n=1,m=1,tc=1", "only q4k_gemv runs on the tensor cores");
   refuse("q4k_gemv:k=256,n=1,m=1,sm=75,tc=1", "tc=1 with sm=75");
   refuse("q4k_gemv:k=256,n=1,m=1,glu=swiglu,tc=1", "tc=1 with glu");
-  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,tc=1", "tc=1 with n2");
+  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,rope=neox,head_dim=4,n_dims=4,tc=1", "tc=1 with rope");
   refuse("q4k_gemv:k=256,n=1,m=1,rows=1,tc=1", "tc=1 with rows");
   refuse("q4k_gemv:k=256,n=1,m=1,preload=2,tc=1", "tc=1 with preload");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
