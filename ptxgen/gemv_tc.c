@@ -64,6 +64,12 @@
  *   keeps 16 warps' loads in flight (H100, m = 8: 14336x4096 27.1 -> 22.7
  *   µs, 4096x14336 53.8 -> 37.6; fourteenth session).
  *
+ * Several weights (n2, n3: a layer's q, k, v): each weight has blocks of
+ *   its own, the first blocks for the first weight, with the plan it would
+ *   have alone (its splits, so the bits of its own product) and one block
+ *   shape for all; the grid is as generated, since blocks belong to
+ *   weights by index.
+ *
  * Batch invariance: an output's sums run in one order for every m (its
  * split's super-blocks in increasing j; in each, the mma chains in a fixed
  * order and their sum; then the splits in order); splits depends on n and
