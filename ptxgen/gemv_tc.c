@@ -271,8 +271,7 @@ typedef struct tc_addr {
   ptx_reg q, h;
 } tc_addr;
 
-static tc_addr emit_addresses(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j) {
-  (void)L;
+static tc_addr emit_addresses(ptx_builder *b, const ptx_reg rowp[2], ptx_reg j) {
   tc_addr a = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
   ptx_reg off = ptx_new(b, PTX_B64);
   ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, j.s, TILE_SB_BYTES);
@@ -297,9 +296,8 @@ static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const 
 }
 
 /* The whole super-block j into raw. */
-static void emit_load(ptx_builder *b, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j, const char *guard,
-                      const tc_raw *raw) {
-  const tc_addr a = emit_addresses(b, L, rowp, j);
+static void emit_load(ptx_builder *b, const ptx_reg rowp[2], ptx_reg j, const char *guard, const tc_raw *raw) {
+  const tc_addr a = emit_addresses(b, rowp, j);
   emit_load_header(b, &a, guard, raw);
   for (uint32_t c = 0; c < 4; c++) emit_load_chunk(b, &a, c, guard, raw);
 }
@@ -715,7 +713,7 @@ static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane
   ptx_ins(b, "add.u32 %s, %s, %u;", jn.s, jl.s, p->splits);
   ptx_ins(b, "setp.lt.u32 %s, %s, %s;", more.s, jn.s, len.s);
   ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, jn.s);
-  const tc_addr next = emit_addresses(b, L, rowp, j);
+  const tc_addr next = emit_addresses(b, rowp, j);
   emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
   ptx_ins(b, "mov.u32 %s, %s;", jl.s, jn.s);
   ptx_ins(b, "bra.uni %s;", loop);
@@ -800,7 +798,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_comment(b, "preload: the split's first super-block of the block's first row group");
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
-    emit_load(b, &L, rowp, L.split, have.s, &raw);
+    emit_load(b, rowp, L.split, have.s, &raw);
   }
   ptx_grid_dependency_sync(b);
   if (p->ktiles == 1) {
@@ -842,7 +840,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_reg j = ptx_new(b, PTX_B32), first = ptx_new(b, PTX_PRED);
     ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
-    emit_load(b, &L, rowp, j, first.s, &raw);
+    emit_load(b, rowp, j, first.s, &raw);
     emit_superblock_loop(b, p, &L, rowp, t0, tlen, &raw, acc);
     ptx_ins(b, "add.u32 %s, %s, %u;", t0.s, t0.s, p->kt);
     ptx_ins(b, "bra.uni %s;", tile_loop);
@@ -854,7 +852,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_comment(b, "the first super-block of the block's next row group");
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
-    emit_load(b, &L, rowp, L.split, have.s, &raw);
+    emit_load(b, rowp, L.split, have.s, &raw);
   }
   ptx_ins(b, "bra.uni %s;", group_loop);
   ptx_label(b, group_done);
