@@ -99,6 +99,9 @@
 #define X_EXP_BIAS 141
 #define X_EXP_MAX 126
 #define LOP_AND_OR "0xEA"     /* lop3 table of (a & b) | c */
+/* Split blocks pay where they save each warp at least this many eighths
+ * of a super-block row of x to stage (tc_plan_split_blocks). */
+#define TC_SPLIT_MIN_SAVED8 40u
 
 typedef struct tc_plan {
   uint32_t k, n, m, sm;
@@ -118,6 +121,9 @@ typedef struct tc_plan {
   uint32_t sb_bytes;   /* staged x of one super-block: B records, then min records (lanes * 8 per column tile) */
   uint32_t cols;       /* 8*nt columns of 2^-e per super-block */
   uint32_t xs_bytes, inv_bytes, red_bytes, shared_bytes;
+  uint32_t split_blocks; /* a block takes one split of `warps` tiles (tc_plan_split_blocks) */
+  uint32_t tasks;        /* split blocks: row groups x splits, task = group * splits + split */
+  uint32_t partial_bytes; /* split blocks: the module's partial sums, 16 * nt bytes per lane and task */
 } tc_plan;
 
 static uint32_t shared_budget(uint32_t sm) {
@@ -177,6 +183,54 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes;
 }
 
+static uint32_t log2_of(uint32_t v) {
+  uint32_t l = 0;
+  while (v > 1u << l) l++;
+  return l;
+}
+
+/* Split blocks: where a tile's super-blocks are split over several warps,
+ * a block of the plan above holds every split of its tiles, so it stages
+ * all of x for the few tiles it has: at 4096x14336, m = 8, 128 blocks
+ * staged 458 KB of x each to multiply 2 tiles. Here a block takes instead
+ * one split of TC_WARPS tiles (task = group * splits + split) and stages
+ * only that split's super-blocks (j = split mod splits): 8 splits x 16
+ * fewer. Its sums go to the module's partials; the group's last block to
+ * finish (a counter) adds the splits' sums in split order, as a block of
+ * the plan above adds them, so the bits are the same. Taken where the
+ * split's x fits and as many blocks per SM as before. */
+/* The split-block plan of p's splits with blocks of `warps` tiles. */
+static void tc_plan_split(tc_plan *q, uint32_t warps) {
+  q->split_blocks = 1;
+  q->warps = q->tpb = warps;
+  q->groups = (q->row_tiles + q->tpb - 1) / q->tpb;
+  q->tasks = q->groups * q->splits;
+  q->red_bytes = 0;
+  q->kt = (q->nsb + q->splits - 1) / q->splits;
+  q->ktiles = 1;
+  q->xs_bytes = q->kt * q->sb_bytes;
+  q->inv_bytes = q->kt * q->cols * 4;
+  q->shared_bytes = q->xs_bytes + q->inv_bytes;
+  q->partial_bytes = q->tasks * q->warps * 32 * 16 * q->nt;
+}
+
+static void tc_plan_split_blocks(tc_plan *p) {
+  if (p->splits == 1) return;
+  tc_plan q = *p;
+  tc_plan_split(&q, TC_WARPS);
+  /* What a warp stages, in eighths of a super-block row: every split's x
+   * for the block's few tiles, or its split's for 8 tiles. Below the
+   * threshold the sums' trip through L2 (~2 µs at the end of the kernel)
+   * costs more than the staging saved (H100, sixteenth session: 4096x4096
+   * m = 1 9.8 -> 11.0 µs, m = 4 11.7 -> 11.0; 4096x14336 m = 1 20.3 ->
+   * 19.4, m = 8 31.3 -> 21.6). */
+  const uint32_t before8 = p->nsb * p->m * 8 / p->warps, after8 = q.kt * p->m * 8 / q.warps;
+  if (before8 < after8 + TC_SPLIT_MIN_SAVED8) return;
+  q.blocks_per_sm = q.nt == 1 && 2 * (q.shared_bytes + 1024) <= sm_shared(q.sm) ? 2 : 1;
+  if (q.shared_bytes > shared_budget(q.sm) || q.blocks_per_sm * q.warps < p->blocks_per_sm * p->warps) return;
+  *p = q;
+}
+
 static tc_plan tc_plan_for(const ptxgen_spec *s) {
   tc_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm};
   p.nsb = s->k / 256;
@@ -202,6 +256,7 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
    * registers and keep one block of 8 warps. */
   p.blocks_per_sm = p.nt == 1 && 2 * (p.shared_bytes + 1024) <= sm_shared(p.sm) ? 2 : 1;
   if (p.blocks_per_sm == 1 && p.nt == 1) tc_plan_blocks(&p, 2 * TC_WARPS);
+  tc_plan_split_blocks(&p);
   return p;
 }
 
@@ -324,8 +379,9 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
   ptx_op3(b, "add.u64", rowp[1], rowp[1], lane64);
 }
 
-/* Stages super-blocks [t0, t0 + len) of x (t0, len registers) into shared
- * memory as B fragments, with each one's min record and 2^-e.
+/* Stages super-blocks t0 + stride i, i in [0, len), of x (t0, len
+ * registers) into shared memory as B fragments in slots i, with each
+ * one's min record and 2^-e.
  *
  * A warp stages whole super-blocks of one column (task T = jl*m + col, so
  * that the divisor is a constant; tasks warp, warp + warps, ...), so that
@@ -335,7 +391,8 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
  * tile col/8, lane 4*(col%8) + t, bytes 8*(e%2) of the lane's 16, as the B
  * pairs (x0, x2), (x1, x3) of each part. The 8 float4s of a sub-block are 8
  * consecutive lanes, whose sums a butterfly adds in one fixed order. */
-static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg t0, ptx_reg len) {
+static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg t0, uint32_t stride,
+                       ptx_reg len) {
   ptx_comment(b, "stage x: per super-block and column, scale by 2^e, cut into f16 parts lo, hi as B fragments; "
                  "the sub-blocks' sums likewise, at 2^(e-6)");
   ptx_reg total = ptx_new(b, PTX_B32), task = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
@@ -377,7 +434,10 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     ptx_ins(b, "mul.lo.u32 %s, %s, %u;", col[u].s, jl[u].s, p->m);
     ptx_ins(b, "sub.u32 %s, %s, %s;", col[u].s, tk.s, col[u].s);
     ptx_reg fi = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-    ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, t0.s, jl[u].s);
+    if (stride == 1)
+      ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, t0.s, jl[u].s);
+    else
+      ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", fi.s, jl[u].s, stride, t0.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", fi.s, col[u].s, p->k / 256, fi.s); /* super-block in x */
     ptx_ins(b, "shl.b32 %s, %s, 6;", fi.s, fi.s);
     ptx_ins(b, "add.u32 %s, %s, %s;", fi.s, fi.s, L->q.lane.s); /* float4 index in x */
@@ -648,8 +708,12 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   ptx_ins(b, "shr.u32 %s, %s, 2;", L->g.s, q->lane.s);
   L->split = ptx_new(b, PTX_B32);
   L->tile = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, q->warp.s, p->splits - 1);
-  ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, p->splits == 1 ? 0 : p->splits == 2 ? 1 : p->splits == 4 ? 2 : 3);
+  if (p->split_blocks) {
+    ptx_ins(b, "mov.u32 %s, %s;", L->tile.s, q->warp.s); /* the split: the block's task's */
+  } else {
+    ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, q->warp.s, p->splits - 1);
+    ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, log2_of(p->splits));
+  }
   q4k_scale_consts(b, q);
   q->xs_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", q->xs_base.s);
@@ -694,25 +758,29 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   ptx_ins(b, "mad.lo.u32 %s, %s, 0x202, 0x4140;", L->sel_pair.s, L->sel_pair.s);
 }
 
-/* The split's super-blocks of the staged tile [t0, t0 + len): j = t0 +
- * split, then every splits-th. raw holds the first one's loads already;
- * while a super-block is computed, each part of raw is loaded again with
- * the next one's once it is used, so that one super-block is always in
- * flight. */
+/* The split's super-blocks in the staged tile: slots i = i0, i0 + step,
+ * ... below len, super-block j = base + stride i of the row (i0, base
+ * registers). raw holds the first one's loads already; while a super-block
+ * is computed, each part of raw is loaded again with the next one's once
+ * it is used, so that one super-block is always in flight. */
 static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane *L, const ptx_reg rowp[2],
-                                 ptx_reg t0, ptx_reg len, const tc_raw *raw, ptx_reg acc[2][4]) {
+                                 ptx_reg i0, uint32_t step, ptx_reg base, uint32_t stride, ptx_reg len,
+                                 const tc_raw *raw, ptx_reg acc[2][4]) {
   char loop[32], done[32];
   ptx_label_new(b, "superblock", loop);
   ptx_label_new(b, "superblock_done", done);
   ptx_reg jl = ptx_new(b, PTX_B32), jn = ptx_new(b, PTX_B32), j = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
   ptx_reg more = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mov.u32 %s, %s;", jl.s, L->split.s);
+  ptx_ins(b, "mov.u32 %s, %s;", jl.s, i0.s);
   ptx_label(b, loop);
   ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, jl.s, len.s);
   ptx_ins(b, "@%s bra.uni %s;", pr.s, done);
-  ptx_ins(b, "add.u32 %s, %s, %u;", jn.s, jl.s, p->splits);
+  ptx_ins(b, "add.u32 %s, %s, %u;", jn.s, jl.s, step);
   ptx_ins(b, "setp.lt.u32 %s, %s, %s;", more.s, jn.s, len.s);
-  ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, jn.s);
+  if (stride == 1)
+    ptx_ins(b, "add.u32 %s, %s, %s;", j.s, base.s, jn.s);
+  else
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", j.s, jn.s, stride, base.s);
   const tc_addr next = emit_addresses(b, rowp, j);
   emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
   ptx_ins(b, "mov.u32 %s, %s;", jl.s, jn.s);
@@ -720,8 +788,32 @@ static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane
   ptx_label(b, done);
 }
 
+/* D element i of column tile t is row g + 8*(i/2), column 8t + 2t' + i%2:
+ * stored where writer holds. */
+static void emit_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc[2][4],
+                       ptx_reg writer) {
+  ptx_comment(b, "store: rows g, g+8 of the tile, columns 2t, 2t+1 of each column tile");
+  for (int r = 0; r < 2; r++) {
+    ptx_reg row = ptx_new(b, PTX_B32), ok = ptx_new(b, PTX_PRED), ya = ptx_new(b, PTX_B64), off = ptx_new(b, PTX_B64);
+    ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, 8 * r);
+    ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p->n, writer.s);
+    ptx_reg colrow = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", colrow.s, L->t.s, 2 * p->n, row.s); /* column 2t, this row */
+    ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, colrow.s);
+    ptx_op3(b, "add.u64", ya, L->y, off);
+    for (uint32_t t = 0; t < p->nt; t++)
+      for (uint32_t i = 0; i < 2; i++) {
+        const uint32_t col0 = 8 * t + i; /* plus 2t */
+        ptx_reg in = ptx_new(b, PTX_PRED), col = ptx_new(b, PTX_B32);
+        ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, L->t.s, col0);
+        ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", in.s, col.s, p->m, ok.s);
+        ptx_ins(b, "@%s st.global.f32 [%s+%u], %s;", in.s, ya.s, col0 * p->n * 4, acc[t][2 * r + i].s);
+      }
+  }
+}
+
 /* The splits' sums added (split 0 first, then 1, ...) and stored by split
- * 0: D element i of column tile t is row g + 8*(i/2), column 8t + 2t' + i%2. */
+ * 0. */
 static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc[2][4]) {
   ptx_reg writer = ptx_new(b, PTX_PRED);
   if (p->splits > 1) {
@@ -747,25 +839,125 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
   } else {
     ptx_ins(b, "setp.eq.u32 %s, %s, %s;", writer.s, L->split.s, L->split.s);
   }
-  ptx_comment(b, "store: rows g, g+8 of the tile, columns 2t, 2t+1 of each column tile");
-  for (int r = 0; r < 2; r++) {
-    ptx_reg row = ptx_new(b, PTX_B32), ok = ptx_new(b, PTX_PRED), ya = ptx_new(b, PTX_B64), off = ptx_new(b, PTX_B64);
-    ptx_ins(b, "add.u32 %s, %s, %u;", row.s, row0.s, 8 * r);
-    ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p->n, writer.s);
-    ptx_reg colrow = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", colrow.s, L->t.s, 2 * p->n, row.s); /* column 2t, this row */
-    ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, colrow.s);
-    ptx_op3(b, "add.u64", ya, L->y, off);
-    for (uint32_t t = 0; t < p->nt; t++)
-      for (uint32_t i = 0; i < 2; i++) {
-        const uint32_t col0 = 8 * t + i; /* plus 2t */
-        ptx_reg in = ptx_new(b, PTX_PRED), col = ptx_new(b, PTX_B32);
-        ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, L->t.s, col0);
-        ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", in.s, col.s, p->m, ok.s);
-        ptx_ins(b, "@%s st.global.f32 [%s+%u], %s;", in.s, ya.s, col0 * p->n * 4, acc[t][2 * r + i].s);
-      }
-  }
+  emit_store(b, p, L, row0, acc, writer);
   if (p->splits > 1) ptx_ins(b, "bar.sync 0;"); /* the slots are free again */
+}
+
+/* Split blocks: the split's sums go to the module's partials (the task's
+ * slots, 16 nt bytes per lane); the last of the group's blocks to finish,
+ * found by the group's counter (atom.inc wraps it to 0 again for the next
+ * launch), adds the splits' sums in split order, as emit_reduce_store
+ * does, and stores them. */
+static void emit_cross_block_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, uint32_t seg,
+                                          ptx_reg task, ptx_reg group, ptx_reg row0, ptx_reg acc[2][4]) {
+  ptx_comment(b, "this split's sums to the partials; the last of the group's %u splits to finish adds them in order",
+              p->splits);
+  const uint32_t slot_bytes = 16 * p->nt, split_bytes = p->warps * 32 * slot_bytes;
+  ptx_reg idx = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), part = ptx_new(b, PTX_B64), slot = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mov.u64 %s, tc_partials%u;", part.s, seg);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", idx.s, task.s, p->warps * 32, L->q.tid.s);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, idx.s, slot_bytes);
+  ptx_op3(b, "add.u64", slot, part, off);
+  for (uint32_t t = 0; t < p->nt; t++)
+    ptx_ins(b, "st.global.v4.f32 [%s+%u], {%s, %s, %s, %s};", slot.s, 16 * t, acc[t][0].s, acc[t][1].s, acc[t][2].s,
+            acc[t][3].s);
+  ptx_ins(b, "fence.acq_rel.gpu;");
+  ptx_ins(b, "bar.sync 0;");
+  ptx_reg old = ptx_new(b, PTX_B32), cnt = ptx_new(b, PTX_B64), first = ptx_new(b, PTX_PRED);
+  ptx_reg last = ptx_new(b, PTX_PRED), any = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mov.u32 %s, 0;", old.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", first.s, L->q.tid.s);
+  ptx_ins(b, "mov.u64 %s, tc_counts%u;", cnt.s, seg);
+  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, group.s);
+  ptx_op3(b, "add.u64", cnt, cnt, off);
+  ptx_ins(b, "@%s atom.global.inc.u32 %s, [%s], %u;", first.s, old.s, cnt.s, p->splits - 1);
+  ptx_ins(b, "setp.eq.and.u32 %s, %s, %u, %s;", last.s, old.s, p->splits - 1, first.s);
+  ptx_ins(b, "bar.red.or.pred %s, 0, %s;", any.s, last.s);
+  char skip[32];
+  ptx_label_new(b, "not_last", skip);
+  ptx_ins(b, "@!%s bra.uni %s;", any.s, skip);
+  ptx_ins(b, "fence.acq_rel.gpu;");
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", idx.s, group.s, p->splits * p->warps * 32, L->q.tid.s);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, idx.s, slot_bytes);
+  ptx_op3(b, "add.u64", slot, part, off);
+  for (uint32_t s = 0; s < p->splits; s++)
+    for (uint32_t t = 0; t < p->nt; t++) {
+      ptx_reg o[4];
+      for (int i = 0; i < 4; i++) o[i] = s == 0 ? acc[t][i] : ptx_new(b, PTX_F32);
+      ptx_ld_v4(b, "ld.global.cg.v4.f32", o, slot, s * split_bytes + 16 * t); /* L2: other SMs wrote them */
+      if (s)
+        for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", acc[t][i], acc[t][i], o[i]);
+    }
+  ptx_reg writer = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "setp.eq.u32 %s, %s, %s;", writer.s, L->q.tid.s, L->q.tid.s);
+  emit_store(b, p, L, row0, acc, writer);
+  ptx_label(b, skip);
+}
+
+/* A task's group and split (task = group * splits + split). */
+static void emit_task_ids(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg task, ptx_reg group) {
+  ptx_ins(b, "shr.u32 %s, %s, %u;", group.s, task.s, log2_of(p->splits));
+  ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, task.s, p->splits - 1);
+}
+
+/* One weight's product with split blocks (tc_plan_split_blocks), by the
+ * blocks [block0, block0 + blocks) of the grid (blocks = 0: the whole grid),
+ * each walking its tasks with that stride. */
+static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, const char *w_param,
+                               const char *y_param, uint32_t block0, uint32_t blocks) {
+  ptx_comment(b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T on the tensor cores: 16-row tiles, each tile's super-blocks "
+                 "split %u ways; a block takes one split of %u tiles (%u tasks) and stages that split's %u "
+                 "super-blocks of x as f16 B fragments",
+              p->m, p->n, p->m, p->k, p->n, p->k, p->splits, p->tpb, p->tasks, p->kt);
+  tc_lane L;
+  emit_lane_consts(b, p, &L, w_param, y_param);
+  ptx_reg task = ptx_new(b, PTX_B32), ncta = ptx_new(b, PTX_B32), group = ptx_new(b, PTX_B32);
+  ptx_reg pr = ptx_new(b, PTX_PRED), have = ptx_new(b, PTX_PRED), len = ptx_new(b, PTX_B32), zero = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, %%ctaid.x;", task.s);
+  if (block0) ptx_ins(b, "sub.u32 %s, %s, %u;", task.s, task.s, block0);
+  if (blocks)
+    ptx_ins(b, "mov.u32 %s, %u;", ncta.s, blocks);
+  else
+    ptx_ins(b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  ptx_ins(b, "mov.u32 %s, 0;", zero.s);
+  ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
+  tc_raw raw;
+  new_raw(b, &raw);
+  ptx_comment(b, "preload: the split's first super-block of the block's first task");
+  emit_task_ids(b, p, &L, task, group);
+  emit_row_pointers(b, p, &L, group, rowp, &row0);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
+  emit_load(b, rowp, L.split, have.s, &raw);
+  ptx_grid_dependency_sync(b);
+  ptx_comment(b, "tasks, grid-stride");
+  char task_loop[32], task_done[32];
+  ptx_label_new(b, "task", task_loop);
+  ptx_label_new(b, "task_done", task_done);
+  ptx_label(b, task_loop);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, task.s, p->tasks);
+  ptx_ins(b, "@%s bra.uni %s;", pr.s, task_done);
+  ptx_ins(b, "sub.u32 %s, %u, %s;", len.s, p->nsb + p->splits - 1, L.split.s);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", len.s, len.s, log2_of(p->splits)); /* the split's super-blocks */
+  emit_stage(b, p, &L, L.split, p->splits, len);
+  ptx_ins(b, "bar.sync 0;");
+  ptx_reg acc[2][4];
+  for (uint32_t t = 0; t < p->nt; t++)
+    for (int i = 0; i < 4; i++) {
+      acc[t][i] = ptx_new(b, PTX_F32);
+      ptx_op1i(b, "mov.b32", acc[t][i], "0f00000000");
+    }
+  emit_superblock_loop(b, p, &L, rowp, zero, 1, L.split, p->splits, len, &raw, acc);
+  emit_cross_block_reduce_store(b, p, &L, seg, task, group, row0, acc);
+  ptx_ins(b, "add.u32 %s, %s, %s;", task.s, task.s, ncta.s);
+  ptx_comment(b, "the first super-block of the block's next task (x is staged again: every warp is past the "
+                 "barrier of the sums)");
+  emit_task_ids(b, p, &L, task, group);
+  emit_row_pointers(b, p, &L, group, rowp, &row0);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
+  emit_load(b, rowp, L.split, have.s, &raw);
+  ptx_ins(b, "bra.uni %s;", task_loop);
+  ptx_label(b, task_done);
+  ptx_ins(b, "ret;");
 }
 
 /* One weight's product (its plan p, its parameters), by the blocks
@@ -804,7 +996,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   if (p->ktiles == 1) {
     ptx_ins(b, "mov.u32 %s, 0;", t0.s);
     ptx_ins(b, "mov.u32 %s, %u;", tlen.s, p->nsb);
-    emit_stage(b, p, &L, t0, tlen);
+    emit_stage(b, p, &L, t0, 1, tlen);
     ptx_ins(b, "bar.sync 0;");
   }
   ptx_comment(b, "row groups, grid-stride");
@@ -821,7 +1013,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
       ptx_op1i(b, "mov.b32", acc[t][i], "0f00000000");
     }
   if (p->ktiles == 1) {
-    emit_superblock_loop(b, p, &L, rowp, t0, tlen, &raw, acc);
+    emit_superblock_loop(b, p, &L, rowp, L.split, p->splits, t0, 1, tlen, &raw, acc);
   } else {
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_comment(b, "tiles of k: stage x, then every warp consumes it");
@@ -835,13 +1027,13 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_ins(b, "sub.u32 %s, %u, %s;", tlen.s, p->nsb, t0.s);
     ptx_ins(b, "min.u32 %s, %s, %u;", tlen.s, tlen.s, p->kt);
     ptx_ins(b, "bar.sync 0;");
-    emit_stage(b, p, &L, t0, tlen);
+    emit_stage(b, p, &L, t0, 1, tlen);
     ptx_ins(b, "bar.sync 0;");
     ptx_reg j = ptx_new(b, PTX_B32), first = ptx_new(b, PTX_PRED);
     ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
     emit_load(b, rowp, j, first.s, &raw);
-    emit_superblock_loop(b, p, &L, rowp, t0, tlen, &raw, acc);
+    emit_superblock_loop(b, p, &L, rowp, L.split, p->splits, t0, 1, tlen, &raw, acc);
     ptx_ins(b, "add.u32 %s, %s, %u;", t0.s, t0.s, p->kt);
     ptx_ins(b, "bra.uni %s;", tile_loop);
     ptx_label(b, tile_done);
@@ -875,7 +1067,12 @@ static uint32_t tc_plan_segments(const ptxgen_spec *spec, tc_plan plans[3]) {
     if (plans[i].blocks_per_sm < per_sm) per_sm = plans[i].blocks_per_sm;
   }
   for (uint32_t i = 0; i < count; i++) {
-    if (plans[i].warps != warps) tc_plan_blocks(&plans[i], warps);
+    if (plans[i].warps != warps) {
+      if (plans[i].split_blocks)
+        tc_plan_split(&plans[i], warps);
+      else
+        tc_plan_blocks(&plans[i], warps);
+    }
     plans[i].blocks_per_sm = per_sm;
   }
   return count;
@@ -896,11 +1093,18 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   params[np++] = "x";
   for (uint32_t i = 0; i < count; i++) {
     params[np++] = y_params[i];
-    blocks[i] = plans[i].groups < TC_GRID_CAP ? plans[i].groups : TC_GRID_CAP;
+    const uint32_t units = plans[i].split_blocks ? plans[i].tasks : plans[i].groups;
+    blocks[i] = units < TC_GRID_CAP ? units : TC_GRID_CAP;
     if (plans[i].shared_bytes > shared) shared = plans[i].shared_bytes;
   }
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(spec->sm), spec->sm);
+  for (uint32_t i = 0; i < count; i++)
+    if (plans[i].split_blocks) {
+      ptx_decl(&b, "// split blocks of weight %u: their sums, and per row group the splits done (zero at load)", i);
+      ptx_decl(&b, ".global .align 16 .b8 tc_partials%u[%u];", i, plans[i].partial_bytes);
+      ptx_decl(&b, ".global .align 4 .u32 tc_counts%u[%u];\n", i, plans[i].groups);
+    }
   ptx_entry_blocks(&b, out->entry, params, (int)np, 1, plans[0].warps * 32, plans[0].blocks_per_sm);
   char labels[3][32];
   if (count > 1) {
@@ -918,7 +1122,10 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   }
   for (uint32_t i = 0; i < count; i++) {
     if (count > 1) ptx_label(&b, labels[i]);
-    emit_segment(&b, &plans[i], w_params[i], y_params[i], grid, count > 1 ? blocks[i] : 0);
+    if (plans[i].split_blocks)
+      emit_segment_split(&b, &plans[i], i, w_params[i], y_params[i], grid, count > 1 ? blocks[i] : 0);
+    else
+      emit_segment(&b, &plans[i], w_params[i], y_params[i], grid, count > 1 ? blocks[i] : 0);
     grid += blocks[i];
   }
   out->ptx = ptx_finish(&b, &out->ptx_len);
