@@ -750,6 +750,61 @@ Test(gpu, gemv_multi_matches_single_products_with_tensor_cores) {
   multi_matches_single(open_tensor_cores_or_skip());
 }
 
+/* The tensor-core kernel's split blocks (ptxgen/gemv_tc.c) leave each
+ * split's sums in their module and count the splits done per row group;
+ * the last block adds them, and the count wraps to 0 for the next launch.
+ * Launched back to back on the stream, and 16 times in one graph (whose
+ * kernels may start early: programmatic launch), every launch must give
+ * the bits of the first. Shapes: 4096 x 4096 at m = 8 and 14336 x 4096 at
+ * m = 1 (8 splits, split blocks), and at m = 16 (more tasks than one wave
+ * of blocks: blocks take several). */
+Test(gpu, split_block_sums_hold_over_repeated_launches) {
+  ptxq_ctx *ctx = open_tensor_cores_or_skip();
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  enum { LAUNCHES = 16 };
+  static const struct { uint32_t k, n, m; } shapes[] = {{4096, 4096, 8}, {14336, 4096, 1}, {14336, 4096, 16}};
+  for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+    product p;
+    product_init(ctx, &r, &p, 0, shapes[c].k, shapes[c].n, shapes[c].m);
+    const size_t count = (size_t)p.m * p.n, bytes = count * 4;
+    float *want = checked_malloc(bytes), *got = checked_malloc(bytes);
+    product_gemv(ctx, &p, want);
+    for (int i = 0; i < LAUNCHES; i++)
+      cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, p.dy, p.m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    download(ctx, got, p.dy, bytes);
+    size_t j = first_bit_difference(want, got, count);
+    cr_assert(j == count, "seed %llu k=%u n=%u m=%u: after %d launches y[%zu] = %.9g, the first gave %.9g",
+              (unsigned long long)seed, p.k, p.n, p.m, LAUNCHES, j, (double)got[j], (double)want[j]);
+    ptxq_dev ys[LAUNCHES];
+    for (int i = 0; i < LAUNCHES; i++) {
+      ys[i] = device_alloc(ctx, bytes);
+      poison(ctx, ys[i], bytes);
+    }
+    ptxq_graph *graph = NULL;
+    cr_assert_eq(ptxq_capture_begin(ctx), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    for (int i = 0; i < LAUNCHES; i++)
+      cr_assert_eq(ptxq_gemv(ctx, "w", p.dx, ys[i], p.m), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    cr_assert_eq(ptxq_capture_end(ctx, &graph), PTXQ_OK, "%s", ptxq_last_error(ctx));
+    for (int replay = 0; replay < 2; replay++) {
+      cr_assert_eq(ptxq_graph_launch(ctx, graph), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      for (int i = 0; i < LAUNCHES; i++) {
+        download(ctx, got, ys[i], bytes);
+        j = first_bit_difference(want, got, count);
+        cr_assert(j == count, "seed %llu k=%u n=%u m=%u: graph replay %d, product %d: y[%zu] = %.9g, not %.9g",
+                  (unsigned long long)seed, p.k, p.n, p.m, replay, i, j, (double)got[j], (double)want[j]);
+        poison(ctx, ys[i], bytes);
+      }
+    }
+    ptxq_graph_destroy(ctx, graph);
+    for (int i = 0; i < LAUNCHES; i++) cr_assert_eq(ptxq_free(ctx, ys[i]), PTXQ_OK);
+    product_free(ctx, &p);
+    free(want);
+    free(got);
+  }
+  ptxq_close(ctx);
+}
+
 /* A large batch of a large multi-weight product runs as launches of 8 rows
  * and one of the rest, as ptxq_gemv does: every output keeps the bits of
  * the one kernel for all m rows (launched by key), and the fp64 reference
