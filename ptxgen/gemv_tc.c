@@ -903,10 +903,40 @@ static void emit_cross_block_reduce_store(ptx_builder *b, const tc_plan *p, cons
   ptx_label(b, skip);
 }
 
-/* A task's group and split (task = group * splits + split). */
-static void emit_task_ids(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg task, ptx_reg group) {
+/* A segment's first unit of work, its block's index less block0, and the
+ * stride of its grid-stride loop: blocks, or the whole grid (blocks = 0). */
+static void emit_block_start(ptx_builder *b, ptx_reg first, ptx_reg stride, uint32_t block0, uint32_t blocks) {
+  ptx_ins(b, "mov.u32 %s, %%ctaid.x;", first.s);
+  if (block0) ptx_ins(b, "sub.u32 %s, %s, %u;", first.s, first.s, block0);
+  if (blocks)
+    ptx_ins(b, "mov.u32 %s, %u;", stride.s, blocks);
+  else
+    ptx_ins(b, "mov.u32 %s, %%nctaid.x;", stride.s);
+}
+
+/* The head of a loop while counter < limit (an immediate): its label,
+ * then the branch to its end (done, named after hint too). */
+static void emit_loop_head(ptx_builder *b, const char *hint, ptx_reg counter, uint32_t limit, ptx_reg pr,
+                           char loop[32], char done[32]) {
+  char done_hint[32];
+  snprintf(done_hint, sizeof done_hint, "%s_done", hint);
+  ptx_label_new(b, hint, loop);
+  ptx_label_new(b, done_hint, done);
+  ptx_label(b, loop);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, counter.s, limit);
+  ptx_ins(b, "@%s bra.uni %s;", pr.s, done);
+}
+
+/* A task's group and split (task = group * splits + split), its row
+ * pointers, and the split's first super-block into raw if there is such a
+ * task. */
+static void emit_task_preload(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg task, ptx_reg group,
+                              ptx_reg have, ptx_reg rowp[2], ptx_reg *row0, const tc_raw *raw) {
   ptx_ins(b, "shr.u32 %s, %s, %u;", group.s, task.s, log2_of(p->splits));
   ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, task.s, p->splits - 1);
+  emit_row_pointers(b, p, L, group, rowp, row0);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
+  emit_load(b, rowp, L->split, have.s, raw);
 }
 
 /* One weight's product with split blocks (tc_plan_split_blocks), by the
@@ -922,29 +952,17 @@ static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, c
   emit_lane_consts(b, p, &L, w_param, y_param);
   ptx_reg task = ptx_new(b, PTX_B32), ncta = ptx_new(b, PTX_B32), group = ptx_new(b, PTX_B32);
   ptx_reg pr = ptx_new(b, PTX_PRED), have = ptx_new(b, PTX_PRED), len = ptx_new(b, PTX_B32), zero = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mov.u32 %s, %%ctaid.x;", task.s);
-  if (block0) ptx_ins(b, "sub.u32 %s, %s, %u;", task.s, task.s, block0);
-  if (blocks)
-    ptx_ins(b, "mov.u32 %s, %u;", ncta.s, blocks);
-  else
-    ptx_ins(b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  emit_block_start(b, task, ncta, block0, blocks);
   ptx_ins(b, "mov.u32 %s, 0;", zero.s);
   ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
   tc_raw raw;
   new_raw(b, &raw);
   ptx_comment(b, "preload: the split's first super-block of the block's first task");
-  emit_task_ids(b, p, &L, task, group);
-  emit_row_pointers(b, p, &L, group, rowp, &row0);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
-  emit_load(b, rowp, L.split, have.s, &raw);
+  emit_task_preload(b, p, &L, task, group, have, rowp, &row0, &raw);
   ptx_grid_dependency_sync(b);
   ptx_comment(b, "tasks, grid-stride");
   char task_loop[32], task_done[32];
-  ptx_label_new(b, "task", task_loop);
-  ptx_label_new(b, "task_done", task_done);
-  ptx_label(b, task_loop);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, task.s, p->tasks);
-  ptx_ins(b, "@%s bra.uni %s;", pr.s, task_done);
+  emit_loop_head(b, "task", task, p->tasks, pr, task_loop, task_done);
   ptx_ins(b, "sub.u32 %s, %u, %s;", len.s, p->nsb + p->splits - 1, L.split.s);
   ptx_ins(b, "shr.u32 %s, %s, %u;", len.s, len.s, log2_of(p->splits)); /* the split's super-blocks */
   emit_stage(b, p, &L, L.split, p->splits, len);
@@ -960,10 +978,7 @@ static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, c
   ptx_ins(b, "add.u32 %s, %s, %s;", task.s, task.s, ncta.s);
   ptx_comment(b, "the first super-block of the block's next task (x is staged again: every warp is past the "
                  "barrier of the sums)");
-  emit_task_ids(b, p, &L, task, group);
-  emit_row_pointers(b, p, &L, group, rowp, &row0);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
-  emit_load(b, rowp, L.split, have.s, &raw);
+  emit_task_preload(b, p, &L, task, group, have, rowp, &row0, &raw);
   ptx_ins(b, "bra.uni %s;", task_loop);
   ptx_label(b, task_done);
   ptx_ins(b, "ret;");
@@ -982,12 +997,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   tc_lane L;
   emit_lane_consts(b, p, &L, w_param, y_param);
   ptx_reg group = ptx_new(b, PTX_B32), ncta = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mov.u32 %s, %%ctaid.x;", group.s);
-  if (block0) ptx_ins(b, "sub.u32 %s, %s, %u;", group.s, group.s, block0);
-  if (blocks)
-    ptx_ins(b, "mov.u32 %s, %u;", ncta.s, blocks);
-  else
-    ptx_ins(b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  emit_block_start(b, group, ncta, block0, blocks);
   ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
   tc_raw raw;
   new_raw(b, &raw);
@@ -1010,11 +1020,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   }
   ptx_comment(b, "row groups, grid-stride");
   char group_loop[32], group_done[32];
-  ptx_label_new(b, "group", group_loop);
-  ptx_label_new(b, "group_done", group_done);
-  ptx_label(b, group_loop);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, group.s, p->groups);
-  ptx_ins(b, "@%s bra.uni %s;", pr.s, group_done);
+  emit_loop_head(b, "group", group, p->groups, pr, group_loop, group_done);
   ptx_reg acc[2][4];
   for (uint32_t t = 0; t < p->nt; t++)
     for (int i = 0; i < 4; i++) {
@@ -1027,12 +1033,8 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_comment(b, "tiles of k: stage x, then every warp consumes it");
     char tile_loop[32], tile_done[32];
-    ptx_label_new(b, "ktile", tile_loop);
-    ptx_label_new(b, "ktile_done", tile_done);
     ptx_ins(b, "mov.u32 %s, 0;", t0.s);
-    ptx_label(b, tile_loop);
-    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, t0.s, p->nsb);
-    ptx_ins(b, "@%s bra.uni %s;", pr.s, tile_done);
+    emit_loop_head(b, "ktile", t0, p->nsb, pr, tile_loop, tile_done);
     ptx_ins(b, "sub.u32 %s, %u, %s;", tlen.s, p->nsb, t0.s);
     ptx_ins(b, "min.u32 %s, %s, %u;", tlen.s, tlen.s, p->kt);
     ptx_ins(b, "bar.sync 0;");
