@@ -108,6 +108,11 @@
 #define X_EXP_BIAS 141
 #define X_EXP_MAX 126
 #define LOP_AND_OR "0xEA"     /* lop3 table of (a & b) | c */
+/* A lane's 16 weight bytes: read once, by this lane alone, so not kept in
+ * L1, and fetched into L2 in 256-byte pieces (H100, sixteenth session:
+ * 128256x4096 m = 8 112.4 -> 108.1 µs cold, m = 1 109.8 -> 108.4; the FMA
+ * kernel, whose lanes share header bytes through L1, got slower with it) */
+#define WEIGHT_LOAD "ld.global.nc.L1::no_allocate.L2::256B.v4.u32"
 /* Split blocks pay where they save each warp at least this many eighths
  * of a super-block row of x to stage (tc_plan_split_blocks). */
 #define TC_SPLIT_MIN_SAVED8 40u
@@ -347,14 +352,14 @@ static tc_addr emit_addresses(ptx_builder *b, const ptx_reg rowp[2], ptx_reg j) 
 /* guard: a predicate's name or NULL */
 static void emit_load_header(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
   for (int r = 0; r < 2; r++)
-    ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+    ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
             guard ? " " : "", raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s, raw->h[r][3].s, a->h.s,
             8 * TILE_HEADER_BYTES * r);
 }
 
 /* Chunk c of both rows: one 16-byte load (tile layout). */
 static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const char *guard, const tc_raw *raw) {
-  ptx_ins(b, "%s%s%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+  ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
           guard ? " " : "", raw->q[0][c][0].s, raw->q[0][c][1].s, raw->q[1][c][0].s, raw->q[1][c][1].s, a->q.s,
           TILE_CHUNK_BYTES * c);
 }
