@@ -59,8 +59,8 @@ typedef struct ptxq_options {
   int device;         /* CUDA device ordinal, default 0 */
   uint32_t target_sm; /* generate kernels for this target (e.g. 80); 0 = the device's own */
   /* 1: Q4_K products of ptxq_gemv and ptxq_ffn run on the tensor cores
-   * (q4k_gemv keys with tc=1; target_sm >= 80): m = 8 costs 1.04-1.11x its
-   * m = 1 on large shapes (the default: 2.5-2.7x), but its m = 1 is 6-8%
+   * (q4k_gemv keys with tc=1; target_sm >= 80): m = 8 costs 0.99-1.11x its
+   * m = 1 on large shapes (the default: 2.5-2.7x), but its m = 1 is 5-8%
    * slower than the default's (H100 figures in bench/RESULTS.md). Same
    * accuracy and batch invariance, other bits than the default. Q4_K
    * weights are then stored in the tensor-core kernel's tiles of 16 rows;

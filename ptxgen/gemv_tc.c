@@ -66,9 +66,11 @@
  *   Split blocks (tc_plan_split_blocks), where that staging is what costs
  *   (long rows, several batch rows, few tiles per block): a block takes
  *   one split of 8 tiles and stages only that split's super-blocks of x.
- *   Its sums go to partials in the module (.global, zero at load); the
- *   row group's last block to finish, which a counter in the module finds,
- *   adds them in split order and stores. So a launch must not overlap
+ *   Its sums go to partials in the module (.global, zero at load; 512 nt
+ *   bytes per warp and task, about 2 MB at most: the splits keep tasks
+ *   within about a wave of blocks); the row group's last block to finish,
+ *   which a counter in the module finds, adds them in split order and
+ *   stores. So a launch must not overlap
  *   another of the same module (the context's one stream orders them;
  *   programmatic launch waits before the sums). H100, sixteenth session:
  *   4096x14336 m = 8 31.2 -> 21.6 µs, m = 1 20.4 -> 19.4.
