@@ -70,10 +70,10 @@
  *   bytes per warp and task, about 2 MB at most: the splits keep tasks
  *   within about a wave of blocks); the row group's last block to finish,
  *   which a counter in the module finds, adds them in split order and
- *   stores. So a launch must not overlap
- *   another of the same module (the context's one stream orders them;
- *   programmatic launch waits before the sums). H100, sixteenth session:
- *   4096x14336 m = 8 31.2 -> 21.6 µs, m = 1 20.4 -> 19.4.
+ *   stores. So a launch must not overlap another of the same module (the
+ *   context's one stream orders them; programmatic launch waits before the
+ *   sums). H100, sixteenth session: 4096x14336 m = 8 31.2 -> 21.6 µs, m =
+ *   1 20.4 -> 19.4.
  *
  * Several weights (n2, n3: a layer's q, k, v): each weight has blocks of
  *   its own, the first blocks for the first weight, with the plan it would
@@ -84,9 +84,10 @@
  * Batch invariance: an output's sums run in one order for every m (its
  * split's super-blocks in increasing j; in each, the mma chains in a fixed
  * order and their sum; then the splits in order, in a block or across
- * blocks alike); splits depends on n and k only, a column's scale 2^e on its own x only, and each column of an
- * mma depends only on its own B column. So row i of a batch is
- * bit-identical to the m = 1 product of that row.
+ * blocks alike); splits depends on n and k only, a column's scale 2^e on
+ * its own x only, and each column of an mma depends only on its own B
+ * column. So row i of a batch is bit-identical to the m = 1 product of
+ * that row.
  */
 #include <stdio.h>
 #include <string.h>
@@ -112,8 +113,9 @@
 #define LOP_AND_OR "0xEA"     /* lop3 table of (a & b) | c */
 /* A lane's 16 weight bytes: read once, by this lane alone, so not kept in
  * L1, and fetched into L2 in 256-byte pieces (H100, sixteenth session:
- * 128256x4096 m = 8 112.4 -> 108.1 µs cold, m = 1 109.8 -> 108.4; the FMA
- * kernel, whose lanes share header bytes through L1, got slower with it) */
+ * 128256x4096 m = 8 112.4 -> 108.1 µs cold, m = 1 109.8 -> 108.4; the gain
+ * is L1's, .L2::256B alone changed nothing; the FMA kernel, whose lanes
+ * share header bytes through L1, got slower with it) */
 #define WEIGHT_LOAD "ld.global.nc.L1::no_allocate.L2::256B.v4.u32"
 /* Split blocks pay where they save each warp at least this many eighths
  * of a super-block row of x to stage (tc_plan_split_blocks). */
@@ -205,16 +207,6 @@ static uint32_t log2_of(uint32_t v) {
   return l;
 }
 
-/* Split blocks: where a tile's super-blocks are split over several warps,
- * a block of the plan above holds every split of its tiles, so it stages
- * all of x for the few tiles it has: at 4096x14336, m = 8, 128 blocks
- * staged 458 KB of x each to multiply 2 tiles. Here a block takes instead
- * one split of TC_WARPS tiles (task = group * splits + split) and stages
- * only that split's super-blocks (j = split mod splits): 8 splits x 16
- * fewer. Its sums go to the module's partials; the group's last block to
- * finish (a counter) adds the splits' sums in split order, as a block of
- * the plan above adds them, so the bits are the same. Taken where the
- * split's x fits and as many blocks per SM as before. */
 /* The split-block plan of p's splits with blocks of `warps` tiles. */
 static void tc_plan_split(tc_plan *q, uint32_t warps) {
   q->split_blocks = 1;
@@ -230,6 +222,16 @@ static void tc_plan_split(tc_plan *q, uint32_t warps) {
   q->partial_bytes = q->tasks * q->warps * 32 * 16 * q->nt;
 }
 
+/* Split blocks: where a tile's super-blocks are split over several warps,
+ * a block of the plan above holds every split of its tiles, so it stages
+ * all of x for the few tiles it has: at 4096x14336, m = 8, 128 blocks
+ * staged 458 KB of x each to multiply 2 tiles. Here a block takes instead
+ * one split of TC_WARPS tiles (task = group * splits + split) and stages
+ * only that split's super-blocks (j = split mod splits): 8 splits x 16
+ * fewer. Its sums go to the module's partials; the group's last block to
+ * finish (a counter) adds the splits' sums in split order, as a block of
+ * the plan above adds them, so the bits are the same. Taken where the
+ * split's x fits and as many blocks per SM as before. */
 static void tc_plan_split_blocks(tc_plan *p) {
   if (p->splits == 1) return;
   tc_plan q = *p;
