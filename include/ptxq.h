@@ -66,9 +66,10 @@ typedef struct ptxq_options {
    * weights are then stored in the tensor-core kernel's tiles of 16 rows;
    * the FFN's gate and up run apart (no fused epilogue), and
    * ptxq_gemv_multi's tensor-core kernel has RoPE after it as a kernel of
-   * its own. Some of its kernels keep sums between blocks in their module,
-   * so their launches rely on the context's stream order: do not replay a
-   * graph captured from this context on another stream alongside it.
+   * its own. Some of its kernels keep sums between blocks in their module
+   * (up to about 2 MB of device memory each), so their launches rely on
+   * the context's stream order: do not replay a graph captured from this
+   * context on another stream alongside it.
    * 0: the default. */
   int tensor_cores;
 } ptxq_options;
