@@ -185,6 +185,22 @@ static uint32_t max_splits(uint32_t sm) {
   return s;
 }
 
+/* x staged kt super-blocks at a time: its tiles of k and the shared
+ * memory (red_bytes set). */
+static void tc_plan_staging(tc_plan *p, uint32_t kt) {
+  p->kt = kt;
+  p->ktiles = (p->nsb + p->kt - 1) / p->kt;
+  p->xs_bytes = p->kt * p->sb_bytes;
+  p->inv_bytes = p->kt * p->cols * 4;
+  p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes;
+}
+
+/* Blocks per SM: two where one column tile's registers and two blocks'
+ * shared memory fit, else one. */
+static uint32_t tc_blocks_per_sm(const tc_plan *p) {
+  return p->nt == 1 && 2 * (p->shared_bytes + 1024) <= sm_shared(p->sm) ? 2 : 1;
+}
+
 /* The block's share of the plan: tiles, reduction, x's tiles of k. */
 static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->warps = warps;
@@ -194,11 +210,7 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   const uint32_t fit = (shared_budget(p->sm) - p->red_bytes) / staged_per_sb(p->m); /* >= splits (max_splits) */
   /* a tile gives every split the same number of super-blocks; which tile
    * a super-block is staged in does not change the order of the sums */
-  p->kt = fit >= p->nsb ? p->nsb : fit / p->splits * p->splits;
-  p->ktiles = (p->nsb + p->kt - 1) / p->kt;
-  p->xs_bytes = p->kt * p->sb_bytes;
-  p->inv_bytes = p->kt * p->cols * 4;
-  p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes;
+  tc_plan_staging(p, fit >= p->nsb ? p->nsb : fit / p->splits * p->splits);
 }
 
 static uint32_t log2_of(uint32_t v) {
@@ -214,11 +226,7 @@ static void tc_plan_split(tc_plan *q, uint32_t warps) {
   q->groups = (q->row_tiles + q->tpb - 1) / q->tpb;
   q->tasks = q->groups * q->splits;
   q->red_bytes = 0;
-  q->kt = (q->nsb + q->splits - 1) / q->splits;
-  q->ktiles = 1;
-  q->xs_bytes = q->kt * q->sb_bytes;
-  q->inv_bytes = q->kt * q->cols * 4;
-  q->shared_bytes = q->xs_bytes + q->inv_bytes;
+  tc_plan_staging(q, (q->nsb + q->splits - 1) / q->splits); /* one tile of k */
   q->partial_bytes = q->tasks * q->warps * 32 * 16 * q->nt;
 }
 
@@ -244,7 +252,7 @@ static void tc_plan_split_blocks(tc_plan *p) {
    * 19.4, m = 8 31.3 -> 21.6). */
   const uint32_t before8 = p->nsb * p->m * 8 / p->warps, after8 = q.kt * p->m * 8 / q.warps;
   if (before8 < after8 + TC_SPLIT_MIN_SAVED8) return;
-  q.blocks_per_sm = q.nt == 1 && 2 * (q.shared_bytes + 1024) <= sm_shared(q.sm) ? 2 : 1;
+  q.blocks_per_sm = tc_blocks_per_sm(&q);
   if (q.shared_bytes > shared_budget(q.sm) || q.blocks_per_sm * q.warps < p->blocks_per_sm * p->warps) return;
   *p = q;
 }
@@ -272,7 +280,7 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
    * or long rows), that block takes 16 warps instead, at the same 128
    * registers, sharing its staged x; two column tiles (m > 8) need more
    * registers and keep one block of 8 warps. */
-  p.blocks_per_sm = p.nt == 1 && 2 * (p.shared_bytes + 1024) <= sm_shared(p.sm) ? 2 : 1;
+  p.blocks_per_sm = tc_blocks_per_sm(&p);
   if (p.blocks_per_sm == 1 && p.nt == 1) tc_plan_blocks(&p, 2 * TC_WARPS);
   tc_plan_split_blocks(&p);
   return p;
