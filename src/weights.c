@@ -174,6 +174,11 @@ typedef struct repacking {
   void (*repack)(const void *src, uint32_t k, uint32_t n, void *dst);
 } repacking;
 
+/* rows rounded up to whole groups of the layout (the last group padded) */
+static uint64_t whole_groups(const repacking *r, uint64_t rows) {
+  return (rows + r->group - 1) / r->group * r->group;
+}
+
 /* The repacking of a weight of this type in this context; false where the
  * GGUF bytes are stored as they are. */
 static bool repacking_for(const ptxq_ctx *ctx, ptxq_type type, uint32_t k, repacking *out) {
@@ -199,7 +204,7 @@ static int device_bytes(const ptxq_ctx *ctx, const char *name, ptxq_type type, u
     *out = gguf_bytes;
     return PTXQ_OK;
   }
-  const uint64_t rows = ((uint64_t)n + r.group - 1) / r.group * r.group; /* dst_row < 2^32 for any k */
+  const uint64_t rows = whole_groups(&r, n); /* dst_row < 2^32 for any k */
   if (r.dst_row > SIZE_MAX / rows)
     return ptxq__fail(ctx, PTXQ_ERR_INVALID, "weight '%s': %s k=%u n=%u: the repacked size overflows size_t",
                       name, ptxq__type_name(type), k, n);
@@ -213,7 +218,7 @@ static int upload_repacked(ptxq_ctx *ctx, const char *name, const repacking *r, 
                            const void *data, CUdeviceptr buffer) {
   size_t slice_rows = REPACK_SLICE_BYTES / r->dst_row / r->group * r->group;
   if (slice_rows == 0) slice_rows = r->group;
-  if (slice_rows > n) slice_rows = ((size_t)n + r->group - 1) / r->group * r->group;
+  if (slice_rows > n) slice_rows = (size_t)whole_groups(r, n);
   unsigned char *slice = malloc(slice_rows * r->dst_row);
   if (slice == NULL)
     return ptxq__fail(ctx, PTXQ_ERR_NOMEM, "weight '%s': no host memory to repack %zu %s", name, slice_rows,
@@ -222,7 +227,7 @@ static int upload_repacked(ptxq_ctx *ctx, const char *name, const repacking *r, 
   for (uint32_t row = 0; row < n && status == PTXQ_OK; row += (uint32_t)slice_rows) {
     uint32_t rows = n - row < slice_rows ? n - row : (uint32_t)slice_rows;
     r->repack((const unsigned char *)data + (size_t)row * r->src_row, k, rows, slice);
-    const size_t padded = ((size_t)rows + r->group - 1) / r->group * r->group;
+    const size_t padded = (size_t)whole_groups(r, rows);
     /* Waited for each time: the next slice reuses the buffer. */
     status = copy_to_device(ctx, name, buffer + (CUdeviceptr)row * r->dst_row, slice, padded * r->dst_row);
   }
