@@ -167,13 +167,14 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->tc) {
     if (s->kind != PTXGEN_KIND_Q4K_GEMV) return fail(msg, cap, "tc=1: only q4k_gemv runs on the tensor cores");
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
-    if (s->glu || s->rope)
-      return fail(msg, cap, "tc=1 with %s: the tensor-core GEMV has no epilogue", s->glu ? "glu" : "rope");
+    if (s->rope) return fail(msg, cap, "tc=1 with rope: the tensor-core GEMV has no RoPE epilogue");
     if (s->rows || s->warps || s->preload)
       return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",
                   s->rows ? "rows" : s->warps ? "warps" : "preload");
   }
-  if ((s->glu != 0 || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
+  /* the tensor-core kernel's sums are 4 registers per weight and 8 batch
+   * rows: its gated epilogue takes every m */
+  if (((s->glu != 0 && !s->tc) || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
     return fail(msg, cap,
                 "m=%u with %s: a GEMV epilogue takes m <= %u (its two rows per warp would spill registers); "
                 "run the plain GEMV, then the %s kernel",

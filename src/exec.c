@@ -59,7 +59,7 @@ static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uin
                         .n = w->n,
                         .m = m,
                         .glu = glu,
-                        .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV && glu == 0};
+                        .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV};
   if (glu == 0 && !spec->tc) {
     spec->rows = ctx->gemv_rows;
     spec->warps = ctx->gemv_warps;

@@ -5,10 +5,10 @@
  *   GEGLU   y = down . (gelu(gate . x) * (up . x))
  *
  * Paths. The gated kinds, when gate and up have the same type and m is at
- * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster), take the
- * fused path: one GEMV kernel with the gated epilogue (ptxgen.h, glu) reads
- * both matrices and writes h = act(gate . x) * (up . x), then the down GEMV
- * reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
+ * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster), or
+ * both are Q4_K in a tensor-core context (any m), take the fused path: one
+ * GEMV kernel with the gated epilogue (ptxgen.h, glu) reads both matrices
+ * and writes h = act(gate . x) * (up . x), then the down GEMV reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
  * g = gate . x, h = up . x, the activation kernel h = act(g) * h, then
  * down. GELU is always h = up . x, gelu(h) in place, then down. Both paths
  * give the same bits: the gated epilogue computes each product exactly as
@@ -154,10 +154,12 @@ static int find_weights(ptxq_ctx *ctx, const char *call, const ptxq_ffn_params *
 static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uint32_t m,
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
-  /* the gated epilogue is the FMA kernel's: with tensor cores, the gate and
-   * up products run as tensor-core GEMVs, then the activation kernel */
-  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused && !ctx->tensor_cores &&
-                m <= PTXQ__EPILOGUE_MAX_M;
+  /* In a tensor-core context Q4_K gate and up take the tensor-core gated
+   * kernel at every m (its sums are a few registers per weight); the FMA
+   * kernel's epilogue pays only up to PTXQ__EPILOGUE_MAX_M. */
+  const bool tc = ctx->tensor_cores && plan->gated && plan->gate->type == PTXQ_TYPE_Q4_K;
+  plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
+                (tc || m <= PTXQ__EPILOGUE_MAX_M);
   int status;
   if (plan->fused) {
     status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->gated_gemv);

@@ -396,6 +396,7 @@ typedef struct ffn_case {
   ptxq_ffn_kind kind;
   ptxq_type gate, up, down;
   uint32_t k, n;
+  bool tensor_cores; /* both contexts opened with ptxq_options.tensor_cores */
 } ffn_case;
 
 static const char *ffn_kind_name(ptxq_ffn_kind kind) {
@@ -407,19 +408,32 @@ static const char *type_name(ptxq_type type) {
 }
 
 ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
-  static ffn_case cases[7];
+  static ffn_case cases[11];
   static const ptxq_ffn_kind kinds[] = {PTXQ_FFN_GELU, PTXQ_FFN_SWIGLU, PTXQ_FFN_GEGLU};
   size_t count = 0;
   for (size_t i = 0; i < 3; i++) {
     /* Same-type gate and up: the fused path for the gated kinds. */
     cases[count++] =
-        (ffn_case){kinds[i], PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 512, 1536};
+        (ffn_case){kinds[i], PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 512, 1536, false};
     /* Mixed: the unfused path. */
     cases[count++] =
-        (ffn_case){kinds[i], PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536};
+        (ffn_case){kinds[i], PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, false};
   }
   cases[count++] =
-      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336};
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, false};
+  /* Tensor cores: Q4_K gate and up take the tensor-core gated kernel at
+   * every m. 4096 x 1536: a tile's super-blocks split over 8 warps, and
+   * the unfused gate and up products take split blocks at some m; 512 x
+   * 1536: one split; 4096 x 14336: a Llama-3-8B layer's, 2 splits; a Q6_K
+   * gate: the unfused path. */
+  cases[count++] =
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 1536, true};
+  cases[count++] =
+      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true};
+  cases[count++] =
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, true};
+  cases[count++] =
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true};
   return cr_make_param_array(ffn_case, cases, count);
 }
 
@@ -470,15 +484,20 @@ static void ffn_by_hand(ptxq_ctx *ctx, const ffn_case *c, ptxq_dev x, ptxq_dev g
   EXPECT_OK(ctx, ptxq_gemv(ctx, "down", h, y, m));
 }
 
+/* A context as the case asks: tensor cores or not. */
+static ptxq_ctx *open_for(const ffn_case *c) {
+  return c->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
+}
+
 ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
-  ptxq_ctx *ctx = open_or_skip(NULL);
+  ptxq_ctx *ctx = open_for(c);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   const uint32_t k = c->k, n = c->n;
   char label[96];
-  snprintf(label, sizeof label, "seed %llu %s %s/%s/%s k=%u n=%u", (unsigned long long)seed,
+  snprintf(label, sizeof label, "seed %llu %s %s/%s/%s k=%u n=%u%s", (unsigned long long)seed,
            ffn_kind_name(c->kind), type_name(c->gate), type_name(c->up), type_name(c->down), k,
-           n);
+           n, c->tensor_cores ? " tensor cores" : "");
 
   size_t gate_bytes = 0, up_bytes, down_bytes;
   uint8_t *gate = c->kind == PTXQ_FFN_GELU ? NULL : random_weight(&r, c->gate, k, n, &gate_bytes);
@@ -542,7 +561,7 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   /* The other path, in a context opened with PTXQ_FFN_UNFUSED=1: the same
    * bits (for the mixed case both contexts take the unfused path). */
   cr_assert_eq(setenv("PTXQ_FFN_UNFUSED", "1", 1), 0);
-  ptxq_ctx *unfused = open_or_skip(NULL);
+  ptxq_ctx *unfused = open_for(c);
   unsetenv("PTXQ_FFN_UNFUSED");
   if (gate != NULL) upload_weight(unfused, "gate", c->gate, gate, k, n, gate_bytes);
   upload_weight(unfused, "up", c->up, up, k, n, up_bytes);

@@ -13,7 +13,9 @@
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
  * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
  * target with freq_factors and YaRN; q4k_gemv with tc=1: k as q4k_gemv x
- * n as q4k_gemv x m in {1, 3, 8, 9, 16} x every target from sm_80) the PTX must assemble with no spills
+ * n as q4k_gemv x m in {1, 3, 8, 9, 16} x every target from sm_80, and
+ * gated (glu) at k as q4k_gemv x n in {777, 14336} x m in {1, 8, 9, 16})
+ * the PTX must assemble with no spills
  * and no stack frame in at most 255 registers, its block must fit the
  * register file, define the entry ptxgen_emit names, carry the .version and
  * .target its target needs, and come out byte-identical when emitted twice.
@@ -257,6 +259,29 @@ ParameterizedTestParameters(ptx, tc_gemv_multi) {
 }
 
 ParameterizedTest(ptx_case *c, ptx, tc_gemv_multi) {
+  check_kernel(&c->spec);
+}
+
+/* The tensor-core gated kernel (tc=1, glu=swiglu|geglu), which takes every
+ * m: k in {256, 4096, 14336} x n in {777, 14336} x m in {1, 8, 9, 16} (one
+ * column tile and two, one split to 8). */
+ParameterizedTestParameters(ptx, tc_gated_gemv) {
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {777, 14336}, ms[] = {1, 8, 9, 16};
+  const size_t count = 3 * 2 * 4 * 2 * TARGET_COUNT;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 2; b++)
+      for (size_t c = 0; c < 4; c++)
+        for (uint32_t glu = 1; glu <= 2; glu++)
+          for (size_t t = 0; t < TARGET_COUNT; t++)
+            if (targets[t] >= 80)
+              cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[a],
+                                              .n = ns[b], .m = ms[c], .glu = glu, .tc = 1};
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tc_gated_gemv) {
   check_kernel(&c->spec);
 }
 
