@@ -69,10 +69,11 @@ typedef enum {
  * or a rotation pair, and their sums for every batch row live in registers
  * together: past m = 8 ptxas spills them (ptxas 13.0: Q6_K with glu or
  * RoPE from m = 11 on, Q4_K with RoPE and YaRN at m = 15 and 16).
- * So glu and rope keys take m <= 8 (the tensor-core kernel's glu keys,
- * whose sums are 4 registers per weight and column tile, take any); a
- * larger batch runs the plain GEMV, then the activation or rope kernel (as
- * ptxq_ffn and ptxq_gemv_multi_rope do from m = 5). */
+ * So glu and rope keys take m <= 8 (the tensor-core kernel's glu keys too:
+ * with a tile split 8 ways, W's and U's warps fill a block of 16 at 128
+ * registers); a larger batch runs the plain GEMV, then the activation or
+ * rope kernel (as ptxq_ffn and ptxq_gemv_multi_rope do from m = 5), or, in
+ * a tensor-core context, ptxq_ffn's gated kernel in launches of 8 rows. */
 #define PTXGEN_GEMV_EPILOGUE_MAX_M 8u
 /* Limits of the read probe. */
 #define PTXGEN_READ_MAX_N (1u << 30) /* 16-byte vectors: 16 GiB */
@@ -113,8 +114,8 @@ typedef struct ptxgen_spec {
    * from the default's). W in the tile layout of ptxgen_q4k_tc_tiles (a
    * tensor-core context stores Q4_K weights so). sm >= 80; no rope (n2,
    * n3: each weight by blocks of its own, with its own product's bits);
-   * glu at any m (a warp multiplies W's tile, then U's: y comes out as the
-   * two tc=1 products then the swiglu/geglu kernel would write it, bit for
+   * glu (W's and U's tiles by warps of one block: y comes out as the two
+   * tc=1 products then the swiglu/geglu kernel would write it, bit for
    * bit); rows, warps and preload stay 0. 0 (absent from the key): the FMA
    * kernel. */
   uint32_t tc;
@@ -122,7 +123,7 @@ typedef struct ptxgen_spec {
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each
    * product computed exactly as the plain GEMV computes it. m <= 8
-   * (PTXGEN_GEMV_EPILOGUE_MAX_M) but with tc=1 (any m). */
+   * (PTXGEN_GEMV_EPILOGUE_MAX_M). */
   uint32_t glu;
   /* q4k_gemv / q6k_gemv over several weights of the same k and type, one
    * kernel (a layer's q, k and v): n2, n3 are the rows of the second and

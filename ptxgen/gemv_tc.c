@@ -75,15 +75,13 @@
  *   sums). H100, sixteenth session: 4096x14336 m = 8 31.2 -> 21.6 µs, m =
  *   1 20.4 -> 19.4.
  *
- * Gated (glu: an FFN's gate W and up U): a warp multiplies super-block j
- *   of W's tile, then the same of U's (the next one in flight is U's), into
- *   sums of their own; the plan is W's alone (its splits, so each product's
- *   bits), without split blocks (the epilogue needs both sums of every
- *   split in the block), and the splits' sums of both are added as above.
- *   The writer stores act(W's) * U's with the swiglu/geglu kernel's
- *   arithmetic: the bits of the two products, then that kernel. One
- *   launch instead of three, and h is written once (the decode step's
- *   FFN).
+ * Gated (glu: an FFN's gate W and up U, m <= 8): a block holds W's and
+ *   U's warps for each of its tiles (warp = (tile * 2 + weight) * splits +
+ *   split; 16 warps where a tile splits 8 ways), each warp as in W's plan
+ *   alone, so each product keeps its own bits; no split blocks. W's split
+ *   0 adds W's splits, then U's, in order, and stores act(W's) * U's with
+ *   the swiglu/geglu kernel's arithmetic: the bits of the two products and
+ *   that kernel, in one launch that writes h once (the decode step's FFN).
  *
  * Several weights (n2, n3: a layer's q, k, v): each weight has blocks of
  *   its own, the first blocks for the first weight, with the plan it would
@@ -154,7 +152,7 @@ typedef struct tc_plan {
   uint32_t tasks;        /* split blocks: row groups x splits, task = group * splits + split */
   uint32_t partial_bytes; /* split blocks: the module's partial sums, 16 * nt bytes per lane and task */
   uint32_t glu;          /* the gated epilogue (spec->glu): 0 none, 1 swiglu, 2 geglu */
-  uint32_t nw;           /* weights a warp multiplies: 1, or 2 with glu (W's tile, then U's) */
+  uint32_t nw;           /* weights: 1, or 2 with glu (W and U, each tile's splits of both in a block) */
 } tc_plan;
 
 static uint32_t shared_budget(uint32_t sm) {
@@ -184,8 +182,10 @@ static uint32_t staged_per_sb(uint32_t m) {
   return STEPS_PER_SB * nt * PARTS * lanes * 8 + nt * lanes * MIN_REC_LANE + 8 * nt * 4;
 }
 
+/* A slot of 16 bytes per lane and column tile for every warp, where a
+ * tile's sums meet: several splits, or W's and U's. */
 static uint32_t reduce_bytes(uint32_t m, uint32_t splits, uint32_t warps, uint32_t nw) {
-  return splits > 1 ? warps * 32 * 16 * ((m + 7) / 8) * nw : 0;
+  return splits * nw > 1 ? warps * 32 * 16 * ((m + 7) / 8) : 0;
 }
 
 /* The most warps a tile may be split over on a target: a staged tile of k
@@ -218,7 +218,7 @@ static uint32_t tc_blocks_per_sm(const tc_plan *p) {
 /* The block's share of the plan: tiles, reduction, x's tiles of k. */
 static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->warps = warps;
-  p->tpb = warps / p->splits;
+  p->tpb = warps / (p->splits * p->nw);
   p->groups = (p->row_tiles + p->tpb - 1) / p->tpb;
   p->red_bytes = reduce_bytes(p->m, p->splits, warps, p->nw);
   const uint32_t fit = (shared_budget(p->sm) - p->red_bytes) / staged_per_sb(p->m); /* >= splits (max_splits) */
@@ -287,22 +287,18 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.min_off = 8 * p.nt * PARTS * p.rec_bytes;
   p.sb_bytes = p.min_off + p.nt * p.lanes * MIN_REC_LANE;
   p.cols = 8 * p.nt;
-  tc_plan_blocks(&p, TC_WARPS);
+  /* a block holds every split of its tiles, of W and U with glu: 16 warps
+   * where those are 8 splits each, one such block per SM */
+  const bool wide = p.splits * p.nw > TC_WARPS;
+  tc_plan_blocks(&p, wide ? 2 * TC_WARPS : TC_WARPS);
   /* Two blocks per SM where their staged x fits: 16 warps keep more loads
    * in flight than 8. ptxas then holds 128 registers, which one column
    * tile takes without spilling. Where only one fits (x of many batch rows
    * or long rows), that block takes 16 warps instead, at the same 128
    * registers, sharing its staged x; two column tiles (m > 8) need more
    * registers and keep one block of 8 warps. */
-  p.blocks_per_sm = tc_blocks_per_sm(&p);
-  if (p.blocks_per_sm == 1 && p.nt == 1) tc_plan_blocks(&p, 2 * TC_WARPS);
-  /* the gated kernel over rows of one super-block spills two registers at
-   * 128 (ptxas 13.0, sm_80..89): one block of 8 warps per SM lets it hold
-   * more; a product that small gains nothing from more warps */
-  if (p.glu && p.nsb == 1) {
-    tc_plan_blocks(&p, TC_WARPS);
-    p.blocks_per_sm = 1;
-  }
+  p.blocks_per_sm = wide ? 1 : tc_blocks_per_sm(&p);
+  if (p.blocks_per_sm == 1 && p.nt == 1 && !wide) tc_plan_blocks(&p, 2 * TC_WARPS);
   tc_plan_split_blocks(&p);
   return p;
 }
@@ -337,10 +333,10 @@ typedef struct tc_lane {
   gemv_lane q;           /* tid, lane, warp, c = t (lane % 4), the Q4_K scale constants */
   ptx_reg g, t;          /* lane = 4g + t */
   ptx_reg split, tile;   /* the warp's split and tile within the block */
+  ptx_reg weight;        /* glu: 0 for W's warps, 1 for U's (L->W is then U) */
   ptx_reg xs, xmin, inv, red; /* shared addresses: staged x (+ lane*16), its min records (+ lane*8), 2^-e (+ 8t),
                                  the reduction */
   ptx_reg W, x, y;
-  ptx_reg udelta;        /* glu: U - W, from a super-block of W's tile to the same one of U's */
   ptx_reg bvalid[2];     /* this lane holds a column < m in column tile 0, 1 */
   ptx_reg B[2][2][4];    /* B fragments of one part of a chunk: [half][column tile] {step 0: b01, b23, step 1:
                             b01, b23}; zero in lanes of columns past m, which never load them */
@@ -746,10 +742,6 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
 static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const char *w_param,
                              const char *y_param) {
   L->W = ptx_param_u64(b, w_param);
-  if (p->glu) {
-    L->udelta = ptx_param_u64(b, "U");
-    ptx_op3(b, "sub.u64", L->udelta, L->udelta, L->W);
-  }
   L->x = ptx_param_u64(b, "x");
   L->y = ptx_param_u64(b, y_param);
   gemv_lane *q = &L->q;
@@ -763,8 +755,18 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   if (p->split_blocks) {
     ptx_ins(b, "mov.u32 %s, %s;", L->tile.s, q->warp.s); /* the split: the block's task's */
   } else {
+    /* warp = (tile * nw + weight) * splits + split */
     ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, q->warp.s, p->splits - 1);
-    ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, log2_of(p->splits));
+    ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, log2_of(p->splits * p->nw));
+  }
+  if (p->glu) {
+    ptx_comment(b, "warps of weight 1 multiply U instead of W");
+    ptx_reg u = ptx_param_u64(b, "U"), pw = ptx_new(b, PTX_PRED);
+    L->weight = ptx_new(b, PTX_B32);
+    ptx_ins(b, "shr.u32 %s, %s, %u;", L->weight.s, q->warp.s, log2_of(p->splits));
+    ptx_ins(b, "and.b32 %s, %s, 1;", L->weight.s, L->weight.s);
+    ptx_ins(b, "setp.ne.u32 %s, %s, 0;", pw.s, L->weight.s);
+    ptx_ins(b, "selp.b64 %s, %s, %s, %s;", L->W.s, u.s, L->W.s, pw.s);
   }
   q4k_scale_consts(b, q);
   q->xs_base = ptx_new(b, PTX_B32);
@@ -812,14 +814,12 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
 
 /* The split's super-blocks in the staged tile: slots i = i0, i0 + step,
  * ... below len, super-block j = base + stride i of the row (i0, base
- * registers), into acc[0]; with glu, each is followed by the same
- * super-block of U's tile, into acc[1]. raw holds the first one's loads
- * already; while a super-block is computed, each part of raw is loaded
- * again with the next one's once it is used, so that one super-block is
- * always in flight. */
+ * registers). raw holds the first one's loads already; while a super-block
+ * is computed, each part of raw is loaded again with the next one's once
+ * it is used, so that one super-block is always in flight. */
 static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane *L, const ptx_reg rowp[2],
                                  ptx_reg i0, uint32_t step, ptx_reg base, uint32_t stride, ptx_reg len,
-                                 const tc_raw *raw, ptx_reg acc[2][2][4]) {
+                                 const tc_raw *raw, ptx_reg acc[2][4]) {
   char loop[32], done[32];
   ptx_label_new(b, "superblock", loop);
   ptx_label_new(b, "superblock_done", done);
@@ -835,46 +835,17 @@ static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane
     ptx_ins(b, "add.u32 %s, %s, %s;", j.s, base.s, jn.s);
   else
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", j.s, jn.s, stride, base.s);
-  if (p->glu) {
-    /* the next addresses only once W's super-block is done: fewer live registers */
-    ptx_comment(b, "W's super-block, then U's: the one after W's is U's, always there");
-    ptx_reg jc = ptx_new(b, PTX_B32);
-    if (stride == 1)
-      ptx_ins(b, "add.u32 %s, %s, %s;", jc.s, base.s, jl.s);
-    else
-      ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", jc.s, jl.s, stride, base.s);
-    const tc_addr up = emit_addresses(b, rowp, jc);
-    ptx_op3(b, "add.u64", up.q, up.q, L->udelta);
-    ptx_op3(b, "add.u64", up.h, up.h, L->udelta);
-    emit_superblock(b, p, L, raw, jl, &up, NULL, acc[0]);
-    const tc_addr next = emit_addresses(b, rowp, j);
-    emit_superblock(b, p, L, raw, jl, &next, more.s, acc[1]);
-  } else {
-    const tc_addr next = emit_addresses(b, rowp, j);
-    emit_superblock(b, p, L, raw, jl, &next, more.s, acc[0]);
-  }
+  const tc_addr next = emit_addresses(b, rowp, j);
+  emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
   ptx_ins(b, "mov.u32 %s, %s;", jl.s, jn.s);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
 }
 
 /* D element i of column tile t is row g + 8*(i/2), column 8t + 2t' + i%2:
- * stored where writer holds; with glu, act(acc[0]) * acc[1], the
- * arithmetic of the swiglu/geglu kernels. */
-static void emit_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc_w[2][2][4],
+ * stored where writer holds. */
+static void emit_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc[2][4],
                        ptx_reg writer) {
-  ptx_reg (*acc)[4] = acc_w[0];
-  ptx_reg gated[2][4];
-  if (p->glu) {
-    ptx_comment(b, "%s(W's product) * U's product", p->glu == 1 ? "silu" : "gelu");
-    for (uint32_t t = 0; t < p->nt; t++)
-      for (int i = 0; i < 4; i++) {
-        ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc_w[0][t][i]);
-        gated[t][i] = ptx_new(b, PTX_F32);
-        ptx_op3(b, "mul.rn.f32", gated[t][i], a, acc_w[1][t][i]);
-      }
-    acc = gated;
-  }
   ptx_comment(b, "store: rows g, g+8 of the tile, columns 2t, 2t+1 of each column tile");
   for (int r = 0; r < 2; r++) {
     ptx_reg row = ptx_new(b, PTX_B32), ok = ptx_new(b, PTX_PRED), ya = ptx_new(b, PTX_B64), off = ptx_new(b, PTX_B64);
@@ -896,38 +867,54 @@ static void emit_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
 }
 
 /* The splits' sums added (split 0 first, then 1, ...) and stored by split
- * 0. */
-static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0,
-                              ptx_reg acc[2][2][4]) {
+ * 0; with glu, by W's split 0, which adds U's likewise and stores act(W's)
+ * * U's, the arithmetic of the swiglu/geglu kernels. */
+static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc[2][4]) {
   ptx_reg writer = ptx_new(b, PTX_PRED);
-  if (p->splits > 1) {
-    ptx_comment(b, "add the %u splits' sums of each tile in order", p->splits);
-    const uint32_t slot_bytes = 16 * p->nt * p->nw; /* per lane: [weight][column tile] */
+  if (p->splits * p->nw > 1) {
+    ptx_comment(b, "add the %u splits' sums of each tile%s in order", p->splits, p->glu ? ", W's and U's," : "");
     ptx_reg slot = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", slot.s, L->q.tid.s, slot_bytes, L->red.s);
-    for (uint32_t w = 0; w < p->nw; w++)
-      for (uint32_t t = 0; t < p->nt; t++)
-        ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", slot.s, 16 * (w * p->nt + t), acc[w][t][0].s,
-                acc[w][t][1].s, acc[w][t][2].s, acc[w][t][3].s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", slot.s, L->q.tid.s, 16 * p->nt, L->red.s);
+    for (uint32_t t = 0; t < p->nt; t++)
+      ptx_ins(b, "st.shared.v4.f32 [%s+%u], {%s, %s, %s, %s};", slot.s, 16 * t, acc[t][0].s, acc[t][1].s, acc[t][2].s,
+              acc[t][3].s);
     ptx_ins(b, "bar.sync 0;");
     ptx_ins(b, "setp.eq.u32 %s, %s, 0;", writer.s, L->split.s);
+    if (p->glu) ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", writer.s, L->weight.s, writer.s);
     char skip[32];
     ptx_label_new(b, "not_writer", skip);
     ptx_ins(b, "@!%s bra %s;", writer.s, skip);
     for (uint32_t s = 1; s < p->splits; s++)
-      for (uint32_t w = 0; w < p->nw; w++)
-        for (uint32_t t = 0; t < p->nt; t++) {
+      for (uint32_t t = 0; t < p->nt; t++) {
+        ptx_reg o[4];
+        for (int i = 0; i < 4; i++) o[i] = ptx_new(b, PTX_F32);
+        ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, s * 32 * 16 * p->nt + 16 * t);
+        for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", acc[t][i], acc[t][i], o[i]);
+      }
+    if (p->glu) {
+      ptx_comment(b, "U's splits (warps %u.. on), then %s(W's) * U's", p->splits, p->glu == 1 ? "silu" : "gelu");
+      for (uint32_t t = 0; t < p->nt; t++) {
+        ptx_reg u[4];
+        for (int i = 0; i < 4; i++) u[i] = ptx_new(b, PTX_F32);
+        ptx_ld_v4(b, "ld.shared.v4.f32", u, slot, p->splits * 32 * 16 * p->nt + 16 * t);
+        for (uint32_t s = 1; s < p->splits; s++) {
           ptx_reg o[4];
           for (int i = 0; i < 4; i++) o[i] = ptx_new(b, PTX_F32);
-          ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, s * 32 * slot_bytes + 16 * (w * p->nt + t));
-          for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", acc[w][t][i], acc[w][t][i], o[i]);
+          ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, (p->splits + s) * 32 * 16 * p->nt + 16 * t);
+          for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", u[i], u[i], o[i]);
         }
+        for (int i = 0; i < 4; i++) {
+          ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[t][i]);
+          ptx_op3(b, "mul.rn.f32", acc[t][i], a, u[i]);
+        }
+      }
+    }
     ptx_label(b, skip);
   } else {
     ptx_ins(b, "setp.eq.u32 %s, %s, %s;", writer.s, L->split.s, L->split.s);
   }
   emit_store(b, p, L, row0, acc, writer);
-  if (p->splits > 1) ptx_ins(b, "bar.sync 0;"); /* the slots are free again */
+  if (p->splits * p->nw > 1) ptx_ins(b, "bar.sync 0;"); /* the slots are free again */
 }
 
 /* Split blocks: the split's sums go to the module's partials (the task's
@@ -936,8 +923,7 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
  * launch), adds the splits' sums in split order, as emit_reduce_store
  * does, and stores them. */
 static void emit_cross_block_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, uint32_t seg,
-                                          ptx_reg task, ptx_reg group, ptx_reg row0, ptx_reg acc_w[2][2][4]) {
-  ptx_reg (*acc)[4] = acc_w[0]; /* one weight: split blocks take no glu (tc_plan_split_blocks) */
+                                          ptx_reg task, ptx_reg group, ptx_reg row0, ptx_reg acc[2][4]) {
   ptx_comment(b, "this split's sums to the partials; the last of the group's %u splits to finish adds them in order",
               p->splits);
   const uint32_t slot_bytes = 16 * p->nt, split_bytes = p->warps * 32 * slot_bytes;
@@ -978,18 +964,8 @@ static void emit_cross_block_reduce_store(ptx_builder *b, const tc_plan *p, cons
     }
   ptx_reg writer = ptx_new(b, PTX_PRED);
   ptx_ins(b, "setp.eq.u32 %s, %s, %s;", writer.s, L->q.tid.s, L->q.tid.s);
-  emit_store(b, p, L, row0, acc_w, writer);
+  emit_store(b, p, L, row0, acc, writer);
   ptx_label(b, skip);
-}
-
-/* acc[weight][column tile][4] = 0 */
-static void emit_zero_acc(ptx_builder *b, const tc_plan *p, ptx_reg acc[2][2][4]) {
-  for (uint32_t w = 0; w < p->nw; w++)
-    for (uint32_t t = 0; t < p->nt; t++)
-      for (int i = 0; i < 4; i++) {
-        acc[w][t][i] = ptx_new(b, PTX_F32);
-        ptx_op1i(b, "mov.b32", acc[w][t][i], "0f00000000");
-      }
 }
 
 /* A segment's first unit of work, its block's index less block0, and the
@@ -1056,8 +1032,12 @@ static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, c
   ptx_ins(b, "shr.u32 %s, %s, %u;", len.s, len.s, log2_of(p->splits)); /* the split's super-blocks */
   emit_stage(b, p, &L, L.split, p->splits, len);
   ptx_ins(b, "bar.sync 0;");
-  ptx_reg acc[2][2][4];
-  emit_zero_acc(b, p, acc);
+  ptx_reg acc[2][4];
+  for (uint32_t t = 0; t < p->nt; t++)
+    for (int i = 0; i < 4; i++) {
+      acc[t][i] = ptx_new(b, PTX_F32);
+      ptx_op1i(b, "mov.b32", acc[t][i], "0f00000000");
+    }
   emit_superblock_loop(b, p, &L, rowp, zero, 1, L.split, p->splits, len, &raw, acc);
   emit_cross_block_reduce_store(b, p, &L, seg, task, group, row0, acc);
   ptx_ins(b, "add.u32 %s, %s, %s;", task.s, task.s, ncta.s);
@@ -1106,8 +1086,12 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   ptx_comment(b, "row groups, grid-stride");
   char group_loop[32], group_done[32];
   emit_loop_head(b, "group", group, p->groups, pr, group_loop, group_done);
-  ptx_reg acc[2][2][4];
-  emit_zero_acc(b, p, acc);
+  ptx_reg acc[2][4];
+  for (uint32_t t = 0; t < p->nt; t++)
+    for (int i = 0; i < 4; i++) {
+      acc[t][i] = ptx_new(b, PTX_F32);
+      ptx_op1i(b, "mov.b32", acc[t][i], "0f00000000");
+    }
   if (p->ktiles == 1) {
     emit_superblock_loop(b, p, &L, rowp, L.split, p->splits, t0, 1, tlen, &raw, acc);
   } else {

@@ -172,9 +172,7 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
       return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",
                   s->rows ? "rows" : s->warps ? "warps" : "preload");
   }
-  /* the tensor-core kernel's sums are 4 registers per weight and 8 batch
-   * rows: its gated epilogue takes every m */
-  if (((s->glu != 0 && !s->tc) || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
+  if ((s->glu != 0 || s->rope != 0) && s->m > PTXGEN_GEMV_EPILOGUE_MAX_M)
     return fail(msg, cap,
                 "m=%u with %s: a GEMV epilogue takes m <= %u (its two rows per warp would spill registers); "
                 "run the plain GEMV, then the %s kernel",

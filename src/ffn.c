@@ -6,9 +6,10 @@
  *
  * Paths. The gated kinds, when gate and up have the same type and m is at
  * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster), or
- * both are Q4_K in a tensor-core context (any m), take the fused path: one
- * GEMV kernel with the gated epilogue (ptxgen.h, glu) reads both matrices
- * and writes h = act(gate . x) * (up . x), then the down GEMV reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
+ * both are Q4_K in a tensor-core context (any m, in launches of 8 rows),
+ * take the fused path: one GEMV kernel with the gated epilogue (ptxgen.h,
+ * glu) reads both matrices and writes h = act(gate . x) * (up . x), then
+ * the down GEMV reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
  * g = gate . x, h = up . x, the activation kernel h = act(g) * h, then
  * down. GELU is always h = up . x, gelu(h) in place, then down. Both paths
  * give the same bits: the gated epilogue computes each product exactly as
@@ -61,9 +62,9 @@ typedef struct ffn_plan {
   bool gated, fused;
   /* fused: gated_gemv is the gated GEMV (W = gate, U = up) writing h.
    * unfused: gate_gemv (gated only) writes g, up_gemv writes h, then act.
-   * The plain products as launched (ptxq__gemv_batch). */
-  const struct ptxq_kernel_entry *gated_gemv, *act;
-  ptxq__gemv_batch gate_gemv, up_gemv, down_gemv;
+   * The products as launched (ptxq__gemv_batch). */
+  const struct ptxq_kernel_entry *act;
+  ptxq__gemv_batch gated_gemv, gate_gemv, up_gemv, down_gemv;
   size_t region_bytes;    /* one [m][n] fp32 intermediate, rounded up */
   size_t workspace_bytes; /* what this call needs */
 } ffn_plan;
@@ -155,14 +156,14 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
   /* In a tensor-core context Q4_K gate and up take the tensor-core gated
-   * kernel at every m (its sums are a few registers per weight); the FMA
-   * kernel's epilogue pays only up to PTXQ__EPILOGUE_MAX_M. */
+   * kernel at every m (past 8 rows in launches of 8); the FMA kernel's
+   * epilogue pays only up to PTXQ__EPILOGUE_MAX_M. */
   const bool tc = ctx->tensor_cores && plan->gated && plan->gate->type == PTXQ_TYPE_Q4_K;
   plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
                 (tc || m <= PTXQ__EPILOGUE_MAX_M);
   int status;
   if (plan->fused) {
-    status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->gated_gemv);
+    status = ptxq__gated_batch_for(ctx, plan->gate, m, glu, &plan->gated_gemv);
   } else {
     status = ptxq__gemv_batch_for(ctx, plan->up, m, &plan->up_gemv);
     if (status == PTXQ_OK && plan->gated) status = ptxq__gemv_batch_for(ctx, plan->gate, m, &plan->gate_gemv);
@@ -233,11 +234,11 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
   CUdeviceptr h = ctx->ffn_workspace, g = ctx->ffn_workspace + plan->region_bytes;
   int status;
   if (plan->fused) {
-    status = ptxq__launch_gemv(ctx, plan->gated_gemv, plan->gate->data, plan->up->data, x, h);
+    status = ptxq__launch_gemv_batch(ctx, &plan->gated_gemv, plan->gate, plan->up->data, x, h);
   } else {
     status = PTXQ_OK;
-    if (plan->gated) status = ptxq__launch_gemv_batch(ctx, &plan->gate_gemv, plan->gate, x, g);
-    if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &plan->up_gemv, plan->up, x, h);
+    if (plan->gated) status = ptxq__launch_gemv_batch(ctx, &plan->gate_gemv, plan->gate, 0, x, g);
+    if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &plan->up_gemv, plan->up, 0, x, h);
     if (status == PTXQ_OK) {
       /* In place, as ptxgen.h's activations allow: (x, y) = (h, h) or
        * (gate, up, y) = (g, h, h). */
@@ -247,7 +248,7 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
     }
   }
   if (status == PTXQ_OK)
-    status = ptxq__launch_gemv_batch(ctx, &plan->down_gemv, plan->down, h, y);
+    status = ptxq__launch_gemv_batch(ctx, &plan->down_gemv, plan->down, 0, h, y);
   return status;
 }
 

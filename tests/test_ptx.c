@@ -14,7 +14,7 @@
  * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
  * target with freq_factors and YaRN; q4k_gemv with tc=1: k as q4k_gemv x
  * n as q4k_gemv x m in {1, 3, 8, 9, 16} x every target from sm_80, and
- * gated (glu) at k as q4k_gemv x n in {777, 14336} x m in {1, 8, 9, 16})
+ * gated (glu) at k as q4k_gemv x n in {777, 14336} x m in {1, 3, 5, 8})
  * the PTX must assemble with no spills
  * and no stack frame in at most 255 registers, its block must fit the
  * register file, define the entry ptxgen_emit names, carry the .version and
@@ -262,11 +262,11 @@ ParameterizedTest(ptx_case *c, ptx, tc_gemv_multi) {
   check_kernel(&c->spec);
 }
 
-/* The tensor-core gated kernel (tc=1, glu=swiglu|geglu), which takes every
- * m: k in {256, 4096, 14336} x n in {777, 14336} x m in {1, 8, 9, 16} (one
- * column tile and two, one split to 8). */
+/* The tensor-core gated kernel (tc=1, glu=swiglu|geglu) up to the
+ * epilogue's limit: k in {256, 4096, 14336} x n in {777, 14336} x m in {1,
+ * 3, 5, 8} (one split to 8: blocks of 8 warps and of 16). */
 ParameterizedTestParameters(ptx, tc_gated_gemv) {
-  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {777, 14336}, ms[] = {1, 8, 9, 16};
+  static const uint32_t ks[] = {256, 4096, 14336}, ns[] = {777, 14336}, ms[] = {1, 3, 5, PTXGEN_GEMV_EPILOGUE_MAX_M};
   const size_t count = 3 * 2 * 4 * 2 * TARGET_COUNT;
   size_t i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);

@@ -304,9 +304,9 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=17", "m=17");
   refuse("q4k_gemv:k=256,n=1,m=17", "1..16");
   refuse("q6k_gemv:k=256,n=1,m=17", "m=17: the batch must be 1..16");
-  /* the epilogues stop at m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M), but for
-   * the tensor-core kernel's gated one (below, accepted at m = 16) */
+  /* the epilogues stop at m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M) */
   refuse("q4k_gemv:k=256,n=1,m=9,glu=swiglu", "m=9 with glu");
+  refuse("q4k_gemv:k=256,n=1,m=9,tc=1,glu=swiglu", "m=9 with glu");
   refuse("q6k_gemv:k=256,n=1,m=16,glu=geglu", "a GEMV epilogue takes m <= 8");
   refuse("q6k_gemv:k=256,n=1,m=16,glu=geglu", "swiglu or geglu kernel");
   refuse("q4k_gemv:k=256,n=1,m=1,sm=91", "sm=91");
@@ -485,7 +485,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=4096,n=4096,m=16,sm=90",    "q6k_gemv:k=14336,n=4096,m=16,sm=75",
       "q4k_gemv:k=65536,n=33,m=16,sm=120",    "q6k_gemv:k=4096,n=1001,m=11,sm=86,n2=77,n3=5",
       "q4k_gemv:k=4096,n=4096,m=8,n2=1024,rope=neox,head_dim=128", "q4k_gemv:k=4096,n=14336,m=8,glu=geglu",
-      "q4k_gemv:k=4096,n=14336,m=16,tc=1,glu=swiglu", "q4k_gemv:k=256,n=7,m=1,sm=80,tc=1,glu=geglu",
+      "q4k_gemv:k=4096,n=14336,m=8,tc=1,glu=swiglu", "q4k_gemv:k=256,n=7,m=1,sm=80,tc=1,glu=geglu",
       "swiglu:n=5,m=8,sm=120",                "silu:n=14336,m=16,sm=80",
       "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16,base=500000",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
