@@ -72,8 +72,8 @@ typedef enum {
  * So glu and rope keys take m <= 8 (the tensor-core kernel's glu keys too:
  * with a tile split 8 ways, W's and U's warps fill a block of 16 at 128
  * registers); a larger batch runs the plain GEMV, then the activation or
- * rope kernel (as ptxq_ffn and ptxq_gemv_multi_rope do from m = 5), or, in
- * a tensor-core context, ptxq_ffn's gated kernel in launches of 8 rows. */
+ * rope kernel (as ptxq_ffn and ptxq_gemv_multi_rope do from m = 5; in a
+ * tensor-core context, ptxq_ffn from m = 9). */
 #define PTXGEN_GEMV_EPILOGUE_MAX_M 8u
 /* Limits of the read probe. */
 #define PTXGEN_READ_MAX_N (1u << 30) /* 16-byte vectors: 16 GiB */

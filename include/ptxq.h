@@ -64,7 +64,8 @@ typedef struct ptxq_options {
    * slower than the default's (H100 figures in bench/RESULTS.md). Same
    * accuracy and batch invariance, other bits than the default. Q4_K
    * weights are then stored in the tensor-core kernel's tiles of 16 rows;
-   * the FFN's gate and up run apart (no fused epilogue), and
+   * ptxq_ffn's Q4_K gate and up run as one tensor-core kernel with the
+   * activation in it up to m = 8 (apart past that), and
    * ptxq_gemv_multi's tensor-core kernel has RoPE after it as a kernel of
    * its own. Some of its kernels keep sums between blocks in their module
    * (up to about 2 MB of device memory each), so their launches rely on

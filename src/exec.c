@@ -96,14 +96,6 @@ int ptxq__gemv_batch_for(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, ptxq_
   return status;
 }
 
-int ptxq__gated_batch_for(ptxq_ctx *ctx, struct ptxq_weight *gate, uint32_t m, uint32_t glu,
-                          ptxq__gemv_batch *out) {
-  *out = (ptxq__gemv_batch){.m = m, .rows = m < PTXGEN_GEMV_EPILOGUE_MAX_M ? m : PTXGEN_GEMV_EPILOGUE_MAX_M};
-  int status = ptxq__gemv_kernel(ctx, gate, out->rows, glu, &out->full);
-  if (status == PTXQ_OK && m % out->rows != 0) status = ptxq__gemv_kernel(ctx, gate, m % out->rows, glu, &out->rest);
-  return status;
-}
-
 /* The kernel of the batch's launch that starts r0 rows in: the full one,
  * or the rest for the last launch of a batch that does not divide. */
 static const struct ptxq_kernel_entry *batch_kernel(const ptxq__gemv_batch *batch, uint32_t r0) {
@@ -111,11 +103,11 @@ static const struct ptxq_kernel_entry *batch_kernel(const ptxq__gemv_batch *batc
 }
 
 int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const struct ptxq_weight *w,
-                            CUdeviceptr up, CUdeviceptr x, CUdeviceptr y) {
+                            CUdeviceptr x, CUdeviceptr y) {
   for (uint32_t r0 = 0; r0 < batch->m; r0 += batch->rows) {
     const CUdeviceptr xr = x + (CUdeviceptr)r0 * w->k * sizeof(float);
     const CUdeviceptr yr = y + (CUdeviceptr)r0 * w->n * sizeof(float);
-    int status = ptxq__launch_gemv(ctx, batch_kernel(batch, r0), w->data, up, xr, yr);
+    int status = ptxq__launch_gemv(ctx, batch_kernel(batch, r0), w->data, 0, xr, yr);
     if (status != PTXQ_OK) return status;
   }
   return PTXQ_OK;
@@ -162,7 +154,7 @@ int ptxq_gemv(ptxq_ctx *ctx, const char *weight, ptxq_dev x, ptxq_dev y, uint32_
   const struct ptxq_weight *w = NULL;
   ptxq__gemv_batch batch;
   status = gemv_batch(ctx, weight, m, &w, &batch);
-  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, 0, x, y);
+  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, x, y);
   pthread_mutex_unlock(&ctx->lock);
   ptxq__leave(ctx);
   return status;
@@ -426,7 +418,7 @@ int ptxq_gemv_host(ptxq_ctx *ctx, const char *weight, const float *x, float *y, 
       status = ptxq__fail_cu(ctx, result, "ptxq_gemv_host('%s'): copying x (%zu bytes)", weight,
                              x_bytes);
   }
-  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, 0, ctx->staging_x, ctx->staging_y);
+  if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &batch, w, ctx->staging_x, ctx->staging_y);
   if (status == PTXQ_OK) {
     CUresult result = ptxq__cu.MemcpyDtoHAsync(y, ctx->staging_y, y_bytes, ctx->stream);
     if (result != CUDA_SUCCESS)

@@ -5,11 +5,11 @@
  *   GEGLU   y = down . (gelu(gate . x) * (up . x))
  *
  * Paths. The gated kinds, when gate and up have the same type and m is at
- * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster), or
- * both are Q4_K in a tensor-core context (any m, in launches of 8 rows),
- * take the fused path: one GEMV kernel with the gated epilogue (ptxgen.h,
- * glu) reads both matrices and writes h = act(gate . x) * (up . x), then
- * the down GEMV reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
+ * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster; in a
+ * tensor-core context, Q4_K gate and up: the epilogue's limit, 8), take the
+ * fused path: one GEMV kernel with the gated epilogue (ptxgen.h, glu) reads
+ * both matrices and writes h = act(gate . x) * (up . x), then the down GEMV
+ * reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
  * g = gate . x, h = up . x, the activation kernel h = act(g) * h, then
  * down. GELU is always h = up . x, gelu(h) in place, then down. Both paths
  * give the same bits: the gated epilogue computes each product exactly as
@@ -62,9 +62,9 @@ typedef struct ffn_plan {
   bool gated, fused;
   /* fused: gated_gemv is the gated GEMV (W = gate, U = up) writing h.
    * unfused: gate_gemv (gated only) writes g, up_gemv writes h, then act.
-   * The products as launched (ptxq__gemv_batch). */
-  const struct ptxq_kernel_entry *act;
-  ptxq__gemv_batch gated_gemv, gate_gemv, up_gemv, down_gemv;
+   * The plain products as launched (ptxq__gemv_batch). */
+  const struct ptxq_kernel_entry *gated_gemv, *act;
+  ptxq__gemv_batch gate_gemv, up_gemv, down_gemv;
   size_t region_bytes;    /* one [m][n] fp32 intermediate, rounded up */
   size_t workspace_bytes; /* what this call needs */
 } ffn_plan;
@@ -155,15 +155,17 @@ static int find_weights(ptxq_ctx *ctx, const char *call, const ptxq_ffn_params *
 static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uint32_t m,
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
-  /* In a tensor-core context Q4_K gate and up take the tensor-core gated
-   * kernel at every m (past 8 rows in launches of 8); the FMA kernel's
-   * epilogue pays only up to PTXQ__EPILOGUE_MAX_M. */
+  /* The FMA kernel's epilogue pays up to PTXQ__EPILOGUE_MAX_M; the
+   * tensor-core gated kernel (Q4_K in a tensor-core context) up to its
+   * limit, 8 (H100, seventeenth session: the decode step at m = 8 3093 ->
+   * 2963 µs; at m = 16 two launches of 8 rows were slower than the
+   * unfused one-launch products, 5767 against 5585). */
   const bool tc = ctx->tensor_cores && plan->gated && plan->gate->type == PTXQ_TYPE_Q4_K;
   plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
-                (tc || m <= PTXQ__EPILOGUE_MAX_M);
+                m <= (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : PTXQ__EPILOGUE_MAX_M);
   int status;
   if (plan->fused) {
-    status = ptxq__gated_batch_for(ctx, plan->gate, m, glu, &plan->gated_gemv);
+    status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->gated_gemv);
   } else {
     status = ptxq__gemv_batch_for(ctx, plan->up, m, &plan->up_gemv);
     if (status == PTXQ_OK && plan->gated) status = ptxq__gemv_batch_for(ctx, plan->gate, m, &plan->gate_gemv);
@@ -234,11 +236,11 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
   CUdeviceptr h = ctx->ffn_workspace, g = ctx->ffn_workspace + plan->region_bytes;
   int status;
   if (plan->fused) {
-    status = ptxq__launch_gemv_batch(ctx, &plan->gated_gemv, plan->gate, plan->up->data, x, h);
+    status = ptxq__launch_gemv(ctx, plan->gated_gemv, plan->gate->data, plan->up->data, x, h);
   } else {
     status = PTXQ_OK;
-    if (plan->gated) status = ptxq__launch_gemv_batch(ctx, &plan->gate_gemv, plan->gate, 0, x, g);
-    if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &plan->up_gemv, plan->up, 0, x, h);
+    if (plan->gated) status = ptxq__launch_gemv_batch(ctx, &plan->gate_gemv, plan->gate, x, g);
+    if (status == PTXQ_OK) status = ptxq__launch_gemv_batch(ctx, &plan->up_gemv, plan->up, x, h);
     if (status == PTXQ_OK) {
       /* In place, as ptxgen.h's activations allow: (x, y) = (h, h) or
        * (gate, up, y) = (g, h, h). */
@@ -248,7 +250,7 @@ static int enqueue(ptxq_ctx *ctx, const ffn_plan *plan, CUdeviceptr x, CUdevicep
     }
   }
   if (status == PTXQ_OK)
-    status = ptxq__launch_gemv_batch(ctx, &plan->down_gemv, plan->down, 0, h, y);
+    status = ptxq__launch_gemv_batch(ctx, &plan->down_gemv, plan->down, h, y);
   return status;
 }
 

@@ -269,15 +269,9 @@ typedef struct ptxq__gemv_batch {
 /* Fills *out for w at m, building its kernels on first use. Lock held,
  * context current. */
 int ptxq__gemv_batch_for(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, ptxq__gemv_batch *out);
-/* The same for the gated kernel (glu 1 swiglu, 2 geglu) of gate weight
- * w: launches of at most PTXGEN_GEMV_EPILOGUE_MAX_M rows (the epilogue's
- * limit), which give the bits of one launch (batch invariance). */
-int ptxq__gated_batch_for(ptxq_ctx *ctx, struct ptxq_weight *gate, uint32_t m, uint32_t glu,
-                          ptxq__gemv_batch *out);
-/* Enqueues it over x [m][k] and y [m][n]; up: the gated kernel's U (the
- * up weight's data), else 0. Lock held, context current. */
+/* Enqueues it over x [m][k] and y [m][n]. Lock held, context current. */
 int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const struct ptxq_weight *w,
-                            CUdeviceptr up, CUdeviceptr x, CUdeviceptr y);
+                            CUdeviceptr x, CUdeviceptr y);
 /* The GEMV kernel of weight w for batch m with epilogue glu (0 none, 1
  * swiglu, 2 geglu: w is then the gate W of the gated kernel), built on
  * first use and cached on w. PTXQ_ERR_UNSUPPORTED for a weight type or
