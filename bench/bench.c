@@ -611,7 +611,7 @@ static int first_use_keys(FILE *out, uint32_t sm)
   char *step = NULL;
   size_t step_len = 0;
   FILE *mem = rc ? NULL : open_memstream(&step, &step_len);
-  if (!rc && (!mem || decode_list_keys(mem, sm, 1, &decode_m, 1)))
+  if (!rc && (!mem || decode_list_keys(mem, sm, 1, &decode_m, 1, false)))
     rc = EXIT_FAILED;
   if (mem && fclose(mem) != 0)
     rc = EXIT_FAILED;
@@ -670,7 +670,7 @@ static int list_keys(FILE *out, const options *opt, unsigned kernels)
       return rc;
   }
   if (kernels & KERNELS_DECODE)
-    return decode_list_keys(out, sm, opt->layers, opt->decode_ms, opt->decode_m_count) ? EXIT_FAILED : 0;
+    return decode_list_keys(out, sm, opt->layers, opt->decode_ms, opt->decode_m_count, opt->tensor_cores) ? EXIT_FAILED : 0;
   return 0;
 }
 

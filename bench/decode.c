@@ -258,32 +258,36 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
 }
 
 /* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
- * build their specs); unfused adds those of the FFN's unfused path. */
-static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, char (*keys)[128],
+ * build their specs); unfused adds those of the FFN's unfused path. In a
+ * tensor-core context (tc) Q4_K products run on the tensor-core kernel,
+ * RoPE always after q, k, v, and the gated FFN kernel up to m = 8. */
+static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
                      size_t *count)
 {
   ptxq_rope_params p;
   rope_params(&p);
-  unfused = unfused || m > EPILOGUE_MAX_M; /* the kernels the library then runs */
+  /* the kernels the library then runs */
+  const bool rope_apart = unfused || tc || m > EPILOGUE_MAX_M;
+  unfused = unfused || m > (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : EPILOGUE_MAX_M);
   ptxgen_spec rope = {.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = (uint32_t)p.mode,
                       .head_dim = p.head_dim, .n_dims = p.n_dims, .heads = p.heads,
                       .kv_heads = p.kv_heads, .base = p.base, .freq_scale = p.freq_scale,
                       .ext_factor = p.ext_factor, .attn_factor = p.attn_factor,
                       .beta_fast = p.beta_fast, .beta_slow = p.beta_slow,
                       .n_ctx_orig = p.n_ctx_orig};
-  int rc = unfused ? add_key(&rope, keys, count) : 0;
+  int rc = rope_apart ? add_key(&rope, keys, count) : 0;
   for (uint32_t l = 0; l < layers && l < 2 && !rc; l++) /* layers 0 and 1 hold every type */
     for (int r = ROLE_V; r < ROLE_COUNT && !rc; r++) { /* q, k, v: one kernel, below */
       bool gated = r == ROLE_GATE || r == ROLE_UP;
-      ptxgen_spec gemv = {.kind = weight_type(l, (role)r) == PTXQ_TYPE_Q6_K ? PTXGEN_KIND_Q6K_GEMV
-                                                                           : PTXGEN_KIND_Q4K_GEMV,
+      const bool q4k = weight_type(l, (role)r) == PTXQ_TYPE_Q4_K;
+      ptxgen_spec gemv = {.kind = q4k ? PTXGEN_KIND_Q4K_GEMV : PTXGEN_KIND_Q6K_GEMV,
                           .sm = sm, .k = roles[r].k, .n = roles[r].n, .m = m,
-                          .glu = gated && !unfused ? 1 : 0};
+                          .glu = gated && !unfused ? 1 : 0, .tc = tc && q4k};
       if (r == ROLE_V) { /* q, k, v as one kernel, RoPE in it unless unfused */
         gemv.n = roles[ROLE_Q].n;
         gemv.n2 = roles[ROLE_K].n;
         gemv.n3 = roles[ROLE_V].n;
-        if (!unfused) {
+        if (!rope_apart) {
           gemv.rope = p.mode == PTXQ_ROPE_NEOX ? 2 : 1;
           gemv.head_dim = p.head_dim;
           gemv.n_dims = p.n_dims;
@@ -317,18 +321,18 @@ static void unfused_ms(const uint32_t *ms, size_t m_count, uint32_t out[2], size
   *count = lo == hi ? 1 : 2;
 }
 
-int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count)
+int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count, bool tc)
 {
   char keys[MAX_KEYS][128];
   size_t count = 0;
   uint32_t unfused[2];
   size_t unfused_count;
   unfused_ms(ms, m_count, unfused, &unfused_count);
-  int rc = step_keys(sm, layers, 1, false, keys, &count); /* the calibration runs m = 1 */
+  int rc = step_keys(sm, layers, 1, false, tc, keys, &count); /* the calibration runs m = 1 */
   for (size_t i = 0; i < m_count && !rc; i++)
-    rc = step_keys(sm, layers, ms[i], false, keys, &count);
+    rc = step_keys(sm, layers, ms[i], false, tc, keys, &count);
   for (size_t i = 0; i < unfused_count && !rc; i++)
-    rc = step_keys(sm, layers, unfused[i], true, keys, &count);
+    rc = step_keys(sm, layers, unfused[i], true, tc, keys, &count);
   for (size_t i = 0; i < count && !rc; i++)
     fprintf(out, "%s\n", keys[i]);
   return rc;

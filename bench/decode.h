@@ -60,8 +60,9 @@ size_t decode_max_results(size_t m_count);
 int decode_run(const decode_config *cfg, decode_result *results, size_t *count);
 
 /* Prints, one per line, every kernel key the decode step builds for target
- * sm (no GPU needed). Returns 0, or 1 if a key cannot be formatted. */
-int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count);
+ * sm (no GPU needed), in a tensor-core context where tc. Returns 0, or 1 if
+ * a key cannot be formatted. */
+int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count, bool tc);
 
 /* One JSON object for the results array (no separator, no newline). */
 void decode_json_record(FILE *f, const decode_result *r);

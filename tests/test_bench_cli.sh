@@ -26,6 +26,17 @@ run 0 --list-keys --m 16 && {
     fail "--list-keys --m 16: no q, k, v kernel of the decode step at m=16"
   grep -q '^swiglu:n=14336,m=16,sm=90$' "$tmp/out" || fail "--list-keys --m 16: no unfused SwiGLU at m=16"
 }
+# with tensor cores: the library's tensor-core kernels, the gated FFN
+# kernel up to m = 8 and RoPE apart
+run 0 --tensor-cores --kernels decode --list-keys --m 8,16 && {
+  grep -q '^q4k_gemv:k=4096,n=14336,m=8,sm=90,tc=1,glu=swiglu$' "$tmp/out" ||
+    fail "--tensor-cores --list-keys: no tensor-core gated FFN kernel at m=8"
+  grep -q '^q4k_gemv:k=4096,n=14336,m=16,sm=90,tc=1$' "$tmp/out" ||
+    fail "--tensor-cores --list-keys: no tensor-core up product at m=16"
+  grep -q '^rope:.*,m=8,' "$tmp/out" || fail "--tensor-cores --list-keys: no RoPE kernel at m=8"
+  grep -q 'rope=' "$tmp/out" && fail "--tensor-cores --list-keys: RoPE in a tensor-core q, k, v kernel"
+  grep -q 'q4k_gemv:[^t]*$' "$tmp/out" && fail "--tensor-cores --list-keys: a Q4_K product off the tensor cores"
+}
 run 2 --m 17 && { grep -q '1\.\.16' "$tmp/err" || fail "--m 17: the limit is not named"; }
 
 run 0 --kernels gen --quick --json "$tmp/gen.json" && {
