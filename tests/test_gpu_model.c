@@ -421,11 +421,12 @@ ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
   }
   cases[count++] =
       (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, false};
-  /* Tensor cores: Q4_K gate and up take the tensor-core gated kernel at
-   * every m. 4096 x 1536: a tile's super-blocks split over 8 warps, and
-   * the unfused gate and up products take split blocks at some m; 512 x
-   * 1536: one split; 4096 x 14336: a Llama-3-8B layer's, 2 splits; a Q6_K
-   * gate: the unfused path. */
+  /* Tensor cores: Q4_K gate and up take the tensor-core gated kernel up
+   * to m = 8, the unfused products past it. 4096 x 1536: a tile's
+   * super-blocks split over 8 warps (blocks of 16 warps), and the unfused
+   * gate and up products take split blocks at some m; 512 x 1536: 2
+   * splits of 2 super-blocks; 4096 x 14336: a Llama-3-8B layer's, 2
+   * splits; a Q6_K gate: the unfused path at every m. */
   cases[count++] =
       (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 1536, true};
   cases[count++] =
