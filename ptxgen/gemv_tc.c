@@ -866,6 +866,24 @@ static void emit_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
   }
 }
 
+/* Where the reduction slot of the lane `warps` warps on from the lane's
+ * own holds column tile t's sums. */
+static uint32_t slot_offset(const tc_plan *p, uint32_t warps, uint32_t t) {
+  return warps * 32 * 16 * p->nt + 16 * t;
+}
+
+/* Adds to sums (which hold split 0's, that of warp0 warps on) the slots of
+ * splits 1, 2, ... in order. */
+static void emit_add_split_slots(ptx_builder *b, const tc_plan *p, ptx_reg slot, uint32_t warp0, ptx_reg sums[2][4]) {
+  for (uint32_t s = 1; s < p->splits; s++)
+    for (uint32_t t = 0; t < p->nt; t++) {
+      ptx_reg o[4];
+      for (int i = 0; i < 4; i++) o[i] = ptx_new(b, PTX_F32);
+      ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, slot_offset(p, warp0 + s, t));
+      for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", sums[t][i], sums[t][i], o[i]);
+    }
+}
+
 /* The splits' sums added (split 0 first, then 1, ...) and stored by split
  * 0; with glu, by W's split 0, which adds U's likewise and stores act(W's)
  * * U's, the arithmetic of the swiglu/geglu kernels. */
@@ -884,30 +902,20 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
     char skip[32];
     ptx_label_new(b, "not_writer", skip);
     ptx_ins(b, "@!%s bra %s;", writer.s, skip);
-    for (uint32_t s = 1; s < p->splits; s++)
-      for (uint32_t t = 0; t < p->nt; t++) {
-        ptx_reg o[4];
-        for (int i = 0; i < 4; i++) o[i] = ptx_new(b, PTX_F32);
-        ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, s * 32 * 16 * p->nt + 16 * t);
-        for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", acc[t][i], acc[t][i], o[i]);
-      }
+    emit_add_split_slots(b, p, slot, 0, acc);
     if (p->glu) {
       ptx_comment(b, "U's splits (warps %u.. on), then %s(W's) * U's", p->splits, p->glu == 1 ? "silu" : "gelu");
+      ptx_reg u[2][4];
       for (uint32_t t = 0; t < p->nt; t++) {
-        ptx_reg u[4];
-        for (int i = 0; i < 4; i++) u[i] = ptx_new(b, PTX_F32);
-        ptx_ld_v4(b, "ld.shared.v4.f32", u, slot, p->splits * 32 * 16 * p->nt + 16 * t);
-        for (uint32_t s = 1; s < p->splits; s++) {
-          ptx_reg o[4];
-          for (int i = 0; i < 4; i++) o[i] = ptx_new(b, PTX_F32);
-          ptx_ld_v4(b, "ld.shared.v4.f32", o, slot, (p->splits + s) * 32 * 16 * p->nt + 16 * t);
-          for (int i = 0; i < 4; i++) ptx_op3(b, "add.rn.f32", u[i], u[i], o[i]);
-        }
+        for (int i = 0; i < 4; i++) u[t][i] = ptx_new(b, PTX_F32);
+        ptx_ld_v4(b, "ld.shared.v4.f32", u[t], slot, slot_offset(p, p->splits, t));
+      }
+      emit_add_split_slots(b, p, slot, p->splits, u);
+      for (uint32_t t = 0; t < p->nt; t++)
         for (int i = 0; i < 4; i++) {
           ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[t][i]);
-          ptx_op3(b, "mul.rn.f32", acc[t][i], a, u[i]);
+          ptx_op3(b, "mul.rn.f32", acc[t][i], a, u[t][i]);
         }
-      }
     }
     ptx_label(b, skip);
   } else {
