@@ -260,14 +260,17 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
 /* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
  * build their specs); unfused adds those of the FFN's unfused path. In a
  * tensor-core context (tc) Q4_K products run on the tensor-core kernel,
- * RoPE always after q, k, v, and the gated FFN kernel up to m = 8. */
+ * with RoPE in the q/k/v kernel and the gated FFN kernel up to m = 8 (the
+ * step's RoPE is one the tensor-core kernel takes: neox over whole heads). */
 static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
                      size_t *count)
 {
   ptxq_rope_params p;
   rope_params(&p);
   /* the kernels the library then runs */
-  const bool rope_apart = unfused || tc || m > EPILOGUE_MAX_M;
+  const ptxgen_spec tc_rope = {.rope = p.mode == PTXQ_ROPE_NEOX ? 2 : 1, .head_dim = p.head_dim, .n_dims = p.n_dims};
+  const bool rope_apart = unfused || m > (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : EPILOGUE_MAX_M) ||
+                          (tc && !ptxgen_gemv_tc_rope_fits(&tc_rope));
   unfused = unfused || m > (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : EPILOGUE_MAX_M);
   ptxgen_spec rope = {.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = (uint32_t)p.mode,
                       .head_dim = p.head_dim, .n_dims = p.n_dims, .heads = p.heads,

@@ -17,6 +17,7 @@
 #ifndef PTXGEN_H
 #define PTXGEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -112,11 +113,13 @@ typedef struct ptxgen_spec {
    * into two f16 parts that keep 22 of its 24 bits, so the result keeps
    * fp32 accuracy and is batch invariant like the default (its bits differ
    * from the default's). W in the tile layout of ptxgen_q4k_tc_tiles (a
-   * tensor-core context stores Q4_K weights so). sm >= 80; no rope (n2,
-   * n3: each weight by blocks of its own, with its own product's bits);
-   * glu (W's and U's tiles by warps of one block: y comes out as the two
-   * tc=1 products then the swiglu/geglu kernel would write it, bit for
-   * bit); rows, warps and preload stay 0. 0 (absent from the key): the FMA
+   * tensor-core context stores Q4_K weights so). sm >= 80; n2, n3 (each
+   * weight by blocks of its own, with its own product's bits); glu (W's
+   * and U's tiles by warps of one block: y comes out as the two tc=1
+   * products then the swiglu/geglu kernel would write it, bit for bit);
+   * rope where ptxgen_gemv_tc_rope_fits says (a pair's two tiles by warps
+   * of one block: the tc=1 products then the rope kernel, bit for bit);
+   * rows, warps and preload stay 0. 0 (absent from the key): the FMA
    * kernel. */
   uint32_t tc;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
@@ -225,6 +228,12 @@ int ptxgen_emit(const ptxgen_spec *spec, ptxgen_kernel *out, char *msg, size_t m
  * every other spec, m. Every row's bits are the same either way (batch
  * invariance). 0 if the spec is invalid. */
 uint32_t ptxgen_gemv_batch_rows(const ptxgen_spec *spec);
+
+/* Whether the tensor-core GEMV (tc=1) takes the spec's RoPE in its
+ * epilogue: neox, n_dims = head_dim, head_dim a multiple of 32 (a head's
+ * rotation pairs then lie in whole 16-row tiles). Otherwise a tensor-core
+ * q/k/v product runs without rope=, then the rope kernel. */
+bool ptxgen_gemv_tc_rope_fits(const ptxgen_spec *spec);
 
 void ptxgen_kernel_free(ptxgen_kernel *kernel);
 

@@ -89,6 +89,15 @@
  *   shape for all; the grid is as generated, since blocks belong to
  *   weights by index.
  *
+ * RoPE (rope=neox with n_dims = head_dim, a multiple of 32, on q and k):
+ *   NeoX rotates rows i and i + head_dim/2 of a head, which lie in tiles
+ *   t and t + head_dim/32. So, as the gated kernel pairs W's and U's
+ *   tiles, a block holds both tiles of each pair (warp = (pair * 2 + half)
+ *   * splits + split), each warp as in the weight's own plan; the first
+ *   tile's split 0 adds both tiles' splits in order, rotates each pair with
+ *   the rope kernel's instructions and stores both rows: the bits of the
+ *   tc=1 product and then the rope kernel, in one launch. v is not paired.
+ *
  * Batch invariance: an output's sums run in one order for every m (its
  * split's super-blocks in increasing j; in each, the mma chains in a fixed
  * order and their sum; then the splits in order, in a block or across
@@ -103,6 +112,7 @@
 #include "act_math.h"
 #include "gemv.h"
 #include "kernels.h"
+#include "rope_math.h"
 
 #define Q4K_BLOCK_BYTES 144u
 #define TC_WARPS 8u           /* per block, two blocks per SM; 16 where one block fits (tc_plan_for) */
@@ -152,7 +162,12 @@ typedef struct tc_plan {
   uint32_t tasks;        /* split blocks: row groups x splits, task = group * splits + split */
   uint32_t partial_bytes; /* split blocks: the module's partial sums, 16 * nt bytes per lane and task */
   uint32_t glu;          /* the gated epilogue (spec->glu): 0 none, 1 swiglu, 2 geglu */
-  uint32_t nw;           /* weights: 1, or 2 with glu (W and U, each tile's splits of both in a block) */
+  /* RoPE pairs: a tile of a head pairs with the one pair_tiles (head_dim/32)
+   * further (0: tiles unpaired); rope_spec gives the rotation's constants */
+  uint32_t pair_tiles;
+  const ptxgen_spec *rope_spec;
+  uint32_t nw;           /* tiles a block holds together: 1, or 2 (W's and U's with glu, a RoPE pair) */
+  uint32_t units;        /* what row groups are made of: tiles, or tile pairs */
 } tc_plan;
 
 static uint32_t shared_budget(uint32_t sm) {
@@ -219,7 +234,7 @@ static uint32_t tc_blocks_per_sm(const tc_plan *p) {
 static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->warps = warps;
   p->tpb = warps / (p->splits * p->nw);
-  p->groups = (p->row_tiles + p->tpb - 1) / p->tpb;
+  p->groups = (p->units + p->tpb - 1) / p->tpb;
   p->red_bytes = reduce_bytes(p->m, p->splits, warps, p->nw);
   const uint32_t fit = (shared_budget(p->sm) - p->red_bytes) / staged_per_sb(p->m); /* >= splits (max_splits) */
   /* a tile gives every split the same number of super-blocks; which tile
@@ -255,7 +270,8 @@ static void tc_plan_split(tc_plan *q, uint32_t warps) {
  * the plan above adds them, so the bits are the same. Taken where the
  * split's x fits and as many blocks per SM as before. */
 static void tc_plan_split_blocks(tc_plan *p) {
-  if (p->splits == 1 || p->glu) return; /* the gated epilogue needs a tile's every split in its block */
+  /* the gated and RoPE epilogues need both tiles' every split in the block */
+  if (p->splits == 1 || p->nw > 1) return;
   tc_plan q = *p;
   tc_plan_split(&q, TC_WARPS);
   /* What a warp stages, in eighths of a super-block row: every split's x
@@ -271,10 +287,16 @@ static void tc_plan_split_blocks(tc_plan *p) {
   *p = q;
 }
 
+/* The plan of one weight (n2 and n3 are ignored; rope set: the weight's
+ * tiles in RoPE pairs). */
 static tc_plan tc_plan_for(const ptxgen_spec *s) {
-  tc_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .glu = s->glu, .nw = s->glu ? 2 : 1};
+  tc_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .glu = s->glu};
   p.nsb = s->k / 256;
   p.row_tiles = (s->n + 15) / 16;
+  p.pair_tiles = s->rope ? s->head_dim / 32 : 0;
+  p.rope_spec = s->rope ? s : NULL;
+  p.nw = s->glu || s->rope ? 2 : 1;
+  p.units = p.pair_tiles ? p.row_tiles / 2 : p.row_tiles;
   /* splits from n and k only (they set the order of the sums) */
   p.splits = 1;
   const uint32_t most = max_splits(s->sm);
@@ -287,8 +309,9 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.min_off = 8 * p.nt * PARTS * p.rec_bytes;
   p.sb_bytes = p.min_off + p.nt * p.lanes * MIN_REC_LANE;
   p.cols = 8 * p.nt;
-  /* a block holds every split of its tiles, of W and U with glu: 16 warps
-   * where those are 8 splits each, one such block per SM */
+  /* a block holds every split of its tiles, of W and U with glu, of both
+   * tiles of a RoPE pair: 16 warps where those are 8 splits each, one such
+   * block per SM */
   const bool wide = p.splits * p.nw > TC_WARPS;
   tc_plan_blocks(&p, wide ? 2 * TC_WARPS : TC_WARPS);
   /* Two blocks per SM where their staged x fits: 16 warps keep more loads
@@ -333,7 +356,7 @@ typedef struct tc_lane {
   gemv_lane q;           /* tid, lane, warp, c = t (lane % 4), the Q4_K scale constants */
   ptx_reg g, t;          /* lane = 4g + t */
   ptx_reg split, tile;   /* the warp's split and tile within the block */
-  ptx_reg weight;        /* glu: 0 for W's warps, 1 for U's (L->W is then U) */
+  ptx_reg weight;        /* glu: 0 for W's warps, 1 for U's (L->W is then U); RoPE: the pair's first or second tile */
   ptx_reg xs, xmin, inv, red; /* shared addresses: staged x (+ lane*16), its min records (+ lane*8), 2^-e (+ 8t),
                                  the reduction */
   ptx_reg W, x, y;
@@ -410,6 +433,13 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
                               const ptx_reg *row0) {
   ptx_reg tile = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), lane = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, group.s, p->tpb, L->tile.s);
+  if (p->pair_tiles) { /* pair u of the weight: tile (u / pt) * 2pt + u % pt, and pt further for its second */
+    ptx_reg head = ptx_new(b, PTX_B32), within = ptx_new(b, PTX_B32);
+    ptx_ins(b, "div.u32 %s, %s, %u;", head.s, tile.s, p->pair_tiles);
+    ptx_ins(b, "rem.u32 %s, %s, %u;", within.s, tile.s, p->pair_tiles);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, head.s, 2 * p->pair_tiles, within.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, L->weight.s, p->pair_tiles, tile.s);
+  }
   ptx_ins(b, "shl.b32 %s, %s, 4;", row0->s, tile.s);
   ptx_ins(b, "add.u32 %s, %s, %s;", row0->s, row0->s, L->g.s); /* row g of the tile */
   ptx_ins(b, "min.u32 %s, %s, %u;", tile.s, tile.s, p->row_tiles - 1);
@@ -759,14 +789,24 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
     ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, q->warp.s, p->splits - 1);
     ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, log2_of(p->splits * p->nw));
   }
+  ptx_reg u = {{0}}, pw = {{0}};
   if (p->glu) {
     ptx_comment(b, "warps of weight 1 multiply U instead of W");
-    ptx_reg u = ptx_param_u64(b, "U"), pw = ptx_new(b, PTX_PRED);
+    u = ptx_param_u64(b, "U");
+    pw = ptx_new(b, PTX_PRED);
+  }
+  if (p->nw > 1) { /* the warp's weight (glu) or tile (RoPE pair) */
     L->weight = ptx_new(b, PTX_B32);
     ptx_ins(b, "shr.u32 %s, %s, %u;", L->weight.s, q->warp.s, log2_of(p->splits));
     ptx_ins(b, "and.b32 %s, %s, 1;", L->weight.s, L->weight.s);
+  }
+  if (p->glu) {
     ptx_ins(b, "setp.ne.u32 %s, %s, 0;", pw.s, L->weight.s);
     ptx_ins(b, "selp.b64 %s, %s, %s, %s;", L->W.s, u.s, L->W.s, pw.s);
+  }
+  if (p->pair_tiles) {
+    q->positions = ptx_param_u64(b, "positions");
+    q->ff = ptx_param_u64(b, "freq_factors");
   }
   q4k_scale_consts(b, q);
   q->xs_base = ptx_new(b, PTX_B32);
@@ -884,13 +924,51 @@ static void emit_add_split_slots(ptx_builder *b, const tc_plan *p, ptx_reg slot,
     }
 }
 
+/* RoPE (neox) on a pair's sums: x0 (rows g, g+8 of the pair's first tile)
+ * and x1 (the same rows pt tiles further, head_dim/2 rows on), rotated in
+ * place at each column's (token's) position with the rope kernel's
+ * instructions. row0 is row g of the first tile: row0 mod head_dim is the
+ * pair index i of row g. */
+static void emit_rope_pairs(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg x0[2][4],
+                            ptx_reg x1[2][4]) {
+  const ptxgen_spec *s = p->rope_spec;
+  ptx_comment(b, "RoPE neox: rotate rows (i, i + %u) of each head at the tokens' positions", s->head_dim / 2);
+  ptx_reg pair = ptx_new(b, PTX_B32);
+  ptx_ins(b, "rem.u32 %s, %s, %u;", pair.s, row0.s, s->head_dim);
+  for (uint32_t ci = 0; ci < 2; ci++) {
+    /* column 2t + ci of column tile 0 (m <= 8: one column tile); a column
+     * past m takes the last token's position: its sums are never stored */
+    ptx_reg col = ptx_new(b, PTX_B32), pa = ptx_new(b, PTX_B64), pos = ptx_new(b, PTX_B32), posd = ptx_new(b, PTX_B64);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, L->t.s, ci);
+    ptx_ins(b, "min.u32 %s, %s, %u;", col.s, col.s, p->m - 1);
+    ptx_ins(b, "mul.wide.u32 %s, %s, 4;", pa.s, col.s);
+    ptx_op3(b, "add.u64", pa, pa, L->q.positions);
+    ptx_ins(b, "ld.global.s32 %s, [%s];", pos.s, pa.s);
+    ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, pos.s);
+    for (uint32_t r = 0; r < 2; r++) {
+      ptx_reg i = pair, c, sn, y0, y1;
+      if (r) {
+        i = ptx_new(b, PTX_B32);
+        ptx_ins(b, "add.u32 %s, %s, 8;", i.s, pair.s);
+      }
+      rope_emit_cos_sin(b, s, i, posd, L->q.ff, &c, &sn);
+      rope_emit_rotate(b, x0[0][2 * r + ci], x1[0][2 * r + ci], c, sn, &y0, &y1);
+      ptx_op2(b, "mov.b32", x0[0][2 * r + ci], y0);
+      ptx_op2(b, "mov.b32", x1[0][2 * r + ci], y1);
+    }
+  }
+}
+
 /* The splits' sums added (split 0 first, then 1, ...) and stored by split
  * 0; with glu, by W's split 0, which adds U's likewise and stores act(W's)
- * * U's, the arithmetic of the swiglu/geglu kernels. */
+ * * U's, the arithmetic of the swiglu/geglu kernels; with RoPE pairs, by
+ * the first tile's split 0, which adds the second tile's likewise, rotates
+ * the pairs and stores both tiles. */
 static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg acc[2][4]) {
-  ptx_reg writer = ptx_new(b, PTX_PRED);
+  ptx_reg writer = ptx_new(b, PTX_PRED), u[2][4];
   if (p->splits * p->nw > 1) {
-    ptx_comment(b, "add the %u splits' sums of each tile%s in order", p->splits, p->glu ? ", W's and U's," : "");
+    ptx_comment(b, "add the %u splits' sums of each tile%s in order", p->splits,
+                p->glu ? ", W's and U's," : p->pair_tiles ? " of the pair" : "");
     ptx_reg slot = ptx_new(b, PTX_B32);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", slot.s, L->q.tid.s, 16 * p->nt, L->red.s);
     for (uint32_t t = 0; t < p->nt; t++)
@@ -898,19 +976,22 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
               acc[t][3].s);
     ptx_ins(b, "bar.sync 0;");
     ptx_ins(b, "setp.eq.u32 %s, %s, 0;", writer.s, L->split.s);
-    if (p->glu) ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", writer.s, L->weight.s, writer.s);
+    if (p->nw > 1) ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", writer.s, L->weight.s, writer.s);
     char skip[32];
     ptx_label_new(b, "not_writer", skip);
     ptx_ins(b, "@!%s bra %s;", writer.s, skip);
     emit_add_split_slots(b, p, slot, 0, acc);
-    if (p->glu) {
-      ptx_comment(b, "U's splits (warps %u.. on), then %s(W's) * U's", p->splits, p->glu == 1 ? "silu" : "gelu");
-      ptx_reg u[2][4];
+    if (p->nw > 1) {
+      ptx_comment(b, "%s splits (warps %u.. on)", p->glu ? "U's" : "the second tile's", p->splits);
       for (uint32_t t = 0; t < p->nt; t++) {
         for (int i = 0; i < 4; i++) u[t][i] = ptx_new(b, PTX_F32);
         ptx_ld_v4(b, "ld.shared.v4.f32", u[t], slot, slot_offset(p, p->splits, t));
       }
       emit_add_split_slots(b, p, slot, p->splits, u);
+    }
+    if (p->pair_tiles) emit_rope_pairs(b, p, L, row0, acc, u);
+    if (p->glu) {
+      ptx_comment(b, "%s(W's) * U's", p->glu == 1 ? "silu" : "gelu");
       for (uint32_t t = 0; t < p->nt; t++)
         for (int i = 0; i < 4; i++) {
           ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[t][i]);
@@ -922,6 +1003,11 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
     ptx_ins(b, "setp.eq.u32 %s, %s, %s;", writer.s, L->split.s, L->split.s);
   }
   emit_store(b, p, L, row0, acc, writer);
+  if (p->pair_tiles) {
+    ptx_reg row1 = ptx_new(b, PTX_B32);
+    ptx_ins(b, "add.u32 %s, %s, %u;", row1.s, row0.s, 16 * p->pair_tiles);
+    emit_store(b, p, L, row1, u, writer);
+  }
   if (p->splits * p->nw > 1) ptx_ins(b, "bar.sync 0;"); /* the slots are free again */
 }
 
@@ -1146,7 +1232,9 @@ static uint32_t tc_plan_segments(const ptxgen_spec *spec, tc_plan plans[3]) {
     ptxgen_spec one = *spec;
     one.n = ns[i];
     one.n2 = one.n3 = 0;
+    if (i > 1) one.rope = 0; /* v is not rotated */
     plans[i] = tc_plan_for(&one);
+    if (plans[i].rope_spec) plans[i].rope_spec = spec; /* (not the copy's address) */
     if (plans[i].warps > warps) warps = plans[i].warps;
     if (plans[i].blocks_per_sm < per_sm) per_sm = plans[i].blocks_per_sm;
   }
@@ -1166,15 +1254,17 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   tc_plan plans[3];
   const uint32_t count = tc_plan_segments(spec, plans);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
+  char rope[32] = "";
+  if (spec->rope) snprintf(rope, sizeof rope, "_ropeneox_d%u", spec->head_dim);
   int len = count == 1 ? snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_m%u%s", spec->k, spec->n,
                                   spec->m, glu_names[spec->glu])
-                       : snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_%u_%u_m%u", spec->k, spec->n,
-                                  spec->n2, spec->n3, spec->m);
+                       : snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_%u_%u_m%u%s", spec->k, spec->n,
+                                  spec->n2, spec->n3, spec->m, rope);
   if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
-  /* u64 W[, W2[, W3]], x, y[, y2[, y3]], or u64 W, U, x, y with glu: the
-   * order ptxgen.h gives */
+  /* u64 W[, W2[, W3]], x, y[, y2[, y3]][, positions, freq_factors], or
+   * u64 W, U, x, y with glu: the order ptxgen.h gives */
   static const char *const w_params[3] = {"W", "W2", "W3"}, *const y_params[3] = {"y", "y2", "y3"};
-  const char *params[7];
+  const char *params[9];
   uint32_t np = 0, blocks[3], shared = 0, grid = 0;
   for (uint32_t i = 0; i < count; i++) params[np++] = w_params[i];
   if (spec->glu) params[np++] = "U";
@@ -1185,8 +1275,10 @@ int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
     blocks[i] = units < TC_GRID_CAP ? units : TC_GRID_CAP;
     if (plans[i].shared_bytes > shared) shared = plans[i].shared_bytes;
   }
+  if (spec->rope) params[np++] = "positions", params[np++] = "freq_factors";
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(spec->sm), spec->sm);
+  if (spec->rope) rope_emit_freq_table(&b, spec);
   for (uint32_t i = 0; i < count; i++)
     if (plans[i].split_blocks) {
       ptx_decl(&b, "// split blocks of weight %u: their sums, and per row group the splits done (zero at load)", i);

@@ -167,7 +167,6 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->tc) {
     if (s->kind != PTXGEN_KIND_Q4K_GEMV) return fail(msg, cap, "tc=1: only q4k_gemv runs on the tensor cores");
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
-    if (s->rope) return fail(msg, cap, "tc=1 with rope: the tensor-core GEMV has no RoPE epilogue");
     if (s->rows || s->warps || s->preload)
       return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",
                   s->rows ? "rows" : s->warps ? "warps" : "preload");
@@ -177,7 +176,19 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
                 "m=%u with %s: a GEMV epilogue takes m <= %u (its two rows per warp would spill registers); "
                 "run the plain GEMV, then the %s kernel",
                 s->m, s->glu ? "glu" : "rope", PTXGEN_GEMV_EPILOGUE_MAX_M, s->glu ? "swiglu or geglu" : "rope");
-  return validate_gemv_rope(s, msg, cap);
+  int status = validate_gemv_rope(s, msg, cap);
+  if (status == PTXGEN_OK && s->tc && s->rope && !ptxgen_gemv_tc_rope_fits(s))
+    return fail(msg, cap,
+                "tc=1 with rope=%s, head_dim=%u, n_dims=%u: the tensor-core GEMV rotates only neox pairs of whole "
+                "heads (n_dims = head_dim, a multiple of 32); run it without rope, then the rope kernel",
+                s->rope == 2 ? "neox" : "normal", s->head_dim, s->n_dims);
+  return status;
+}
+
+/* (ptxgen.h) Its RoPE pairs rows i and i + head_dim/2 of a head, which lie
+ * in 16-row tiles head_dim/32 apart (gemv_tc.c). */
+bool ptxgen_gemv_tc_rope_fits(const ptxgen_spec *s) {
+  return s->rope == 2 && s->n_dims == s->head_dim && s->head_dim % 32 == 0;
 }
 
 static int validate_act(const ptxgen_spec *s, char *msg, size_t cap) {

@@ -212,12 +212,21 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
   return PTXQ_OK;
 }
 
-/* Whether the multi-weight ops take RoPE as a kernel of their own: past
- * the epilogue's batches, and in a tensor-core context, whose Q4_K kernel
- * has no epilogue (its other types too, the weights being unknown before
- * the look-up: the kernel is only built and the parameters judged). */
+/* Whether the multi-weight ops may take RoPE as a kernel of their own, so
+ * that a prepare builds it: past the epilogue's batches, and in a
+ * tensor-core context, whose Q4_K kernel takes only some RoPE and stops at
+ * m = 8 (its other types too, the weights being unknown before the
+ * look-up: the kernel is only built and the parameters judged). */
 static bool rope_kernel_ahead(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *rope) {
   return rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || ctx->tensor_cores);
+}
+
+/* Whether the tensor-core q/k/v kernel takes this RoPE in its epilogue
+ * (ptxgen_gemv_tc_rope_fits: neox over whole heads of 32k rows). */
+static bool tc_takes_rope(const ptxq_rope_params *rope) {
+  ptxgen_spec probe = {.rope = rope->mode == PTXQ_ROPE_NEOX ? 2 : 1};
+  ptxq__rope_constants(rope, &probe);
+  return ptxgen_gemv_tc_rope_fits(&probe);
 }
 
 /* The weights and the kernels reading them side by side, with RoPE on the
@@ -226,7 +235,9 @@ static bool rope_kernel_ahead(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_p
  * A large batch runs as launches of fewer rows where ptxgen_gemv_batch_rows
  * says so, as ptxq_gemv does (the epilogue's RoPE never meets such a
  * batch: it stops at m = 4). In a tensor-core context Q4_K weights run on
- * the tensor-core kernel over several weights, RoPE after it. Lock held. */
+ * the tensor-core kernel over several weights, with RoPE in it where
+ * tc_takes_rope says and m <= PTXGEN_GEMV_EPILOGUE_MAX_M, else after it.
+ * Lock held. */
 static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
                          const ptxq_rope_params *rope, struct ptxq_weight **w, ptxq__gemv_batch *out,
                          bool *rope_apart) {
@@ -244,7 +255,7 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
   if (count == 1 && rope == NULL) return ptxq__gemv_batch_for(ctx, w[0], m, out);
   if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
   const bool tc = ctx->tensor_cores && w[0]->type == PTXQ_TYPE_Q4_K;
-  if (tc) *rope_apart = rope != NULL;
+  if (tc) *rope_apart = rope != NULL && (m > PTXGEN_GEMV_EPILOGUE_MAX_M || !tc_takes_rope(rope));
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
                       names[0], ptxq__type_name(w[0]->type));

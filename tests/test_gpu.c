@@ -908,7 +908,8 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
  * ptxq_rope: both modes, partial rotation, freq_factors, YaRN, with and
  * without v, both weight types, odd batch sizes, up to m = 16 (past
  * PTXQ__EPILOGUE_MAX_M = 4 the call runs the rope kernel after the
- * products; in a tensor-core context, at every m for Q4_K). */
+ * products; in a tensor-core context, Q4_K takes it in the tensor-core
+ * kernel for neox over whole heads of 32k rows up to m = 8, else apart). */
 static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};
@@ -925,7 +926,11 @@ static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
       {0, 512, 3, 2, 16, 16, 4, 4, 5, PTXQ_ROPE_NORMAL, 0, 0},
       {1, 4096, 3, 7, 128, 96, 8, 2, 256, PTXQ_ROPE_NEOX, 0, 0},
       {0, 4096, 3, 16, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 0, 0}, /* Llama-3-8B, largest batch */
-      {1, 2304, 2, 12, 64, 32, 6, 3, 0, PTXQ_ROPE_NORMAL, 1, 1}};
+      {1, 2304, 2, 12, 64, 32, 6, 3, 0, PTXQ_ROPE_NORMAL, 1, 1},
+      /* neox over whole heads of 32k rows: in the tensor-core kernel up to m = 8 */
+      {0, 2304, 3, 5, 64, 64, 6, 2, 77, PTXQ_ROPE_NEOX, 1, 1},
+      {0, 256, 2, 8, 32, 32, 3, 1, 0, PTXQ_ROPE_NEOX, 0, 1},
+      {0, 4096, 3, 2, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 1, 0}};
   static const char *const names[3] = {"q", "k", "v"};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count, hd = cases[c].head_dim;

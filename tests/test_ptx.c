@@ -285,6 +285,34 @@ ParameterizedTest(ptx_case *c, ptx, tc_gated_gemv) {
   check_kernel(&c->spec);
 }
 
+/* The tensor-core q/k/v kernel with RoPE in it (neox, n_dims = head_dim):
+ * head_dim 32, 64, 128 (1, 2, 4 tiles per half head) x k in {256, 4096,
+ * 14336} (one split to 8) x m in {1, 3, 8}, with v of odd rows or none,
+ * YaRN and freq_factors on some. */
+ParameterizedTestParameters(ptx, tc_rope_gemv) {
+  static const uint32_t hds[] = {32, 64, 128}, ks[] = {256, 4096, 14336}, ms[] = {1, 3, PTXGEN_GEMV_EPILOGUE_MAX_M};
+  const size_t count = 3 * 3 * 3 * TARGET_COUNT;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 3; b++)
+      for (size_t c = 0; c < 3; c++)
+        for (size_t t = 0; t < TARGET_COUNT; t++)
+          if (targets[t] >= 80)
+            cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_Q4K_GEMV, .sm = targets[t], .k = ks[b],
+                                            .n = 32 * hds[a], .n2 = 8 * hds[a], .n3 = a == 1 ? 0 : 8 * hds[a] - 3,
+                                            .m = ms[c], .tc = 1, .rope = 2, .head_dim = hds[a],
+                                            .n_dims = hds[a], .base = 500000.0f, .freq_scale = 1.0f,
+                                            .ext_factor = c == 1 ? 1.0f : 0.0f, .attn_factor = 1.0f,
+                                            .beta_fast = 32.0f, .beta_slow = 1.0f, .n_ctx_orig = 4096,
+                                            .freq_factors = b == 1};
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tc_rope_gemv) {
+  check_kernel(&c->spec);
+}
+
 /* The gated epilogue (glu=swiglu|geglu) on both weight formats, up to its
  * limit m = 8 (PTXGEN_GEMV_EPILOGUE_MAX_M). */
 ParameterizedTestParameters(ptx, gated_gemv) {

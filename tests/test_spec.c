@@ -315,7 +315,11 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,tc=2", "tc=2: must be 0 (FMA) or 1 (tensor cores)");
   refuse("q6k_gemv:k=256,n=1,m=1,tc=1", "only q4k_gemv runs on the tensor cores");
   refuse("q4k_gemv:k=256,n=1,m=1,sm=75,tc=1", "tc=1 with sm=75");
-  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,rope=neox,head_dim=4,n_dims=4,tc=1", "tc=1 with rope");
+  refuse("q4k_gemv:k=256,n=8,m=1,n2=4,rope=neox,head_dim=4,n_dims=4,tc=1", "tc=1 with rope=neox, head_dim=4");
+  refuse("q4k_gemv:k=256,n=64,m=1,n2=64,rope=normal,head_dim=32,tc=1", "tc=1 with rope=normal");
+  refuse("q4k_gemv:k=256,n=128,m=1,n2=64,rope=neox,head_dim=64,n_dims=32,tc=1", "n_dims=32");
+  refuse("q4k_gemv:k=256,n=96,m=1,n2=48,rope=neox,head_dim=48,tc=1", "head_dim=48");
+  refuse("q4k_gemv:k=256,n=64,m=9,n2=64,rope=neox,head_dim=32,tc=1", "m=9 with rope");
   refuse("q4k_gemv:k=256,n=1,m=1,rows=1,tc=1", "tc=1 with rows");
   refuse("q4k_gemv:k=256,n=1,m=1,preload=2,tc=1", "tc=1 with preload");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
@@ -486,6 +490,8 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=65536,n=33,m=16,sm=120",    "q6k_gemv:k=4096,n=1001,m=11,sm=86,n2=77,n3=5",
       "q4k_gemv:k=4096,n=4096,m=8,n2=1024,rope=neox,head_dim=128", "q4k_gemv:k=4096,n=14336,m=8,glu=geglu",
       "q4k_gemv:k=4096,n=14336,m=8,tc=1,glu=swiglu", "q4k_gemv:k=256,n=7,m=1,sm=80,tc=1,glu=geglu",
+      "q4k_gemv:k=4096,n=4096,m=8,tc=1,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000",
+      "q4k_gemv:k=256,n=64,m=3,sm=80,tc=1,n2=32,rope=neox,head_dim=32,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
       "swiglu:n=5,m=8,sm=120",                "silu:n=14336,m=16,sm=80",
       "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=16,base=500000",                "rope:mode=neox,head_dim=128,heads=32,kv_heads=8,m=1,base=500000",
       "rope:mode=normal,head_dim=64,n_dims=32,heads=4,kv_heads=2,m=8,freq_factors=1,ext_factor=1,n_ctx_orig=4096",
