@@ -157,7 +157,7 @@ typedef struct tc_plan {
   uint32_t min_off;    /* where a super-block's min records start in its staged x */
   uint32_t sb_bytes;   /* staged x of one super-block: B records, then min records (lanes * 8 per column tile) */
   uint32_t cols;       /* 8*nt columns of 2^-e per super-block */
-  uint32_t xs_bytes, inv_bytes, red_bytes, shared_bytes;
+  uint32_t xs_bytes, inv_bytes, red_bytes, rope_bytes, shared_bytes;
   uint32_t split_blocks; /* a block takes one split of `warps` tiles (tc_plan_split_blocks) */
   uint32_t tasks;        /* split blocks: row groups x splits, task = group * splits + split */
   uint32_t partial_bytes; /* split blocks: the module's partial sums, 16 * nt bytes per lane and task */
@@ -221,7 +221,7 @@ static void tc_plan_staging(tc_plan *p, uint32_t kt) {
   p->ktiles = (p->nsb + p->kt - 1) / p->kt;
   p->xs_bytes = p->kt * p->sb_bytes;
   p->inv_bytes = p->kt * p->cols * 4;
-  p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes;
+  p->shared_bytes = p->xs_bytes + p->inv_bytes + p->red_bytes + p->rope_bytes;
 }
 
 /* Blocks per SM: two where one column tile's registers and two blocks'
@@ -236,7 +236,11 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->tpb = warps / (p->splits * p->nw);
   p->groups = (p->units + p->tpb - 1) / p->tpb;
   p->red_bytes = reduce_bytes(p->m, p->splits, warps, p->nw);
-  const uint32_t fit = (shared_budget(p->sm) - p->red_bytes) / staged_per_sb(p->m); /* >= splits (max_splits) */
+  /* RoPE pairs: (cos, sin) of the block's pairs' 16 rotation pairs i at
+   * each column's position (emit_rope_table) */
+  p->rope_bytes = p->pair_tiles ? p->tpb * 16 * p->m * 8 : 0;
+  const uint32_t fit = /* >= splits (max_splits; the RoPE table takes at most 8 KB, at m <= 8) */
+      (shared_budget(p->sm) - p->red_bytes - p->rope_bytes) / staged_per_sb(p->m);
   /* a tile gives every split the same number of super-blocks; which tile
    * a super-block is staged in does not change the order of the sums */
   tc_plan_staging(p, fit >= p->nsb ? p->nsb : fit / p->splits * p->splits);
@@ -359,6 +363,8 @@ typedef struct tc_lane {
   ptx_reg weight;        /* glu: 0 for W's warps, 1 for U's (L->W is then U); RoPE: the pair's first or second tile */
   ptx_reg xs, xmin, inv, red; /* shared addresses: staged x (+ lane*16), its min records (+ lane*8), 2^-e (+ 8t),
                                  the reduction */
+  ptx_reg rope_tab;      /* RoPE pairs: the shared (cos, sin) table */
+  ptx_reg rope_pos[2];   /* RoPE pairs: the positions of this thread's table entries */
   ptx_reg W, x, y;
   ptx_reg bvalid[2];     /* this lane holds a column < m in column tile 0, 1 */
   ptx_reg B[2][2][4];    /* B fragments of one part of a chunk: [half][column tile] {step 0: b01, b23, step 1:
@@ -821,6 +827,10 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", L->inv.s, L->t.s, q->xs_base.s); /* columns 2t, 2t+1 */
   ptx_ins(b, "add.u32 %s, %s, %u;", L->inv.s, L->inv.s, p->xs_bytes);
   ptx_ins(b, "add.u32 %s, %s, %u;", L->red.s, q->xs_base.s, p->xs_bytes + p->inv_bytes);
+  if (p->pair_tiles) {
+    L->rope_tab = ptx_new(b, PTX_B32);
+    ptx_ins(b, "add.u32 %s, %s, %u;", L->rope_tab.s, L->red.s, p->red_bytes);
+  }
   for (uint32_t t = 0; t < p->nt; t++) {
     const uint32_t cols = p->m - 8 * t < 8 ? p->m - 8 * t : 8;
     L->bvalid[t] = ptx_new(b, PTX_PRED);
@@ -924,34 +934,82 @@ static void emit_add_split_slots(ptx_builder *b, const tc_plan *p, ptx_reg slot,
     }
 }
 
-/* RoPE (neox) on a pair's sums: x0 (rows g, g+8 of the pair's first tile)
- * and x1 (the same rows pt tiles further, head_dim/2 rows on), rotated in
- * place at each column's (token's) position with the rope kernel's
- * instructions. row0 is row g of the first tile: row0 mod head_dim is the
- * pair index i of row g. */
-static void emit_rope_pairs(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg row0, ptx_reg x0[2][4],
-                            ptx_reg x1[2][4]) {
-  const ptxgen_spec *s = p->rope_spec;
-  ptx_comment(b, "RoPE neox: rotate rows (i, i + %u) of each head at the tokens' positions", s->head_dim / 2);
-  ptx_reg pair = ptx_new(b, PTX_B32);
-  ptx_ins(b, "rem.u32 %s, %s, %u;", pair.s, row0.s, s->head_dim);
-  for (uint32_t ci = 0; ci < 2; ci++) {
-    /* column 2t + ci of column tile 0 (m <= 8: one column tile); a column
-     * past m takes the last token's position: its sums are never stored */
-    ptx_reg col = ptx_new(b, PTX_B32), pa = ptx_new(b, PTX_B64), pos = ptx_new(b, PTX_B32), posd = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, L->t.s, ci);
-    ptx_ins(b, "min.u32 %s, %s, %u;", col.s, col.s, p->m - 1);
+/* The RoPE table: entry e = (pair slot ps of the block, column col,
+ * rotation pair il of the slot's 16) at e = (ps*m + col)*16 + il holds
+ * (cos, sin) * mscale of the pair's i at the column's (token's) position,
+ * computed with the rope kernel's instructions. Thread tid fills the
+ * entries tid, tid + threads, ...: at most 2 (8 slots x 16 x 8 columns
+ * over 512 threads, 4 slots over 256). */
+static uint32_t rope_table_per_thread(const tc_plan *p) {
+  return (p->tpb * 16 * p->m + p->warps * 32 - 1) / (p->warps * 32);
+}
+
+/* The positions of the thread's table entries, loaded once after the
+ * wait for earlier grids (they may have written them): the table itself
+ * is built per row group (emit_rope_table) without a global load on the
+ * way. An entry past the table loads nothing. */
+static void emit_rope_positions(ptx_builder *b, const tc_plan *p, tc_lane *L) {
+  const uint32_t total = p->tpb * 16 * p->m, threads = p->warps * 32;
+  ptx_comment(b, "RoPE: the positions of this thread's (cos, sin) entries (col = e / 16 mod %u)", p->m);
+  for (uint32_t k = 0; k < rope_table_per_thread(p); k++) {
+    ptx_reg e = ptx_new(b, PTX_B32), col = ptx_new(b, PTX_B32), in = ptx_new(b, PTX_PRED), pa = ptx_new(b, PTX_B64);
+    L->rope_pos[k] = ptx_new(b, PTX_B32);
+    ptx_ins(b, "add.u32 %s, %s, %u;", e.s, L->q.tid.s, k * threads);
+    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", in.s, e.s, total);
+    ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, e.s);
+    ptx_ins(b, "rem.u32 %s, %s, %u;", col.s, col.s, p->m);
     ptx_ins(b, "mul.wide.u32 %s, %s, 4;", pa.s, col.s);
     ptx_op3(b, "add.u64", pa, pa, L->q.positions);
-    ptx_ins(b, "ld.global.s32 %s, [%s];", pos.s, pa.s);
-    ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, pos.s);
+    ptx_ins(b, "mov.u32 %s, 0;", L->rope_pos[k].s);
+    ptx_ins(b, "@%s ld.global.s32 %s, [%s];", in.s, L->rope_pos[k].s, pa.s);
+  }
+}
+
+/* Fills the thread's entries of the RoPE table for row group `group`. The
+ * table is read after the reduction's barrier and written again after the
+ * barrier that frees the slots. */
+static void emit_rope_table(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg group) {
+  const ptxgen_spec *s = p->rope_spec;
+  const uint32_t total = p->tpb * 16 * p->m, threads = p->warps * 32;
+  ptx_comment(b, "RoPE: (cos, sin) of the group's rotation pairs at the tokens' positions, into shared memory");
+  for (uint32_t k = 0; k < rope_table_per_thread(p); k++) {
+    ptx_reg e = ptx_new(b, PTX_B32), out = ptx_new(b, PTX_PRED), unit = ptx_new(b, PTX_B32), i = ptx_new(b, PTX_B32);
+    ptx_reg il = ptx_new(b, PTX_B32), posd = ptx_new(b, PTX_B64), addr = ptx_new(b, PTX_B32), c, sn;
+    char skip[32];
+    ptx_label_new(b, "rope_entry_done", skip);
+    ptx_ins(b, "add.u32 %s, %s, %u;", e.s, L->q.tid.s, k * threads);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", out.s, e.s, total);
+    ptx_ins(b, "@%s bra %s;", out.s, skip);
+    ptx_ins(b, "div.u32 %s, %s, %u;", unit.s, e.s, 16 * p->m); /* the pair slot */
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", unit.s, group.s, p->tpb, unit.s);
+    ptx_ins(b, "rem.u32 %s, %s, %u;", i.s, unit.s, p->pair_tiles); /* the pair's tile within its half head */
+    ptx_ins(b, "and.b32 %s, %s, 15;", il.s, e.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", i.s, i.s, il.s);
+    ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, L->rope_pos[k].s);
+    rope_emit_cos_sin(b, s, i, posd, L->q.ff, &c, &sn);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", addr.s, e.s, L->rope_tab.s);
+    ptx_ins(b, "st.shared.v2.f32 [%s], {%s, %s};", addr.s, c.s, sn.s);
+    ptx_label(b, skip);
+  }
+}
+
+/* RoPE (neox) on a pair's sums: x0 (rows g, g+8 of the pair's first tile)
+ * and x1 (the same rows pt tiles further, head_dim/2 rows on), rotated in
+ * place with the table's (cos, sin) and the rope kernel's instructions. */
+static void emit_rope_pairs(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg x0[2][4], ptx_reg x1[2][4]) {
+  ptx_comment(b, "RoPE neox: rotate rows (i, i + %u) of each head", p->rope_spec->head_dim / 2);
+  for (uint32_t ci = 0; ci < 2; ci++) {
+    /* column 2t + ci of column tile 0 (m <= 8: one column tile); a column
+     * past m takes the last column's entry: its sums are never stored */
+    ptx_reg e = ptx_new(b, PTX_B32), addr = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", e.s, L->t.s, ci);
+    ptx_ins(b, "min.u32 %s, %s, %u;", e.s, e.s, p->m - 1);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", e.s, L->tile.s, p->m, e.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", e.s, e.s, L->g.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", addr.s, e.s, L->rope_tab.s);
     for (uint32_t r = 0; r < 2; r++) {
-      ptx_reg i = pair, c, sn, y0, y1;
-      if (r) {
-        i = ptx_new(b, PTX_B32);
-        ptx_ins(b, "add.u32 %s, %s, 8;", i.s, pair.s);
-      }
-      rope_emit_cos_sin(b, s, i, posd, L->q.ff, &c, &sn);
+      ptx_reg c = ptx_new(b, PTX_F32), sn = ptx_new(b, PTX_F32), y0, y1;
+      ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", c.s, sn.s, addr.s, 64 * r); /* row g + 8r: 8 entries on */
       rope_emit_rotate(b, x0[0][2 * r + ci], x1[0][2 * r + ci], c, sn, &y0, &y1);
       ptx_op2(b, "mov.b32", x0[0][2 * r + ci], y0);
       ptx_op2(b, "mov.b32", x1[0][2 * r + ci], y1);
@@ -989,7 +1047,7 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
       }
       emit_add_split_slots(b, p, slot, p->splits, u);
     }
-    if (p->pair_tiles) emit_rope_pairs(b, p, L, row0, acc, u);
+    if (p->pair_tiles) emit_rope_pairs(b, p, L, acc, u);
     if (p->glu) {
       ptx_comment(b, "%s(W's) * U's", p->glu == 1 ? "silu" : "gelu");
       for (uint32_t t = 0; t < p->nt; t++)
@@ -1171,6 +1229,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     emit_load(b, rowp, L.split, have.s, &raw);
   }
   ptx_grid_dependency_sync(b);
+  if (p->pair_tiles) emit_rope_positions(b, p, &L);
   if (p->ktiles == 1) {
     ptx_ins(b, "mov.u32 %s, 0;", t0.s);
     ptx_ins(b, "mov.u32 %s, %u;", tlen.s, p->nsb);
@@ -1180,6 +1239,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   ptx_comment(b, "row groups, grid-stride");
   char group_loop[32], group_done[32];
   emit_loop_head(b, "group", group, p->groups, pr, group_loop, group_done);
+  if (p->pair_tiles) emit_rope_table(b, p, &L, group);
   ptx_reg acc[2][4];
   for (uint32_t t = 0; t < p->nt; t++)
     for (int i = 0; i < 4; i++) {
