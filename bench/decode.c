@@ -260,8 +260,8 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
 /* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
  * build their specs); unfused adds those of the FFN's unfused path. In a
  * tensor-core context (tc) Q4_K products run on the tensor-core kernel,
- * with RoPE in the q/k/v kernel and the gated FFN kernel up to m = 8 (the
- * step's RoPE is one the tensor-core kernel takes: neox over whole heads). */
+ * with RoPE in the q/k/v kernel up to m = 4 (the step's RoPE is one it
+ * takes: neox over whole heads) and the gated FFN kernel up to m = 8. */
 static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
                      size_t *count)
 {
@@ -269,8 +269,7 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, boo
   rope_params(&p);
   /* the kernels the library then runs */
   const ptxgen_spec tc_rope = {.rope = p.mode == PTXQ_ROPE_NEOX ? 2 : 1, .head_dim = p.head_dim, .n_dims = p.n_dims};
-  const bool rope_apart = unfused || m > (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : EPILOGUE_MAX_M) ||
-                          (tc && !ptxgen_gemv_tc_rope_fits(&tc_rope));
+  const bool rope_apart = unfused || m > EPILOGUE_MAX_M || (tc && !ptxgen_gemv_tc_rope_fits(&tc_rope));
   unfused = unfused || m > (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : EPILOGUE_MAX_M);
   ptxgen_spec rope = {.kind = PTXGEN_KIND_ROPE, .sm = sm, .m = m, .mode = (uint32_t)p.mode,
                       .head_dim = p.head_dim, .n_dims = p.n_dims, .heads = p.heads,

@@ -66,8 +66,9 @@ typedef struct ptxq_options {
    * weights are then stored in the tensor-core kernel's tiles of 16 rows;
    * ptxq_ffn's Q4_K gate and up run as one tensor-core kernel with the
    * activation in it up to m = 8 (apart past that), and
-   * ptxq_gemv_multi's tensor-core kernel has RoPE after it as a kernel of
-   * its own. Some of its kernels keep sums between blocks in their module
+   * ptxq_gemv_multi_rope's tensor-core kernel has RoPE in it up to m = 4
+   * where it is neox over whole heads (n_dims = head_dim, a multiple of
+   * 32; otherwise the rope kernel runs after it). Some of its kernels keep sums between blocks in their module
    * (up to about 2 MB of device memory each), so their launches rely on
    * the context's stream order: do not replay a graph captured from this
    * context on another stream alongside it.

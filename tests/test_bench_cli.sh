@@ -28,15 +28,15 @@ run 0 --list-keys --m 16 && {
 }
 # with tensor cores: the library's tensor-core kernels, the gated FFN
 # kernel up to m = 8 and RoPE apart
-run 0 --tensor-cores --kernels decode --list-keys --m 8,16 && {
+run 0 --tensor-cores --kernels decode --list-keys --m 4,8,16 && {
   grep -q '^q4k_gemv:k=4096,n=14336,m=8,sm=90,tc=1,glu=swiglu$' "$tmp/out" ||
     fail "--tensor-cores --list-keys: no tensor-core gated FFN kernel at m=8"
   grep -q '^q4k_gemv:k=4096,n=14336,m=16,sm=90,tc=1$' "$tmp/out" ||
     fail "--tensor-cores --list-keys: no tensor-core up product at m=16"
-  grep -q '^q4k_gemv:k=4096,n=4096,m=8,sm=90,tc=1,n2=1024,n3=1024,rope=neox,' "$tmp/out" ||
-    fail "--tensor-cores --list-keys: no RoPE in the tensor-core q, k, v kernel at m=8"
-  grep -q '^rope:.*,m=16,' "$tmp/out" || fail "--tensor-cores --list-keys: no RoPE kernel at m=16"
-  grep -q 'm=16,.*rope=' "$tmp/out" && fail "--tensor-cores --list-keys: RoPE in a q, k, v kernel at m=16"
+  grep -q '^q4k_gemv:k=4096,n=4096,m=4,sm=90,tc=1,n2=1024,n3=1024,rope=neox,' "$tmp/out" ||
+    fail "--tensor-cores --list-keys: no RoPE in the tensor-core q, k, v kernel at m=4"
+  grep -q '^rope:.*,m=8,' "$tmp/out" || fail "--tensor-cores --list-keys: no RoPE kernel at m=8"
+  grep -q 'm=\(8\|16\),.*rope=' "$tmp/out" && fail "--tensor-cores --list-keys: RoPE in a q, k, v kernel past m=4"
   grep -q 'q4k_gemv:[^t]*$' "$tmp/out" && fail "--tensor-cores --list-keys: a Q4_K product off the tensor cores"
 }
 run 2 --m 17 && { grep -q '1\.\.16' "$tmp/err" || fail "--m 17: the limit is not named"; }

@@ -909,7 +909,7 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
  * without v, both weight types, odd batch sizes, up to m = 16 (past
  * PTXQ__EPILOGUE_MAX_M = 4 the call runs the rope kernel after the
  * products; in a tensor-core context, Q4_K takes it in the tensor-core
- * kernel for neox over whole heads of 32k rows up to m = 8, else apart). */
+ * kernel for neox over whole heads of 32k rows up to m = 4, else apart). */
 static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};
@@ -927,9 +927,9 @@ static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
       {1, 4096, 3, 7, 128, 96, 8, 2, 256, PTXQ_ROPE_NEOX, 0, 0},
       {0, 4096, 3, 16, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 0, 0}, /* Llama-3-8B, largest batch */
       {1, 2304, 2, 12, 64, 32, 6, 3, 0, PTXQ_ROPE_NORMAL, 1, 1},
-      /* neox over whole heads of 32k rows: in the tensor-core kernel up to m = 8 */
-      {0, 2304, 3, 5, 64, 64, 6, 2, 77, PTXQ_ROPE_NEOX, 1, 1},
-      {0, 256, 2, 8, 32, 32, 3, 1, 0, PTXQ_ROPE_NEOX, 0, 1},
+      /* neox over whole heads of 32k rows: in the tensor-core kernel up to m = 4 */
+      {0, 2304, 3, 3, 64, 64, 6, 2, 77, PTXQ_ROPE_NEOX, 1, 1},
+      {0, 256, 2, 4, 32, 32, 3, 1, 0, PTXQ_ROPE_NEOX, 0, 1},
       {0, 4096, 3, 2, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 1, 0}};
   static const char *const names[3] = {"q", "k", "v"};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
