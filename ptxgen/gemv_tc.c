@@ -230,6 +230,12 @@ static uint32_t tc_blocks_per_sm(const tc_plan *p) {
   return p->nt == 1 && 2 * (p->shared_bytes + 1024) <= sm_shared(p->sm) ? 2 : 1;
 }
 
+/* Entries of the RoPE table (emit_rope_table; tpb set): 16 rotation
+ * pairs of each of the block's tile pairs at each column. */
+static uint32_t rope_entries(const tc_plan *p) {
+  return p->pair_tiles ? p->tpb * 16 * p->m : 0;
+}
+
 /* The block's share of the plan: tiles, reduction, x's tiles of k. */
 static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->warps = warps;
@@ -238,7 +244,7 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   p->red_bytes = reduce_bytes(p->m, p->splits, warps, p->nw);
   /* RoPE pairs: (cos, sin) of the block's pairs' 16 rotation pairs i at
    * each column's position (emit_rope_table) */
-  p->rope_bytes = p->pair_tiles ? p->tpb * 16 * p->m * 8 : 0;
+  p->rope_bytes = rope_entries(p) * 8;
   const uint32_t fit = /* >= splits (max_splits; the RoPE table takes at most 8 KB, at m <= 8) */
       (shared_budget(p->sm) - p->red_bytes - p->rope_bytes) / staged_per_sb(p->m);
   /* a tile gives every split the same number of super-blocks; which tile
@@ -941,7 +947,7 @@ static void emit_add_split_slots(ptx_builder *b, const tc_plan *p, ptx_reg slot,
  * entries tid, tid + threads, ...: at most 2 (8 slots x 16 x 8 columns
  * over 512 threads, 4 slots over 256). */
 static uint32_t rope_table_per_thread(const tc_plan *p) {
-  return (p->tpb * 16 * p->m + p->warps * 32 - 1) / (p->warps * 32);
+  return (rope_entries(p) + p->warps * 32 - 1) / (p->warps * 32);
 }
 
 /* The positions of the thread's table entries, loaded once after the
@@ -949,7 +955,7 @@ static uint32_t rope_table_per_thread(const tc_plan *p) {
  * is built per row group (emit_rope_table) without a global load on the
  * way. An entry past the table loads nothing. */
 static void emit_rope_positions(ptx_builder *b, const tc_plan *p, tc_lane *L) {
-  const uint32_t total = p->tpb * 16 * p->m, threads = p->warps * 32;
+  const uint32_t total = rope_entries(p), threads = p->warps * 32;
   ptx_comment(b, "RoPE: the positions of this thread's (cos, sin) entries (col = e / 16 mod %u)", p->m);
   for (uint32_t k = 0; k < rope_table_per_thread(p); k++) {
     ptx_reg e = ptx_new(b, PTX_B32), col = ptx_new(b, PTX_B32), in = ptx_new(b, PTX_PRED), pa = ptx_new(b, PTX_B64);
@@ -970,7 +976,7 @@ static void emit_rope_positions(ptx_builder *b, const tc_plan *p, tc_lane *L) {
  * barrier that frees the slots. */
 static void emit_rope_table(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg group) {
   const ptxgen_spec *s = p->rope_spec;
-  const uint32_t total = p->tpb * 16 * p->m, threads = p->warps * 32;
+  const uint32_t total = rope_entries(p), threads = p->warps * 32;
   ptx_comment(b, "RoPE: (cos, sin) of the group's rotation pairs at the tokens' positions, into shared memory");
   for (uint32_t k = 0; k < rope_table_per_thread(p); k++) {
     ptx_reg e = ptx_new(b, PTX_B32), out = ptx_new(b, PTX_PRED), unit = ptx_new(b, PTX_B32), i = ptx_new(b, PTX_B32);
