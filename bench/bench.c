@@ -144,7 +144,7 @@ typedef struct {
   uint32_t sm; /* target; 0: the device's own (runs) or 90 (--list-keys) */
   uint64_t seed; /* of the random data; 0: from the clock */
   bool list_keys, quick;
-  bool tensor_cores; /* --tensor-cores: the context runs Q4_K products on the tensor cores */
+  bool tensor_cores; /* --tensor-cores: the context runs Q4_K and Q6_K products on the tensor cores */
 } options;
 
 /* How a GEMV row is timed: cold (launches rotate through copies of the
@@ -168,13 +168,17 @@ typedef struct {
   double bytes, median_us, gbps, pct_of_ceiling, max_rel_err;
   int registers, spill_bytes;
   bool ok;
-  bool tc; /* a Q4_K product on the tensor cores (--tensor-cores) */
+  bool tc; /* a product on the tensor cores (--tensor-cores) */
   bool read_probe; /* the read kernel over the shape's weight bytes (m = 0, no check) */
 } result;
 
 static const char *result_kernel_name(const result *r)
 {
-  return r->read_probe ? "stream_read" : r->tc ? "q4k_gemv_tc" : gemv_kind_name(r->s.type);
+  if (r->read_probe)
+    return "stream_read";
+  if (r->tc)
+    return r->s.type == PTXQ_TYPE_Q6_K ? "q6k_gemv_tc" : "q4k_gemv_tc";
+  return gemv_kind_name(r->s.type);
 }
 
 /* One activation or RoPE configuration (always hot). */
@@ -302,7 +306,6 @@ static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint
   return spec_key(&spec, buf, cap);
 }
 
-/* The key of a GEMV row: with tensor cores (Q4_K only), tc=1. */
 /* The key of the GEMV for m rows; with `launched`, of the kernel ptxq_gemv
  * launches for them: the 8-row one where a large batch runs as launches of
  * 8 (ptxgen_gemv_batch_rows), the one whose registers a row reports. */
@@ -310,7 +313,7 @@ static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t
                     char *buf, size_t cap)
 {
   ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
-                      .tc = tensor_cores && type == PTXQ_TYPE_Q4_K};
+                      .tc = tensor_cores};
   const uint32_t rows = launched ? ptxgen_gemv_batch_rows(&spec) : m;
   if (rows != 0 && rows < m)
     spec.m = rows;
@@ -398,9 +401,9 @@ static void usage(FILE *to)
           "  --seed N        seed of the random data (default: from the clock; printed)\n"
           "  --sm N          generate for target sm_N (default: the device's own; 90 with\n"
           "                  --list-keys)\n"
-          "  --tensor-cores  open the context with tensor_cores = 1: Q4_K products (GEMV\n"
-          "                  rows, the decode step's FFN and lm head) run on the tensor\n"
-          "                  cores; their rows are named q4k_gemv_tc\n"
+          "  --tensor-cores  open the context with tensor_cores = 1: Q4_K and Q6_K\n"
+          "                  products (GEMV rows and the decode step) run on the tensor\n"
+          "                  cores; their rows are named q4k_gemv_tc and q6k_gemv_tc\n"
           "  --list-keys     print every kernel key the benchmark would use, one per\n"
           "                  line, and exit (no GPU needed)\n"
           "  --help          this text\n"
@@ -1100,7 +1103,7 @@ static int bench_shape(bench *b, const options *opt, shape s, uint64_t *rng, res
       result *r = &results[(*result_count)++];
       *r = (result){.s = s, .m = m, .mode = mode, .copies = cold ? copies : 1,
                     .registers = kernel.registers, .spill_bytes = kernel.spill_bytes,
-                    .tc = opt->tensor_cores && s.type == PTXQ_TYPE_Q4_K};
+                    .tc = opt->tensor_cores};
       double ms;
       rc = gemv_mode_graph(mode) ? time_launches_graph(b, gemv_pass, &g, opt->runs, &ms)
                                  : time_launches(b, gemv_pass, &g, opt->runs, &ms);

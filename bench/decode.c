@@ -122,7 +122,9 @@ static size_t weight_bytes(uint32_t layer, role r)
   return (size_t)roles[r].n * (roles[r].k / PTXQ_QK_K) * block;
 }
 
-/* What the weight takes on the device: Q6_K rows are stored repacked. */
+/* What the weight takes on the device: Q6_K rows are stored repacked (in a
+ * tensor-core context, in tiles of 16 rows: the GGUF bytes, as every role's
+ * rows are a multiple of 16). */
 static size_t device_bytes(uint32_t layer, role r)
 {
   if (weight_type(layer, r) == PTXQ_TYPE_Q6_K)
@@ -259,7 +261,7 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
 
 /* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
  * build their specs); unfused adds those of the FFN's unfused path. In a
- * tensor-core context (tc) Q4_K products run on the tensor-core kernel,
+ * tensor-core context (tc) Q4_K and Q6_K products run on the tensor-core kernel,
  * with RoPE in the q/k/v kernel up to m = 4 (the step's RoPE is one it
  * takes: neox over whole heads) and the gated FFN kernel up to m = 8. */
 static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
@@ -284,7 +286,7 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, boo
       const bool q4k = weight_type(l, (role)r) == PTXQ_TYPE_Q4_K;
       ptxgen_spec gemv = {.kind = q4k ? PTXGEN_KIND_Q4K_GEMV : PTXGEN_KIND_Q6K_GEMV,
                           .sm = sm, .k = roles[r].k, .n = roles[r].n, .m = m,
-                          .glu = gated && !unfused ? 1 : 0, .tc = tc && q4k};
+                          .glu = gated && !unfused ? 1 : 0, .tc = tc};
       if (r == ROLE_V) { /* q, k, v as one kernel, RoPE in it unless unfused */
         gemv.n = roles[ROLE_Q].n;
         gemv.n2 = roles[ROLE_K].n;

@@ -196,6 +196,20 @@ uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n);
  * (ptxgen_q4k_tc_bytes(k, n) bytes, the padding rows zeroed). */
 void ptxgen_q4k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst);
 
+/* Q6_K rows for the tensor-core GEMV (tc=1) are stored in tiles of 16 rows
+ * too: super-block j of tile T in the 3360 bytes at (T * k/256 + j) * 3360.
+ * First 6 loads of 512 bytes, lane 4g + t's 16 at 16 * lane: the quants of
+ * rows g and g + 8 its A fragments take (weights 16u + 4t .. 16u + 4t + 3
+ * of each sub-block u), low nibbles and high bits in words laid out for
+ * its masks (gemv_tc.c); then each row's 16 int8 scales (16 bytes at 3072
+ * + 16r); then d of rows g and g + 8 at 3328 + 4g. A warp reads a
+ * super-block in 8 coalesced 16-byte loads and one 4-byte load per lane.
+ * The values are unchanged; only their places move. */
+uint64_t ptxgen_q6k_tc_bytes(uint32_t k, uint32_t n);
+/* Rearranges n rows of k weights (k % 256 == 0) of GGUF Q6_K bytes into dst
+ * (ptxgen_q6k_tc_bytes(k, n) bytes, the padding rows zeroed). */
+void ptxgen_q6k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst);
+
 /* The table of kinds; *count receives its length. */
 const ptxgen_kind_info *ptxgen_kinds(size_t *count);
 

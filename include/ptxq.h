@@ -58,13 +58,13 @@ typedef uint64_t ptxq_dev;         /* device address */
 typedef struct ptxq_options {
   int device;         /* CUDA device ordinal, default 0 */
   uint32_t target_sm; /* generate kernels for this target (e.g. 80); 0 = the device's own */
-  /* 1: Q4_K products of ptxq_gemv and ptxq_ffn run on the tensor cores
-   * (q4k_gemv keys with tc=1; target_sm >= 80): m = 8 costs 0.99-1.11x its
-   * m = 1 on large shapes (the default: 2.5-2.7x), but its m = 1 is 5-8%
-   * slower than the default's (H100 figures in bench/RESULTS.md). Same
-   * accuracy and batch invariance, other bits than the default. Q4_K
-   * weights are then stored in the tensor-core kernel's tiles of 16 rows;
-   * ptxq_ffn's Q4_K gate and up run as one tensor-core kernel with the
+  /* 1: Q4_K and Q6_K products of ptxq_gemv and ptxq_ffn run on the tensor
+   * cores (q4k_gemv and q6k_gemv keys with tc=1; target_sm >= 80): Q4_K's
+   * m = 8 costs 0.99-1.11x its m = 1 on large shapes (the default: 2.5-2.7x),
+   * but its m = 1 is 5-8% slower than the default's (H100 figures in
+   * bench/RESULTS.md). Same accuracy and batch invariance, other bits than
+   * the default. Q4_K and Q6_K weights are then stored in the tensor-core
+   * kernel's tiles of 16 rows; ptxq_ffn's gate and up run as one tensor-core kernel with the
    * activation in it up to m = 8 (apart past that), and
    * ptxq_gemv_multi_rope's tensor-core kernel has RoPE in it up to m = 4
    * where it is neox over whole heads (n_dims = head_dim, a multiple of
@@ -155,8 +155,9 @@ typedef struct ptxq_weight_info {
   uint32_t k, n;
   size_t bytes;  /* as uploaded (ptxq_weight_bytes) */
   ptxq_dev data; /* the device copy, in the layout its GEMV reads: Q6_K
-                    repacked (ptxgen_q6k_repack); Q4_K in a tensor-core
-                    context in tiles of 16 rows (ptxgen_q4k_tc_tiles) */
+                    repacked (ptxgen_q6k_repack); in a tensor-core context
+                    Q4_K and Q6_K in tiles of 16 rows (ptxgen_q4k_tc_tiles,
+                    ptxgen_q6k_tc_tiles) */
 } ptxq_weight_info;
 
 int ptxq_weight_info_get(ptxq_ctx *ctx, const char *name, ptxq_weight_info *info);

@@ -213,5 +213,5 @@ uint32_t q4k_gemv_batch_rows(const ptxgen_spec *spec) {
 }
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
-  return spec->tc ? q4k_gemv_tc_emit(spec, out) : gemv_emit(spec, &q4k_format, out);
+  return spec->tc ? gemv_tc_emit(spec, out) : gemv_emit(spec, &q4k_format, out);
 }

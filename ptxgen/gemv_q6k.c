@@ -205,6 +205,10 @@ static const gemv_format q6k_format = {
     .compute = q6k_compute,
 };
 
-int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) { return gemv_emit(spec, &q6k_format, out); }
+int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
+  return spec->tc ? gemv_tc_emit(spec, out) : gemv_emit(spec, &q6k_format, out);
+}
 
-uint32_t q6k_gemv_batch_rows(const ptxgen_spec *spec) { return gemv_batch_rows(spec, &q6k_format); }
+uint32_t q6k_gemv_batch_rows(const ptxgen_spec *spec) {
+  return spec->tc ? spec->m : gemv_batch_rows(spec, &q6k_format);
+}

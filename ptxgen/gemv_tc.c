@@ -115,6 +115,7 @@
 #include "rope_math.h"
 
 #define Q4K_BLOCK_BYTES 144u
+#define Q6K_BLOCK_BYTES 210u
 #define TC_WARPS 8u           /* per block, two blocks per SM; 16 where one block fits (tc_plan_for) */
 #define TC_GRID_CAP 1024u     /* blocks at most; more row groups are walked with a grid stride */
 #define TC_WAVE_BLOCKS 264u /* two blocks on each of an H100's 132 SMs */
@@ -125,6 +126,13 @@
 #define TILE_CHUNK_BYTES 512u /* a chunk's quant bytes of the 16 rows: 16 per lane */
 #define TILE_HEADER_BYTES 16u /* d, dmin and the scales of one row */
 #define MIN_REC_LANE 8u       /* bytes per lane of a min record: the lo and hi f16 pairs */
+/* Q6_K tiles (ptxgen_q6k_tc_tiles): a super-block of 16 rows is 3360 bytes,
+ * 6 quant loads of 512 (16 bytes per lane), then each row's 16 scales, then
+ * the rows' d in pairs (g, g + 8) */
+#define TILE6_SB_BYTES (16u * Q6K_BLOCK_BYTES)
+#define TILE6_QUANT_LOADS 6u
+#define TILE6_SCALES 3072u
+#define TILE6_D 3328u
 /* x 2^e has its largest |x| in [2^14, 2^15): e = X_EXP_BIAS - (biased exponent
  * of that |x|), kept within X_EXP_MAX of 0 so that 2^e and 2^-e are normal */
 #define X_EXP_BIAS 141
@@ -168,6 +176,8 @@ typedef struct tc_plan {
   const ptxgen_spec *rope_spec;
   uint32_t nw;           /* tiles a block holds together: 1, or 2 (W's and U's with glu, a RoPE pair) */
   uint32_t units;        /* what row groups are made of: tiles, or tile pairs */
+  uint32_t q6k;          /* W is Q6_K (q6k_gemv), in ptxgen_q6k_tc_tiles' layout; else Q4_K */
+  uint32_t tile_sb_bytes; /* one super-block of a tile's 16 rows */
 } tc_plan;
 
 static uint32_t shared_budget(uint32_t sm) {
@@ -191,10 +201,10 @@ static uint32_t sm_shared(uint32_t sm) {
 
 /* Staged x per super-block and batch size: B fragments of nt column tiles
  * of 4*min(m, 8) lanes, 16 steps, 2 parts, 8 bytes; min records of those
- * lanes; and 2^-e of 8*nt columns. */
-static uint32_t staged_per_sb(uint32_t m) {
+ * lanes (Q4_K: Q6_K has no mins); and 2^-e of 8*nt columns. */
+static uint32_t staged_per_sb(uint32_t m, uint32_t q6k) {
   const uint32_t nt = (m + 7) / 8, lanes = 4 * (m < 8 ? m : 8);
-  return STEPS_PER_SB * nt * PARTS * lanes * 8 + nt * lanes * MIN_REC_LANE + 8 * nt * 4;
+  return STEPS_PER_SB * nt * PARTS * lanes * 8 + (q6k ? 0 : nt * lanes * MIN_REC_LANE) + 8 * nt * 4;
 }
 
 /* A slot of 16 bytes per lane and column tile for every warp, where a
@@ -206,9 +216,9 @@ static uint32_t reduce_bytes(uint32_t m, uint32_t splits, uint32_t warps, uint32
 /* The most warps a tile may be split over on a target: a staged tile of k
  * must give each split a super-block even at the largest batch, and splits
  * must not depend on m (it sets the order of the sums). */
-static uint32_t max_splits(uint32_t sm) {
+static uint32_t max_splits(uint32_t sm, uint32_t q6k) {
   uint32_t s = TC_WARPS;
-  while (s > 1 && s * staged_per_sb(PTXGEN_GEMV_MAX_M) + reduce_bytes(PTXGEN_GEMV_MAX_M, s, TC_WARPS, 1) >
+  while (s > 1 && s * staged_per_sb(PTXGEN_GEMV_MAX_M, q6k) + reduce_bytes(PTXGEN_GEMV_MAX_M, s, TC_WARPS, 1) >
                       shared_budget(sm))
     s /= 2;
   return s;
@@ -246,7 +256,7 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
    * each column's position (emit_rope_table) */
   p->rope_bytes = rope_entries(p) * 8;
   const uint32_t fit = /* >= splits (max_splits; the RoPE table takes at most 8 KB, at m <= 8) */
-      (shared_budget(p->sm) - p->red_bytes - p->rope_bytes) / staged_per_sb(p->m);
+      (shared_budget(p->sm) - p->red_bytes - p->rope_bytes) / staged_per_sb(p->m, p->q6k);
   /* a tile gives every split the same number of super-blocks; which tile
    * a super-block is staged in does not change the order of the sums */
   tc_plan_staging(p, fit >= p->nsb ? p->nsb : fit / p->splits * p->splits);
@@ -301,6 +311,8 @@ static void tc_plan_split_blocks(tc_plan *p) {
  * tiles in RoPE pairs). */
 static tc_plan tc_plan_for(const ptxgen_spec *s) {
   tc_plan p = {.k = s->k, .n = s->n, .m = s->m, .sm = s->sm, .glu = s->glu};
+  p.q6k = s->kind == PTXGEN_KIND_Q6K_GEMV;
+  p.tile_sb_bytes = p.q6k ? TILE6_SB_BYTES : TILE_SB_BYTES;
   p.nsb = s->k / 256;
   p.row_tiles = (s->n + 15) / 16;
   p.pair_tiles = s->rope ? s->head_dim / 32 : 0;
@@ -309,7 +321,7 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.units = p.pair_tiles ? p.row_tiles / 2 : p.row_tiles;
   /* splits from n and k only (they set the order of the sums) */
   p.splits = 1;
-  const uint32_t most = max_splits(s->sm);
+  const uint32_t most = max_splits(s->sm, p.q6k);
   while (p.splits < most && p.splits * 2 <= p.nsb &&
          (p.row_tiles * p.splits * 2 + TC_WARPS - 1) / TC_WARPS <= TC_WAVE_BLOCKS)
     p.splits *= 2;
@@ -317,7 +329,7 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   p.lanes = 4 * (s->m < 8 ? s->m : 8);
   p.rec_bytes = p.lanes * 16;
   p.min_off = 8 * p.nt * PARTS * p.rec_bytes;
-  p.sb_bytes = p.min_off + p.nt * p.lanes * MIN_REC_LANE;
+  p.sb_bytes = p.min_off + (p.q6k ? 0 : p.nt * p.lanes * MIN_REC_LANE);
   p.cols = 8 * p.nt;
   /* a block holds every split of its tiles, of W and U with glu, of both
    * tiles of a RoPE pair: 16 warps where those are 8 splits each, one such
@@ -361,6 +373,80 @@ void ptxgen_q4k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
     }
 }
 
+/* The 6-bit quants 0..63 (before the -32) of one GGUF Q6_K super-block,
+ * in weight order (formats.md). */
+static void q6k_quants(const unsigned char *in, unsigned char q[256]) {
+  for (uint32_t h = 0; h < 2; h++) {
+    const unsigned char *ql = in + 64 * h, *qh = in + 128 + 32 * h;
+    for (uint32_t l = 0; l < 32; l++) {
+      q[128 * h + l] = (unsigned char)((ql[l] & 0xF) | ((qh[l] >> 0 & 3) << 4));
+      q[128 * h + l + 32] = (unsigned char)((ql[l + 32] & 0xF) | ((qh[l] >> 2 & 3) << 4));
+      q[128 * h + l + 64] = (unsigned char)((ql[l] >> 4) | ((qh[l] >> 4 & 3) << 4));
+      q[128 * h + l + 96] = (unsigned char)((ql[l + 32] >> 4) | ((qh[l] >> 6 & 3) << 4));
+    }
+  }
+}
+
+/* Where sub-block u's high bits of A pair `odd` sit in a high-bit word
+ * (each half holds 8 two-bit fields): fields f and f + 2 for the even and
+ * odd pair, f = 0, 1, 4, 5 for u % 4 = 0..3, so that one shift of the word
+ * by 2f - 4 brings the even pair's to bits 4-5 and the odd pair's to 8-9
+ * of each half (emit_a6). */
+static uint32_t q6k_high_field(uint32_t u, uint32_t odd) {
+  static const uint32_t f[4] = {0, 1, 4, 5};
+  return f[u % 4] + 2 * odd;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> 8 * i);
+}
+
+uint64_t ptxgen_q6k_tc_bytes(uint32_t k, uint32_t n) {
+  return ((uint64_t)n + 15) / 16 * 16 * (k / 256) * Q6K_BLOCK_BYTES;
+}
+
+/* Lane 4g + t takes, of rows g and g + 8 and sub-block u, the quants of
+ * weights 16u + 4t + i (i = 0..3): the A pairs (i = 0, 2) (even) and (1,
+ * 3) (odd) of k-slots 2t, 2t + 1 and 2t + 8, 2t + 9. Per row, nibble word
+ * w (sub-blocks 2w, 2w + 1) holds in each half h (pair element h) the
+ * even and odd low nibbles of 2w at bits 0 and 4, of 2w + 1 at 8 and 12;
+ * high-bit word v (sub-blocks 4v..4v + 3) the high bits at
+ * q6k_high_field. Loads 3H, 3H + 1 are rows g's and g + 8's nibble words
+ * 4H..4H + 3, load 3H + 2 their high-bit words 2H, 2H + 1 (H: the half of
+ * the super-block). */
+void ptxgen_q6k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
+  const uint32_t nsb = k / 256, tiles = (n + 15) / 16;
+  static const unsigned char zero[Q6K_BLOCK_BYTES];
+  for (uint32_t tile = 0; tile < tiles; tile++)
+    for (uint32_t j = 0; j < nsb; j++) {
+      unsigned char *out = (unsigned char *)dst + ((size_t)tile * nsb + j) * TILE6_SB_BYTES;
+      for (uint32_t r = 0; r < 16; r++) {
+        const uint32_t row = 16 * tile + r, g = r % 8, rr = r / 8;
+        const unsigned char *in =
+            row < n ? (const unsigned char *)src + ((size_t)row * nsb + j) * Q6K_BLOCK_BYTES : zero;
+        unsigned char q[256];
+        q6k_quants(in, q);
+        memcpy(out + TILE6_SCALES + 16 * r, in + 192, 16);
+        memcpy(out + TILE6_D + 4 * g + 2 * rr, in + 208, 2);
+        for (uint32_t t = 0; t < 4; t++) {
+          uint32_t nib[8] = {0}, high[4] = {0};
+          for (uint32_t u = 0; u < 16; u++)
+            for (uint32_t i = 0; i < 4; i++) {
+              const uint32_t v = q[16 * u + 4 * t + i], half = i / 2, odd = i % 2;
+              nib[u / 2] |= (v & 0xFu) << (16 * half + 8 * (u % 2) + 4 * odd);
+              high[u / 4] |= (v >> 4) << (16 * half + 2 * q6k_high_field(u, odd));
+            }
+          unsigned char *lane = out + 16 * (4 * g + t);
+          for (uint32_t H = 0; H < 2; H++)
+            for (uint32_t w = 0; w < 4; w++) {
+              put_le32(lane + 512 * (3 * H + rr) + 4 * w, nib[4 * H + w]);
+              if (w < 2) put_le32(lane + 512 * (3 * H + 2) + 8 * rr + 4 * w, high[2 * H + w]);
+            }
+        }
+      }
+    }
+}
+
 /* Registers live for the whole kernel. */
 typedef struct tc_lane {
   gemv_lane q;           /* tid, lane, warp, c = t (lane % 4), the Q4_K scale constants */
@@ -381,16 +467,32 @@ typedef struct tc_lane {
   ptx_reg f16_1024, f16_neg1024, f16_sixteenth; /* f16x2 pairs 1024, -1024, 1/16 */
   ptx_reg f16_exp_bytes; /* 0x64646464: bytes that put a byte under the f16 exponent of 1024 */
   ptx_reg sel_pair;      /* prmt selector: the lane's scale bytes 2(t%2), 2(t%2)+1 under 0x64 */
+  ptx_reg d_off;         /* Q6_K: from row g's scales to its d (u64) */
+  ptx_reg f16_1056, f16_neg96; /* Q6_K: f16x2 pairs 1056, -96 */
 } tc_lane;
 
-/* One super-block's raw loads for the lane's two rows (g, g+8): the
- * header words h0..h3, then the lane's two quant words of chunks 0..3. */
+/* One super-block's raw loads for the lane's two rows (g, g+8). Q4_K:
+ * the header words h0..h3, then the lane's two quant words of chunks 0..3.
+ * Q6_K: the lane's 6 quant loads of 4 words (ptxgen_q6k_tc_tiles), the
+ * rows' 16 scales, and their d as an f16 pair. */
 typedef struct tc_raw {
   ptx_reg h[2][4];
   ptx_reg q[2][4][2];
+  ptx_reg q6[TILE6_QUANT_LOADS][4];
+  ptx_reg sc[2][4];
+  ptx_reg d;
 } tc_raw;
 
-static void new_raw(ptx_builder *b, tc_raw *r) {
+static void new_raw(ptx_builder *b, const tc_plan *p, tc_raw *r) {
+  memset(r, 0, sizeof *r);
+  if (p->q6k) {
+    for (uint32_t l = 0; l < TILE6_QUANT_LOADS; l++)
+      for (int i = 0; i < 4; i++) r->q6[l][i] = ptx_new(b, PTX_B32);
+    for (int row = 0; row < 2; row++)
+      for (int i = 0; i < 4; i++) r->sc[row][i] = ptx_new(b, PTX_B32);
+    r->d = ptx_new(b, PTX_B32);
+    return;
+  }
   for (int row = 0; row < 2; row++) {
     for (int i = 0; i < 4; i++) r->h[row][i] = ptx_new(b, PTX_B32);
     for (int c = 0; c < 4; c++)
@@ -399,18 +501,23 @@ static void new_raw(ptx_builder *b, tc_raw *r) {
 }
 
 /* Addresses of super-block j (a register) from the lane's pointers into
- * its tile's super-block 0 (emit_row_pointers): its quant words (chunk c
- * 512c further) and its rows' headers (row g + 8 128 further). */
+ * its tile's super-block 0 (emit_row_pointers): its quant words (chunk c,
+ * or Q6_K load c, 512c further) and its rows' headers or scales (row g + 8
+ * 128 further); Q6_K: the rows' d. */
 typedef struct tc_addr {
-  ptx_reg q, h;
+  ptx_reg q, h, d;
 } tc_addr;
 
-static tc_addr emit_addresses(ptx_builder *b, const ptx_reg rowp[2], ptx_reg j) {
-  tc_addr a = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
+static tc_addr emit_addresses(ptx_builder *b, const tc_plan *p, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j) {
+  tc_addr a = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64), {{0}}};
   ptx_reg off = ptx_new(b, PTX_B64);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, j.s, TILE_SB_BYTES);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, j.s, p->tile_sb_bytes);
   ptx_op3(b, "add.u64", a.q, rowp[0], off);
   ptx_op3(b, "add.u64", a.h, rowp[1], off);
+  if (p->q6k) {
+    a.d = ptx_new(b, PTX_B64);
+    ptx_op3(b, "add.u64", a.d, a.h, L->d_off);
+  }
   return a;
 }
 
@@ -429,9 +536,32 @@ static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const 
           TILE_CHUNK_BYTES * c);
 }
 
+/* Q6_K: the rows' scales and d. */
+static void emit_load_scales6(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
+  for (int r = 0; r < 2; r++)
+    ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+            guard ? " " : "", raw->sc[r][0].s, raw->sc[r][1].s, raw->sc[r][2].s, raw->sc[r][3].s, a->h.s,
+            8u * 16 * (uint32_t)r);
+  ptx_ins(b, "%s%s%sld.global.nc.L1::no_allocate.b32 %s, [%s];", guard ? "@" : "", guard ? guard : "",
+          guard ? " " : "", raw->d.s, a->d.s);
+}
+
+/* Q6_K: quant load l (of TILE6_QUANT_LOADS). */
+static void emit_load_quant6(ptx_builder *b, const tc_addr *a, uint32_t l, const char *guard, const tc_raw *raw) {
+  ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+          guard ? " " : "", raw->q6[l][0].s, raw->q6[l][1].s, raw->q6[l][2].s, raw->q6[l][3].s, a->q.s,
+          TILE_CHUNK_BYTES * l);
+}
+
 /* The whole super-block j into raw. */
-static void emit_load(ptx_builder *b, const ptx_reg rowp[2], ptx_reg j, const char *guard, const tc_raw *raw) {
-  const tc_addr a = emit_addresses(b, rowp, j);
+static void emit_load(ptx_builder *b, const tc_plan *p, const tc_lane *L, const ptx_reg rowp[2], ptx_reg j,
+                      const char *guard, const tc_raw *raw) {
+  const tc_addr a = emit_addresses(b, p, L, rowp, j);
+  if (p->q6k) {
+    emit_load_scales6(b, &a, guard, raw);
+    for (uint32_t l = 0; l < TILE6_QUANT_LOADS; l++) emit_load_quant6(b, &a, l, guard, raw);
+    return;
+  }
   emit_load_header(b, &a, guard, raw);
   for (uint32_t c = 0; c < 4; c++) emit_load_chunk(b, &a, c, guard, raw);
 }
@@ -455,12 +585,13 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
   ptx_ins(b, "shl.b32 %s, %s, 4;", row0->s, tile.s);
   ptx_ins(b, "add.u32 %s, %s, %s;", row0->s, row0->s, L->g.s); /* row g of the tile */
   ptx_ins(b, "min.u32 %s, %s, %u;", tile.s, tile.s, p->row_tiles - 1);
-  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, tile.s, p->nsb * TILE_SB_BYTES);
+  ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, tile.s, p->nsb * p->tile_sb_bytes);
   ptx_op3(b, "add.u64", rowp[1], L->W, off);
   ptx_ins(b, "shl.b32 %s, %s, 4;", lane.s, L->q.lane.s);
   ptx_reg lane64 = gemv_u64_of(b, lane);
   ptx_op3(b, "add.u64", rowp[0], rowp[1], lane64);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %u;", lane.s, L->g.s, TILE_HEADER_BYTES, 4 * TILE_CHUNK_BYTES);
+  /* row g's header (Q4_K) or scales (Q6_K): 16 bytes per row after the quants */
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %u;", lane.s, L->g.s, p->q6k ? TILE6_SCALES : 4 * TILE_CHUNK_BYTES);
   lane64 = gemv_u64_of(b, lane);
   ptx_op3(b, "add.u64", rowp[1], rowp[1], lane64);
 }
@@ -484,12 +615,22 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
   ptx_reg total = ptx_new(b, PTX_B32), task = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", total.s, len.s, p->m);
   ptx_ins(b, "mov.u32 %s, %s;", task.s, L->q.warp.s);
-  /* per lane: its record bytes (t, step) and, for float4 e = lane, sub-block lane/8 */
+  /* per lane: its record bytes (t, step) and, for float4 e = lane, sub-block lane/8. Q4_K: t = (e/2)%4,
+   * step e%2 (a step is 16 weights of a 32-weight sub-block); Q6_K: t = e%4, step (e/4)%2 (a step is a
+   * 16-weight sub-block, its own scale's) */
   ptx_reg lane_rec = ptx_new(b, PTX_B32), lsub = ptx_new(b, PTX_B32), tmp = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, L->q.lane.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", tmp.s, tmp.s);
+  if (p->q6k) {
+    ptx_ins(b, "and.b32 %s, %s, 3;", tmp.s, L->q.lane.s);
+  } else {
+    ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, L->q.lane.s);
+    ptx_ins(b, "and.b32 %s, %s, 3;", tmp.s, tmp.s);
+  }
   ptx_ins(b, "shl.b32 %s, %s, 4;", lane_rec.s, tmp.s);
-  ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, L->q.lane.s);
+  if (p->q6k) {
+    ptx_ins(b, "bfe.u32 %s, %s, 2, 1;", tmp.s, L->q.lane.s);
+  } else {
+    ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, L->q.lane.s);
+  }
   ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", lane_rec.s, tmp.s, lane_rec.s);
   ptx_ins(b, "shr.u32 %s, %s, 3;", lsub.s, L->q.lane.s);
   ptx_reg lsub_rec = ptx_new(b, PTX_B32), lsub_min = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
@@ -613,6 +754,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
       ptx_ins(b, "@%s st.shared.v2.b32 [%s+%u], {%s, %s};", in[u].s, rec.s, sub_off, lo01.s, lo23.s);
       ptx_ins(b, "@%s st.shared.v2.b32 [%s+%u], {%s, %s};", in[u].s, rec.s, sub_off + p->rec_bytes, hi01.s,
               hi23.s);
+      if (p->q6k) continue; /* no mins */
       ptx_comment(b, "the sub-block's sum: 4 values in order, then over its 8 lanes; at 2^(e-6), cut alike");
       ptx_reg sum = ptx_new(b, PTX_F32), o = ptx_new(b, PTX_F32);
       ptx_op3(b, "add.rn.f32", sum, v[u][f][0], v[u][f][1]);
@@ -781,6 +923,108 @@ static void emit_superblock(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
   }
 }
 
+/* Q6_K: the A fragment register of one row's pair for sub-block u, q - 32
+ * exactly: the pair's low nibbles (at bits 0-3, or 4-7 for the odd pair, of
+ * each half of nib) and high bits (bits 4-5, or 8-9, of each half of high,
+ * the word already shifted) under the f16 exponent of 1024: 1024 + q, or
+ * 1024 + 16q for the odd pair; less 1056, or times 1/16 less 96. */
+static ptx_reg emit_a6(ptx_builder *b, const tc_lane *L, ptx_reg nib, ptx_reg high, int odd) {
+  ptx_reg v = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32);
+  ptx_ins(b, "lop3.b32 %s, %s, %s, %s, " LOP_AND_OR ";", v.s, nib.s, odd ? "0x00F000F0" : "0x000F000F",
+          L->f16_1024.s);
+  ptx_ins(b, "lop3.b32 %s, %s, %s, %s, " LOP_AND_OR ";", v.s, high.s, odd ? "0x03000300" : "0x00300030", v.s);
+  if (odd)
+    ptx_op4(b, "fma.rn.f16x2", a, v, L->f16_sixteenth, L->f16_neg96); /* (64 + q) - 96 */
+  else
+    ptx_op3(b, "sub.rn.f16x2", a, v, L->f16_1056); /* (1024 + q) - 1056 */
+  return a;
+}
+
+/* One Q6_K super-block (jl: its index within the staged tile) of the
+ * warp's tile into acc[column tile][4]. Sub-block u is step u % 2 of the
+ * staged x's 32-weight record u / 2: per part one mma.m16n8k16 of A = q -
+ * 32 (exact in f16) by B, lo then hi into one D; its scale, an int8 not
+ * exact in f16 times q, is then applied in fp32: S = sum_u sc_u D_u, in u
+ * order; the contribution is 2^-e f32(d) S. */
+static void emit_superblock6(ptx_builder *b, const tc_plan *p, const tc_lane *L, const tc_raw *raw, ptx_reg jl,
+                             const tc_addr *next, const char *more, ptx_reg acc[2][4]) {
+  ptx_comment(b, "this super-block's scales and d; their registers then take the next one's");
+  ptx_reg sc[2][4], dpair = ptx_new(b, PTX_B32);
+  for (int r = 0; r < 2; r++)
+    for (int i = 0; i < 4; i++) {
+      sc[r][i] = ptx_new(b, PTX_B32);
+      ptx_op2(b, "mov.b32", sc[r][i], raw->sc[r][i]);
+    }
+  ptx_op2(b, "mov.b32", dpair, raw->d);
+  emit_load_scales6(b, next, more, raw);
+  ptx_reg xs_sb = ptx_new(b, PTX_B32), inv_sb = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", xs_sb.s, jl.s, p->sb_bytes, L->xs.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", inv_sb.s, jl.s, p->cols * 4, L->inv.s);
+  static const int high_shift[4] = {-4, -2, 4, 6}; /* 2f - 4, f = q6k_high_field(u, 0) */
+  ptx_reg S[2][4];
+  for (uint32_t u = 0; u < 16; u++) {
+    const uint32_t H = u / 8, s = u % 2;
+    if (u == 8)
+      for (uint32_t l = 0; l < 3; l++) emit_load_quant6(b, next, l, more, raw);
+    if (s == 0) {
+      ptx_comment(b, "sub-blocks %u, %u: x's record %u (B of both parts, both steps)", u, u + 1, u / 2);
+      for (uint32_t pt = 0; pt < PARTS; pt++)
+        for (uint32_t t = 0; t < p->nt; t++)
+          ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", L->bvalid[t].s, L->B[pt][t][0].s,
+                  L->B[pt][t][1].s, L->B[pt][t][2].s, L->B[pt][t][3].s, xs_sb.s,
+                  (((u / 2) * p->nt + t) * PARTS + pt) * p->rec_bytes);
+    }
+    ptx_reg A[4], scale[2];
+    for (int r = 0; r < 2; r++) {
+      ptx_reg nib = raw->q6[3 * H + (uint32_t)r][(u / 2) % 4], high = ptx_new(b, PTX_B32);
+      if (s) {
+        ptx_reg shifted = ptx_new(b, PTX_B32);
+        ptx_op2i(b, "shr.u32", shifted, nib, "8");
+        nib = shifted;
+      }
+      const ptx_reg hw = raw->q6[3 * H + 2][2 * r + (u / 4) % 2];
+      const int sh = high_shift[u % 4];
+      ptx_ins(b, "%s.b32 %s, %s, %d;", sh < 0 ? "shl" : "shr", high.s, hw.s, sh < 0 ? -sh : sh);
+      A[r] = emit_a6(b, L, nib, high, 0);
+      A[2 + r] = emit_a6(b, L, nib, high, 1);
+      ptx_reg i32 = ptx_new(b, PTX_B32);
+      scale[r] = ptx_new(b, PTX_F32);
+      ptx_ins(b, "bfe.s32 %s, %s, %u, 8;", i32.s, sc[r][u / 4].s, 8 * (u % 4));
+      ptx_ins(b, "cvt.rn.f32.s32 %s, %s;", scale[r].s, i32.s);
+    }
+    for (uint32_t t = 0; t < p->nt; t++) {
+      ptx_reg D[4], Dlo[4];
+      for (int i = 0; i < 4; i++) D[i] = ptx_new(b, PTX_F32), Dlo[i] = ptx_new(b, PTX_F32);
+      const ptx_reg zero[4] = {L->zero, L->zero, L->zero, L->zero};
+      emit_mma16(b, Dlo, A, L->B[0][t][2 * s], L->B[0][t][2 * s + 1], zero);
+      emit_mma16(b, D, A, L->B[1][t][2 * s], L->B[1][t][2 * s + 1], Dlo);
+      for (int i = 0; i < 4; i++) {
+        if (u == 0) {
+          S[t][i] = ptx_new(b, PTX_F32);
+          ptx_op3(b, "mul.rn.f32", S[t][i], scale[i / 2], D[i]);
+        } else {
+          ptx_op4(b, "fma.rn.f32", S[t][i], scale[i / 2], D[i], S[t][i]);
+        }
+      }
+    }
+  }
+  for (uint32_t l = 3; l < TILE6_QUANT_LOADS; l++) emit_load_quant6(b, next, l, more, raw);
+  ptx_comment(b, "the super-block's sum: 2^-e f32(d) S");
+  ptx_reg dh[2], d[2];
+  for (int r = 0; r < 2; r++) dh[r] = ptx_new(b, PTX_B16), d[r] = ptx_new(b, PTX_F32);
+  ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh[0].s, dh[1].s, dpair.s);
+  for (int r = 0; r < 2; r++) ptx_op2(b, "cvt.f32.f16", d[r], dh[r]);
+  for (uint32_t t = 0; t < p->nt; t++) {
+    ptx_reg inv[2] = {ptx_new(b, PTX_F32), ptx_new(b, PTX_F32)};
+    ptx_ins(b, "ld.shared.v2.f32 {%s, %s}, [%s+%u];", inv[0].s, inv[1].s, inv_sb.s, 32 * t);
+    for (int i = 0; i < 4; i++) {
+      ptx_reg sum = ptx_new(b, PTX_F32);
+      ptx_op3(b, "mul.rn.f32", sum, S[t][i], d[i / 2]);
+      ptx_op4(b, "fma.rn.f32", acc[t][i], sum, inv[i % 2], acc[t][i]);
+    }
+  }
+}
+
 static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const char *w_param,
                              const char *y_param) {
   L->W = ptx_param_u64(b, w_param);
@@ -820,7 +1064,14 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
     q->positions = ptx_param_u64(b, "positions");
     q->ff = ptx_param_u64(b, "freq_factors");
   }
-  q4k_scale_consts(b, q);
+  if (p->q6k) { /* row g's d: TILE6_D + 4g, its scales TILE6_SCALES + 16g */
+    ptx_reg off = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", off.s, L->g.s, 16 - 4);
+    ptx_ins(b, "sub.u32 %s, %u, %s;", off.s, TILE6_D - TILE6_SCALES, off.s);
+    L->d_off = gemv_u64_of(b, off);
+  } else {
+    q4k_scale_consts(b, q);
+  }
   q->xs_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", q->xs_base.s);
   L->xs = ptx_new(b, PTX_B32);
@@ -862,6 +1113,10 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   L->f16_neg1024 = ptx_imm_b32(b, 0xE400E400u);
   L->f16_sixteenth = ptx_imm_b32(b, 0x2C002C00u);
   L->f16_exp_bytes = ptx_imm_b32(b, 0x64646464u);
+  if (p->q6k) {
+    L->f16_1056 = ptx_imm_b32(b, 0x64206420u);
+    L->f16_neg96 = ptx_imm_b32(b, 0xD600D600u);
+  }
   /* prmt: bytes 2(t%2), 2(t%2)+1 of the first word into bytes 0 and 2, 0x64 (byte 4) into bytes 1, 3 */
   L->sel_pair = ptx_new(b, PTX_B32);
   ptx_ins(b, "and.b32 %s, %s, 1;", L->sel_pair.s, L->t.s);
@@ -891,8 +1146,11 @@ static void emit_superblock_loop(ptx_builder *b, const tc_plan *p, const tc_lane
     ptx_ins(b, "add.u32 %s, %s, %s;", j.s, base.s, jn.s);
   else
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", j.s, jn.s, stride, base.s);
-  const tc_addr next = emit_addresses(b, rowp, j);
-  emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
+  const tc_addr next = emit_addresses(b, p, L, rowp, j);
+  if (p->q6k)
+    emit_superblock6(b, p, L, raw, jl, &next, more.s, acc);
+  else
+    emit_superblock(b, p, L, raw, jl, &next, more.s, acc);
   ptx_ins(b, "mov.u32 %s, %s;", jl.s, jn.s);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
@@ -1159,7 +1417,7 @@ static void emit_task_preload(ptx_builder *b, const tc_plan *p, const tc_lane *L
   ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, task.s, p->splits - 1);
   emit_row_pointers(b, p, L, group, rowp, row0);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
-  emit_load(b, rowp, L->split, have.s, raw);
+  emit_load(b, p, L, rowp, L->split, have.s, raw);
 }
 
 /* One weight's product with split blocks (tc_plan_split_blocks), by the
@@ -1179,7 +1437,7 @@ static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, c
   ptx_ins(b, "mov.u32 %s, 0;", zero.s);
   ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
   tc_raw raw;
-  new_raw(b, &raw);
+  new_raw(b, p, &raw);
   ptx_comment(b, "preload: the split's first super-block of the block's first task");
   emit_task_preload(b, p, &L, task, group, have, rowp, &row0, &raw);
   ptx_grid_dependency_sync(b);
@@ -1223,7 +1481,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
   emit_block_start(b, group, ncta, block0, blocks);
   ptx_reg rowp[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)}, row0 = ptx_new(b, PTX_B32);
   tc_raw raw;
-  new_raw(b, &raw);
+  new_raw(b, p, &raw);
   ptx_reg t0 = ptx_new(b, PTX_B32), tlen = ptx_new(b, PTX_B32);
   ptx_reg have = ptx_new(b, PTX_PRED);
   if (p->ktiles == 1) {
@@ -1232,7 +1490,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_comment(b, "preload: the split's first super-block of the block's first row group");
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
-    emit_load(b, rowp, L.split, have.s, &raw);
+    emit_load(b, p, &L, rowp, L.split, have.s, &raw);
   }
   ptx_grid_dependency_sync(b);
   if (p->pair_tiles) emit_rope_positions(b, p, &L);
@@ -1268,7 +1526,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_reg j = ptx_new(b, PTX_B32), first = ptx_new(b, PTX_PRED);
     ptx_ins(b, "add.u32 %s, %s, %s;", j.s, t0.s, L.split.s);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", first.s, L.split.s, tlen.s);
-    emit_load(b, rowp, j, first.s, &raw);
+    emit_load(b, p, &L, rowp, j, first.s, &raw);
     emit_superblock_loop(b, p, &L, rowp, L.split, p->splits, t0, 1, tlen, &raw, acc);
     ptx_ins(b, "add.u32 %s, %s, %u;", t0.s, t0.s, p->kt);
     ptx_ins(b, "bra.uni %s;", tile_loop);
@@ -1280,7 +1538,7 @@ static void emit_segment(ptx_builder *b, const tc_plan *p, const char *w_param, 
     ptx_comment(b, "the first super-block of the block's next row group");
     emit_row_pointers(b, p, &L, group, rowp, &row0);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->groups);
-    emit_load(b, rowp, L.split, have.s, &raw);
+    emit_load(b, p, &L, rowp, L.split, have.s, &raw);
   }
   ptx_ins(b, "bra.uni %s;", group_loop);
   ptx_label(b, group_done);
@@ -1316,16 +1574,17 @@ static uint32_t tc_plan_segments(const ptxgen_spec *spec, tc_plan plans[3]) {
   return count;
 }
 
-int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
+int gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   tc_plan plans[3];
   const uint32_t count = tc_plan_segments(spec, plans);
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
   char rope[32] = "";
   if (spec->rope) snprintf(rope, sizeof rope, "_ropeneox_d%u", spec->head_dim);
-  int len = count == 1 ? snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_m%u%s", spec->k, spec->n,
+  const char *fmt = spec->kind == PTXGEN_KIND_Q6K_GEMV ? "q6k" : "q4k";
+  int len = count == 1 ? snprintf(out->entry, sizeof out->entry, "%s_gemv_tc_k%u_n%u_m%u%s", fmt, spec->k, spec->n,
                                   spec->m, glu_names[spec->glu])
-                       : snprintf(out->entry, sizeof out->entry, "q4k_gemv_tc_k%u_n%u_%u_%u_m%u%s", spec->k, spec->n,
-                                  spec->n2, spec->n3, spec->m, rope);
+                       : snprintf(out->entry, sizeof out->entry, "%s_gemv_tc_k%u_n%u_%u_%u_m%u%s", fmt, spec->k,
+                                  spec->n, spec->n2, spec->n3, spec->m, rope);
   if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
   /* u64 W[, W2[, W3]], x, y[, y2[, y3]][, positions, freq_factors], or
    * u64 W, U, x, y with glu: the order ptxgen.h gives */

@@ -9,7 +9,7 @@
 #include "ptxgen.h"
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
-int q4k_gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* tc=1 */
+int gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out); /* tc=1: q4k_gemv and q6k_gemv */
 int q6k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out);
 uint32_t q4k_gemv_batch_rows(const ptxgen_spec *spec); /* ptxgen_gemv_batch_rows, per format */
 uint32_t q6k_gemv_batch_rows(const ptxgen_spec *spec);

@@ -165,7 +165,6 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
                 PTXGEN_GEMV_MAX_N);
   if (s->tc > 1) return fail(msg, cap, "tc=%u: must be 0 (FMA) or 1 (tensor cores)", s->tc);
   if (s->tc) {
-    if (s->kind != PTXGEN_KIND_Q4K_GEMV) return fail(msg, cap, "tc=1: only q4k_gemv runs on the tensor cores");
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
     if (s->rows || s->warps || s->preload)
       return fail(msg, cap, "tc=1 with %s: the FMA kernel's tuning does not apply to it",

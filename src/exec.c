@@ -59,7 +59,7 @@ static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uin
                         .n = w->n,
                         .m = m,
                         .glu = glu,
-                        .tc = ctx->tensor_cores && kind == PTXGEN_KIND_Q4K_GEMV};
+                        .tc = ctx->tensor_cores};
   if (glu == 0 && !spec->tc) {
     spec->rows = ctx->gemv_rows;
     spec->warps = ctx->gemv_warps;
@@ -214,9 +214,9 @@ static int fill_rope(ptxq_ctx *ctx, const char *call, const ptxq_rope_params *p,
 
 /* Whether the multi-weight ops may take RoPE as a kernel of their own, so
  * that a prepare builds it: past the epilogue's batches, and in a
- * tensor-core context, whose Q4_K kernel takes only some RoPE (its other
- * types too, the weights being unknown before the look-up: the kernel is
- * only built and the parameters judged). */
+ * tensor-core context, whose kernel takes only some RoPE (the weights
+ * being unknown before the look-up, the kernel is only built and the
+ * parameters judged). */
 static bool rope_kernel_ahead(const ptxq_ctx *ctx, uint32_t m, const ptxq_rope_params *rope) {
   return rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || ctx->tensor_cores);
 }
@@ -234,8 +234,8 @@ static bool tc_takes_rope(const ptxq_rope_params *rope) {
  * PTXQ__EPILOGUE_MAX_M, else (*rope_apart set) by the rope kernel after it.
  * A large batch runs as launches of fewer rows where ptxgen_gemv_batch_rows
  * says so, as ptxq_gemv does (the epilogue's RoPE never meets such a
- * batch: it stops at m = 4). In a tensor-core context Q4_K weights run on
- * the tensor-core kernel over several weights, with RoPE in it where
+ * batch: it stops at m = 4). In a tensor-core context Q4_K and Q6_K weights
+ * run on the tensor-core kernel over several weights, with RoPE in it where
  * tc_takes_rope says and m <= PTXQ__EPILOGUE_MAX_M, else after it.
  * Lock held. */
 static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *names, uint32_t count, uint32_t m,
@@ -254,7 +254,7 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
   }
   if (count == 1 && rope == NULL) return ptxq__gemv_batch_for(ctx, w[0], m, out);
   if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
-  const bool tc = ctx->tensor_cores && w[0]->type == PTXQ_TYPE_Q4_K;
+  const bool tc = ctx->tensor_cores && (w[0]->type == PTXQ_TYPE_Q4_K || w[0]->type == PTXQ_TYPE_Q6_K);
   if (tc) *rope_apart = rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || !tc_takes_rope(rope));
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,

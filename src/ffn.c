@@ -6,7 +6,7 @@
  *
  * Paths. The gated kinds, when gate and up have the same type and m is at
  * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster; in a
- * tensor-core context, Q4_K gate and up: the epilogue's limit, 8), take the
+ * tensor-core context: the epilogue's limit, 8), take the
  * fused path: one GEMV kernel with the gated epilogue (ptxgen.h, glu) reads
  * both matrices and writes h = act(gate . x) * (up . x), then the down GEMV
  * reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
@@ -156,11 +156,11 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
                         ffn_plan *plan) {
   const uint32_t glu = kind == PTXQ_FFN_SWIGLU ? 1 : 2;
   /* The FMA kernel's epilogue pays up to PTXQ__EPILOGUE_MAX_M; the
-   * tensor-core gated kernel (Q4_K in a tensor-core context) up to its
+   * tensor-core gated kernel (a tensor-core context's) up to its
    * limit, 8 (H100, seventeenth session: the decode step at m = 8 3093 ->
    * 2963 µs; at m = 16 two launches of 8 rows were slower than the
    * unfused one-launch products, 5767 against 5585). */
-  const bool tc = ctx->tensor_cores && plan->gated && plan->gate->type == PTXQ_TYPE_Q4_K;
+  const bool tc = ctx->tensor_cores && plan->gated;
   plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
                 m <= (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : PTXQ__EPILOGUE_MAX_M);
   int status;

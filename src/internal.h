@@ -160,7 +160,8 @@ struct ptxq_ctx {
   size_t ffn_retired_count;
   bool ffn_unfused;
 
-  /* ptxq_options.tensor_cores: Q4_K plain products use the tc=1 kernels. */
+  /* ptxq_options.tensor_cores: Q4_K and Q6_K products use the tc=1 kernels
+   * (their weights stored in its tiles). */
   bool tensor_cores;
 
   /* Kernels that wait for earlier grids themselves are launched with

@@ -12,9 +12,10 @@
  *
  * Q6_K weights are stored on the device in the layout the Q6_K GEMV reads:
  * each row's 210-byte super-blocks repacked into planes (ptxgen_q6k_repack,
- * rows padded to 16 bytes). In a tensor-core context Q4_K weights are
- * stored in the tile layout of the tensor-core GEMV (ptxgen_q4k_tc_tiles:
- * 16 rows' super-blocks together, the last tile padded with zero rows).
+ * rows padded to 16 bytes). In a tensor-core context Q4_K and Q6_K weights
+ * are stored in the tile layouts of the tensor-core GEMV
+ * (ptxgen_q4k_tc_tiles, ptxgen_q6k_tc_tiles: 16 rows' super-blocks
+ * together, the last tile padded with zero rows).
  * The repacking runs on the host through a bounded buffer, a slice of rows
  * at a time, so a large tensor never needs a second full copy in host
  * memory. ptxq_weight_info still reports the GGUF byte count the caller
@@ -183,6 +184,11 @@ static uint64_t whole_groups(const repacking *r, uint64_t rows) {
  * GGUF bytes are stored as they are. */
 static bool repacking_for(const ptxq_ctx *ctx, ptxq_type type, uint32_t k, repacking *out) {
   const uint64_t blocks = k / PTXQ_QK_K;
+  if (type == PTXQ_TYPE_Q6_K && ctx->tensor_cores) {
+    *out = (repacking){"Q6_K tiles", blocks * PTXQ_Q6_K_BLOCK_BYTES, blocks * PTXQ_Q6_K_BLOCK_BYTES, 16,
+                       ptxgen_q6k_tc_tiles};
+    return true;
+  }
   if (type == PTXQ_TYPE_Q6_K) {
     *out = (repacking){"Q6_K rows", blocks * PTXQ_Q6_K_BLOCK_BYTES, ptxgen_q6k_row_stride(k), 1,
                        ptxgen_q6k_repack};

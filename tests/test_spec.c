@@ -276,6 +276,62 @@ Test(spec, q4k_tc_tiles_move_every_byte) {
   for (size_t i = 0; i < sizeof dst; i++) cr_assert_eq(seen[i], 1, "byte %zu written %u times", i, seen[i]);
 }
 
+/* The 6-bit quant (0..63) of weight w of a GGUF Q6_K super-block, as
+ * formats.md decodes it. */
+static uint32_t q6k_quant(const uint8_t *blk, uint32_t w) {
+  const uint32_t h = w / 128, l = w % 32, c = w % 128 / 32;
+  const uint8_t ql = blk[64 * h + l + 32 * (c % 2)], qh = blk[128 + 32 * h + l];
+  return (uint32_t)((c < 2 ? ql & 0xF : ql >> 4) | ((qh >> 2 * c & 3) << 4));
+}
+
+static uint32_t le32_at(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The Q6_K tensor-core tiles, read back as gemv_tc.c's lanes read them:
+ * lane 4g + t of sub-block u (half H = u/8) takes nibble word (u/2)%4 of
+ * load 3H + (row g or g + 8), shifted 8 right for odd u, and high-bit word
+ * 2 (row) + (u/4)%2 of load 3H + 2, shifted by 2f - 4 (f = 0, 1, 4, 5 for
+ * u%4); masks 0x000F000F | 0x00300030 give the even pair (weights 16u + 4t,
+ * + 2) and 0x00F000F0 | 0x03000300 the odd pair (+1, +3) times 16. Every
+ * quant, scale and d of every row must come back; rows past n are zero. */
+Test(spec, q6k_tc_tiles_give_each_lane_its_quants) {
+  enum { K = 512, N = 21, NB = K / 256, TILES = 2 };
+  static uint8_t src[N * NB * 210], dst[TILES * 16 * NB * 210];
+  cr_assert_eq(ptxgen_q6k_tc_bytes(K, N), (uint64_t)sizeof dst);
+  cr_assert_eq(ptxgen_q6k_tc_bytes(14336, 4096), 4096ull * 56 * 210);
+  rng_state = 11;
+  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
+  memset(dst, 0xAB, sizeof dst);
+  ptxgen_q6k_tc_tiles(src, K, N, dst);
+  static const int shift[4] = {-4, -2, 4, 6};
+  for (int r = 0; r < TILES * 16; r++)
+    for (int j = 0; j < NB; j++) {
+      const uint8_t *base = dst + (size_t)(r / 16 * NB + j) * 3360;
+      const uint8_t *blk = r < N ? src + ((size_t)r * NB + j) * 210 : NULL;
+      const int g = r % 8, rr = r % 16 / 8;
+      for (int i = 0; i < 16; i++)
+        cr_assert_eq(base[3072 + 16 * (r % 16) + i], blk ? blk[192 + i] : 0, "row %d sb %d scale %d", r, j, i);
+      for (int i = 0; i < 2; i++)
+        cr_assert_eq(base[3328 + 4 * g + 2 * rr + i], blk ? blk[208 + i] : 0, "row %d sb %d d byte %d", r, j, i);
+      for (int t = 0; t < 4; t++)
+        for (uint32_t u = 0; u < 16; u++) {
+          const uint8_t *lane = base + 16 * (4 * g + t);
+          const uint32_t H = u / 8;
+          uint32_t nib = le32_at(lane + 512 * (3 * H + rr) + 4 * ((u / 2) % 4));
+          uint32_t high = le32_at(lane + 512 * (3 * H + 2) + 4 * (2 * rr + (u / 4) % 2));
+          if (u % 2) nib >>= 8;
+          high = shift[u % 4] < 0 ? high << -shift[u % 4] : high >> shift[u % 4];
+          const uint32_t even = (nib & 0x000F000F) | (high & 0x00300030);
+          const uint32_t odd = ((nib & 0x00F000F0) | (high & 0x03000300)) >> 4;
+          const uint32_t got[4] = {even & 0xFFFF, odd & 0xFFFF, even >> 16, odd >> 16};
+          for (uint32_t i = 0; i < 4; i++)
+            cr_assert_eq(got[i], blk ? q6k_quant(blk, 16 * u + 4 * (uint32_t)t + i) : 0,
+                         "row %d sb %d lane %d sub-block %u weight %u", r, j, 4 * g + t, u, i);
+        }
+    }
+}
+
 Test(spec, format_refuses_invalid_and_reports_truncation) {
   ptxgen_spec s = {.kind = PTXGEN_KIND_Q4K_GEMV, .sm = 90, .k = 4000, .n = 1, .m = 1};
   char key[16];
@@ -313,7 +369,6 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,rows=3", "rows=3");
   refuse("q4k_gemv:k=256,n=1,m=1,warps=5", "warps=5");
   refuse("q4k_gemv:k=256,n=1,m=1,tc=2", "tc=2: must be 0 (FMA) or 1 (tensor cores)");
-  refuse("q6k_gemv:k=256,n=1,m=1,tc=1", "only q4k_gemv runs on the tensor cores");
   refuse("q4k_gemv:k=256,n=1,m=1,sm=75,tc=1", "tc=1 with sm=75");
   refuse("q4k_gemv:k=256,n=8,m=1,n2=4,rope=neox,head_dim=4,n_dims=4,tc=1", "tc=1 with rope=neox, head_dim=4");
   refuse("q4k_gemv:k=256,n=64,m=1,n2=64,rope=normal,head_dim=32,tc=1", "tc=1 with rope=normal");
