@@ -192,20 +192,22 @@ ParameterizedTest(gemv_shape *shape, gpu, batch_rows_are_bit_identical_to_m1) {
 
 /* x far from 1 in either direction, within one batch: the tensor-core
  * kernel scales each super-block of each batch row by its own power of two
- * (ptxgen/gemv_tc.c), and the FMA kernel must not care. Rows: tiny, huge,
+ * (ptxgen/gemv_tc.c), and the FMA kernel must not care; Q4_K and Q6_K. Rows: tiny, huge,
  * super-blocks of four magnitudes 2^48 apart, zero but for one super-block,
  * one outlier per super-block, and below where the power of two is clamped
  * (2^-118). Each row is judged on its own scale, and must equal its own
  * m = 1 product bit for bit. */
 Test(gpu, accuracy_over_the_range_of_x) {
   enum { K = 2048, N = 333, M = 6 };
-  for (int tc = 0; tc < 2; tc++) {
+  for (int run = 0; run < 4; run++) {
+    const int tc = run % 2;
+    const ptxq_type type = run < 2 ? PTXQ_TYPE_Q4_K : PTXQ_TYPE_Q6_K;
     ptxq_ctx *ctx = tc ? open_tensor_cores_or_skip() : open_or_skip(NULL);
     uint64_t seed = fresh_seed();
     rng r = {seed};
     size_t w_bytes;
-    uint8_t *w = random_q4k(&r, K, N, &w_bytes);
-    upload_weight(ctx, "w", PTXQ_TYPE_Q4_K, w, K, N, w_bytes);
+    uint8_t *w = type == PTXQ_TYPE_Q6_K ? random_q6k(&r, K, N, &w_bytes) : random_q4k(&r, K, N, &w_bytes);
+    upload_weight(ctx, "w", type, w, K, N, w_bytes);
     float *x = random_floats(&r, (size_t)M * K);
     for (uint32_t c = 0; c < K; c++) {
       const uint32_t sb = c / 256;
@@ -217,7 +219,7 @@ Test(gpu, accuracy_over_the_range_of_x) {
       x[5 * K + c] = ldexpf(x[5 * K + c], -118);
     }
     double *ref = checked_malloc((size_t)M * N * sizeof *ref);
-    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, K, N, x, M, ref), PTXQ_OK);
+    cr_assert_eq(ptxq_ref_gemv(type, w, K, N, x, M, ref), PTXQ_OK);
     ptxq_dev dx = device_alloc(ctx, (size_t)M * K * sizeof(float));
     ptxq_dev dy = device_alloc(ctx, (size_t)M * N * sizeof(float));
     cr_assert_eq(ptxq_upload(ctx, dx, x, (size_t)M * K * sizeof(float)), PTXQ_OK);
@@ -227,14 +229,15 @@ Test(gpu, accuracy_over_the_range_of_x) {
     cr_assert_eq(ptxq_download(ctx, y, dy, (size_t)M * N * sizeof(float)), PTXQ_OK);
     for (uint32_t i = 0; i < M; i++) {
       double err = relative_error_over(y + (size_t)i * N, ref + (size_t)i * N, N, N);
-      cr_assert(err <= TOLERANCE, "seed %llu tc=%d: batch row %u: relative error %.3g > %g",
-                (unsigned long long)seed, tc, i, err, TOLERANCE);
+      cr_assert(err <= TOLERANCE, "seed %llu tc=%d %s: batch row %u: relative error %.3g > %g",
+                (unsigned long long)seed, tc, type == PTXQ_TYPE_Q6_K ? "Q6_K" : "Q4_K", i, err, TOLERANCE);
       poison(ctx, dy, N * sizeof(float));
       cr_assert_eq(ptxq_gemv(ctx, "w", dx + (size_t)i * K * sizeof(float), dy, 1), PTXQ_OK, "%s",
                    ptxq_last_error(ctx));
       cr_assert_eq(ptxq_download(ctx, single, dy, N * sizeof(float)), PTXQ_OK);
       cr_assert(memcmp(single, y + (size_t)i * N, N * sizeof(float)) == 0,
-                "seed %llu tc=%d: batch row %u differs from its m=1 product", (unsigned long long)seed, tc, i);
+                "seed %llu tc=%d %s: batch row %u differs from its m=1 product", (unsigned long long)seed, tc,
+                type == PTXQ_TYPE_Q6_K ? "Q6_K" : "Q4_K", i);
     }
     free(single);
     free(y);
@@ -695,7 +698,7 @@ Test(gpu, copy_engine_gated_and_multi_give_the_same_bits) {
 
 /* ptxq_gemv_multi gives, for each weight, the bits ptxq_gemv gives: two and
  * three weights, both types, odd n (groups straddle the weights), m 1..16.
- * In a tensor-core context Q4_K weights run on the tensor-core kernel over
+ * In a tensor-core context Q4_K and Q6_K weights run on the tensor-core kernel over
  * several weights, each by blocks of its own, from its tiles (the last one
  * part padding at these n). */
 static void multi_matches_single(ptxq_ctx *ctx) {
@@ -908,8 +911,9 @@ Test(gpu, gemv_multi_rejects_bad_arguments) {
  * ptxq_rope: both modes, partial rotation, freq_factors, YaRN, with and
  * without v, both weight types, odd batch sizes, up to m = 16 (past
  * PTXQ__EPILOGUE_MAX_M = 4 the call runs the rope kernel after the
- * products; in a tensor-core context, Q4_K takes it in the tensor-core
- * kernel for neox over whole heads of 32k rows up to m = 4, else apart). */
+ * products; in a tensor-core context, Q4_K and Q6_K take it in the
+ * tensor-core kernel for neox over whole heads of 32k rows up to m = 4,
+ * else apart). */
 static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
   uint64_t seed = fresh_seed();
   rng r = {seed};
@@ -930,7 +934,8 @@ static void multi_rope_matches_multi_then_rope(ptxq_ctx *ctx) {
       /* neox over whole heads of 32k rows: in the tensor-core kernel up to m = 4 */
       {0, 2304, 3, 3, 64, 64, 6, 2, 77, PTXQ_ROPE_NEOX, 1, 1},
       {0, 256, 2, 4, 32, 32, 3, 1, 0, PTXQ_ROPE_NEOX, 0, 1},
-      {0, 4096, 3, 2, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 1, 0}};
+      {0, 4096, 3, 2, 128, 128, 32, 8, 1024, PTXQ_ROPE_NEOX, 1, 0},
+      {1, 4096, 3, 4, 128, 128, 8, 2, 255, PTXQ_ROPE_NEOX, 1, 1}};
   static const char *const names[3] = {"q", "k", "v"};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].count, hd = cases[c].head_dim;

@@ -9,7 +9,9 @@
  * - Q6_K GEMV on random Q6_K bytes against the fp64 reference (1e-5),
  *   k in {256, 4096, 14336} x n in {1, 3, 777}, and 4096 x 4096, x m in
  *   1..16, with batch invariance checked bit for bit (past m = 8 the kernel
- *   takes one row per warp, m = 1 two: the bits must not change).
+ *   takes one row per warp, m = 1 two: the bits must not change); and the
+ *   tensor-core Q6_K GEMV (a tensor-core context) alike on 8 shapes from
+ *   256 x 1 to 4096 x 8193, odd rows and k = 2304 among them.
  * - ptxq_ffn, all three kinds, with gate/up/down types Q4_K/Q4_K/Q6_K (the
  *   fused path) and Q6_K/Q4_K/Q4_K (unfused): against an fp64 composition
  *   of the references (1e-5); bit-identical to the same steps run by hand
@@ -275,12 +277,17 @@ Test(gpu, gguf_load_errors_pass_through) {
 
 typedef struct gemv_shape {
   uint32_t k, n;
+  int tensor_cores; /* the context's ptxq_options.tensor_cores: the tensor-core Q6_K GEMV */
 } gemv_shape;
 
 static gemv_shape q6k_shapes[] = {
-    {256, 1},   {256, 3},   {256, 777},   {4096, 1}, {4096, 3}, {4096, 777}, {14336, 1},
-    {14336, 3}, {14336, 777}, {4096, 4096}, /* whole row groups over many blocks */
-    {4096, 8193}, /* n x k >= 2^25: m = 1 takes one row per warp in 16 warps (default_tuning) */
+    {256, 1, 0},   {256, 3, 0},   {256, 777, 0},   {4096, 1, 0}, {4096, 3, 0}, {4096, 777, 0}, {14336, 1, 0},
+    {14336, 3, 0}, {14336, 777, 0}, {4096, 4096, 0}, /* whole row groups over many blocks */
+    {4096, 8193, 0}, /* n x k >= 2^25: m = 1 takes one row per warp in 16 warps (default_tuning) */
+    /* tensor cores: odd rows (a padded tile), k of 1 to 56 super-blocks (2304: an odd number), one split per
+     * tile and 8 (4096 rows at k = 4096), split blocks (14336 x 333 at m > 1), two column tiles past m = 8 */
+    {256, 1, 1},   {256, 777, 1}, {2304, 1001, 1}, {4096, 3, 1}, {4096, 4096, 1}, {14336, 333, 1},
+    {14336, 4096, 1}, {4096, 8193, 1},
 };
 
 ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
@@ -293,7 +300,7 @@ ParameterizedTestParameters(gpu, q6k_gemv_matches_reference) {
 ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
   SKIP_UNLESS_PARAM_IN_SHARD(shape, q6k_shapes);
   const uint32_t k = shape->k, n = shape->n;
-  ptxq_ctx *ctx = open_or_skip(NULL);
+  ptxq_ctx *ctx = shape->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
   uint64_t seed = fresh_seed();
   rng r = {seed};
   size_t w_bytes;
@@ -326,22 +333,23 @@ ParameterizedTest(gemv_shape *shape, gpu, q6k_gemv_matches_reference) {
     download(ctx, y, dy, MAX_M * y_row);
     double error = relative_error_over(y, ref, outputs, (size_t)MAX_M * n);
     worst = fmax(worst, error);
-    cr_assert(error <= TOLERANCE, "seed %llu k=%u n=%u m=%u: relative error %.3g > %g",
-              (unsigned long long)seed, k, n, m, error, TOLERANCE);
+    cr_assert(error <= TOLERANCE, "seed %llu k=%u n=%u m=%u tc=%d: relative error %.3g > %g",
+              (unsigned long long)seed, k, n, m, shape->tensor_cores, error, TOLERANCE);
     cr_assert_eq(first_unpoisoned(y + outputs, (size_t)(MAX_M - m) * n), (size_t)(MAX_M - m) * n,
                  "seed %llu k=%u n=%u m=%u: wrote past the m*n outputs", (unsigned long long)seed,
                  k, n, m);
     for (uint32_t i = 0; i < m; i++)
       cr_assert(memcmp(y + (size_t)i * n, single + (size_t)i * n, y_row) == 0,
-                "seed %llu k=%u n=%u: row %u of the m=%u product differs from its m=1 product",
-                (unsigned long long)seed, k, n, i, m);
+                "seed %llu k=%u n=%u tc=%d: row %u of the m=%u product differs from its m=1 product",
+                (unsigned long long)seed, k, n, shape->tensor_cores, i, m);
     memset(y_host, 0xFF, MAX_M * y_row);
     EXPECT_OK(ctx, ptxq_gemv_host(ctx, "w6", x, y_host, m));
     cr_assert(memcmp(y_host, y, outputs * 4) == 0,
               "seed %llu k=%u n=%u m=%u: ptxq_gemv_host differs from ptxq_gemv",
               (unsigned long long)seed, k, n, m);
   }
-  cr_log_info("q6k_gemv k=%u n=%u: worst relative error %.3g over m=1..%u", k, n, worst, MAX_M);
+  cr_log_info("q6k_gemv k=%u n=%u tc=%d: worst relative error %.3g over m=1..%u", k, n, shape->tensor_cores, worst,
+              MAX_M);
   free(single);
   free(y_host);
   free(y);

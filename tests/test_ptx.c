@@ -14,7 +14,9 @@
  * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
  * target with freq_factors and YaRN; q4k_gemv with tc=1: k as q4k_gemv x
  * n as q4k_gemv x m in {1, 3, 8, 9, 16} x every target from sm_80, and
- * gated (glu) at k as q4k_gemv x n in {777, 14336} x m in {1, 3, 5, 8})
+ * gated (glu) at k as q4k_gemv x n in {777, 14336} x m in {1, 3, 5, 8};
+ * q6k_gemv with tc=1: k in {256, 2304, 4096, 14336} x n as q4k_gemv x m in
+ * {1, 3, 8, 9, 16}, over several weights, gated and with RoPE, from sm_80)
  * the PTX must assemble with no spills
  * and no stack frame in at most 255 registers, its block must fit the
  * register file, define the entry ptxgen_emit names, carry the .version and
@@ -310,6 +312,54 @@ ParameterizedTestParameters(ptx, tc_rope_gemv) {
 }
 
 ParameterizedTest(ptx_case *c, ptx, tc_rope_gemv) {
+  check_kernel(&c->spec);
+}
+
+/* The tensor-core Q6_K GEMV (q6k_gemv, tc=1) on the targets that have it:
+ * k in {256, 2304, 4096, 14336} x n in {1, 777, 4096} x m in {1, 3, 8, 9,
+ * 16}, and the same kernel over several weights (a layer's q, k, v; odd
+ * rows), gated (swiglu, geglu; m 1 and 8) and with RoPE (head_dim 32 and
+ * 128; m 1 and 8). */
+ParameterizedTestParameters(ptx, tc_q6k_gemv) {
+  static const uint32_t ks[] = {256, 2304, 4096, 14336}, ns[] = {1, 777, 4096}, ms[] = {1, 3, 8, 9, 16};
+  const size_t count = (4 * 3 * 5 + 2 + 4 + 4) * TARGET_COUNT;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t t = 0; t < TARGET_COUNT; t++) {
+    if (targets[t] < 80) continue;
+    const ptxgen_spec base = {.kind = PTXGEN_KIND_Q6K_GEMV, .sm = targets[t], .tc = 1};
+    for (size_t a = 0; a < 4; a++)
+      for (size_t b = 0; b < 3; b++)
+        for (size_t c = 0; c < 5; c++) {
+          cases[i].spec = base;
+          cases[i].spec.k = ks[a], cases[i].spec.n = ns[b], cases[i].spec.m = ms[c];
+          i++;
+        }
+    for (uint32_t m = 1; m <= 16; m += 15) {
+      cases[i].spec = base;
+      cases[i].spec.k = 4096, cases[i].spec.n = 4096, cases[i].spec.n2 = 1024, cases[i].spec.n3 = 1023;
+      cases[i++].spec.m = m;
+    }
+    for (uint32_t glu = 1; glu <= 2; glu++)
+      for (uint32_t m = 1; m <= PTXGEN_GEMV_EPILOGUE_MAX_M; m += PTXGEN_GEMV_EPILOGUE_MAX_M - 1) {
+        cases[i].spec = base;
+        cases[i].spec.k = 4096, cases[i].spec.n = 14336, cases[i].spec.m = m, cases[i].spec.glu = glu;
+        i++;
+      }
+    for (uint32_t hd = 32; hd <= 128; hd *= 4)
+      for (uint32_t m = 1; m <= PTXGEN_GEMV_EPILOGUE_MAX_M; m += PTXGEN_GEMV_EPILOGUE_MAX_M - 1) {
+        cases[i].spec = base;
+        cases[i].spec.k = 4096, cases[i].spec.n = 32 * hd, cases[i].spec.n2 = 8 * hd, cases[i].spec.n3 = 8 * hd;
+        cases[i].spec.m = m, cases[i].spec.rope = 2, cases[i].spec.head_dim = hd, cases[i].spec.n_dims = hd;
+        cases[i].spec.base = 500000.0f, cases[i].spec.freq_scale = 1.0f, cases[i].spec.attn_factor = 1.0f;
+        cases[i].spec.beta_fast = 32.0f, cases[i].spec.beta_slow = 1.0f, cases[i].spec.n_ctx_orig = 4096;
+        i++;
+      }
+  }
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, tc_q6k_gemv) {
   check_kernel(&c->spec);
 }
 
