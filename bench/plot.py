@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # The GEMV modes drawn, in this order, with their bars' (alpha, hatch).
 GEMV_STYLE = {"cold": (1.0, ""), "hot": (0.45, "//"), "graph": (0.7, ".."), "graph-cold": (0.85, "xx")}
+GEMV_KERNELS = ("q4k_gemv", "q6k_gemv", "q4k_gemv_tc", "q6k_gemv_tc")
 
 
 def gemv_label(r):
-    kind = {"q6k_gemv": "Q6_K", "q4k_gemv_tc": "Q4_K tc"}.get(r["kernel"], "Q4_K")
+    kind = {"q6k_gemv": "Q6_K", "q4k_gemv_tc": "Q4_K tc", "q6k_gemv_tc": "Q6_K tc"}.get(r["kernel"], "Q4_K")
     return f"{kind}\n{r['n']}x{r['k']}"
 
 
@@ -33,7 +34,7 @@ def main(argv):
     with open(src) as f:
         data = json.load(f)
     rows = data.get("results", [])
-    gemv = [r for r in rows if r.get("kernel") in ("q4k_gemv", "q6k_gemv", "q4k_gemv_tc") and r.get("mode") in GEMV_STYLE]
+    gemv = [r for r in rows if r.get("kernel") in GEMV_KERNELS and r.get("mode") in GEMV_STYLE]
     steps = [r for r in rows if r.get("kernel") == "decode_step"]
     if not gemv and not steps:
         print(f"bench/plot: {src} has no GEMV or decode-step rows", file=sys.stderr)

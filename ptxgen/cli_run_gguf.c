@@ -236,7 +236,7 @@ static int launch_key(ptxq_ctx *ctx, const char *key, const gguf_matrix *w, uint
 /* y = x . W^T on the GPU (y arrives filled with NaN). */
 static int gpu_gemv(const run_gguf_request *r, const gguf_matrix *w, uint32_t m, const float *x,
                     float *y) {
-  /* a tc=1 key reads Q4_K in the tile layout a tensor-core context stores */
+  /* a tc=1 key reads Q4_K or Q6_K in the tile layout a tensor-core context stores */
   ptxq_options options = {.device = 0, .target_sm = r->spec ? r->spec->sm : 0,
                           .tensor_cores = r->spec != NULL && r->spec->tc != 0};
   ptxq_ctx *ctx = NULL;

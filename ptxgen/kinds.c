@@ -16,7 +16,8 @@ static const ptxgen_kind_info kinds[] = {
      "(sm >= 80; rope= only neox with n_dims = head_dim, a multiple of 32; W in tiles of 16 rows, see "
      "ptxgen_q4k_tc_tiles)"},
     {PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", "q6k_gemv:k=14336,n=4096,m=1,sm=90",
-     "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits as q4k_gemv"},
+     "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits and options as "
+     "q4k_gemv (tc=1: W in tiles of 16 rows, see ptxgen_q6k_tc_tiles)"},
     {PTXGEN_KIND_STREAM_READ, "stream_read", "stream_read:n=67108864,sm=90",
      "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above"},
     {PTXGEN_KIND_GELU, "gelu", "gelu:n=14336,m=1,sm=90",
