@@ -59,10 +59,10 @@ typedef struct ptxq_options {
   int device;         /* CUDA device ordinal, default 0 */
   uint32_t target_sm; /* generate kernels for this target (e.g. 80); 0 = the device's own */
   /* 1: Q4_K and Q6_K products of ptxq_gemv and ptxq_ffn run on the tensor
-   * cores (q4k_gemv and q6k_gemv keys with tc=1; target_sm >= 80): Q4_K's
-   * m = 8 costs 0.99-1.11x its m = 1 on large shapes (the default: 2.5-2.7x),
-   * but its m = 1 is 5-8% slower than the default's (H100 figures in
-   * bench/RESULTS.md). Same accuracy and batch invariance, other bits than
+   * cores (q4k_gemv and q6k_gemv keys with tc=1; target_sm >= 80): m = 8
+   * costs 0.99-1.11x m = 1 on large shapes (the default: 2.5-2.9x), but
+   * Q4_K's m = 1 is 5-8% slower than the default's, Q6_K's 0-4% (H100
+   * figures in bench/RESULTS.md). Same accuracy and batch invariance, other bits than
    * the default. Q4_K and Q6_K weights are then stored in the tensor-core
    * kernel's tiles of 16 rows; ptxq_ffn's gate and up run as one tensor-core kernel with the
    * activation in it up to m = 8 (apart past that), and

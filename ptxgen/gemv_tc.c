@@ -1,6 +1,9 @@
 /*
- * gemv_tc.c: the Q4_K GEMV on the tensor cores (q4k_gemv keys with tc=1),
- * y[m][n] = x[m][k] . W[n][k]^T with W in Q4_K as stored, x and y fp32.
+ * gemv_tc.c: the Q4_K and Q6_K GEMV on the tensor cores (q4k_gemv and
+ * q6k_gemv keys with tc=1), y[m][n] = x[m][k] . W[n][k]^T with W in the
+ * format's tile layout, x and y fp32. Q6_K differs only in its tiles, its
+ * staged x's order and its super-block's arithmetic (below, "Q6_K"); the
+ * plans, staging, splits, epilogues and stores are the two formats' alike.
  *
  * Why: the FMA kernel (gemv.c) spends m fma per weight, so at m = 8 it is
  * bound by issue, not memory (2.5x its m = 1 time on 14336x4096). Here a
@@ -41,6 +44,22 @@
  * fragments, so a lane's B for both steps of a sub-block is one 16-byte
  * load per part, and the lanes of columns past m hold zeros (they load
  * nothing).
+ *
+ * Q6_K
+ *   sc*q no longer fits f16 exactly (an int8 scale times q - 32 reaches 4096
+ *   and odd values past 2048), so A is q - 32 alone (exact) and a step is
+ *   one 16-weight sub-block: per part one mma, lo then hi into one D, whose
+ *   sub-block scale is applied in fp32, S = sum_u sc_u D_u in u order; the
+ *   contribution is 2^-e f32(d) S. No mins, so no sums of x. x is staged as
+ *   for Q4_K, but lane t, step s of a 32-weight record now hold weights
+ *   16(2r + s) + 4t.. (emit_stage). The tiles (ptxgen_q6k_tc_tiles) give a
+ *   lane its low nibbles in words where two pairs of A sit at bits 0/4 and
+ *   8/12 of each half, and its high bits in words where one shift brings a
+ *   pair's to bits 4-5 and 8-9: one lop3 per mask, and 1024 + q (or 1024 +
+ *   16q) under the f16 exponent, less 1056 (or times 1/16 less 96) is q - 32
+ *   (emit_a6). About twice Q4_K's instructions per weight, for 1.46x its
+ *   bytes: H100, nineteenth session, m = 1 as fast as the FMA kernel on
+ *   4096x14336, m = 8 2.8x faster.
  *
  * Weights: the tile layout (ptxgen_q4k_tc_tiles), where super-block j of
  *   a tile's 16 rows is 2304 contiguous bytes, ordered as the lanes load
