@@ -367,29 +367,41 @@ static tc_plan tc_plan_for(const ptxgen_spec *s) {
   return p;
 }
 
-uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n) {
-  return ((uint64_t)n + 15) / 16 * 16 * (k / 256) * Q4K_BLOCK_BYTES;
+/* Bytes of n rows in tiles of 16 (the last padded). */
+static uint64_t tile_bytes(uint32_t k, uint32_t n, uint32_t block_bytes) {
+  return ((uint64_t)n + 15) / 16 * 16 * (k / 256) * block_bytes;
 }
+
+/* Calls place(in, out, r) for super-block j of row r (0..15) of every tile:
+ * in its GGUF bytes (a zero block past n), out that tile's super-block j. */
+static void each_tile_row(const void *src, uint32_t k, uint32_t n, void *dst, uint32_t block_bytes,
+                          void (*place)(const unsigned char *in, unsigned char *out, uint32_t r)) {
+  static const unsigned char zero[Q6K_BLOCK_BYTES]; /* the larger block */
+  const uint32_t nsb = k / 256, tiles = (n + 15) / 16;
+  for (uint32_t tile = 0; tile < tiles; tile++)
+    for (uint32_t j = 0; j < nsb; j++) {
+      unsigned char *out = (unsigned char *)dst + ((size_t)tile * nsb + j) * 16 * block_bytes;
+      for (uint32_t r = 0; r < 16; r++) {
+        const uint32_t row = 16 * tile + r;
+        place(row < n ? (const unsigned char *)src + ((size_t)row * nsb + j) * block_bytes : zero, out, r);
+      }
+    }
+}
+
+uint64_t ptxgen_q4k_tc_bytes(uint32_t k, uint32_t n) { return tile_bytes(k, n, Q4K_BLOCK_BYTES); }
 
 /* Within a tile's super-block: chunk c's quant bytes first, 512 bytes
  * each, lane 4g + t's 16 at 16 * lane (its bytes 8t.. of row g, then of row
  * g + 8: the words its A fragments take); then the 16 rows' headers. */
+static void place_q4k(const unsigned char *in, unsigned char *out, uint32_t r) {
+  memcpy(out + 4 * TILE_CHUNK_BYTES + r * TILE_HEADER_BYTES, in, TILE_HEADER_BYTES);
+  for (uint32_t c = 0; c < 4; c++)
+    for (uint32_t t = 0; t < 4; t++)
+      memcpy(out + c * TILE_CHUNK_BYTES + 16 * (4 * (r % 8) + t) + 8 * (r / 8), in + 16 + 32 * c + 8 * t, 8);
+}
+
 void ptxgen_q4k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
-  const uint32_t nsb = k / 256, tiles = (n + 15) / 16;
-  static const unsigned char zero[Q4K_BLOCK_BYTES];
-  for (uint32_t tile = 0; tile < tiles; tile++)
-    for (uint32_t j = 0; j < nsb; j++) {
-      unsigned char *out = (unsigned char *)dst + ((size_t)tile * nsb + j) * TILE_SB_BYTES;
-      for (uint32_t r = 0; r < 16; r++) {
-        const uint32_t row = 16 * tile + r;
-        const unsigned char *in =
-            row < n ? (const unsigned char *)src + ((size_t)row * nsb + j) * Q4K_BLOCK_BYTES : zero;
-        memcpy(out + 4 * TILE_CHUNK_BYTES + r * TILE_HEADER_BYTES, in, TILE_HEADER_BYTES);
-        for (uint32_t c = 0; c < 4; c++)
-          for (uint32_t t = 0; t < 4; t++)
-            memcpy(out + c * TILE_CHUNK_BYTES + 16 * (4 * (r % 8) + t) + 8 * (r / 8), in + 16 + 32 * c + 8 * t, 8);
-      }
-    }
+  each_tile_row(src, k, n, dst, Q4K_BLOCK_BYTES, place_q4k);
 }
 
 /* The 6-bit quants 0..63 (before the -32) of one GGUF Q6_K super-block,
@@ -420,9 +432,7 @@ static void put_le32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> 8 * i);
 }
 
-uint64_t ptxgen_q6k_tc_bytes(uint32_t k, uint32_t n) {
-  return ((uint64_t)n + 15) / 16 * 16 * (k / 256) * Q6K_BLOCK_BYTES;
-}
+uint64_t ptxgen_q6k_tc_bytes(uint32_t k, uint32_t n) { return tile_bytes(k, n, Q6K_BLOCK_BYTES); }
 
 /* Lane 4g + t takes, of rows g and g + 8 and sub-block u, the quants of
  * weights 16u + 4t + i (i = 0..3): the A pairs (i = 0, 2) (even) and (1,
@@ -433,37 +443,31 @@ uint64_t ptxgen_q6k_tc_bytes(uint32_t k, uint32_t n) {
  * q6k_high_field. Loads 3H, 3H + 1 are rows g's and g + 8's nibble words
  * 4H..4H + 3, load 3H + 2 their high-bit words 2H, 2H + 1 (H: the half of
  * the super-block). */
-void ptxgen_q6k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
-  const uint32_t nsb = k / 256, tiles = (n + 15) / 16;
-  static const unsigned char zero[Q6K_BLOCK_BYTES];
-  for (uint32_t tile = 0; tile < tiles; tile++)
-    for (uint32_t j = 0; j < nsb; j++) {
-      unsigned char *out = (unsigned char *)dst + ((size_t)tile * nsb + j) * TILE6_SB_BYTES;
-      for (uint32_t r = 0; r < 16; r++) {
-        const uint32_t row = 16 * tile + r, g = r % 8, rr = r / 8;
-        const unsigned char *in =
-            row < n ? (const unsigned char *)src + ((size_t)row * nsb + j) * Q6K_BLOCK_BYTES : zero;
-        unsigned char q[256];
-        q6k_quants(in, q);
-        memcpy(out + TILE6_SCALES + 16 * r, in + 192, 16);
-        memcpy(out + TILE6_D + 4 * g + 2 * rr, in + 208, 2);
-        for (uint32_t t = 0; t < 4; t++) {
-          uint32_t nib[8] = {0}, high[4] = {0};
-          for (uint32_t u = 0; u < 16; u++)
-            for (uint32_t i = 0; i < 4; i++) {
-              const uint32_t v = q[16 * u + 4 * t + i], half = i / 2, odd = i % 2;
-              nib[u / 2] |= (v & 0xFu) << (16 * half + 8 * (u % 2) + 4 * odd);
-              high[u / 4] |= (v >> 4) << (16 * half + 2 * q6k_high_field(u, odd));
-            }
-          unsigned char *lane = out + 16 * (4 * g + t);
-          for (uint32_t H = 0; H < 2; H++)
-            for (uint32_t w = 0; w < 4; w++) {
-              put_le32(lane + 512 * (3 * H + rr) + 4 * w, nib[4 * H + w]);
-              if (w < 2) put_le32(lane + 512 * (3 * H + 2) + 8 * rr + 4 * w, high[2 * H + w]);
-            }
-        }
+static void place_q6k(const unsigned char *in, unsigned char *out, uint32_t r) {
+  const uint32_t g = r % 8, rr = r / 8;
+  unsigned char q[256];
+  q6k_quants(in, q);
+  memcpy(out + TILE6_SCALES + 16 * r, in + 192, 16);
+  memcpy(out + TILE6_D + 4 * g + 2 * rr, in + 208, 2);
+  for (uint32_t t = 0; t < 4; t++) {
+    uint32_t nib[8] = {0}, high[4] = {0};
+    for (uint32_t u = 0; u < 16; u++)
+      for (uint32_t i = 0; i < 4; i++) {
+        const uint32_t v = q[16 * u + 4 * t + i], half = i / 2, odd = i % 2;
+        nib[u / 2] |= (v & 0xFu) << (16 * half + 8 * (u % 2) + 4 * odd);
+        high[u / 4] |= (v >> 4) << (16 * half + 2 * q6k_high_field(u, odd));
       }
-    }
+    unsigned char *lane = out + 16 * (4 * g + t);
+    for (uint32_t H = 0; H < 2; H++)
+      for (uint32_t w = 0; w < 4; w++) {
+        put_le32(lane + TILE_CHUNK_BYTES * (3 * H + rr) + 4 * w, nib[4 * H + w]);
+        if (w < 2) put_le32(lane + TILE_CHUNK_BYTES * (3 * H + 2) + 8 * rr + 4 * w, high[2 * H + w]);
+      }
+  }
+}
+
+void ptxgen_q6k_tc_tiles(const void *src, uint32_t k, uint32_t n, void *dst) {
+  each_tile_row(src, k, n, dst, Q6K_BLOCK_BYTES, place_q6k);
 }
 
 /* Registers live for the whole kernel. */
