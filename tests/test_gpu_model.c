@@ -16,7 +16,8 @@
  *   fused path) and Q6_K/Q4_K/Q4_K (unfused): against an fp64 composition
  *   of the references (1e-5); bit-identical to the same steps run by hand
  *   through the public ops, to the other path (PTXQ_FFN_UNFUSED=1) and
- *   across batch sizes (m up to 16, where the gated kinds run unfused).
+ *   across batch sizes (m up to 16, where the gated kinds run unfused); in
+ *   tensor-core contexts too, Q6_K gate, up and down among them.
  * - Graphs: a small decode layer (q/k/v GEMVs, RoPE on device positions,
  *   o GEMV, SwiGLU FFN) captured once and replayed with new inputs gives
  *   the bits of direct launches; whatever would build, copy, synchronise,
@@ -416,7 +417,7 @@ static const char *type_name(ptxq_type type) {
 }
 
 ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
-  static ffn_case cases[11];
+  static ffn_case cases[12];
   static const ptxq_ffn_kind kinds[] = {PTXQ_FFN_GELU, PTXQ_FFN_SWIGLU, PTXQ_FFN_GEGLU};
   size_t count = 0;
   for (size_t i = 0; i < 3; i++) {
@@ -434,7 +435,8 @@ ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
    * super-blocks split over 8 warps (blocks of 16 warps), and the unfused
    * gate and up products take split blocks at some m; 512 x 1536: 2
    * splits of 2 super-blocks; 4096 x 14336: a Llama-3-8B layer's, 2
-   * splits; a Q6_K gate: the unfused path at every m. */
+   * splits; a Q6_K gate: the unfused path at every m; Q6_K gate and up:
+   * the tensor-core gated kernel on Q6_K. */
   cases[count++] =
       (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 1536, true};
   cases[count++] =
@@ -443,6 +445,8 @@ ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
       (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, true};
   cases[count++] =
       (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true};
+  cases[count++] =
+      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, 2304, 1536, true};
   return cr_make_param_array(ffn_case, cases, count);
 }
 
