@@ -544,36 +544,36 @@ static tc_addr emit_addresses(ptx_builder *b, const tc_plan *p, const tc_lane *L
   return a;
 }
 
-/* guard: a predicate's name or NULL */
+/* One 16-byte weight load of a lane into d0..d3, at addr + off; guard: a
+ * predicate's name or NULL. */
+static void emit_weight_v4(ptx_builder *b, const char *guard, ptx_reg d0, ptx_reg d1, ptx_reg d2, ptx_reg d3,
+                           ptx_reg addr, uint32_t off) {
+  ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
+          guard ? " " : "", d0.s, d1.s, d2.s, d3.s, addr.s, off);
+}
+
 static void emit_load_header(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
-  for (int r = 0; r < 2; r++)
-    ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
-            guard ? " " : "", raw->h[r][0].s, raw->h[r][1].s, raw->h[r][2].s, raw->h[r][3].s, a->h.s,
-            8 * TILE_HEADER_BYTES * r);
+  for (uint32_t r = 0; r < 2; r++)
+    emit_weight_v4(b, guard, raw->h[r][0], raw->h[r][1], raw->h[r][2], raw->h[r][3], a->h, 8 * TILE_HEADER_BYTES * r);
 }
 
 /* Chunk c of both rows: one 16-byte load (tile layout). */
 static void emit_load_chunk(ptx_builder *b, const tc_addr *a, uint32_t c, const char *guard, const tc_raw *raw) {
-  ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
-          guard ? " " : "", raw->q[0][c][0].s, raw->q[0][c][1].s, raw->q[1][c][0].s, raw->q[1][c][1].s, a->q.s,
-          TILE_CHUNK_BYTES * c);
+  emit_weight_v4(b, guard, raw->q[0][c][0], raw->q[0][c][1], raw->q[1][c][0], raw->q[1][c][1], a->q,
+                 TILE_CHUNK_BYTES * c);
 }
 
-/* Q6_K: the rows' scales and d. */
+/* Q6_K: the rows' scales (row g + 8's 128 bytes further) and d. */
 static void emit_load_scales6(ptx_builder *b, const tc_addr *a, const char *guard, const tc_raw *raw) {
-  for (int r = 0; r < 2; r++)
-    ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
-            guard ? " " : "", raw->sc[r][0].s, raw->sc[r][1].s, raw->sc[r][2].s, raw->sc[r][3].s, a->h.s,
-            8u * 16 * (uint32_t)r);
+  for (uint32_t r = 0; r < 2; r++)
+    emit_weight_v4(b, guard, raw->sc[r][0], raw->sc[r][1], raw->sc[r][2], raw->sc[r][3], a->h, 8 * 16 * r);
   ptx_ins(b, "%s%s%sld.global.nc.L1::no_allocate.b32 %s, [%s];", guard ? "@" : "", guard ? guard : "",
           guard ? " " : "", raw->d.s, a->d.s);
 }
 
 /* Q6_K: quant load l (of TILE6_QUANT_LOADS). */
 static void emit_load_quant6(ptx_builder *b, const tc_addr *a, uint32_t l, const char *guard, const tc_raw *raw) {
-  ptx_ins(b, "%s%s%s" WEIGHT_LOAD " {%s, %s, %s, %s}, [%s+%u];", guard ? "@" : "", guard ? guard : "",
-          guard ? " " : "", raw->q6[l][0].s, raw->q6[l][1].s, raw->q6[l][2].s, raw->q6[l][3].s, a->q.s,
-          TILE_CHUNK_BYTES * l);
+  emit_weight_v4(b, guard, raw->q6[l][0], raw->q6[l][1], raw->q6[l][2], raw->q6[l][3], a->q, TILE_CHUNK_BYTES * l);
 }
 
 /* The whole super-block j into raw. */
