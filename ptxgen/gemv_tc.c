@@ -659,13 +659,14 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
   ptx_reg lsub_rec = ptx_new(b, PTX_B32), lsub_min = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", lsub_rec.s, lsub.s, p->nt * PARTS * p->rec_bytes);
   ptx_ins(b, "add.u32 %s, %s, %s;", lsub_rec.s, lsub_rec.s, lane_rec.s);
-  /* the min record of sub-block j is at lane 4*(col%8) + j/2, half j%2 */
-  ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, lsub.s);
-  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", lsub_min.s, tmp.s, MIN_REC_LANE);
-  ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, lsub.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 2, %s;", lsub_min.s, tmp.s, lsub_min.s);
-  ptx_ins(b, "and.b32 %s, %s, 7;", tmp.s, L->q.lane.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, tmp.s);
+  if (!p->q6k) { /* the min record of sub-block j is at lane 4*(col%8) + j/2, half j%2 (Q6_K: no mins) */
+    ptx_ins(b, "shr.u32 %s, %s, 1;", tmp.s, lsub.s);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %u;", lsub_min.s, tmp.s, MIN_REC_LANE);
+    ptx_ins(b, "and.b32 %s, %s, 1;", tmp.s, lsub.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 2, %s;", lsub_min.s, tmp.s, lsub_min.s);
+    ptx_ins(b, "and.b32 %s, %s, 7;", tmp.s, L->q.lane.s);
+    ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, tmp.s);
+  }
   char loop[32], done[32];
   ptx_label_new(b, "stage", loop);
   ptx_label_new(b, "stage_done", done);
@@ -739,9 +740,11 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", rec.s, ct.s, PARTS * p->rec_bytes, base.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 64, %s;", rec.s, c8.s, rec.s);
     ptx_ins(b, "add.u32 %s, %s, %s;", rec.s, rec.s, lsub_rec.s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, ct.s, p->lanes * MIN_REC_LANE, base.s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, c8.s, 4 * MIN_REC_LANE, mrec.s);
-    ptx_ins(b, "add.u32 %s, %s, %s;", mrec.s, mrec.s, lsub_min.s);
+    if (!p->q6k) {
+      ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, ct.s, p->lanes * MIN_REC_LANE, base.s);
+      ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mrec.s, c8.s, 4 * MIN_REC_LANE, mrec.s);
+      ptx_ins(b, "add.u32 %s, %s, %s;", mrec.s, mrec.s, lsub_min.s);
+    }
     ptx_ins(b, "setp.eq.and.u32 %s, %s, 0, %s;", first.s, L->q.lane.s, in[u].s);
     ptx_reg ia = ptx_new(b, PTX_B32);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", ia.s, jl[u].s, p->cols, col[u].s);
@@ -750,7 +753,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     ptx_ins(b, "add.u32 %s, %s, %s;", ia.s, ia.s, L->q.xs_base.s);
     ptx_ins(b, "@%s st.shared.f32 [%s], %s;", first.s, ia.s, inv.s);
     ptx_reg write = ptx_new(b, PTX_PRED);
-    ptx_ins(b, "and.pred %s, %s, %s;", write.s, lead.s, in[u].s);
+    if (!p->q6k) ptx_ins(b, "and.pred %s, %s, %s;", write.s, lead.s, in[u].s);
     for (int f = 0; f < 2; f++) {
       ptx_comment(b, "float4 lane + %d: parts hi = f16(x 2^e), lo = f16(x 2^e - hi)", 32 * f);
       ptx_reg xs[4], hi01 = ptx_new(b, PTX_B32), hi23 = ptx_new(b, PTX_B32);
