@@ -254,11 +254,11 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
   }
   if (count == 1 && rope == NULL) return ptxq__gemv_batch_for(ctx, w[0], m, out);
   if (count == 1) return ptxq__fail(ctx, PTXQ_ERR_INVALID, "%s: count=1: RoPE needs the q and k weights", call);
-  const bool tc = ctx->tensor_cores && (w[0]->type == PTXQ_TYPE_Q4_K || w[0]->type == PTXQ_TYPE_Q6_K);
-  if (tc) *rope_apart = rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || !tc_takes_rope(rope));
   if (w[0]->type != PTXQ_TYPE_Q4_K && w[0]->type != PTXQ_TYPE_Q6_K)
     return ptxq__fail(ctx, PTXQ_ERR_UNSUPPORTED, "%s: weight '%s' is %s: gemv supports Q4_K and Q6_K", call,
                       names[0], ptxq__type_name(w[0]->type));
+  const bool tc = ctx->tensor_cores; /* both types have a tensor-core kernel */
+  if (tc) *rope_apart = rope != NULL && (m > PTXQ__EPILOGUE_MAX_M || !tc_takes_rope(rope));
   ptxgen_spec spec = {.kind = w[0]->type == PTXQ_TYPE_Q6_K ? PTXGEN_KIND_Q6K_GEMV : PTXGEN_KIND_Q4K_GEMV,
                       .sm = ctx->info.target_sm,
                       .k = w[0]->k,
