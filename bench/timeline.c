@@ -177,6 +177,11 @@ static kernel build(const char *key, int kind, double bytes) {
     fprintf(stderr, "timeline: %s: %s\n", key, msg);
     exit(1);
   }
+  int exits = 0;
+  for (const char *r = strstr(k.ptx, "\tret;"); r; r = strstr(r + 1, "\tret;")) exits++;
+  if (exits > 1) /* the tensor-core kernel over several weights: a section per weight */
+    fprintf(stderr, "timeline: %s has %d exits; only blocks that leave by the first are recorded, so the next "
+                    "kernel's release holds the others' time\n", key, exits);
   char *ptx = with_timing(k.ptx, kind), log[8192] = "";
   if (flags_mode) {
     char *flagged = with_flags(ptx);
@@ -201,8 +206,10 @@ static kernel build(const char *key, int kind, double bytes) {
     CHECK(cuFuncSetAttribute(r.f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)r.shared));
   int per_sm;
   CHECK(cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, r.f, (int)r.block, r.shared));
-  r.grid = k.geometry.grid[0]; /* fitted to one wave, as the runtime does */
-  if (r.grid > (unsigned)per_sm * 132u) r.grid = (unsigned)per_sm * 132u;
+  /* fitted to one wave, as the runtime does (not the tensor-core kernel over
+   * several weights, whose blocks are assigned to the weights by index) */
+  r.grid = k.geometry.grid[0];
+  if (!(spec.tc && spec.n2) && r.grid > (unsigned)per_sm * 132u) r.grid = (unsigned)per_sm * 132u;
   fprintf(stderr, "%-90s grid %u (%d per SM) block %u shared %u\n", key, r.grid, per_sm, r.block, r.shared);
   return r;
 }
