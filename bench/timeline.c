@@ -118,10 +118,14 @@ static char *with_flags(const char *ptx) {
 }
 
 /* The kernel's PTX with the timing code spliced in: a module global
- * pointing at the records, timer reads at entry and after the wait, and,
- * before `ret`, thread 0 appending its block's record. */
+ * pointing at the records, timer reads at entry and, in each section of the
+ * kernel (the tensor-core kernel over several weights has one per weight),
+ * after its wait, its first barrier and its last row group's sums, and,
+ * before each `ret`, thread 0 appending its block's record. */
 static char *with_timing(const char *ptx, int kind) {
-  char *out = malloc(strlen(ptx) + 4096), *w = out;
+  static const char trigger[] = "griddepcontrol.launch_dependents;", bar[] = "bar.sync 0;",
+                    sum[] = "// sum the 32 lanes", ret[] = "\tret;";
+  char *out = malloc(strlen(ptx) * 2 + 65536), *w = out;
   const char *p = ptx, *entry = strstr(p, ".visible .entry");
   w = splice(w, p, entry);
   w += sprintf(w, ".global .align 8 .u64 timeline_records;\n\n");
@@ -130,42 +134,46 @@ static char *with_timing(const char *ptx, int kind) {
   const char *maxnreg = kind == QKV && getenv("MAXNREG_QKV") ? getenv("MAXNREG_QKV") : getenv("MAXNREG");
   if (maxnreg && kind != ROPE && !strstr(ptx, ".maxntid")) w += sprintf(w, ".maxnreg %s\n", maxnreg);
   w += sprintf(w, "{\n\t.reg .b64 %%tt<8>;\n\t.reg .b32 %%tu<2>;\n\t.reg .pred %%tp;\n"
-                  "\tmov.u64 %%tt0, %%globaltimer;\n\tmov.u64 %%tt1, %%tt0;\n");
+                  "\tmov.u64 %%tt0, %%globaltimer;\n\tmov.u64 %%tt1, %%tt0;\n\tmov.u64 %%tt6, %%tt1;\n"
+                  "\tmov.u64 %%tt7, %%tt6;");
   p = body + 2;
-  const char *trigger = strstr(p, "griddepcontrol.launch_dependents;");
-  if (trigger) {
-    trigger += strlen("griddepcontrol.launch_dependents;");
-    w = splice(w, p, trigger);
-    w += sprintf(w, "\n\tmov.u64 %%tt1, %%globaltimer;");
-    p = trigger;
+  int exits = 0, barred = 0;
+  for (;;) { /* the next mark in the text, in order */
+    const char *marks[4] = {strstr(p, trigger), strstr(p, bar), strstr(p, sum), strstr(p, ret)};
+    int next = -1;
+    for (int i = 0; i < 4; i++)
+      if (marks[i] && (next < 0 || marks[i] < marks[next])) next = i;
+    if (next < 0) break;
+    if (next == 0) { /* past the wait: a section starts */
+      w = splice(w, p, marks[0] + strlen(trigger));
+      w += sprintf(w, "\n\tmov.u64 %%tt1, %%globaltimer;\n\tmov.u64 %%tt6, %%tt1;\n\tmov.u64 %%tt7, %%tt6;");
+      p = marks[0] + strlen(trigger), barred = 0;
+    } else if (next == 1) { /* x staged: the section's first barrier */
+      w = splice(w, p, marks[1] + strlen(bar));
+      if (!barred) w += sprintf(w, "\n\tmov.u64 %%tt6, %%globaltimer;\n\tmov.u64 %%tt7, %%tt6;");
+      p = marks[1] + strlen(bar), barred = 1;
+    } else if (next == 2) { /* the row group's sums done (the last one's is kept) */
+      w = splice(w, p, marks[2]);
+      w += sprintf(w, "mov.u64 %%tt7, %%globaltimer;\n\t");
+      w = splice(w, marks[2], marks[2] + strlen(sum));
+      p = marks[2] + strlen(sum);
+    } else {
+      w = splice(w, p, marks[3]);
+      w += sprintf(w,
+                   "\tmov.u64 %%tt2, %%globaltimer;\n\tmov.u32 %%tu0, %%tid.x;\n\tsetp.ne.u32 %%tp, %%tu0, 0;\n"
+                   "\t@%%tp bra TIMELINE_DONE%d;\n\tld.global.u64 %%tt3, [timeline_records];\n"
+                   "\tatom.global.add.u32 %%tu1, [%%tt3], 1;\n\tmul.wide.u32 %%tt4, %%tu1, 64;\n"
+                   "\tadd.u64 %%tt4, %%tt4, %%tt3;\n\tmov.u64 %%tt5, %d;\n"
+                   "\tst.global.v2.u64 [%%tt4+64], {%%tt5, %%tt0};\n\tst.global.v2.u64 [%%tt4+80], {%%tt1, %%tt6};\n"
+                   "\tst.global.v2.u64 [%%tt4+96], {%%tt7, %%tt2};\n"
+                   "TIMELINE_DONE%d:\n",
+                   exits, kind, exits);
+      exits++;
+      w = splice(w, marks[3], marks[3] + strlen(ret));
+      p = marks[3] + strlen(ret);
+    }
   }
-  w += sprintf(w, "\n\tmov.u64 %%tt6, %%tt1;");
-  const char *bar = strstr(p, "bar.sync 0;"), *ret0 = strstr(p, "\tret;");
-  if (bar && bar < ret0) {
-    bar += strlen("bar.sync 0;");
-    w = splice(w, p, bar);
-    w += sprintf(w, "\n\tmov.u64 %%tt6, %%globaltimer;");
-    p = bar;
-  }
-  w += sprintf(w, "\n\tmov.u64 %%tt7, %%tt6;");
-  const char *sum = strstr(p, "// sum the 32 lanes");
-  if (sum && sum < ret0) {
-    w = splice(w, p, sum);
-    w += sprintf(w, "mov.u64 %%tt7, %%globaltimer;\n\t");
-    p = sum;
-  }
-  const char *ret = strstr(p, "\tret;");
-  w = splice(w, p, ret);
-  w += sprintf(w,
-               "\tmov.u64 %%tt2, %%globaltimer;\n\tmov.u32 %%tu0, %%tid.x;\n\tsetp.ne.u32 %%tp, %%tu0, 0;\n"
-               "\t@%%tp bra TIMELINE_DONE;\n\tld.global.u64 %%tt3, [timeline_records];\n"
-               "\tatom.global.add.u32 %%tu1, [%%tt3], 1;\n\tmul.wide.u32 %%tt4, %%tu1, 64;\n"
-               "\tadd.u64 %%tt4, %%tt4, %%tt3;\n\tmov.u64 %%tt5, %d;\n"
-               "\tst.global.v2.u64 [%%tt4+64], {%%tt5, %%tt0};\n\tst.global.v2.u64 [%%tt4+80], {%%tt1, %%tt6};\n"
-               "\tst.global.v2.u64 [%%tt4+96], {%%tt7, %%tt2};\n"
-               "TIMELINE_DONE:\n",
-               kind);
-  strcpy(w, ret);
+  strcpy(w, p);
   return out;
 }
 
@@ -177,11 +185,6 @@ static kernel build(const char *key, int kind, double bytes) {
     fprintf(stderr, "timeline: %s: %s\n", key, msg);
     exit(1);
   }
-  int exits = 0;
-  for (const char *r = strstr(k.ptx, "\tret;"); r; r = strstr(r + 1, "\tret;")) exits++;
-  if (exits > 1) /* the tensor-core kernel over several weights: a section per weight */
-    fprintf(stderr, "timeline: %s has %d exits; only blocks that leave by the first are recorded, so the next "
-                    "kernel's release holds the others' time\n", key, exits);
   char *ptx = with_timing(k.ptx, kind), log[8192] = "";
   if (flags_mode) {
     char *flagged = with_flags(ptx);
