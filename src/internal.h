@@ -46,13 +46,11 @@
  * of its own. On the H100 the fused kernels measured faster in the
  * Llama-3-8B decode step at m = 1, 2 and 4 and slower at m = 8
  * (bench/RESULTS.md); m = 5..7 were not measured. Either way gives the same
- * bits. */
+ * bits. In a tensor-core context RoPE keeps this limit (the decode step at
+ * m = 1 even, m = 2 and 4 1.4-2.3% faster, m = 8 1.9% slower; eighteenth
+ * session), while the gated FFN kernel runs up to PTXGEN_GEMV_EPILOGUE_MAX_M
+ * (faster at m = 1, 4 and 8; seventeenth session; ffn.c). */
 #define PTXQ__EPILOGUE_MAX_M 4u
-/* The tensor-core kernels' epilogues: the gated FFN up to
- * PTXGEN_GEMV_EPILOGUE_MAX_M (faster at m = 1, 4 and 8), RoPE up to
- * PTXQ__EPILOGUE_MAX_M (H100, the decode step with tensor cores: m = 1 even,
- * m = 2 and 4 1.4-2.3% faster, m = 8 1.9% slower; bench/RESULTS.md,
- * eighteenth session). */
 /* ptxgen refuses epilogue keys past its own limit (spills): the fused
  * path must stay within it, whatever the measurements suggest. */
 _Static_assert(PTXQ__EPILOGUE_MAX_M <= PTXGEN_GEMV_EPILOGUE_MAX_M, "the fused FFN/RoPE path needs epilogue keys");
