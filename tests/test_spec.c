@@ -15,6 +15,14 @@ static uint32_t rnd(void) {
   return (uint32_t)(rng_state >> 33);
 }
 
+/* A repacker's input of random bytes (from seed) and its output poisoned
+ * with 0xAB, so that a byte the repacker leaves unwritten shows. */
+static void repack_inputs(uint8_t *src, size_t src_bytes, uint8_t *dst, size_t dst_bytes, uint64_t seed) {
+  rng_state = seed;
+  for (size_t i = 0; i < src_bytes; i++) src[i] = (uint8_t)rnd();
+  memset(dst, 0xAB, dst_bytes);
+}
+
 static const uint32_t targets[] = {75, 80, 86, 89, 90, 100, 120};
 
 /* A canonical key parses into *s, formats back to itself, and the
@@ -225,9 +233,7 @@ Test(spec, q6k_repack_moves_every_byte) {
   cr_assert_eq(ptxgen_q6k_row_stride(K), 640u); /* 3 * 210 = 630, padded to 640 */
   cr_assert_eq(ptxgen_q6k_row_stride(256), 224u);
   cr_assert_eq(ptxgen_q6k_row_stride(4096), 3360u);
-  rng_state = 99;
-  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
-  memset(dst, 0xAB, sizeof dst);
+  repack_inputs(src, sizeof src, dst, sizeof dst, 99);
   ptxgen_q6k_repack(src, K, N, dst);
   for (int r = 0; r < N; r++) {
     const uint8_t *row = dst + r * 640;
@@ -252,9 +258,7 @@ Test(spec, q4k_tc_tiles_move_every_byte) {
   static uint8_t src[N * NB * 144], dst[TILES * 16 * NB * 144], seen[sizeof dst];
   cr_assert_eq(ptxgen_q4k_tc_bytes(K, N), (uint64_t)sizeof dst);
   cr_assert_eq(ptxgen_q4k_tc_bytes(4096, 14336), 14336ull * 16 * 144);
-  rng_state = 7;
-  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
-  memset(dst, 0xAB, sizeof dst);
+  repack_inputs(src, sizeof src, dst, sizeof dst, 7);
   ptxgen_q4k_tc_tiles(src, K, N, dst);
   for (int r = 0; r < TILES * 16; r++)
     for (int j = 0; j < NB; j++) {
@@ -300,9 +304,7 @@ Test(spec, q6k_tc_tiles_give_each_lane_its_quants) {
   static uint8_t src[N * NB * 210], dst[TILES * 16 * NB * 210];
   cr_assert_eq(ptxgen_q6k_tc_bytes(K, N), (uint64_t)sizeof dst);
   cr_assert_eq(ptxgen_q6k_tc_bytes(14336, 4096), 4096ull * 56 * 210);
-  rng_state = 11;
-  for (size_t i = 0; i < sizeof src; i++) src[i] = (uint8_t)rnd();
-  memset(dst, 0xAB, sizeof dst);
+  repack_inputs(src, sizeof src, dst, sizeof dst, 11);
   ptxgen_q6k_tc_tiles(src, K, N, dst);
   static const int shift[4] = {-4, -2, 4, 6};
   for (int r = 0; r < TILES * 16; r++)
