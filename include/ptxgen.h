@@ -107,6 +107,12 @@ typedef struct ptxgen_spec {
    * k a multiple of 2048) (else 2). The bits are the same whatever the
    * preload. */
   uint32_t preload;
+  /* stream_read: 1 makes the probe a kernel of a dependent chain, as every
+   * other sm_90+ kernel of ptxq is: each thread issues its first step's
+   * loads, then waits for the grids before it (griddepcontrol.wait) and
+   * lets the next one launch; the runtime launches it with programmatic
+   * stream serialization. sm_90+. 0 (absent from the key): neither. */
+  uint32_t pdl;
   /* q4k_gemv: 1 runs the product on the tensor cores (mma.sync, f16
    * inputs, fp32 sums) instead of fp32 FMA: the scaled quants sc*q are
    * exact in f16 and x (scaled by a power of two per super-block) is cut

@@ -19,7 +19,8 @@ static const ptxgen_kind_info kinds[] = {
      "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits and options as "
      "q4k_gemv (tc=1: W in tiles of 16 rows, see ptxgen_q6k_tc_tiles)"},
     {PTXGEN_KIND_STREAM_READ, "stream_read", "stream_read:n=67108864,sm=90",
-     "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above"},
+     "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above; pdl=1: loads its "
+     "first vectors, then waits for the kernel before it (sm >= 90), as a step's kernels do"},
     {PTXGEN_KIND_GELU, "gelu", "gelu:n=14336,m=1,sm=90",
      "y = 0.5x(1+tanh(0.79788456(x+0.044715x^3))) over [m][n] fp32, in place or not; n: 1..1048576; m: 1..16"},
     {PTXGEN_KIND_GELU_ERF, "gelu_erf", "gelu_erf:n=14336,m=1,sm=90",

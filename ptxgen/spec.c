@@ -65,7 +65,7 @@ static const param_def gemv_params[] = {
     {"rope", offsetof(ptxgen_spec, rope), P_ROPE, 0, 0}, U(head_dim, ROPE, 0), U(n_dims, ROPE, 0),
     F(base, ROPE, 0), F(freq_scale, ROPE, 0), U(freq_factors, ROPE, 0), F(ext_factor, ROPE, 0),
     F(attn_factor, ROPE, 0), F(beta_fast, ROPE, 0), F(beta_slow, ROPE, 0), U(n_ctx_orig, ROPE, 0)};
-static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
+static const param_def read_params[] = {U(n, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90), U(pdl, 0, 0)};
 static const param_def act_params[] = {U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90)};
 /* n_dims defaults to head_dim (fallback -1 marks that) */
 static const param_def rope_params[] = {
@@ -247,6 +247,9 @@ int ptxgen_spec_validate(const ptxgen_spec *s, char *msg, size_t cap) {
   case PTXGEN_KIND_STREAM_READ:
     if (s->n == 0) return fail(msg, cap, "n=0: the probe must read at least one 16-byte vector");
     if (s->n > PTXGEN_READ_MAX_N) return fail(msg, cap, "n=%u exceeds the limit n <= %u", s->n, PTXGEN_READ_MAX_N);
+    if (s->pdl > 1) return fail(msg, cap, "pdl=%u: must be 0 (a kernel alone) or 1 (a kernel of a chain)", s->pdl);
+    if (s->pdl && s->sm < 90)
+      return fail(msg, cap, "pdl=1 needs sm >= 90 (griddepcontrol), not sm=%u", s->sm);
     return PTXGEN_OK;
   case PTXGEN_KIND_ROPE: return validate_rope(s, msg, cap);
   default: return validate_act(s, msg, cap);

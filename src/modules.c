@@ -218,7 +218,7 @@ static int build(ptxq_ctx *ctx, const ptxgen_spec *spec, const char *key, uint64
   memcpy(e->entry, kernel.entry, sizeof e->entry);
   e->entry[sizeof e->entry - 1] = '\0';
   e->geometry = kernel.geometry;
-  e->programmatic = spec->sm >= 90 && spec->kind != PTXGEN_KIND_STREAM_READ;
+  e->programmatic = spec->sm >= 90 && (spec->kind != PTXGEN_KIND_STREAM_READ || spec->pdl);
 
   if (ptxq__test_ptx_hook != NULL) ptxq__test_ptx_hook(kernel.ptx);
   int status = load_module(ctx, key, kernel.ptx, &e->module);

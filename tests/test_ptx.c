@@ -8,7 +8,7 @@
  * with glu=swiglu|geglu at k=4096, n=777, m in {1, 8} (the epilogue's
  * limit) x every target; q, k, v of Llama-3-8B as one kernel (n2, n3) at
  * m in {11, 16} x every target; stream_read: n in {1, 1000, 2^24} x every
- * target; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3, 14336, 14337} x
+ * target, and with pdl=1 x the sm_90+ targets; gelu, gelu_erf, silu, swiglu, geglu: n in {1, 3, 14336, 14337} x
  * m in {1, 8, 16} x every target; rope: mode normal and neox x
  * head_dim/n_dims/heads/kv_heads in {128/128/32/8, 128/64/32/8, 64/64/4/4,
  * 2/2/6/3, 512/512/1/1} x m in {1, 8, 16} x every target, plus one key per
@@ -526,14 +526,18 @@ ParameterizedTest(ptx_case *c, ptx, rope_gemv) {
   check_kernel(&c->spec);
 }
 
+/* pdl=1 (a kernel of a dependent chain) on the targets that have griddepcontrol. */
 ParameterizedTestParameters(ptx, stream_read) {
   static const uint32_t ns[] = {1, 1000, 1u << 24};
-  size_t count = 3 * TARGET_COUNT, i = 0;
+  size_t count = 2 * 3 * TARGET_COUNT, i = 0;
   ptx_case *cases = cr_calloc(count, sizeof *cases);
-  for (size_t a = 0; a < 3; a++)
-    for (size_t t = 0; t < TARGET_COUNT; t++)
-      cases[i++].spec = (ptxgen_spec){.kind = PTXGEN_KIND_STREAM_READ, .sm = targets[t], .n = ns[a]};
-  return cr_make_param_array(ptx_case, cases, count, free_cases);
+  for (uint32_t pdl = 0; pdl < 2; pdl++)
+    for (size_t a = 0; a < 3; a++)
+      for (size_t t = 0; t < TARGET_COUNT; t++)
+        if (!pdl || targets[t] >= 90)
+          cases[i++].spec =
+              (ptxgen_spec){.kind = PTXGEN_KIND_STREAM_READ, .sm = targets[t], .n = ns[a], .pdl = pdl};
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
 }
 
 ParameterizedTest(ptx_case *c, ptx, stream_read) {

@@ -59,6 +59,10 @@ Test(spec, any_order_and_default_target) {
   cr_assert_eq(ptxgen_spec_parse("stream_read:n=1000", &s, msg, sizeof msg), 0, "%s", msg);
   ptxgen_spec_format(&s, key, sizeof key);
   cr_assert_str_eq(key, "stream_read:n=1000,sm=90");
+  cr_assert_eq(ptxgen_spec_parse("stream_read:pdl=1,n=1000", &s, msg, sizeof msg), 0, "%s", msg);
+  cr_assert_eq(s.pdl, 1u);
+  ptxgen_spec_format(&s, key, sizeof key);
+  cr_assert_str_eq(key, "stream_read:n=1000,sm=90,pdl=1");
 }
 
 Test(spec, parse_format_round_trip_random) {
@@ -419,6 +423,9 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("rope:mode=neox,head_dim=128,heads=4,kv_heads=2,m=1,freq_factors=2", "freq_factors=2");
   refuse("rope:head_dim=128,heads=4,kv_heads=2,m=1", "missing parameter 'mode'");
   refuse("stream_read:n=1,k=256", "unknown parameter 'k'");
+  refuse("stream_read:n=1,pdl=2", "pdl=2: must be 0");
+  refuse("stream_read:n=1,sm=89,pdl=1", "pdl=1 needs sm >= 90");
+  refuse("silu:n=1,m=1,pdl=1", "unknown parameter 'pdl'");
 }
 
 Test(spec, bad_rope_gemv_keys_name_the_problem) {
@@ -538,6 +545,7 @@ Test(spec, emitted_kernel_is_deterministic_and_self_consistent) {
       "q4k_gemv:k=14336,n=4096,m=8,sm=120",   "q4k_gemv:k=65536,n=33,m=8,sm=75",
       "q4k_gemv:k=4096,n=128256,m=1,sm=100",  "q4k_gemv:k=4096,n=5,m=2,sm=90,rows=4,warps=16",
       "stream_read:n=1,sm=80",                "stream_read:n=1073741824,sm=90",
+      "stream_read:n=1000,sm=100,pdl=1",
       "gelu:n=14336,m=1,sm=90",               "gelu_erf:n=777,m=3,sm=75",
       "q6k_gemv:k=256,n=1,m=1,sm=75",         "q6k_gemv:k=14336,n=4096,m=8,sm=90",
       "q4k_gemv:k=4096,n=14336,m=2,glu=swiglu", "q6k_gemv:k=512,n=7,m=8,sm=120,glu=geglu",
