@@ -22,7 +22,9 @@
  * where ptxq_ffn runs gate, up, swiglu and down as four kernels instead of
  * the gated GEMV and down and q, k, v and RoPE run as two kernels
  * (ptxq_gemv_multi, ptxq_rope), and in one opened with PTXQ_PDL=0, where no
- * kernel starts before the one before it has ended. Each figure is the median over event-timed steps
+ * kernel starts before the one before it has ended. Once (m 0), the step's
+ * bound: the same bytes, op by op, through the read probe instead of the
+ * step's kernels (run_read_steps). Each figure is the median over event-timed steps
  * after warm-up; GB/s counts the weight bytes of the step, Q6_K at its GGUF
  * size.
  *
@@ -313,6 +315,40 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, boo
   return rc;
 }
 
+/* The read step (run_read_steps): per layer one read kernel per op of the
+ * step, over as many bytes as the op's weights take on the device. */
+typedef enum { OP_QKV, OP_O, OP_GATE_UP, OP_DOWN, OP_COUNT } op;
+static const role op_roles[OP_COUNT][2] = { /* [first, end) */
+    [OP_QKV] = {ROLE_Q, ROLE_O}, [OP_O] = {ROLE_O, ROLE_GATE},
+    [OP_GATE_UP] = {ROLE_GATE, ROLE_DOWN}, [OP_DOWN] = {ROLE_DOWN, ROLE_COUNT}};
+
+static size_t op_bytes(uint32_t layer, op o)
+{
+  size_t bytes = 0;
+  for (int r = op_roles[o][0]; r < (int)op_roles[o][1]; r++)
+    bytes += device_bytes(layer, (role)r);
+  return bytes;
+}
+
+static ptxgen_spec read_spec(uint32_t sm, uint32_t layer, op o, bool pdl)
+{
+  return (ptxgen_spec){.kind = PTXGEN_KIND_STREAM_READ, .sm = sm,
+                       .n = (uint32_t)((op_bytes(layer, o) + 15) / 16), .pdl = pdl};
+}
+
+/* The read step's keys: pdl=1 where the target has griddepcontrol, and not. */
+static int read_step_keys(uint32_t sm, uint32_t layers, char (*keys)[128], size_t *count)
+{
+  int rc = 0;
+  for (int pdl = 0; pdl < (sm >= 90 ? 2 : 1); pdl++)
+    for (uint32_t l = 0; l < layers && l < 2 && !rc; l++) /* layers 0 and 1 hold every type */
+      for (int o = 0; o < OP_COUNT && !rc; o++) {
+        ptxgen_spec spec = read_spec(sm, l, (op)o, pdl);
+        rc = add_key(&spec, keys, count);
+      }
+  return rc;
+}
+
 static void unfused_ms(const uint32_t *ms, size_t m_count, uint32_t out[2], size_t *count)
 {
   uint32_t lo = ms[0], hi = ms[0];
@@ -337,6 +373,8 @@ int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms
     rc = step_keys(sm, layers, ms[i], false, tc, keys, &count);
   for (size_t i = 0; i < unfused_count && !rc; i++)
     rc = step_keys(sm, layers, unfused[i], true, tc, keys, &count);
+  if (!rc)
+    rc = read_step_keys(sm, layers, keys, &count);
   for (size_t i = 0; i < count && !rc; i++)
     fprintf(out, "%s\n", keys[i]);
   return rc;
@@ -756,13 +794,15 @@ const char *decode_mode_name(decode_mode mode)
   case DECODE_DIRECT: return "direct";
   case DECODE_GRAPH_UNFUSED: return "graph_unfused";
   case DECODE_GRAPH_SERIAL: return "graph_serial";
+  case DECODE_READ_GRAPH: return "read_graph";
+  case DECODE_READ_GRAPH_SERIAL: return "read_graph_serial";
   }
   return "?";
 }
 
 size_t decode_max_results(size_t m_count)
 {
-  return 2 * m_count + 4;
+  return 2 * m_count + 6;
 }
 
 static void print_result(const decode_result *r)
@@ -771,7 +811,7 @@ static void print_result(const decode_result *r)
   snprintf(mode, sizeof mode, "%s", decode_mode_name(r->mode));
   for (char *c = mode; *c; c++)
     *c = *c == '_' ? '-' : *c;
-  printf("%-14s %2u %10.1f %8.1f %6.1f  %s\n", mode, r->m, r->median_us, r->gbps,
+  printf("%-18s %2u %10.1f %8.1f %6.1f  %s\n", mode, r->m, r->median_us, r->gbps,
          r->pct_of_ceiling, r->check);
   fflush(stdout);
 }
@@ -923,6 +963,89 @@ static int run_variant(const decode_config *cfg, const step *fused, host_state *
   return rc;
 }
 
+/* The step's bytes through the read probe instead of its kernels: per
+ * layer four stream_read kernels, over as many bytes as q/k/v, o, gate/up
+ * and down take on the device, in the step's order, as one graph. Each
+ * reads the next slice of a buffer of READ_STEP_BYTES (many times the L2,
+ * so every slice comes from memory, as the step's weights do), wrapping
+ * around. With pdl=1 each loads its first vectors before it waits for the
+ * one before, as the step's kernels load their first weights; without, each
+ * starts when the one before has ended (as PTXQ_PDL=0). What a chain of one
+ * kernel per op costs with no arithmetic at all: the step's bound. */
+#define READ_STEP_BYTES (1ull << 30)
+#define READ_FILL_CHUNK (64u << 20)
+
+static int run_read_steps(const decode_config *cfg, step *s, int runs, decode_result *results,
+                          size_t *count)
+{
+  const uint32_t sm = cfg->info->target_sm;
+  ptxq_dev buf = 0, sink = 0;
+  uint8_t *host = malloc(READ_FILL_CHUNK);
+  int st = host ? ptxq_alloc(s->ctx, READ_STEP_BYTES, &buf) : PTXQ_ERR_NOMEM;
+  if (!st)
+    st = ptxq_alloc(s->ctx, 16, &sink);
+  uint64_t state = cfg->seed ^ 0x2545F4914F6CDD1Dull;
+  for (size_t off = 0; off < READ_STEP_BYTES && !st; off += READ_FILL_CHUNK) {
+    for (size_t i = 0; i < READ_FILL_CHUNK; i += 8) {
+      uint64_t v = rng_next(&state);
+      memcpy(host + i, &v, 8);
+    }
+    st = ptxq_upload(s->ctx, buf + off, host, READ_FILL_CHUNK);
+  }
+  free(host);
+  int rc = st ? fail(s->ctx, "the read step's buffer", st) : 0;
+
+  for (int pdl = sm >= 90 ? 1 : 0; pdl >= 0 && !rc; pdl--) {
+    char key[128], msg[256];
+    ptxq_kernel_info info;
+    ptxq_graph *graph = NULL;
+    for (uint32_t l = 0; l < s->layers && l < 2 && !rc; l++) /* build every key before capture */
+      for (int o = 0; o < OP_COUNT && !rc; o++) {
+        ptxgen_spec spec = read_spec(sm, l, (op)o, pdl);
+        if (ptxgen_spec_validate(&spec, msg, sizeof msg) ||
+            ptxgen_spec_format(&spec, key, sizeof key) >= (int)sizeof key) {
+          fprintf(stderr, "ptxq-bench: decode: read step: %s\n", msg);
+          rc = 1;
+        } else if ((st = ptxq_kernel_get(s->ctx, key, &info))) {
+          rc = fail(s->ctx, key, st);
+        }
+      }
+    if (rc || (st = ptxq_capture_begin(s->ctx))) {
+      rc = rc ? rc : fail(s->ctx, "ptxq_capture_begin", st);
+      break;
+    }
+    size_t offset = 0;
+    for (uint32_t l = 0; l < s->layers && !st; l++)
+      for (int o = 0; o < OP_COUNT && !st; o++) {
+        ptxgen_spec spec = read_spec(sm, l, (op)o, pdl);
+        size_t bytes = (size_t)spec.n * 16;
+        if (offset + bytes > READ_STEP_BYTES)
+          offset = 0;
+        ptxq_dev src = buf + offset;
+        void *params[] = {&src, &sink};
+        ptxgen_spec_format(&spec, key, sizeof key);
+        st = ptxq_kernel_launch(s->ctx, key, params);
+        offset += (bytes + 4095) & ~(size_t)4095;
+      }
+    int end = ptxq_capture_end(s->ctx, &graph); /* ends the capture even after a failed launch */
+    if (st || end)
+      rc = fail(s->ctx, st ? "launching the read step" : "ptxq_capture_end", st ? st : end);
+    double us;
+    if (!rc && !(rc = time_steps(s, 0, graph, runs, &us))) {
+      decode_result *r = new_result(cfg, s, pdl ? DECODE_READ_GRAPH : DECODE_READ_GRAPH_SERIAL, 0, us,
+                                    results, count);
+      snprintf(r->check, sizeof r->check, "ok (reads only)");
+      print_result(r);
+    }
+    ptxq_graph_destroy(s->ctx, graph);
+  }
+  if (sink)
+    ptxq_free(s->ctx, sink);
+  if (buf)
+    ptxq_free(s->ctx, buf);
+  return rc;
+}
+
 int decode_run(const decode_config *cfg, decode_result *results, size_t *count)
 {
   int runs = cfg->runs > DECODE_MIN_RUNS ? cfg->runs : DECODE_MIN_RUNS;
@@ -963,7 +1086,7 @@ int decode_run(const decode_config *cfg, decode_result *results, size_t *count)
            "too\n");
   printf("%u layer(s), %.2f GB of weights per step; median of %d steps, each timed by an event "
          "pair\n", s.layers, step_weight_bytes(s.layers) / 1e9, runs);
-  printf("%-14s %2s %10s %8s %6s  %s\n", "mode", "m", "step_us", "GB/s", "%ceil", "check");
+  printf("%-18s %2s %10s %8s %6s  %s\n", "mode", "m", "step_us", "GB/s", "%ceil", "check");
 
   for (size_t i = 0; i < cfg->m_count; i++)
     if (cfg->ms[i] == 1)
@@ -986,6 +1109,8 @@ int decode_run(const decode_config *cfg, decode_result *results, size_t *count)
 
   /* The fused context's weights go first: both sets need not fit at once. */
   free_weights(&s, 0, s.layers);
+  if (!rc)
+    rc = run_read_steps(cfg, &s, runs, results, count);
   if (!rc)
     rc = run_variant(cfg, &s, &h, &w, runs, DECODE_GRAPH_UNFUSED, results, count);
   if (!rc)

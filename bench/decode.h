@@ -2,9 +2,10 @@
  * decode.h: the decode-step benchmark of ptxq-bench (bench/decode.c).
  *
  * A whole decode step of a Llama-3-8B-shaped model, every layer with its
- * own weights, run three ways: replayed as one captured graph, as direct
- * launches, and replayed as a graph in a second context opened with
- * PTXQ_FFN_UNFUSED=1 (the FFN's unfused path). bench.c measures the read
+ * own weights, run several ways: replayed as one captured graph, as direct
+ * launches, replayed as a graph in contexts opened with PTXQ_FFN_UNFUSED=1
+ * (the FFN's unfused path) and PTXQ_PDL=0, and its bytes read op by op by
+ * the read probe (the step's bound). bench.c measures the read
  * ceiling and owns the context; this file does the rest and hands back one
  * record per (mode, m).
  */
@@ -40,6 +41,10 @@ typedef enum decode_mode {
   DECODE_DIRECT = 1,        /* the same ops as direct launches */
   DECODE_GRAPH_UNFUSED = 2, /* graph, in a context opened with PTXQ_FFN_UNFUSED=1 */
   DECODE_GRAPH_SERIAL = 3,  /* graph, in a context opened with PTXQ_PDL=0 (no early launch) */
+  /* The step's bytes read by the read probe, one kernel per op, as one graph
+   * (m 0): with programmatic launch (stream_read pdl=1), and without. */
+  DECODE_READ_GRAPH = 4,
+  DECODE_READ_GRAPH_SERIAL = 5,
 } decode_mode;
 
 typedef struct decode_result {
@@ -67,7 +72,8 @@ int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms
 /* One JSON object for the results array (no separator, no newline). */
 void decode_json_record(FILE *f, const decode_result *r);
 
-/* "graph", "direct" or "graph_unfused" (as in the JSON). */
+/* "graph", "direct", "graph_unfused", "graph_serial", "read_graph" or
+ * "read_graph_serial" (as in the JSON). */
 const char *decode_mode_name(decode_mode mode);
 
 #endif

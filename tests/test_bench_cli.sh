@@ -21,6 +21,9 @@ grep -q '^q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024$' "$tmp/keys" ||
 # the GEMV rows go to m = 16 by default, the decode step to 8 (--m 16 adds it)
 grep -q '^q6k_gemv:k=4096,n=128256,m=16,sm=90$' "$tmp/keys" || fail "--list-keys: no m=16 GEMV row"
 grep -q 'm=16,sm=90,n2=' "$tmp/keys" && fail "--list-keys: a decode-step kernel at m=16 by default"
+# the decode step's bytes through the read probe, with and without programmatic launch
+grep -q '^stream_read:n=3010560,sm=90,pdl=1$' "$tmp/keys" || fail "--list-keys: no read-step kernel (Q6_K down, pdl=1)"
+grep -q '^stream_read:n=884736,sm=90$' "$tmp/keys" || fail "--list-keys: no read-step kernel (q, k, v)"
 run 0 --list-keys --m 16 && {
   grep -q '^q4k_gemv:k=4096,n=4096,m=16,sm=90,n2=1024,n3=1024$' "$tmp/out" ||
     fail "--list-keys --m 16: no q, k, v kernel of the decode step at m=16"
