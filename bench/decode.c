@@ -807,7 +807,7 @@ size_t decode_max_results(size_t m_count)
 
 static void print_result(const decode_result *r)
 {
-  char mode[16];
+  char mode[24];
   snprintf(mode, sizeof mode, "%s", decode_mode_name(r->mode));
   for (char *c = mode; *c; c++)
     *c = *c == '_' ? '-' : *c;
