@@ -31,7 +31,7 @@ static const char *kind_name(ptxgen_kind kind) {
 
 /* y = act(x) or act(gate) * up for one value. */
 static ptx_reg emit_value(ptx_builder *b, ptxgen_kind kind, ptx_reg x, ptx_reg up) {
-  ptx_reg y = emit_activation(b, kind, x);
+  ptx_reg y = emit_activation(b, kind, x, true);
   if (!is_gated(kind)) return y;
   ptx_reg r = ptx_new(b, PTX_F32);
   ptx_ins(b, "mul.rn.f32 %s, %s, %s;", r.s, y.s, up.s);

@@ -10,7 +10,7 @@
  *   the correction the error would grow with |z| (1.2e-6 relative at z = 20).
  *   Outside |t| < 126 the plain 2^t is kept (it is 0 or inf there, or the
  *   correction would turn inf into NaN).
- * SiLU: x / (1 + e^-x), IEEE division. silu(-inf) = -inf/inf = NaN as the
+ * SiLU: x / (1 + e^-x), IEEE division (emit_div_rn). silu(-inf) = -inf/inf = NaN as the
  *   formula gives.
  * GELU (tanh): 0.5x(1 + tanh(u)) == x * sigmoid(2u) == x / (1 + e^(-2u)), so
  *   there is no cancellation of 1 + tanh(u) for negative x; -2u is computed
@@ -80,29 +80,78 @@ ptx_reg emit_exp(ptx_builder *b, ptx_reg z) {
   return e;
 }
 
-/* x / (1 + e^z) */
-static ptx_reg x_over_one_plus_exp(ptx_builder *b, ptx_reg x, ptx_reg z) {
-  ptx_reg e = emit_exp(b, z);
-  ptx_reg d = op2(b, "add.rn.f32", e, F(1.0f).s);
+/* a / b rounded to nearest: the bits of div.rn.f32. On targets where fp64
+ * runs at half the fp32 rate (sm_80, sm_90, sm_100) the quotient is formed
+ * inline in fp64, because for div.rn.f32 ptxas adds a slow-path subroutine
+ * that costs 4-5 ms of every kernel's JIT (bench/RESULTS.md, twenty-first
+ * session); elsewhere fp64 is too slow for that and div.rn.f32 stays.
+ * Why the fp64 form gives the same bits: a and b are exact in fp64, with
+ * no fp64 subnormal anywhere on the way; the reciprocal from rcp.approx
+ * after two Newton steps, q0 = a*r, the exact remainder a - b*q0 (fma) and
+ * q0 + rem*r leave the quotient within about one fp64 rounding of a/b, and
+ * a quotient of two 24-bit numbers is never that close to a point halfway
+ * between two floats without being on it (p' = 53 >= 2p + 2: rounding it
+ * to fp32 afterwards is then correct, subnormal results included).
+ * a zero, infinite or NaN, b infinite, NaN or zero: a * rcp(b) gives
+ * IEEE's result, the sign of a zero included (rcp(+-0) = +-inf, rcp(+-inf)
+ * = +-0; the general path would turn -0 / b into +0). A NaN result is
+ * written as div.rn.f32 writes it, 0x7FFFFFFF. Checked against
+ * div.rn.f32 on an H100 over 8.6e10 operand pairs (bench/RESULTS.md). */
+static ptx_reg emit_div_rn(ptx_builder *b, ptx_reg a, ptx_reg d, bool inline_div) {
   ptx_reg y = ptx_new(b, PTX_F32);
-  ptx_ins(b, "div.rn.f32 %s, %s, %s;", y.s, x.s, d.s);
+  if (!inline_div || (b->sm != 80 && b->sm != 90 && b->sm != 100)) {
+    ptx_ins(b, "div.rn.f32 %s, %s, %s;", y.s, a.s, d.s);
+    return y;
+  }
+  ptx_reg ad = ptx_new(b, PTX_B64), dd = ptx_new(b, PTX_B64), nd = ptx_new(b, PTX_B64);
+  ptx_reg r0 = ptx_new(b, PTX_B64), e = ptx_new(b, PTX_B64), r = ptx_new(b, PTX_B64);
+  ptx_reg q = ptx_new(b, PTX_B64), rem = ptx_new(b, PTX_B64), special = ptx_new(b, PTX_B64);
+  ptx_reg pa = ptx_new(b, PTX_PRED), ok = ptx_new(b, PTX_PRED), nan = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "cvt.f64.f32 %s, %s;", ad.s, a.s);
+  ptx_ins(b, "cvt.f64.f32 %s, %s;", dd.s, d.s);
+  ptx_ins(b, "neg.f64 %s, %s;", nd.s, dd.s);
+  ptx_ins(b, "rcp.approx.ftz.f64 %s, %s;", r0.s, dd.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, 0d3FF0000000000000;", e.s, nd.s, r0.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", r.s, r0.s, e.s, r0.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, 0d3FF0000000000000;", e.s, nd.s, r.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", r.s, r.s, e.s, r.s);
+  ptx_ins(b, "mul.rn.f64 %s, %s, %s;", q.s, ad.s, r.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", rem.s, nd.s, q.s, ad.s);
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", q.s, rem.s, r.s, q.s);
+  ptx_ins(b, "mul.rn.f64 %s, %s, %s;", special.s, ad.s, r0.s);
+  ptx_ins(b, "testp.finite.f32 %s, %s;", pa.s, a.s);
+  ptx_ins(b, "setp.ne.and.f32 %s, %s, 0f00000000, %s;", pa.s, a.s, pa.s);
+  ptx_ins(b, "testp.finite.f32 %s, %s;", ok.s, d.s);
+  ptx_ins(b, "setp.ne.and.f32 %s, %s, 0f00000000, %s;", ok.s, d.s, ok.s);
+  ptx_ins(b, "and.pred %s, %s, %s;", ok.s, ok.s, pa.s);
+  ptx_ins(b, "selp.f64 %s, %s, %s, %s;", q.s, q.s, special.s, ok.s);
+  ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", y.s, q.s);
+  ptx_ins(b, "testp.notanumber.f32 %s, %s;", nan.s, y.s);
+  ptx_ins(b, "selp.f32 %s, 0f7FFFFFFF, %s, %s;", y.s, y.s, nan.s);
   return y;
 }
 
-static ptx_reg emit_silu(ptx_builder *b, ptx_reg x) {
-  ptx_reg z = ptx_new(b, PTX_F32);
-  ptx_ins(b, "neg.f32 %s, %s;", z.s, x.s);
-  return x_over_one_plus_exp(b, x, z);
+/* x / (1 + e^z) */
+static ptx_reg x_over_one_plus_exp(ptx_builder *b, ptx_reg x, ptx_reg z, bool inline_div) {
+  ptx_reg e = emit_exp(b, z);
+  ptx_reg d = op2(b, "add.rn.f32", e, F(1.0f).s);
+  return emit_div_rn(b, x, d, inline_div);
 }
 
-static ptx_reg emit_gelu_tanh(ptx_builder *b, ptx_reg x) {
+static ptx_reg emit_silu(ptx_builder *b, ptx_reg x, bool inline_div) {
+  ptx_reg z = ptx_new(b, PTX_F32);
+  ptx_ins(b, "neg.f32 %s, %s;", z.s, x.s);
+  return x_over_one_plus_exp(b, x, z, inline_div);
+}
+
+static ptx_reg emit_gelu_tanh(ptx_builder *b, ptx_reg x, bool inline_div) {
   const double k0 = 0.7978845608028654, k1 = 0.044715;
   ptx_reg x2 = ptx_new(b, PTX_F32);
   ptx_ins(b, "mul.rn.f32 %s, %s, %s;", x2.s, x.s, x.s);
   ptx_reg inner = fma3(b, F((float)(-2 * k0 * k1)).s, x2.s, F((float)(-2 * k0)).s);
   ptx_reg z = ptx_new(b, PTX_F32); /* -2u */
   ptx_ins(b, "mul.rn.f32 %s, %s, %s;", z.s, x.s, inner.s);
-  return x_over_one_plus_exp(b, x, z);
+  return x_over_one_plus_exp(b, x, z, inline_div);
 }
 
 /* Chebyshev coefficients of h(w) on w in [0, 1] (ptxgen/tools/fit_erfcx.py). */
@@ -111,7 +160,7 @@ static const float erfcx_cheb[15] = {
     -0.000264466915f, 8.10840429e-05f, -2.66055849e-05f, 9.22255185e-06f, -3.34635934e-06f,
     1.26231487e-06f, -4.92466881e-07f, 1.97872197e-07f, -8.16280945e-08f, 3.44672024e-08f};
 
-static ptx_reg emit_gelu_erf(ptx_builder *b, ptx_reg x) {
+static ptx_reg emit_gelu_erf(ptx_builder *b, ptx_reg x, bool inline_div) {
   const double pi = 3.14159265358979323846;
   ptx_reg a = ptx_new(b, PTX_F32);
   ptx_ins(b, "abs.f32 %s, %s;", a.s, x.s);
@@ -141,8 +190,9 @@ static ptx_reg emit_gelu_erf(ptx_builder *b, ptx_reg x) {
   ptx_reg e = emit_exp(b, nhalf);
   ptx_reg nlo = op2(b, "mul.rn.f32", sq_lo, F(-0.5f).s);
   e = fma3(b, e.s, nlo.s, e.s); /* e^(-hi/2) * (1 - lo/2) */
-  ptx_reg w = ptx_new(b, PTX_F32);
-  ptx_ins(b, "div.rn.f32 %s, %s, %s;", w.s, F(2.0f).s, sq.s);
+  ptx_reg two = ptx_new(b, PTX_F32);
+  ptx_ins(b, "mov.b32 %s, %s;", two.s, F(2.0f).s);
+  ptx_reg w = emit_div_rn(b, two, sq, inline_div);
   ptx_reg u = fma3(b, w.s, F(2.0f).s, F(-1.0f).s);
   ptx_reg u2 = op2(b, "add.rn.f32", u, u.s);
   /* Clenshaw: b_k = 2u b_{k+1} - b_{k+2} + c_k; h = u b_1 - b_2 + c_0 */
@@ -161,8 +211,7 @@ static ptx_reg emit_gelu_erf(ptx_builder *b, ptx_reg x) {
   ptx_reg h = fma3(b, u.s, b1.s, t0.s);
   ptx_reg num = op2(b, "mul.rn.f32", e, h.s);
   ptx_reg den = op2(b, "mul.rn.f32", a, F((float)sqrt(2 * pi)).s);
-  ptx_reg tail = ptx_new(b, PTX_F32);
-  ptx_ins(b, "div.rn.f32 %s, %s, %s;", tail.s, num.s, den.s);
+  ptx_reg tail = emit_div_rn(b, num, den, inline_div);
   ptx_reg upper = ptx_new(b, PTX_F32), neg = ptx_new(b, PTX_PRED), phi_big = ptx_new(b, PTX_F32);
   ptx_ins(b, "sub.rn.f32 %s, %s, %s;", upper.s, F(1.0f).s, tail.s);
   ptx_ins(b, "setp.lt.f32 %s, %s, 0f00000000;", neg.s, x.s);
@@ -176,11 +225,11 @@ static ptx_reg emit_gelu_erf(ptx_builder *b, ptx_reg x) {
   return y;
 }
 
-ptx_reg emit_activation(ptx_builder *b, ptxgen_kind kind, ptx_reg x) {
+ptx_reg emit_activation(ptx_builder *b, ptxgen_kind kind, ptx_reg x, bool inline_div) {
   switch (kind) {
   case PTXGEN_KIND_GELU:
-  case PTXGEN_KIND_GEGLU: return emit_gelu_tanh(b, x);
-  case PTXGEN_KIND_GELU_ERF: return emit_gelu_erf(b, x);
-  default: return emit_silu(b, x);
+  case PTXGEN_KIND_GEGLU: return emit_gelu_tanh(b, x, inline_div);
+  case PTXGEN_KIND_GELU_ERF: return emit_gelu_erf(b, x, inline_div);
+  default: return emit_silu(b, x, inline_div);
   }
 }

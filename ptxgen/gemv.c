@@ -872,7 +872,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     for (uint32_t m = 0; m < p.m; m++) {
       ptx_reg v = acc[r][m];
       if (p.glu) { /* act(gate) * up, the arithmetic of the swiglu/geglu kernels */
-        ptx_reg a = emit_activation(&b, p.glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[r][m]);
+        ptx_reg a = emit_activation(&b, p.glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[r][m], false);
         v = ptx_new(&b, PTX_F32);
         ptx_ins(&b, "mul.rn.f32 %s, %s, %s;", v.s, a.s, acc[p.rows + r][m].s);
       }

@@ -1342,7 +1342,7 @@ static void emit_reduce_store(ptx_builder *b, const tc_plan *p, const tc_lane *L
       ptx_comment(b, "%s(W's) * U's", p->glu == 1 ? "silu" : "gelu");
       for (uint32_t t = 0; t < p->nt; t++)
         for (int i = 0; i < 4; i++) {
-          ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[t][i]);
+          ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, acc[t][i], false);
           ptx_op3(b, "mul.rn.f32", acc[t][i], a, u[t][i]);
         }
     }
