@@ -13,6 +13,10 @@
 #include "ptxgen.h"
 
 ptx_reg emit_exp(ptx_builder *b, ptx_reg z);
+/* a / d rounded to nearest, the bits of div.rn.f32: written out in fp64
+ * where inline_div and the target runs fp64 at half rate, else div.rn.f32
+ * (see emit_activation). */
+ptx_reg emit_div_rn(ptx_builder *b, ptx_reg a, ptx_reg d, bool inline_div);
 /* The activation of `kind` (GELU, GELU_ERF, SILU; the gated kinds use GELU
  * for GEGLU and SILU for SWIGLU) applied to x. inline_div: its divisions
  * written out (emit_div_rn in act_math.c) where the target runs fp64 at
