@@ -92,8 +92,8 @@ ptx_reg emit_exp(ptx_builder *b, ptx_reg z) {
  * a quotient of two 24-bit numbers is never that close to a point halfway
  * between two floats without being on it (p' = 53 >= 2p + 2: rounding it
  * to fp32 afterwards is then correct, subnormal results included).
- * a zero, infinite or NaN, b infinite, NaN or zero: a * rcp(b) gives
- * IEEE's result, the sign of a zero included (rcp(+-0) = +-inf, rcp(+-inf)
+ * Where a is zero, infinite or NaN, or b infinite, NaN or zero, a * rcp(b)
+ * gives IEEE's result instead, the sign of a zero included (rcp(+-0) = +-inf, rcp(+-inf)
  * = +-0; the general path would turn -0 / b into +0). A NaN result is
  * written as div.rn.f32 writes it, 0x7FFFFFFF. bench/div_check.c checks
  * it against div.rn.f32 on the GPU (bench/RESULTS.md: 0 differences in
