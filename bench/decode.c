@@ -23,7 +23,7 @@
  * the gated GEMV and down and q, k, v and RoPE run as two kernels
  * (ptxq_gemv_multi, ptxq_rope), and in one opened with PTXQ_PDL=0, where no
  * kernel starts before the one before it has ended. Once (m 0), the step's
- * bound: the same bytes, op by op, through the read probe instead of the
+ * yardstick: the same bytes, op by op, through the read probe instead of the
  * step's kernels (run_read_steps). Each figure is the median over event-timed steps
  * after warm-up; GB/s counts the weight bytes of the step, Q6_K at its GGUF
  * size.
@@ -971,7 +971,7 @@ static int run_variant(const decode_config *cfg, const step *fused, host_state *
  * around. With pdl=1 each loads its first vectors before it waits for the
  * one before, as the step's kernels load their first weights; without, each
  * starts when the one before has ended (as PTXQ_PDL=0). What a chain of one
- * kernel per op costs with no arithmetic at all: the step's bound. */
+ * kernel per op costs with no arithmetic at all: the step's yardstick. */
 #define READ_STEP_BYTES (1ull << 30)
 #define READ_FILL_CHUNK (64u << 20)
 

@@ -5,7 +5,7 @@
  * own weights, run several ways: replayed as one captured graph, as direct
  * launches, replayed as a graph in contexts opened with PTXQ_FFN_UNFUSED=1
  * (the FFN's unfused path) and PTXQ_PDL=0, and its bytes read op by op by
- * the read probe (the step's bound). bench.c measures the read
+ * the read probe (the step's yardstick). bench.c measures the read
  * ceiling and owns the context; this file does the rest and hands back one
  * record per (mode, m).
  */

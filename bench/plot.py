@@ -82,7 +82,7 @@ def main(argv):
             ys = [by_m.get(m, 0) for m in step_ms]
             ax.bar(xs, ys, width, color=colors(i / max(1, len(modes) - 1) * 0.85), label=mode)
         layers = steps[0].get("layers", "?")
-        # m 0: the step's bytes through the read probe (its bound), not a batch size
+        # m 0: the step's bytes through the read probe (its yardstick), not a batch size
         ax.set_xticks(range(len(step_ms)), ["read probe" if m == 0 else f"m = {m}" for m in step_ms])
         ax.set_ylabel("% of the read ceiling")
         ax.set_ylim(0, 100)
