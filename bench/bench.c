@@ -1624,6 +1624,7 @@ static int run(bench *b, const options *opt, const gen_result *gens, size_t gen_
     decode_config decode = {.ctx = b->ctx, .info = &b->info,
                             .open_options = {.device = 0, .target_sm = opt->sm, .tensor_cores = opt->tensor_cores},
                             .device_bytes_in_use = b->read_bytes, .ceiling_gbps = b->ceiling_gbps,
+                            .read_buf = b->read_buf, .read_sink = b->sink, .read_bytes = b->read_bytes,
                             .layers = opt->layers, .ms = opt->decode_ms, .m_count = opt->decode_m_count,
                             .runs = opt->runs, .seed = b->seed};
     rc = decode_run(&decode, steps, &step_count);

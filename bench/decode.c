@@ -966,64 +966,47 @@ static int run_variant(const decode_config *cfg, const step *fused, host_state *
 /* The step's bytes through the read probe instead of its kernels: per
  * layer four stream_read kernels, over as many bytes as q/k/v, o, gate/up
  * and down take on the device, in the step's order, as one graph. Each
- * reads the next slice of a buffer of READ_STEP_BYTES (many times the L2,
- * so every slice comes from memory, as the step's weights do), wrapping
- * around. With pdl=1 each loads its first vectors before it waits for the
- * one before, as the step's kernels load their first weights; without, each
- * starts when the one before has ended (as PTXQ_PDL=0). What a chain of one
- * kernel per op costs with no arithmetic at all: the step's yardstick. */
-#define READ_STEP_BYTES (1ull << 30)
-#define READ_FILL_CHUNK (64u << 20)
-
+ * reads the next slice of the benchmark's read buffer (the ceiling's: many
+ * times the L2, so every slice comes from memory, as the step's weights
+ * do), wrapping around. With pdl=1 each loads its first vectors before it
+ * waits for the one before, as the step's kernels load their first
+ * weights; without, each starts when the one before has ended (as
+ * PTXQ_PDL=0). What a chain of one kernel per op costs with no arithmetic
+ * at all: the step's yardstick. */
 static int run_read_steps(const decode_config *cfg, step *s, int runs, decode_result *results,
                           size_t *count)
 {
   const uint32_t sm = cfg->info->target_sm;
-  ptxq_dev buf = 0, sink = 0;
-  uint8_t *host = malloc(READ_FILL_CHUNK);
-  int st = host ? ptxq_alloc(s->ctx, READ_STEP_BYTES, &buf) : PTXQ_ERR_NOMEM;
-  if (!st)
-    st = ptxq_alloc(s->ctx, 16, &sink);
-  uint64_t state = cfg->seed ^ 0x2545F4914F6CDD1Dull;
-  for (size_t off = 0; off < READ_STEP_BYTES && !st; off += READ_FILL_CHUNK) {
-    for (size_t i = 0; i < READ_FILL_CHUNK; i += 8) {
-      uint64_t v = rng_next(&state);
-      memcpy(host + i, &v, 8);
-    }
-    st = ptxq_upload(s->ctx, buf + off, host, READ_FILL_CHUNK);
-  }
-  free(host);
-  int rc = st ? fail(s->ctx, "the read step's buffer", st) : 0;
+  char keys[MAX_KEYS][128], key[128];
+  size_t key_count = 0;
+  ptxq_kernel_info info;
+  for (uint32_t l = 0; l < s->layers && l < 2; l++) /* layers 0 and 1 hold every size */
+    for (int o = 0; o < OP_COUNT; o++)
+      if (op_bytes(l, (op)o) > cfg->read_bytes) {
+        fprintf(stderr, "ptxq-bench: decode: the read buffer (%zu bytes) is smaller than an op's "
+                        "weights: no read step\n", cfg->read_bytes);
+        return 0;
+      }
+  int st, rc = read_step_keys(sm, s->layers, keys, &key_count);
+  for (size_t i = 0; i < key_count && !rc; i++) /* every kernel built before capture */
+    if ((st = ptxq_kernel_get(s->ctx, keys[i], &info)))
+      rc = fail(s->ctx, keys[i], st);
 
   for (int pdl = sm >= 90 ? 1 : 0; pdl >= 0 && !rc; pdl--) {
-    char key[128], msg[256];
-    ptxq_kernel_info info;
     ptxq_graph *graph = NULL;
-    for (uint32_t l = 0; l < s->layers && l < 2 && !rc; l++) /* build every key before capture */
-      for (int o = 0; o < OP_COUNT && !rc; o++) {
-        ptxgen_spec spec = read_spec(sm, l, (op)o, pdl);
-        if (ptxgen_spec_validate(&spec, msg, sizeof msg) ||
-            ptxgen_spec_format(&spec, key, sizeof key) >= (int)sizeof key) {
-          fprintf(stderr, "ptxq-bench: decode: read step: %s\n", msg);
-          rc = 1;
-        } else if ((st = ptxq_kernel_get(s->ctx, key, &info))) {
-          rc = fail(s->ctx, key, st);
-        }
-      }
-    if (rc || (st = ptxq_capture_begin(s->ctx))) {
-      rc = rc ? rc : fail(s->ctx, "ptxq_capture_begin", st);
-      break;
-    }
+    if ((st = ptxq_capture_begin(s->ctx)))
+      return fail(s->ctx, "ptxq_capture_begin", st);
     size_t offset = 0;
     for (uint32_t l = 0; l < s->layers && !st; l++)
       for (int o = 0; o < OP_COUNT && !st; o++) {
         ptxgen_spec spec = read_spec(sm, l, (op)o, pdl);
         size_t bytes = (size_t)spec.n * 16;
-        if (offset + bytes > READ_STEP_BYTES)
+        if (offset + bytes > cfg->read_bytes)
           offset = 0;
-        ptxq_dev src = buf + offset;
+        ptxq_dev src = cfg->read_buf + offset;
+        ptxq_dev sink = cfg->read_sink;
         void *params[] = {&src, &sink};
-        ptxgen_spec_format(&spec, key, sizeof key);
+        ptxgen_spec_format(&spec, key, sizeof key); /* validated in read_step_keys */
         st = ptxq_kernel_launch(s->ctx, key, params);
         offset += (bytes + 4095) & ~(size_t)4095;
       }
@@ -1039,10 +1022,6 @@ static int run_read_steps(const decode_config *cfg, step *s, int runs, decode_re
     }
     ptxq_graph_destroy(s->ctx, graph);
   }
-  if (sink)
-    ptxq_free(s->ctx, sink);
-  if (buf)
-    ptxq_free(s->ctx, buf);
   return rc;
 }
 

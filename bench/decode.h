@@ -28,6 +28,8 @@ typedef struct decode_config {
   const ptxq_device_info *info;  /* of ctx */
   ptxq_options open_options;     /* to open the unfused context the same way */
   size_t device_bytes_in_use;    /* already held on the device by the caller */
+  ptxq_dev read_buf, read_sink;  /* the read ceiling's buffer (random bytes) and sink: the read step's */
+  size_t read_bytes;             /* of read_buf, many times the L2 */
   double ceiling_gbps;           /* the read ceiling measured in this run */
   uint32_t layers;               /* asked for; fewer run if the weights do not fit */
   const uint32_t *ms;            /* batch sizes, each in 1..PTXGEN_GEMV_MAX_M (16) */
