@@ -510,7 +510,7 @@ static void emit_rope_row(ptx_builder *b, const gemv_plan *p, const ptxgen_spec 
   ptx_reg mapped = ptx_new(b, PTX_B32), use = ptx_new(b, PTX_PRED);
   ptx_ins(b, "shr.u32 %s, %s, 1;", P.s, row.s);
   ptx_ins(b, "and.b32 %s, %s, 1;", r.s, row.s);
-  ptx_ins(b, "div.u32 %s, %s, %u;", head.s, P.s, half);
+  ptx_udiv_const(b, head, P, half);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", i.s, head.s, half);
   ptx_ins(b, "sub.u32 %s, %s, %s;", i.s, P.s, i.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", mapped.s, r.s, rot_pairs, i.s);
@@ -698,7 +698,7 @@ static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_
     ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, joint.s, p->seg_n[0]);
     ptx_ins(b, "selp.b32 %s, %s, %s, %s;", local.s, local.s, joint.s, in_k.s);
     ptx_ins(b, "shr.u32 %s, %s, 1;", i.s, local.s);
-    ptx_ins(b, "rem.u32 %s, %s, %u;", i.s, i.s, half); /* the pair within its head */
+    ptx_urem_const(b, i, i, half); /* the pair within its head */
     ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, i.s, rot_pairs);
     ptx_ins(b, "setp.ge.or.u32 %s, %s, %u, %s;", skip.s, joint.s, p->seg_n[0] + p->seg_n[1], skip.s);
     char done[32];

@@ -600,8 +600,8 @@ static void emit_row_pointers(ptx_builder *b, const tc_plan *p, const tc_lane *L
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, group.s, p->tpb, L->tile.s);
   if (p->pair_tiles) { /* pair u of the weight: tile (u / pt) * 2pt + u % pt, and pt further for its second */
     ptx_reg head = ptx_new(b, PTX_B32), within = ptx_new(b, PTX_B32);
-    ptx_ins(b, "div.u32 %s, %s, %u;", head.s, tile.s, p->pair_tiles);
-    ptx_ins(b, "rem.u32 %s, %s, %u;", within.s, tile.s, p->pair_tiles);
+    ptx_udiv_const(b, head, tile, p->pair_tiles);
+    ptx_urem_const(b, within, tile, p->pair_tiles);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, head.s, 2 * p->pair_tiles, within.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, L->weight.s, p->pair_tiles, tile.s);
   }
@@ -681,7 +681,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     jl[u] = ptx_new(b, PTX_B32);
     ptx_ins(b, "add.u32 %s, %s, %u;", tk.s, task.s, u * p->warps);
     ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[u].s, tk.s, total.s);
-    ptx_ins(b, "div.u32 %s, %s, %u;", jl[u].s, tk.s, p->m);
+    ptx_udiv_const(b, jl[u], tk, p->m);
     ptx_ins(b, "mul.lo.u32 %s, %s, %u;", col[u].s, jl[u].s, p->m);
     ptx_ins(b, "sub.u32 %s, %s, %s;", col[u].s, tk.s, col[u].s);
     ptx_reg fi = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
@@ -1247,7 +1247,7 @@ static void emit_rope_positions(ptx_builder *b, const tc_plan *p, tc_lane *L) {
     ptx_ins(b, "add.u32 %s, %s, %u;", e.s, L->q.tid.s, k * threads);
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", in.s, e.s, total);
     ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, e.s);
-    ptx_ins(b, "rem.u32 %s, %s, %u;", col.s, col.s, p->m);
+    ptx_urem_const(b, col, col, p->m);
     ptx_ins(b, "mul.wide.u32 %s, %s, 4;", pa.s, col.s);
     ptx_op3(b, "add.u64", pa, pa, L->q.positions);
     ptx_ins(b, "mov.u32 %s, 0;", L->rope_pos[k].s);
@@ -1270,9 +1270,9 @@ static void emit_rope_table(ptx_builder *b, const tc_plan *p, const tc_lane *L, 
     ptx_ins(b, "add.u32 %s, %s, %u;", e.s, L->q.tid.s, k * threads);
     ptx_ins(b, "setp.ge.u32 %s, %s, %u;", out.s, e.s, total);
     ptx_ins(b, "@%s bra %s;", out.s, skip);
-    ptx_ins(b, "div.u32 %s, %s, %u;", unit.s, e.s, 16 * p->m); /* the pair slot */
+    ptx_udiv_const(b, unit, e, 16 * p->m); /* the pair slot */
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", unit.s, group.s, p->tpb, unit.s);
-    ptx_ins(b, "rem.u32 %s, %s, %u;", i.s, unit.s, p->pair_tiles); /* the pair's tile within its half head */
+    ptx_urem_const(b, i, unit, p->pair_tiles); /* the pair's tile within its half head */
     ptx_ins(b, "and.b32 %s, %s, 15;", il.s, e.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", i.s, i.s, il.s);
     ptx_ins(b, "cvt.rn.f64.s32 %s, %s;", posd.s, L->rope_pos[k].s);

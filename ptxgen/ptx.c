@@ -24,6 +24,7 @@
 #include "ptxgen.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,6 +466,25 @@ ptx_reg ptx_param_u64(ptx_builder *b, const char *param) {
   ptx_ins(b, "ld.param.u64 %s, [%s];", raw.s, param);
   ptx_ins(b, "cvta.to.global.u64 %s, %s;", g.s, raw.s);
   return g;
+}
+
+static bool power_of_two(uint32_t d) { return d != 0 && (d & (d - 1)) == 0; }
+
+void ptx_udiv_const(ptx_builder *b, ptx_reg q, ptx_reg a, uint32_t d) {
+  if (power_of_two(d)) {
+    unsigned shift = 0;
+    while ((1u << shift) != d) shift++;
+    ptx_ins(b, "shr.u32 %s, %s, %u;", q.s, a.s, shift);
+  } else {
+    ptx_ins(b, "div.u32 %s, %s, %u;", q.s, a.s, d);
+  }
+}
+
+void ptx_urem_const(ptx_builder *b, ptx_reg r, ptx_reg a, uint32_t d) {
+  if (power_of_two(d))
+    ptx_ins(b, "and.b32 %s, %s, %u;", r.s, a.s, d - 1);
+  else
+    ptx_ins(b, "rem.u32 %s, %s, %u;", r.s, a.s, d);
 }
 
 void ptx_discard(ptx_builder *b) {

@@ -310,41 +310,54 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   ptx_ins(&b, "cvt.rn.f64.s32 %s, %s;", posd.s, pv.s);
 
   /* Each thread's items (head vector j / pairs, pair j % pairs, for
-   * j = tid + THREADS*i) are loaded first, so that their global-memory
-   * latency overlaps the building of the table. */
+   * j = tid + THREADS*t) are loaded first, so that their global-memory
+   * latency overlaps the building of the table. Item t's vector and pair
+   * follow from item 0's by a constant step (THREADS = step_rows * pairs +
+   * step_pairs), so there is one division per thread: the kernel is first
+   * used through the driver's JIT, whose time grows with every line. */
   const uint32_t per_thread = (ROWS_PER_BLOCK * pairs + THREADS - 1) / THREADS;
+  const uint32_t step_rows = THREADS / pairs, step_pairs = THREADS % pairs;
   ptx_comment(&b, "load this thread's %u pairs (head vector j / %u of this block, pair j %% %u)", per_thread, pairs,
               pairs);
-  ptx_reg first = ptx_new(&b, PTX_B32), here = ptx_new(&b, PTX_B32), items = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", first.s, rb.s, ROWS_PER_BLOCK);
-  ptx_ins(&b, "sub.u32 %s, %u, %s;", here.s, rows, first.s);
-  ptx_ins(&b, "min.u32 %s, %s, %u;", here.s, here.s, ROWS_PER_BLOCK);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", items.s, here.s, pairs);
+  ptx_reg row = ptx_new(&b, PTX_B32), limit = ptx_new(&b, PTX_B32), pair = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", limit.s, rb.s, ROWS_PER_BLOCK); /* the block's first vector */
+  ptx_udiv_const(&b, row, tid, pairs);
+  ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, limit.s);
+  ptx_urem_const(&b, pair, tid, pairs);
+  ptx_ins(&b, "add.u32 %s, %s, %u;", limit.s, limit.s, ROWS_PER_BLOCK);
+  ptx_ins(&b, "min.u32 %s, %s, %u;", limit.s, limit.s, rows);
+  /* q's vectors from q + tok*heads, k's from k + tok*kv_heads - heads (in
+   * vectors), so that either is base + row * head_dim * 4 */
+  ptx_reg qbase = ptx_new(&b, PTX_B64), kbase = ptx_new(&b, PTX_B64), kvec = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", qbase.s, tok.s, s->heads * s->head_dim * 4);
+  ptx_ins(&b, "add.u64 %s, %s, %s;", qbase.s, qbase.s, q.s);
+  ptx_ins(&b, "mad.lo.s32 %s, %s, %u, %d;", kvec.s, tok.s, s->kv_heads, -(int32_t)s->heads);
+  ptx_ins(&b, "mul.wide.s32 %s, %s, %u;", kbase.s, kvec.s, s->head_dim * 4);
+  ptx_ins(&b, "add.u64 %s, %s, %s;", kbase.s, kbase.s, k.s);
   ptx_reg ok[16], addr[16], pidx[16], x0[16], x1[16];
   for (uint32_t t = 0; t < per_thread; t++) {
-    ptx_reg j = ptx_new(&b, PTX_B32), row = ptx_new(&b, PTX_B32), isq = ptx_new(&b, PTX_PRED);
+    if (t > 0) {
+      ptx_reg next = ptx_new(&b, PTX_B32);
+      ptx_ins(&b, "add.u32 %s, %s, %u;", next.s, row.s, step_rows);
+      row = next;
+      if (step_pairs != 0) { /* the pair steps too, carrying into the vector */
+        ptx_reg p = ptx_new(&b, PTX_B32), carry = ptx_new(&b, PTX_PRED);
+        ptx_ins(&b, "add.u32 %s, %s, %u;", p.s, pair.s, step_pairs);
+        ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", carry.s, p.s, pairs);
+        ptx_ins(&b, "@%s sub.u32 %s, %s, %u;", carry.s, p.s, p.s, pairs);
+        ptx_ins(&b, "@%s add.u32 %s, %s, 1;", carry.s, row.s, row.s);
+        pair = p;
+      }
+    }
+    ptx_reg isq = ptx_new(&b, PTX_PRED), basep = ptx_new(&b, PTX_B64), voff = ptx_new(&b, PTX_B64);
     ok[t] = ptx_new(&b, PTX_PRED);
-    pidx[t] = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "add.u32 %s, %s, %u;", j.s, tid.s, t * THREADS);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %s;", ok[t].s, j.s, items.s);
-    ptx_ins(&b, "div.u32 %s, %s, %u;", row.s, j.s, pairs);
-    ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", pidx[t].s, row.s, pairs);
-    ptx_ins(&b, "sub.u32 %s, %s, %s;", pidx[t].s, j.s, pidx[t].s);
-    ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, first.s);
-    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", isq.s, row.s, s->heads);
-    /* vector index within its buffer: q: tok*heads + row; k: tok*kv_heads + row - heads */
-    ptx_reg vq = ptx_new(&b, PTX_B32), vk = ptx_new(&b, PTX_B32), vec = ptx_new(&b, PTX_B32);
-    ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vq.s, tok.s, s->heads, row.s);
-    ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", vk.s, tok.s, s->kv_heads, row.s);
-    ptx_ins(&b, "sub.u32 %s, %s, %u;", vk.s, vk.s, s->heads);
-    ptx_ins(&b, "selp.b32 %s, %s, %s, %s;", vec.s, vq.s, vk.s, isq.s);
-    ptx_reg basep = ptx_new(&b, PTX_B64), voff = ptx_new(&b, PTX_B64), e0 = ptx_new(&b, PTX_B64);
+    pidx[t] = pair;
     addr[t] = ptx_new(&b, PTX_B64);
-    ptx_ins(&b, "selp.b64 %s, %s, %s, %s;", basep.s, q.s, k.s, isq.s);
-    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", voff.s, vec.s, s->head_dim * 4);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", basep.s, basep.s, voff.s);
-    ptx_ins(&b, "mul.wide.u32 %s, %s, %u;", e0.s, pidx[t].s, s->mode == 2 ? 4 : 8);
-    ptx_ins(&b, "add.u64 %s, %s, %s;", addr[t].s, basep.s, e0.s);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %s;", ok[t].s, row.s, limit.s);
+    ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", isq.s, row.s, s->heads);
+    ptx_ins(&b, "selp.b64 %s, %s, %s, %s;", basep.s, qbase.s, kbase.s, isq.s);
+    ptx_ins(&b, "mad.wide.u32 %s, %s, %u, %s;", voff.s, row.s, s->head_dim * 4, basep.s);
+    ptx_ins(&b, "mad.wide.u32 %s, %s, %u, %s;", addr[t].s, pair.s, s->mode == 2 ? 4 : 8, voff.s);
     x0[t] = ptx_new(&b, PTX_F32);
     x1[t] = ptx_new(&b, PTX_F32);
     if (s->mode == 2) {

@@ -337,6 +337,11 @@ static rope_case rope_cases[] = {
     {NEOX, 2, 2, 4, 4, 10000.0f, 1.0f, 0, 0},
     {NORMAL, 2, 2, 6, 3, 500000.0f, 1.0f, 0, 0},
     {NEOX, 128, 64, 4, 4, 10000.0f, 0.25f, 0, 0},
+    /* pair counts that do not divide the kernel's 128 threads, so a thread's
+     * later pairs carry into the next head vector (40, 24 and 100 pairs) */
+    {NEOX, 80, 80, 6, 2, 10000.0f, 1.0f, 0, 0},
+    {NORMAL, 96, 48, 5, 5, 10000.0f, 1.0f, 0, 0},
+    {NEOX, 200, 200, 3, 1, 500000.0f, 1.0f, 0, 0},
     /* Llama-3.1 style freq_factors */
     {NEOX, 128, 128, 32, 8, 500000.0f, 1.0f, 1, 0},
     {NORMAL, 128, 64, 4, 4, 10000.0f, 1.0f, 1, 0},
