@@ -5,11 +5,13 @@
  * Layout: q [m][heads][head_dim], k [m][kv_heads][head_dim], fp32; token t's
  * position is the device int32 positions[t], so a captured graph replays for
  * the next token once that buffer changes. Block (x, t) rotates up to 8 of
- * token t's heads+kv_heads head vectors: each thread loads its pairs, the
- * block builds the table of (cos, sin) * mscale for the n_dims/2 pairs in
- * shared memory meanwhile, then each thread rotates its pairs (a, b) -> (a cos - b sin, a sin + b cos), pairs being
- * (x[2i], x[2i+1]) (normal) or (x[i], x[i + n_dims/2]) (neox). Dims past
- * n_dims are not touched.
+ * token t's heads+kv_heads head vectors: each thread loads its pairs, then
+ * computes their (cos, sin) * mscale (where n_dims/2 divides the block's
+ * threads its pairs are one pair of several vectors; otherwise the block
+ * builds a table of all n_dims/2 in shared memory), then rotates its pairs
+ * (a, b) -> (a cos - b sin, a sin + b cos), pairs being (x[2i], x[2i+1])
+ * (normal) or (x[i], x[i + n_dims/2]) (neox). Dims past n_dims are not
+ * touched.
  *
  * Angles: theta_i = pos * freq_i / ff_i. freq_i (base^(-2i/n_dims), with
  * linear scaling and the YaRN blend folded in, llama.cpp's semantics) is a
@@ -285,10 +287,14 @@ static void emit_table_entry(ptx_builder *b, const ptxgen_spec *s, ptx_reg i, pt
 int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   const uint32_t pairs = s->n_dims / 2, rows = s->heads + s->kv_heads;
   const uint32_t row_blocks = (rows + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+  /* Where the pairs divide the threads (64 of Llama's 128 dims), a thread's
+   * items are one pair of several vectors: it computes that pair's (cos,
+   * sin) itself, with no table in shared memory and no barrier. */
+  const bool own_pair = THREADS % pairs == 0;
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(s->sm), s->sm);
   rope_emit_freq_table(&b, s); /* one double per pair */
-  ptx_decl(&b, ".shared .align 8 .b8 rope_cs[%u];\n", pairs * 8);
+  if (!own_pair) ptx_decl(&b, ".shared .align 8 .b8 rope_cs[%u];\n", pairs * 8);
   snprintf(out->entry, sizeof out->entry, "rope_%s_d%u_r%u_h%u_kv%u_m%u", s->mode == 2 ? "neox" : "normal",
            s->head_dim, s->n_dims, s->heads, s->kv_heads, s->m);
   static const char *const params[] = {"q", "k", "positions", "freq_factors"};
@@ -368,27 +374,37 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
     }
   }
 
-  ptx_comment(&b, "table of (cos, sin) * mscale for the %u pairs", pairs);
-  char tl[32], td[32];
-  ptx_label_new(&b, "table", tl);
-  ptx_label_new(&b, "table_done", td);
-  ptx_reg i = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mov.u32 %s, %s;", i.s, tid.s);
-  ptx_label(&b, tl);
-  ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, i.s, pairs);
-  ptx_ins(&b, "@%s bra %s;", pr.s, td);
-  emit_table_entry(&b, s, i, posd, ff);
-  ptx_ins(&b, "add.u32 %s, %s, %u;", i.s, i.s, THREADS);
-  ptx_ins(&b, "bra.uni %s;", tl);
-  ptx_label(&b, td);
-  ptx_ins(&b, "bar.sync 0;");
+  ptx_reg c = {0}, sn = {0};
+  if (own_pair) {
+    ptx_comment(&b, "(cos, sin) * mscale of this thread's pair");
+    rope_emit_cos_sin(&b, s, pidx[0], posd, ff, &c, &sn);
+  } else {
+    ptx_comment(&b, "table of (cos, sin) * mscale for the %u pairs", pairs);
+    char tl[32], td[32];
+    ptx_label_new(&b, "table", tl);
+    ptx_label_new(&b, "table_done", td);
+    ptx_reg i = ptx_new(&b, PTX_B32);
+    ptx_ins(&b, "mov.u32 %s, %s;", i.s, tid.s);
+    ptx_label(&b, tl);
+    ptx_ins(&b, "setp.ge.u32 %s, %s, %u;", pr.s, i.s, pairs);
+    ptx_ins(&b, "@%s bra %s;", pr.s, td);
+    emit_table_entry(&b, s, i, posd, ff);
+    ptx_ins(&b, "add.u32 %s, %s, %u;", i.s, i.s, THREADS);
+    ptx_ins(&b, "bra.uni %s;", tl);
+    ptx_label(&b, td);
+    ptx_ins(&b, "bar.sync 0;");
+  }
 
   ptx_comment(&b, "rotate: (a, b) -> (a cos - b sin, a sin + b cos)");
   for (uint32_t t = 0; t < per_thread; t++) {
-    ptx_reg ta = ptx_new(&b, PTX_B32), c = ptx_new(&b, PTX_F32), sn = ptx_new(&b, PTX_F32);
-    ptx_ins(&b, "mov.u32 %s, rope_cs;", ta.s);
-    ptx_ins(&b, "mad.lo.u32 %s, %s, 8, %s;", ta.s, pidx[t].s, ta.s);
-    ptx_ins(&b, "@%s ld.shared.v2.f32 {%s, %s}, [%s];", ok[t].s, c.s, sn.s, ta.s);
+    if (!own_pair) {
+      ptx_reg ta = ptx_new(&b, PTX_B32);
+      c = ptx_new(&b, PTX_F32);
+      sn = ptx_new(&b, PTX_F32);
+      ptx_ins(&b, "mov.u32 %s, rope_cs;", ta.s);
+      ptx_ins(&b, "mad.lo.u32 %s, %s, 8, %s;", ta.s, pidx[t].s, ta.s);
+      ptx_ins(&b, "@%s ld.shared.v2.f32 {%s, %s}, [%s];", ok[t].s, c.s, sn.s, ta.s);
+    }
     ptx_reg y0, y1;
     rope_emit_rotate(&b, x0[t], x1[t], c, sn, &y0, &y1);
     if (s->mode == 2) {
