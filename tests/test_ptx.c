@@ -577,9 +577,11 @@ static ptxgen_spec rope_spec(uint32_t mode, uint32_t head_dim, uint32_t n_dims, 
 
 ParameterizedTestParameters(ptx, rope) {
   /* head_dim, n_dims, heads, kv_heads: Llama-3 8B, half the dims rotated,
-   * no GQA, the smallest head with heads not a power of two, the largest. */
+   * no GQA, the smallest head with heads not a power of two, the largest,
+   * 40 pairs (they do not divide the kernel's 128 threads: a thread's
+   * pairs step across vectors). */
   static const uint32_t shapes[][4] = {
-      {128, 128, 32, 8}, {128, 64, 32, 8}, {64, 64, 4, 4}, {2, 2, 6, 3}, {512, 512, 1, 1}};
+      {128, 128, 32, 8}, {128, 64, 32, 8}, {64, 64, 4, 4}, {2, 2, 6, 3}, {512, 512, 1, 1}, {80, 80, 6, 2}};
   static const uint32_t modes[] = {0, 2}, ms[] = {1, 8, 16};
   size_t shape_count = sizeof shapes / sizeof shapes[0];
   size_t count = (2 * shape_count * 3 + 1) * TARGET_COUNT, i = 0;
