@@ -317,7 +317,7 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
 
   /* Each thread's items (head vector j / pairs, pair j % pairs, for
    * j = tid + THREADS*t) are loaded first, so that their global-memory
-   * latency overlaps the building of the table. Item t's vector and pair
+   * latency overlaps the (cos, sin) work. Item t's vector and pair
    * follow from item 0's by a constant step (THREADS = step_rows * pairs +
    * step_pairs), so there is one division per thread: the kernel is first
    * used through the driver's JIT, whose time grows with every line. */
@@ -325,12 +325,13 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
   const uint32_t step_rows = THREADS / pairs, step_pairs = THREADS % pairs;
   ptx_comment(&b, "load this thread's %u pairs (head vector j / %u of this block, pair j %% %u)", per_thread, pairs,
               pairs);
-  ptx_reg row = ptx_new(&b, PTX_B32), limit = ptx_new(&b, PTX_B32), pair = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", limit.s, rb.s, ROWS_PER_BLOCK); /* the block's first vector */
+  ptx_reg first = ptx_new(&b, PTX_B32), row = ptx_new(&b, PTX_B32), pair = ptx_new(&b, PTX_B32);
+  ptx_reg limit = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "mul.lo.u32 %s, %s, %u;", first.s, rb.s, ROWS_PER_BLOCK); /* the block's first vector */
   ptx_udiv_const(&b, row, tid, pairs);
-  ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, limit.s);
+  ptx_ins(&b, "add.u32 %s, %s, %s;", row.s, row.s, first.s);
   ptx_urem_const(&b, pair, tid, pairs);
-  ptx_ins(&b, "add.u32 %s, %s, %u;", limit.s, limit.s, ROWS_PER_BLOCK);
+  ptx_ins(&b, "add.u32 %s, %s, %u;", limit.s, first.s, ROWS_PER_BLOCK);
   ptx_ins(&b, "min.u32 %s, %s, %u;", limit.s, limit.s, rows);
   /* q's vectors from q + tok*heads, k's from k + tok*kv_heads - heads (in
    * vectors), so that either is base + row * head_dim * 4 */
