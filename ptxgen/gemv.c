@@ -198,6 +198,33 @@ static bool four_rows_by_default(const ptxgen_spec *s) {
   return s->m == 5 || s->m == 6 || s->m == 8;
 }
 
+/* How much of the block's first row group a GEMV_PRELOAD_GROUP kernel
+ * loads before it waits for the grid before it (gemv_plan.pre_wait_loads).
+ * Those loads queue in the memory system ahead of the earlier kernel's last
+ * work: a whole first round of groups (about 9.5 MB over the grid at k =
+ * 4096) delays the release. What is held back goes out right after the
+ * wait, while x is staged. H100 (bench/RESULTS.md, twenty-third session):
+ * the decode step at m = 1, graph, 1730 µs with everything before the wait;
+ * the first half of each group before it 1701, three quarters 1687, and
+ * best per kernel (three quarters in the q/k/v and gated kernels, half in
+ * o) 1682; m = 2 2149 -> 2134, m = 4 and 8 even. A plain product gains
+ * where its first groups are all of a large weight (4096x4096 m = 1 in a
+ * graph 4.23 -> 3.94 µs, graph-cold 5.40 -> 4.63; Q6_K 6.98 -> 5.90) and
+ * loses where the weight is small (2048x4096 m = 2 graph-cold 3.14 ->
+ * 4.41, 4.7 MB) or a block walks several groups (14336x4096 m = 2 17.4 ->
+ * 18.3): there, and past m = 2, everything goes before the wait. */
+#define HOLD_BACK_MAX_M 2u
+#define HOLD_BACK_MIN_BYTES (8ull << 20) /* the weights' bytes, all rows */
+#define HOLD_BACK_PLAIN_MAX_GROUPS 256u
+static uint32_t pre_wait_loads(const ptxgen_spec *s, const gemv_plan *p) {
+  const uint32_t loads = p->lane_chunks * p->load_rows;
+  const uint64_t bytes = (uint64_t)p->n_total * p->row_stride * (p->glu ? 2 : 1);
+  if (p->preload != GEMV_PRELOAD_GROUP || s->m > HOLD_BACK_MAX_M || loads < 2 || bytes < HOLD_BACK_MIN_BYTES)
+    return loads;
+  if (!is_plain(s)) return loads - 1;
+  return p->groups <= HOLD_BACK_PLAIN_MAX_GROUPS ? loads / 2 : loads;
+}
+
 static void default_tuning(const ptxgen_spec *s, bool x_in_tiles, uint32_t *rows,
                            uint32_t *warps) {
   if (!is_plain(s) || s->rows || s->warps) return;
@@ -266,6 +293,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   if ((s->preload == 4 || (s->preload == 0 && (bulk_by_default(s) || bulk_batch_by_default(s)))) &&
       gemv_ring_plan(&p, f))
     p.preload = GEMV_PRELOAD_BULK;
+  p.pre_wait_loads = pre_wait_loads(s, &p);
   return p;
 }
 
@@ -584,19 +612,35 @@ static ptx_reg lane_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L
 
 /* Loads all the lane's chunks of row group `group` (if it exists), chunk i
  * into raws[i]: the whole group in flight at once. */
-static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
-                            ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws) {
+/* Loads [first, end) of the lane's lane_chunks x load_rows loads of a
+ * group, chunk by chunk and in each chunk row by row, into raws. */
+static void emit_group_load_range(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                                  ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws, uint32_t first,
+                                  uint32_t end) {
   ptx_reg have = ptx_new(b, PTX_PRED);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->units);
   for (uint32_t i = 0; i < p->lane_chunks; i++) {
+    const uint32_t lo = i * p->load_rows, r0 = first > lo ? first - lo : 0;
+    const uint32_t r1 = end < lo + p->load_rows ? (end > lo ? end - lo : 0) : p->load_rows;
+    if (r0 >= r1) continue;
     const bool partial = 32 * (i + 1) > p->chunks;
     ptx_reg guard = have, u = lane_chunk(b, p, L, i, NULL);
     if (partial) {
       guard = ptx_new(b, PTX_PRED);
       ptx_ins(b, "setp.lt.and.u32 %s, %s, %u, %s;", guard.s, u.s, p->chunks, have.s);
     }
-    f->load(b, p, L, rowp, u, guard.s, &raws[i]);
+    /* the format loads rows [0, load_rows) of a plan: give it rows r0..r1 as those */
+    gemv_plan rows = *p;
+    rows.load_rows = r1 - r0;
+    gemv_raw dst;
+    for (uint32_t r = 0; r < rows.load_rows; r++) memcpy(dst.r[r], raws[i].r[r0 + r], sizeof dst.r[r]);
+    f->load(b, &rows, L, rowp + r0, u, guard.s, &dst);
   }
+}
+
+static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                            ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws) {
+  emit_group_load_range(b, p, f, L, group, rowp, raws, 0, p->lane_chunks * p->load_rows);
 }
 
 /* Computes the lane's chunks of a group loaded by emit_group_load, in
@@ -782,14 +826,20 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
      * before the wait for them and the staging of x, which they overlap. */
     gemv_row_pointers(&b, &p, spec, &L, group, rowp);
     if (p.preload == GEMV_PRELOAD_GROUP) {
-      ptx_comment(&b, "preload: this lane's %u chunk(s) of the block's first row group", p.lane_chunks);
-      emit_group_load(&b, &p, f, &L, group, rowp, group_raws);
+      ptx_comment(&b, "preload: %u of this lane's %u loads (%u chunk(s) x %u row(s)) of the block's first row group",
+                  p.pre_wait_loads, p.lane_chunks * p.load_rows, p.lane_chunks, p.load_rows);
+      emit_group_load_range(&b, &p, f, &L, group, rowp, group_raws, 0, p.pre_wait_loads);
     } else {
       ptx_comment(&b, "preload: this lane's first chunk of the block's first row group");
       emit_first_chunk_load(&b, &p, f, &L, group, rowp, &cur);
     }
   }
   ptx_grid_dependency_sync(&b);
+  if (p.preload == GEMV_PRELOAD_GROUP && p.pre_wait_loads < p.lane_chunks * p.load_rows) {
+    ptx_comment(&b, "the rest of the first group's loads, held back so that they do not queue ahead of the grid "
+                    "before");
+    emit_group_load_range(&b, &p, f, &L, group, rowp, group_raws, p.pre_wait_loads, p.lane_chunks * p.load_rows);
+  }
 
   ptx_reg early = {{0}};
   if (p.preload == GEMV_PRELOAD_CHUNK && f->second_chunk_early) {

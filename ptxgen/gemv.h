@@ -57,6 +57,10 @@ typedef struct gemv_plan {
   uint32_t sums;                 /* sums of x per chunk and batch row */
   gemv_preload preload;          /* how far the loads run ahead of the arithmetic (spec->preload) */
   uint32_t lane_chunks;          /* chunks a lane owns per row: ceil(chunks / 32) */
+  /* GEMV_PRELOAD_GROUP: how many of the first group's loads (lane_chunks x
+   * load_rows, chunk by chunk, row by row) go out before the wait for the
+   * grid before; the rest go out right after it, before x is staged. */
+  uint32_t pre_wait_loads;
   uint32_t xs_bytes, shared_bytes;
   /* GEMV_PRELOAD_BULK: a warp's rows are copied a round at a time (32
    * chunks, 8 super-blocks, of each of its load_rows rows: round_bytes per
