@@ -32,10 +32,13 @@
  *   x is staged and (sm_90+) before the kernel waits for the grids it
  *   depends on: weights never depend on earlier kernels. Where a lane's
  *   chunks of a row group fit its registers (k = 4096: two chunks of two
- *   rows), it loads the whole group at once, and the next group's loads go
+   *   rows), it loads the whole group at once, and the next group's loads go
  *   out before the current one's sums are reduced and stored: a layer's
  *   q, k, v and o weights are then mostly read while the kernel before is
- *   still finishing. Otherwise the loads run one chunk ahead (for Q4_K, the
+ *   still finishing. Not all of the first group goes out before the wait,
+ *   though: where that would be a large burst (pre_wait_loads), a quarter
+ *   or a half of it waits until the kernel before is done, so as not to
+ *   queue ahead of that kernel's last loads and stores. Otherwise the loads run one chunk ahead (for Q4_K, the
  *   first group's second chunk also goes out while x is staged). x itself is
  *   read with a plain coherent load, not .nc: with programmatic launch an
  *   earlier kernel may have written it during this kernel's life.
