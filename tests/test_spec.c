@@ -688,6 +688,55 @@ Test(spec, gemv_ring_for_large_q4k_batches) {
   }
 }
 
+/* Occurrences of `needle` in [from, to). */
+static unsigned count_between(const char *from, const char *to, const char *needle) {
+  unsigned n = 0;
+  for (const char *at = strstr(from, needle); at && at < to; at = strstr(at + 1, needle)) n++;
+  return n;
+}
+
+/* How much of the block's first row group goes out before the grid wait
+ * (ptxgen/gemv.c, pre_wait_loads): at m <= 2, on a weight of 8 MiB or more,
+ * the q/k/v and gated kernels hold back the last of their 4 loads per lane,
+ * a plain product with at most 256 row groups half; the rest go out right
+ * after the wait, before x is staged (its barrier). Weight loads counted as
+ * instructions: 3 per Q4_K load, 5 per Q6_K one. */
+Test(spec, gemv_first_loads_held_back_where_they_measured_faster) {
+  static const struct {
+    const char *key;
+    unsigned before, after;
+  } cases[] = {
+      {"q4k_gemv:k=4096,n=4096,m=1,sm=90,n2=1024,n3=1024,rope=neox,head_dim=128,base=500000", 9, 3},
+      {"q4k_gemv:k=4096,n=14336,m=1,sm=90,glu=swiglu", 9, 3},
+      {"q4k_gemv:k=4096,n=14336,m=2,sm=90,glu=swiglu", 9, 3},
+      {"q4k_gemv:k=4096,n=4096,m=1,sm=90", 6, 6},
+      {"q6k_gemv:k=4096,n=4096,m=1,sm=90", 10, 10},
+      {"q4k_gemv:k=4096,n=4096,m=3,sm=90", 12, 0},      /* past m = 2 */
+      {"q4k_gemv:k=4096,n=14336,m=3,sm=90,glu=swiglu", 12, 0},
+      {"q4k_gemv:k=4096,n=2048,m=2,sm=90", 12, 0},      /* 4.7 MB */
+      {"q4k_gemv:k=4096,n=1024,m=1,sm=90,n2=512", 12, 0}, /* 3.5 MB over two weights */
+      {"q4k_gemv:k=4096,n=14336,m=2,sm=90", 12, 0},     /* 896 row groups */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ptxgen_spec s;
+    ptxgen_kernel k;
+    char msg[256];
+    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    const char *wait = strstr(k.ptx, "griddepcontrol.wait;");
+    cr_assert(wait != NULL, "%s: no grid wait", cases[i].key);
+    const char *staged = strstr(wait, "bar.sync 0;");
+    cr_assert(staged != NULL, "%s: no barrier after staging x", cases[i].key);
+    const unsigned before = count_between(k.ptx, wait, "ld.global.nc."),
+                   after = count_between(wait, staged, "ld.global.nc.");
+    cr_expect_eq(before, cases[i].before, "%s: %u weight loads before the wait, want %u", cases[i].key, before,
+                 cases[i].before);
+    cr_expect_eq(after, cases[i].after, "%s: %u weight loads between the wait and x staged, want %u",
+                 cases[i].key, after, cases[i].after);
+    ptxgen_kernel_free(&k);
+  }
+}
+
 /* Batches past 8 rows run as launches of 8 only where the larger batch
  * costs the kernel more per row (x in tiles, or one row per warp) on a
  * large product; everything else, and every invalid spec, as asked. */
