@@ -37,6 +37,14 @@ static void assert_canonical_round_trip(const char *canonical, ptxgen_spec *s) {
   cr_assert(memcmp(s, &back, sizeof *s) == 0, "round trip changed %s", key);
 }
 
+/* Parses key and emits its kernel into *k (free with ptxgen_kernel_free). */
+static void emit_key(const char *key, ptxgen_kernel *k) {
+  ptxgen_spec s;
+  char msg[256];
+  cr_assert_eq(ptxgen_spec_parse(key, &s, msg, sizeof msg), 0, "%s: %s", key, msg);
+  cr_assert_eq(ptxgen_emit(&s, k, msg, sizeof msg), 0, "%s: %s", key, msg);
+}
+
 Test(spec, canonical_key_of_example) {
   ptxgen_spec s;
   char msg[256], key[128];
@@ -638,11 +646,8 @@ Test(spec, gemv_default_rows_follow_the_batch) {
       {"q6k_gemv:k=4096,n=4096,m=8,n2=1024,rope=neox,head_dim=128", 320}, /* rotation pairs: 2 rows */
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    ptxgen_spec s;
     ptxgen_kernel k;
-    char msg[256];
-    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
-    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    emit_key(cases[i].key, &k);
     cr_assert_eq(k.geometry.grid[0], cases[i].grid, "%s: grid %u, want %u", cases[i].key, k.geometry.grid[0],
                  cases[i].grid);
     ptxgen_kernel_free(&k);
@@ -718,11 +723,8 @@ Test(spec, gemv_first_loads_held_back_where_they_measured_faster) {
       {"q4k_gemv:k=4096,n=14336,m=2,sm=90", 12, 0},     /* 896 row groups */
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-    ptxgen_spec s;
     ptxgen_kernel k;
-    char msg[256];
-    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
-    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    emit_key(cases[i].key, &k);
     const char *wait = strstr(k.ptx, "griddepcontrol.wait;");
     cr_assert(wait != NULL, "%s: no grid wait", cases[i].key);
     const char *staged = strstr(wait, "bar.sync 0;");
