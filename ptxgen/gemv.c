@@ -32,16 +32,17 @@
  *   x is staged and (sm_90+) before the kernel waits for the grids it
  *   depends on: weights never depend on earlier kernels. Where a lane's
  *   chunks of a row group fit its registers (k = 4096: two chunks of two
-   *   rows), it loads the whole group at once, and the next group's loads go
+ *   rows), it loads the whole group at once, and the next group's loads go
  *   out before the current one's sums are reduced and stored: a layer's
  *   q, k, v and o weights are then mostly read while the kernel before is
  *   still finishing. Not all of the first group goes out before the wait,
  *   though: where that would be a large burst (pre_wait_loads), a quarter
  *   or a half of it waits until the kernel before is done, so as not to
- *   queue ahead of that kernel's last loads and stores. Otherwise the loads run one chunk ahead (for Q4_K, the
- *   first group's second chunk also goes out while x is staged). x itself is
- *   read with a plain coherent load, not .nc: with programmatic launch an
- *   earlier kernel may have written it during this kernel's life.
+ *   queue ahead of that kernel's last loads and stores. Otherwise the
+ *   loads run one chunk ahead (for Q4_K, the first group's second chunk
+ *   also goes out while x is staged). x itself is read with a plain
+ *   coherent load, not .nc: with programmatic launch an earlier kernel may
+ *   have written it during this kernel's life.
  *
  * Determinism and batch invariance
  *   Every float operation is written with an explicit rounding mode, so
@@ -613,10 +614,9 @@ static ptx_reg lane_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L
   return u;
 }
 
-/* Loads all the lane's chunks of row group `group` (if it exists), chunk i
- * into raws[i]: the whole group in flight at once. */
-/* Loads [first, end) of the lane's lane_chunks x load_rows loads of a
- * group, chunk by chunk and in each chunk row by row, into raws. */
+/* Loads [first, end) of the lane's lane_chunks x load_rows loads of row
+ * group `group` (if it exists), chunk by chunk and in each chunk row by
+ * row: chunk i into raws[i]. */
 static void emit_group_load_range(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
                                   ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws, uint32_t first,
                                   uint32_t end) {
@@ -641,6 +641,8 @@ static void emit_group_load_range(ptx_builder *b, const gemv_plan *p, const gemv
   }
 }
 
+/* Loads all the lane's chunks of row group `group`: the whole group in
+ * flight at once. */
 static void emit_group_load(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
                             ptx_reg group, const ptx_reg *rowp, const gemv_raw *raws) {
   emit_group_load_range(b, p, f, L, group, rowp, raws, 0, p->lane_chunks * p->load_rows);
