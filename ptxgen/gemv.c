@@ -452,10 +452,10 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
   ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, i.s, p->xs_stride, u.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
-  ptx_ins(b, "shr.u32 %s, %s, %u;", t.s, i.s, per_group == 8 ? 3 : 2);
+  ptx_udiv_const(b, t, i, per_group);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sdst.s, u.s, p->sums, t.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, sdst.s, L->xsum_base.s);
-  ptx_ins(b, "and.b32 %s, %s, %u;", t.s, i.s, per_group - 1);
+  ptx_urem_const(b, t, i, per_group);
   ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, t.s); /* the thread that stores its group's sum */
   /* Rounds past the tile's end exist only in a short last tile, or where the
    * tile is not a whole number of rounds: those are predicated, and their

@@ -281,12 +281,6 @@ static void tc_plan_blocks(tc_plan *p, uint32_t warps) {
   tc_plan_staging(p, fit >= p->nsb ? p->nsb : fit / p->splits * p->splits);
 }
 
-static uint32_t log2_of(uint32_t v) {
-  uint32_t l = 0;
-  while (v > 1u << l) l++;
-  return l;
-}
-
 /* The split-block plan of p's splits with blocks of `warps` tiles. */
 static void tc_plan_split(tc_plan *q, uint32_t warps) {
   q->split_blocks = 1;
@@ -1068,8 +1062,8 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
     ptx_ins(b, "mov.u32 %s, %s;", L->tile.s, q->warp.s); /* the split: the block's task's */
   } else {
     /* warp = (tile * nw + weight) * splits + split */
-    ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, q->warp.s, p->splits - 1);
-    ptx_ins(b, "shr.u32 %s, %s, %u;", L->tile.s, q->warp.s, log2_of(p->splits * p->nw));
+    ptx_urem_const(b, L->split, q->warp, p->splits);
+    ptx_udiv_const(b, L->tile, q->warp, p->splits * p->nw);
   }
   ptx_reg u = {{0}}, pw = {{0}};
   if (p->glu) {
@@ -1079,7 +1073,7 @@ static void emit_lane_consts(ptx_builder *b, const tc_plan *p, tc_lane *L, const
   }
   if (p->nw > 1) { /* the warp's weight (glu) or tile (RoPE pair) */
     L->weight = ptx_new(b, PTX_B32);
-    ptx_ins(b, "shr.u32 %s, %s, %u;", L->weight.s, q->warp.s, log2_of(p->splits));
+    ptx_udiv_const(b, L->weight, q->warp, p->splits);
     ptx_ins(b, "and.b32 %s, %s, 1;", L->weight.s, L->weight.s);
   }
   if (p->glu) {
@@ -1439,8 +1433,8 @@ static void emit_loop_head(ptx_builder *b, const char *hint, ptx_reg counter, ui
  * task. */
 static void emit_task_preload(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_reg task, ptx_reg group,
                               ptx_reg have, ptx_reg rowp[2], ptx_reg *row0, const tc_raw *raw) {
-  ptx_ins(b, "shr.u32 %s, %s, %u;", group.s, task.s, log2_of(p->splits));
-  ptx_ins(b, "and.b32 %s, %s, %u;", L->split.s, task.s, p->splits - 1);
+  ptx_udiv_const(b, group, task, p->splits);
+  ptx_urem_const(b, L->split, task, p->splits);
   emit_row_pointers(b, p, L, group, rowp, row0);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, task.s, p->tasks);
   emit_load(b, p, L, rowp, L->split, have.s, raw);
@@ -1471,7 +1465,7 @@ static void emit_segment_split(ptx_builder *b, const tc_plan *p, uint32_t seg, c
   char task_loop[32], task_done[32];
   emit_loop_head(b, "task", task, p->tasks, pr, task_loop, task_done);
   ptx_ins(b, "sub.u32 %s, %u, %s;", len.s, p->nsb + p->splits - 1, L.split.s);
-  ptx_ins(b, "shr.u32 %s, %s, %u;", len.s, len.s, log2_of(p->splits)); /* the split's super-blocks */
+  ptx_udiv_const(b, len, len, p->splits); /* the split's super-blocks */
   emit_stage(b, p, &L, L.split, p->splits, len);
   ptx_ins(b, "bar.sync 0;");
   ptx_reg acc[2][4];
