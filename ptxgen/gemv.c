@@ -202,23 +202,6 @@ static bool four_rows_by_default(const ptxgen_spec *s) {
   return s->m == 5 || s->m == 6 || s->m == 8;
 }
 
-/* The most registers a thread of a GEMV_PRELOAD_BULK kernel of 512
- * threads at m <= 2 may take (0: no cap). Such a kernel holds an SM alone
- * (a 16-warp block, its ring beside x), and in a decode step the next
- * kernel (256 threads at 96 registers: the k = 4096 products) starts a
- * block beside it and loads its first weights while it runs only if 512 x
- * 80 + 256 x 96 registers fit the SM's 65536. Refilling the ring before
- * the arithmetic (gemv_ring.c) took the Q6_K down kernel from 78 registers
- * to 124, and the decode step at m = 1 from 1683 to 1695 µs (H100, two
- * runs each); at 80 (79, no spill) the step is back at 1682-1684, and the
- * products keep their gain (bench/RESULTS.md, twenty-fourth session). So
- * did the twenty-fourth session's down kernels at two rows per warp lose
- * 40 µs of the step at 117-125 registers. */
-#define RING_ROOM_REGS 80u
-static uint32_t max_regs_for(const gemv_plan *p) {
-  return p->preload == GEMV_PRELOAD_BULK && p->threads == 512 && p->m <= 2 ? RING_ROOM_REGS : 0;
-}
-
 /* How much of the block's first row group a GEMV_PRELOAD_GROUP kernel
  * loads before it waits for the grid before it (gemv_plan.pre_wait_loads).
  * Those loads queue in the memory system ahead of the earlier kernel's last
@@ -805,13 +788,13 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   if (p.rope) rope_emit_freq_table(&b, spec);
   /* Up to 256 threads a block can have the most registers ptxas uses (255)
    * and the PTX says nothing; past that, ptxas must know the block size. */
-  const uint32_t maxntid = p.threads > 256 ? p.threads : 0, max_regs = max_regs_for(&p);
+  const uint32_t maxntid = p.threads > 256 ? p.threads : 0;
   if (p.segments == 3)
-    ptx_entry_blocks(&b, out->entry, seg3_params, 7 + rope_params, 1, maxntid, 1, max_regs);
+    ptx_entry(&b, out->entry, seg3_params, 7 + rope_params, 1, maxntid);
   else if (p.segments == 2)
-    ptx_entry_blocks(&b, out->entry, seg2_params, 5 + rope_params, 1, maxntid, 1, max_regs);
+    ptx_entry(&b, out->entry, seg2_params, 5 + rope_params, 1, maxntid);
   else
-    ptx_entry_blocks(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1, maxntid, 1, max_regs);
+    ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1, maxntid);
   if (p.segments > 1)
     ptx_comment(&b, "%u weights in one row space: rows [0, %u), then [%u, %u)%s", p.segments, p.seg_n[0], p.seg_n[0],
                 p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest" : "");

@@ -10,12 +10,11 @@
  * with an mbarrier that the copy completes (expect_tx: the bytes it waits
  * for). The first stages are filled before the kernel waits for the grids
  * before it: weights never depend on earlier kernels. The whole warp waits
- * for a stage's phase and loads the lane's chunk from it into registers
- * with the format's own load (ld.shared); once every lane has
- * (bar.warp.sync), the producer refills the stage with the round
- * BULK_STAGES ahead, and the warp computes the chunk with the format's own
- * arithmetic while those bytes come, in the order of every other mode (g =
- * 32j + lane). Rows past n and units past the last are never copied:
+ * for a stage's phase, loads the lane's chunk from it with the format's own
+ * load (ld.shared) and computes it with the format's own arithmetic, in the
+ * order of every other mode (g = 32j + lane); then, once every lane is past
+ * the stage (bar.warp.sync), the producer refills it with the round
+ * BULK_STAGES ahead. Rows past n and units past the last are never copied:
  * the producer issues only for units that exist, and the consumer only
  * waits for those.
  */
@@ -130,22 +129,23 @@ void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const gemv_format *f
   }
 }
 
-/* The rounds of one unit from the ring: wait for the stage, load the
- * lane's chunk g = 32j + lane of round j into registers, let the producer
- * refill the stage with the round ring_stages ahead, then compute the chunk
- * (in increasing g, as in every mode). Refilled after the arithmetic
- * instead, a stage stayed empty while its warp computed. H100, graph-cold
- * µs (bench/RESULTS.md, twenty-fourth session): Q4_K 4096x14336 m = 1 13.75
- * -> 13.08, m = 2 16.9 -> 16.0; Q6_K 4096x14336 m = 1 20.02 -> 19.50, m = 2
- * 24.1 -> 22.5; Q4_K 14336x14336 41.6 -> 40.5; the decode step at m = 2
- * 2137 -> 2086, m = 8 5627 -> 5606, m = 1 even (1683). */
+/* The rounds of one unit from the ring: wait for the stage, compute
+ * the lane's chunk g = 32j + lane of round j (in increasing g, as in every
+ * mode), then the producer refills the stage with the round ring_stages
+ * ahead. The refill comes after the arithmetic because the arithmetic has
+ * used every word the warp loaded from the stage: the warp's barrier
+ * orders those loads for its own threads, not for the copy engine.
+ * Refilled between the loads and the arithmetic, a load still pending read
+ * the next round's bytes now and then (the gated kernel on the ring, in
+ * the decode step); made safe with a fence or a dependency, that order
+ * cost the step at m = 1 6-8 µs (bench/RESULTS.md, twenty-fourth
+ * session). */
 void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
                       const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, const gemv_raw *raw,
                       ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
-  char round_loop[32], wait_loop[32], skip_load[32], skip[32];
+  char round_loop[32], wait_loop[32], skip[32];
   ptx_label_new(b, "round", round_loop);
   ptx_label_new(b, "wait", wait_loop);
-  ptx_label_new(b, "no_load", skip_load);
   ptx_label_new(b, "no_chunk", skip);
   ptx_reg j = ptx_new(b, PTX_B32), mb = ptx_new(b, PTX_B32), ready = ptx_new(b, PTX_PRED);
   ptx_reg stage = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), pr = ptx_new(b, PTX_PRED);
@@ -163,18 +163,15 @@ void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, 
     ptx_ins(b, "add.u32 %s, %s, %u;", rows[r].s, stage.s, r * p->round_bytes);
   }
   ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", g.s, j.s, L->lane.s);
-  const bool short_round = p->chunks % 32; /* the last round is short: lanes past k skip */
-  if (short_round) {
+  if (p->chunks % 32) { /* the last round is short */
     ptx_ins(b, "setp.ge.u32 %s, %s, %u;", pr.s, g.s, p->chunks);
-    ptx_ins(b, "@%s bra %s;", pr.s, skip_load);
+    ptx_ins(b, "@%s bra %s;", pr.s, skip);
   }
   f->load(b, p, L, rows, L->lane, NULL, raw);
-  ptx_label(b, skip_load);
-  ptx_ins(b, "bar.warp.sync -1;"); /* every lane has its bytes of the stage: refill it */
-  emit_issue(b, p, f, s, L, R, ncta, R->cs);
-  if (short_round) ptx_ins(b, "@%s bra %s;", pr.s, skip);
   f->compute(b, p, L, raw, g, acc);
   ptx_label(b, skip);
+  ptx_ins(b, "bar.warp.sync -1;"); /* every lane is done with the stage: refill it */
+  emit_issue(b, p, f, s, L, R, ncta, R->cs);
   ptx_ins(b, "add.u32 %s, %s, 1;", R->cs.s, R->cs.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, %u;", pr.s, R->cs.s, p->ring_stages);
   ptx_ins(b, "selp.b32 %s, 0, %s, %s;", R->cs.s, R->cs.s, pr.s);

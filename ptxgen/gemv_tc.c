@@ -1630,7 +1630,7 @@ int gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
       ptx_decl(&b, ".global .align 16 .b8 tc_partials%u[%u];", i, plans[i].partial_bytes);
       ptx_decl(&b, ".global .align 4 .u32 tc_counts%u[%u];\n", i, plans[i].groups);
     }
-  ptx_entry_blocks(&b, out->entry, params, (int)np, 1, plans[0].warps * 32, plans[0].blocks_per_sm, 0);
+  ptx_entry_blocks(&b, out->entry, params, (int)np, 1, plans[0].warps * 32, plans[0].blocks_per_sm);
   char labels[3][32];
   if (count > 1) {
     ptx_comment(&b, "%u weights side by side, each by blocks of its own, as its product alone (this grid, "

@@ -385,18 +385,17 @@ void ptx_grid_dependency_sync(ptx_builder *b) {
 
 void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
                int dyn_shared, uint32_t threads) {
-  ptx_entry_blocks(b, name, param_names, nparams, dyn_shared, threads, 1, 0);
+  ptx_entry_blocks(b, name, param_names, nparams, dyn_shared, threads, 1);
 }
 
 void ptx_entry_blocks(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
-                      int dyn_shared, uint32_t threads, uint32_t min_blocks, uint32_t max_regs) {
+                      int dyn_shared, uint32_t threads, uint32_t min_blocks) {
   if (dyn_shared) text_append(&b->head, ".extern .shared .align 16 .b8 xs[];\n\n");
   text_append(&b->head, ".visible .entry %s(", name);
   for (int i = 0; i < nparams; i++)
     text_append(&b->head, "%s\n\t.param .u64 %s", i ? "," : "", param_names[i]);
   text_append(&b->head, "\n)\n");
   if (threads > 0) text_append(&b->head, ".maxntid %u, 1, 1\n.minnctapersm %u\n", threads, min_blocks);
-  if (max_regs > 0) text_append(&b->head, ".maxnreg %u\n", max_regs);
   text_append(&b->head, "{\n");
 }
 

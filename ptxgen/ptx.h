@@ -90,10 +90,9 @@ void ptx_grid_dependency_sync(ptx_builder *b);
 void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
                int dyn_shared, uint32_t threads);
 /* ptx_entry asking for min_blocks blocks of `threads` per SM
- * (.minnctapersm): ptxas then keeps the registers within that; and, if
- * max_regs is not 0, at most max_regs registers a thread (.maxnreg). */
+ * (.minnctapersm): ptxas then keeps the registers within that. */
 void ptx_entry_blocks(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
-                      int dyn_shared, uint32_t threads, uint32_t min_blocks, uint32_t max_regs);
+                      int dyn_shared, uint32_t threads, uint32_t min_blocks);
 
 /* A module-scope declaration (e.g. an initialised .const array), written
  * before the entry; call it before ptx_entry. */
