@@ -614,6 +614,12 @@ static ptx_reg lane_chunk(ptx_builder *b, const gemv_plan *p, const gemv_lane *L
   return u;
 }
 
+/* Of the rows [lo, lo + rows) of a chunk's loads, how many come before
+ * load number `at` (0..rows). */
+static uint32_t rows_before(uint32_t at, uint32_t lo, uint32_t rows) {
+  return at <= lo ? 0 : at - lo < rows ? at - lo : rows;
+}
+
 /* Loads [first, end) of the lane's lane_chunks x load_rows loads of row
  * group `group` (if it exists), chunk by chunk and in each chunk row by
  * row: chunk i into raws[i]. */
@@ -623,8 +629,8 @@ static void emit_group_load_range(ptx_builder *b, const gemv_plan *p, const gemv
   ptx_reg have = ptx_new(b, PTX_PRED);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", have.s, group.s, p->units);
   for (uint32_t i = 0; i < p->lane_chunks; i++) {
-    const uint32_t lo = i * p->load_rows, r0 = first > lo ? first - lo : 0;
-    const uint32_t r1 = end < lo + p->load_rows ? (end > lo ? end - lo : 0) : p->load_rows;
+    const uint32_t lo = i * p->load_rows, r0 = rows_before(first, lo, p->load_rows),
+                   r1 = rows_before(end, lo, p->load_rows);
     if (r0 >= r1) continue;
     const bool partial = 32 * (i + 1) > p->chunks;
     ptx_reg guard = have, u = lane_chunk(b, p, L, i, NULL);

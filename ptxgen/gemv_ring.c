@@ -138,7 +138,7 @@ void gemv_ring_prologue(ptx_builder *b, const gemv_plan *p, const gemv_format *f
  * Refilled between the loads and the arithmetic, a load still pending read
  * the next round's bytes now and then (the gated kernel on the ring, in
  * the decode step); made safe with a fence or a dependency, that order
- * cost the step at m = 1 6-8 µs (bench/RESULTS.md, twenty-fourth
+ * cost the step at m = 1 5-8 µs (bench/RESULTS.md, twenty-fourth
  * session). */
 void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
                       const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, const gemv_raw *raw,
