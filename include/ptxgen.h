@@ -128,6 +128,14 @@ typedef struct ptxgen_spec {
    * rows, warps and preload stay 0. 0 (absent from the key): the FMA
    * kernel. */
   uint32_t tc;
+  /* q4k_gemv: 1 = integer dot products (an experiment, not a default): x is
+   * staged per chunk of 64 values as a 23-bit fixed-point integer under a
+   * power-of-two scale (three byte planes), each sub-block's sum of q * x is
+   * an exact dp4a sum, a chunk's contribution (d*sc*sum - dmin*m*sum(x)) is
+   * formed in fp64 with one rounding, and the row sums run in fp64 in the
+   * FMA kernel's order before one rounding to fp32. Bits differ from the
+   * default's; batch invariant like it. 0 (absent): the default. */
+  uint32_t idp;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each

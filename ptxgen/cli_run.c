@@ -45,7 +45,7 @@ static const char run_usage[] =
     "shape and y = act(x.W^T) * (x.U^T), act silu or tanh gelu; its reference is the\n"
     "fp64 product twice and the activation's fp64 formula (ptxq_ref_glu), and\n"
     "weight_gbps counts both weights.\n"
-    "A key with tuning (rows=, warps=, preload=), tc=1 or glu= is launched by its key\n"
+    "A key with tuning (rows=, warps=, preload=), tc=1, idp=1 or glu= is launched by its key\n"
     "(ptxq_kernel_launch), any other through ptxq_gemv.\n"
     "With --cpu only the reference runs (no GPU needed):\n"
     "  KEY seed=N cpu\n"
@@ -313,7 +313,7 @@ static int launch_gemv(ptxq_ctx *ctx, void *arg) {
 }
 
 static int launched_by_key(const ptxgen_spec *spec) {
-  return spec->rows != 0 || spec->warps != 0 || spec->preload != 0 || spec->glu != 0 || spec->tc != 0;
+  return spec->rows != 0 || spec->warps != 0 || spec->preload != 0 || spec->glu != 0 || spec->tc != 0 || spec->idp != 0;
 }
 
 int run_poison(ptxq_ctx *ctx, ptxq_dev y, const uint8_t *nan_bytes, size_t bytes) {

@@ -430,8 +430,14 @@ static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_form
  * A group sum is the thread's 4 values added in order, then a butterfly
  * over the 16/sums threads holding the group: a fixed order for every batch
  * row, every tile and every m. */
+static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                           ptx_reg tile, ptx_reg tile_len);
 static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                        ptx_reg tile_len) {
+  if (f->int_dot) {
+    emit_stage_int(b, p, f, L, tile, tile_len);
+    return;
+  }
   const uint32_t per_group = 16 / p->sums, step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x: thread t takes float4 t%%16 of chunks t/16 + %u*j, all %u batch rows; group sums by "
                  "butterfly over %u threads", step, p->m, per_group);
@@ -498,6 +504,131 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
       }
       ptx_ins(b, "@%s st.shared.f32 [%s+%u], %s;", store.s, sdst.s, (r * p->tile_chunks + j * step) * p->sums * 4,
               sum.s);
+    }
+  }
+}
+
+/* Stages tile `tile` of x for integer dot products (gemv_format.int_dot).
+ * Per chunk u and batch row r, with e chosen so that the chunk's largest |x|
+ * times 2^e is in [2^21, 2^22) (e <= 127; the scaling is exact):
+ *   X = round(x * 2^e), at most 2^22 in magnitude, cut into byte planes
+ *   X = 65536*P0 + 256*P1 + P2 (P0 = bits 16..23, signed; P1, P2 unsigned).
+ *   The 16 bytes of plane p for values 16q..16q+15 of the chunk (q = 0..3)
+ *   are at xs_base + ((r*16 + 4p + q)*xs_stride + u)*16: the float layout's
+ *   addressing, 12 of its 16 units.
+ *   At xsum_base + (r*tile_chunks + u)*16, the words {U0, U1, S, 0}: U_s the
+ *   sum of X over values 32s..32s+31 (exact), S the high word of the fp64
+ *   2^-e (a NaN where the chunk holds a NaN or an infinity, so that the
+ *   products come out NaN as fp32 ones would).
+ * Threads take the float staging's float4s (emit_stage); the chunk's
+ * largest |x| is a butterfly of max over its 16 threads. */
+static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
+                           ptx_reg tile_len) {
+  const uint32_t step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
+  ptx_comment(b, "stage x as byte planes of 23-bit integers under a power-of-two scale per chunk: thread t takes "
+                 "float4 t%%16 of chunks t/16 + %u*j, all %u batch rows", step, p->m);
+  ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
+  ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 15;", i.s, L->tid.s);
+  ptx_ins(b, "shr.u32 %s, %s, 4;", u.s, L->tid.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
+  f->x_base(b, c, xo);
+  f->x_offset(b, i, io);
+  ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s);
+  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
+  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead8 = ptx_new(b, PTX_PRED);
+  ptx_reg lead16 = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
+  ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
+  ptx_comment(b, "this thread's word of each plane: unit i/4, word i%%4");
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, t.s, p->xs_stride, u.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", t.s, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", dst.s, t.s, dst.s);
+  ptx_ins(b, "shr.u32 %s, %s, 3;", t.s, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", t.s, u.s, t.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, t.s, L->xsum_base.s); /* U_(i/8) of chunk u */
+  ptx_ins(b, "and.b32 %s, %s, 7;", t.s, i.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead8.s, t.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead16.s, i.s);
+  const uint32_t items = rounds * p->m;
+  for (uint32_t first = 0; first < items; first += STAGE_LOADS) {
+    const uint32_t count = items - first < STAGE_LOADS ? items - first : STAGE_LOADS;
+    ptx_reg v[STAGE_LOADS][4], in[STAGE_LOADS];
+    char guard[STAGE_LOADS][24];
+    for (uint32_t e = 0; e < count; e++) {
+      const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
+      for (int q = 0; q < 4; q++) v[e][q] = ptx_new(b, PTX_B32);
+      guard[e][0] = '\0';
+      if (p->tiles > 1 || (j + 1) * step > p->tile_chunks) {
+        in[e] = ptx_new(b, PTX_PRED);
+        ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
+        ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
+        for (int q = 0; q < 4; q++) ptx_op1i(b, "mov.b32", v[e][q], "0");
+        snprintf(guard[e], sizeof guard[e], "@%.15s ", in[e].s);
+      }
+      ptx_ins(b, "%sld.global.v4.b32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][0].s, v[e][1].s, v[e][2].s,
+              v[e][3].s, src.s, (r * p->k + j * step * 64) * 4);
+    }
+    for (uint32_t e = 0; e < count; e++) {
+      const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
+      ptx_reg mx = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ex = ptx_new(b, PTX_B32);
+      ptx_reg up = ptx_new(b, PTX_F32), nonfinite = ptx_new(b, PTX_PRED), X[4];
+      ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
+      ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
+      for (int q = 1; q < 4; q++) {
+        ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
+        ptx_op3(b, "max.u32", mx, mx, a);
+      }
+      for (uint32_t d = 1; d < 16; d *= 2) {
+        ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
+        ptx_op3(b, "max.u32", mx, mx, a);
+      }
+      ptx_op2i(b, "shr.u32", ex, mx, "23");
+      ptx_ins(b, "setp.eq.u32 %s, %s, 255;", nonfinite.s, ex.s);
+      ptx_ins(b, "sub.u32 %s, 275, %s;", ex.s, ex.s); /* e + 127: 2^e times a largest |x| of exponent E is in [2^21, 2^22) */
+      ptx_op2i(b, "min.u32", ex, ex, "254");
+      ptx_op2i(b, "shl.b32", up, ex, "23"); /* 2^e */
+      for (int q = 0; q < 4; q++) { /* x*2^e + 1.5*2^23 rounds x*2^e to an integer, which the low bits then hold */
+        ptx_reg sx = ptx_new(b, PTX_B32);
+        X[q] = ptx_new(b, PTX_B32);
+        ptx_ins(b, "fma.rn.f32 %s, %s, %s, 0f4B400000;", sx.s, v[e][q].s, up.s);
+        ptx_op2i(b, "sub.s32", X[q], sx, "0x4B400000");
+      }
+      static const char *const lo_sel[3] = {"0x0062", "0x0051", "0x0040"}; /* byte 2, 1, 0 of two words */
+      for (uint32_t pl = 0; pl < 3; pl++) {
+        ptx_reg t01 = ptx_new(b, PTX_B32), t23 = ptx_new(b, PTX_B32), w = ptx_new(b, PTX_B32);
+        ptx_op3i(b, "prmt.b32", t01, X[0], X[1], lo_sel[pl]);
+        ptx_op3i(b, "prmt.b32", t23, X[2], X[3], lo_sel[pl]);
+        ptx_op3i(b, "prmt.b32", w, t01, t23, "0x5410");
+        ptx_ins(b, "%sst.shared.b32 [%s+%u], %s;", guard[e], dst.s,
+                ((r * 16 + 4 * pl) * p->xs_stride + j * step) * 16, w.s);
+      }
+      ptx_reg sum = ptx_new(b, PTX_B32), other = ptx_new(b, PTX_B32), sh = ptx_new(b, PTX_B32);
+      ptx_op3(b, "add.s32", sum, X[0], X[1]);
+      ptx_op3(b, "add.s32", sum, sum, X[2]);
+      ptx_op3(b, "add.s32", sum, sum, X[3]);
+      for (uint32_t d = 1; d < 8; d *= 2) {
+        ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
+        ptx_op3(b, "add.s32", sum, sum, other);
+      }
+      ptx_ins(b, "sub.u32 %s, 1150, %s;", sh.s, ex.s); /* fp64 2^-e: biased exponent 1023 - e */
+      ptx_op2i(b, "shl.b32", sh, sh, "20");
+      ptx_ins(b, "selp.b32 %s, 0x7FF80000, %s, %s;", sh.s, sh.s, nonfinite.s);
+      ptx_reg s8 = lead8, s16 = lead16;
+      if (guard[e][0]) {
+        s8 = ptx_new(b, PTX_PRED);
+        s16 = ptx_new(b, PTX_PRED);
+        ptx_ins(b, "and.pred %s, %s, %s;", s8.s, lead8.s, in[e].s);
+        ptx_ins(b, "and.pred %s, %s, %s;", s16.s, lead16.s, in[e].s);
+      }
+      const uint32_t soff = (r * p->tile_chunks + j * step) * 16;
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s8.s, sdst.s, soff, sum.s);
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s16.s, sdst.s, soff + 8, sh.s); /* thread 0's sdst is U0's */
     }
   }
 }
@@ -884,6 +1015,11 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M];
   for (uint32_t r = 0; r < p.load_rows; r++)
     for (uint32_t m = 0; m < p.m; m++) {
+      if (f->int_dot) { /* fp64 sums (gemv_format.int_dot) */
+        acc[r][m] = ptx_new(&b, PTX_B64);
+        ptx_op1i(&b, "mov.b64", acc[r][m], "0d0000000000000000");
+        continue;
+      }
       acc[r][m] = ptx_new(&b, PTX_F32);
       ptx_op1i(&b, "mov.b32", acc[r][m], "0f00000000");
     }
@@ -910,12 +1046,27 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
 
   ptx_comment(&b, "sum the 32 lanes (butterfly: every lane ends with the same total) and store");
   for (uint32_t r = 0; r < p.load_rows; r++)
-    for (uint32_t m = 0; m < p.m; m++)
+    for (uint32_t m = 0; m < p.m; m++) {
+      if (f->int_dot) {
+        ptx_reg lo = ptx_new(&b, PTX_B32), hi = ptx_new(&b, PTX_B32), t = ptx_new(&b, PTX_B64);
+        for (int off = 16; off >= 1; off /= 2) {
+          ptx_ins(&b, "mov.b64 {%s, %s}, %s;", lo.s, hi.s, acc[r][m].s);
+          ptx_shfl(&b, "shfl.sync.bfly.b32", lo, lo, (uint32_t)off);
+          ptx_shfl(&b, "shfl.sync.bfly.b32", hi, hi, (uint32_t)off);
+          ptx_ins(&b, "mov.b64 %s, {%s, %s};", t.s, lo.s, hi.s);
+          ptx_ins(&b, "add.rn.f64 %s, %s, %s;", acc[r][m].s, acc[r][m].s, t.s);
+        }
+        ptx_reg y = ptx_new(&b, PTX_F32);
+        ptx_ins(&b, "cvt.rn.f32.f64 %s, %s;", y.s, acc[r][m].s);
+        acc[r][m] = y;
+        continue;
+      }
       for (int off = 16; off >= 1; off /= 2) {
         ptx_reg t = ptx_new(&b, PTX_F32);
         ptx_shfl(&b, "shfl.sync.bfly.b32", t, acc[r][m], (uint32_t)off);
         ptx_op3(&b, "add.rn.f32", acc[r][m], acc[r][m], t);
       }
+    }
   if (p.rope) emit_rope_epilogue(&b, &p, spec, &L, row0, acc);
   ptx_reg lane0 = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "setp.eq.u32 %s, %s, 0;", lane0.s, L.lane.s);

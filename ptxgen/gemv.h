@@ -78,7 +78,7 @@ typedef struct gemv_lane {
   ptx_reg W, U, x, y;          /* global addresses (U: the up weight of a glu kernel) */
   ptx_reg Ws[3], ys[3];        /* per segment: W and y first, then W2, y2 (, W3, y3) */
   ptx_reg positions, ff;       /* with RoPE: the token positions and freq_factors parameters */
-  ptx_reg fmt[8];              /* the format's own constants */
+  ptx_reg fmt[10];             /* the format's own constants */
 } gemv_lane;
 
 #define GEMV_MAX_LOAD_ROWS 8
@@ -133,6 +133,11 @@ typedef struct gemv_format {
    * ((r*tile_chunks + u)*sums + s)*4. */
   void (*compute)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
                   ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);
+  /* Integer dot products (spec idp=1): x is staged as byte planes, not
+   * floats (emit_stage_int in gemv.c, whose layout the comment there
+   * gives), sums must be 4, and acc is fp64, rounded to fp32 once after the
+   * lanes' butterfly (in fp64). */
+  bool int_dot;
 } gemv_format;
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *format, ptxgen_kernel *out);

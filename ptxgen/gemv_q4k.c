@@ -67,6 +67,18 @@ static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   q4k_scale_consts(b, L);
 }
 
+/* Integer dot products (idp=1): also prmt selectors taking the lane's scale
+ * bytes as integers (the byte, zeros above). */
+enum { SEL_INT_LO = MAGIC_INT + 1, SEL_INT_HI, ZERO };
+static void q4k_idp_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
+  q4k_lane_consts(b, p, L);
+  for (int i = SEL_INT_LO; i <= ZERO; i++) L->fmt[i] = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 0xF;", L->fmt[SEL_INT_LO].s, L->fmt[SEL_LO].s); /* the byte: (2c) %% 4 */
+  ptx_ins(b, "or.b32 %s, %s, 0x4440;", L->fmt[SEL_INT_LO].s, L->fmt[SEL_INT_LO].s);
+  ptx_ins(b, "add.u32 %s, %s, 1;", L->fmt[SEL_INT_HI].s, L->fmt[SEL_INT_LO].s);
+  ptx_ins(b, "mov.b32 %s, 0;", L->fmt[ZERO].s);
+}
+
 /* Scale and min of the lane's two sub-blocks from a super-block header
  * (words h0 = d | dmin << 16, h1..h3 = the 12 packed bytes). Produces
  * A = 32*f32(d)*sc and E = -(16*f32(d)*sc + f32(dmin)*m) per sub-block. */
@@ -187,6 +199,94 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   gemv_fold(b, p, L, u, R, A, E, S, acc);
 }
 
+/* Integer dot products (idp=1; gemv.c's emit_stage_int stages x). For each
+ * batch row, sub-block s of the chunk (low nibbles s = 0, high s = 1) and
+ * plane p, T[s][p] = sum q * P_p over its 32 weights, by dp4a: exact. Then
+ * IA = sum_p 2^(16-8p) (sc0 T[0][p] + sc1 T[1][p]) and B = m0 U0 + m1 U1 are
+ * exact integers (below 2^39 and 2^34), so d*IA and dmin*B are exact in
+ * fp64, and the chunk adds (d*IA - dmin*B) * 2^-e to the row's fp64 sum: one
+ * rounding, then the sum's. */
+static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
+                            ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
+  const uint32_t R = p->load_rows, M = p->m;
+  ptx_reg sc[GEMV_MAX_LOAD_ROWS][2], mn[GEMV_MAX_LOAD_ROWS][2], dd[GEMV_MAX_LOAD_ROWS], dm[GEMV_MAX_LOAD_ROWS];
+  ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8];
+  for (uint32_t r = 0; r < R; r++) {
+    ptx_comment(b, "row %u: d, dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
+    const ptx_reg *h = &raw->r[r][RAW_H];
+    ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
+    dd[r] = ptx_new(b, PTX_B64);
+    dm[r] = ptx_new(b, PTX_B64);
+    ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
+    ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[r].s, dh.s);
+    ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[r].s, mh.s);
+    q4k_emit_scale_bytes(b, L, h, &scb, &mnb);
+    for (int s = 0; s < 2; s++) {
+      const ptx_reg sel = s ? L->fmt[SEL_INT_HI] : L->fmt[SEL_INT_LO];
+      sc[r][s] = ptx_new(b, PTX_B32);
+      mn[r][s] = ptx_new(b, PTX_B32);
+      ptx_op4(b, "prmt.b32", sc[r][s], scb, L->fmt[ZERO], sel);
+      ptx_op4(b, "prmt.b32", mn[r][s], mnb, L->fmt[ZERO], sel);
+    }
+    for (int w = 0; w < 8; w++) {
+      nib[r][0][w] = ptx_new(b, PTX_B32);
+      nib[r][1][w] = ptx_new(b, PTX_B32);
+      ptx_op2i(b, "and.b32", nib[r][0][w], raw->r[r][RAW_Q + w], "0x0F0F0F0F");
+      ptx_op2i(b, "shr.b32", nib[r][1][w], raw->r[r][RAW_Q + w], "4");
+      ptx_op2i(b, "and.b32", nib[r][1][w], nib[r][1][w], "0x0F0F0F0F");
+    }
+  }
+  ptx_reg xs_u = ptx_new(b, PTX_B32), xsum_u = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xs_u.s, u.s, L->xs_base.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", xsum_u.s, u.s, L->xsum_base.s);
+  static const char *const dp[3] = {"dp4a.u32.s32", "dp4a.u32.u32", "dp4a.u32.u32"};
+  for (uint32_t m = 0; m < M; m++) {
+    ptx_comment(b, "batch row %u: the chunk's byte planes (unit 4p + q: values 16q..16q+15), U0, U1, 2^-e", m);
+    ptx_reg P[3][2][4], us[4], T[GEMV_MAX_LOAD_ROWS][2][3];
+    for (int s = 0; s < 2; s++) { /* a sub-block's planes at a time: fewer registers */
+      for (int pl = 0; pl < 3; pl++)
+        for (int q = 0; q < 2; q++) {
+          for (int j = 0; j < 4; j++) P[pl][q][j] = ptx_new(b, PTX_B32);
+          ptx_ld_v4(b, "ld.shared.v4.b32", P[pl][q], xs_u,
+                    ((m * 16 + 4 * (uint32_t)pl + 2 * (uint32_t)s + (uint32_t)q) * p->xs_stride) * 16);
+        }
+      for (uint32_t r = 0; r < R; r++)
+        for (int pl = 0; pl < 3; pl++) {
+          T[r][s][pl] = ptx_new(b, PTX_B32);
+          for (int w = 0; w < 8; w++) /* word w: values 4w.. of sub-block s, plane word w%4 of unit 2s + w/4 */
+            ptx_ins(b, "%s %s, %s, %s, %s;", dp[pl], T[r][s][pl].s, nib[r][s][w].s, P[pl][w / 4][w % 4].s,
+                    w == 0 ? "0" : T[r][s][pl].s);
+        }
+    }
+    for (int j = 0; j < 4; j++) us[j] = ptx_new(b, PTX_B32);
+    ptx_ld_v4(b, "ld.shared.v4.b32", us, xsum_u, m * p->tile_chunks * 16);
+    ptx_reg scale = ptx_new(b, PTX_B64);
+    ptx_ins(b, "mov.b64 %s, {%s, %s};", scale.s, L->fmt[ZERO].s, us[2].s);
+    for (uint32_t r = 0; r < R; r++) {
+      ptx_reg ia[3], ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
+      for (int pl = 0; pl < 3; pl++) {
+        ia[pl] = ptx_new(b, PTX_B32);
+        ptx_op3(b, "mul.lo.s32", ia[pl], sc[r][0], T[r][0][pl]);
+        ptx_op4(b, "mad.lo.s32", ia[pl], sc[r][1], T[r][1][pl], ia[pl]);
+      }
+      ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
+      ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
+      ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
+      ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
+      ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn[r][0].s, us[0].s);
+      ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn[r][1].s, us[1].s, b64.s);
+      ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64);
+      ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
+      ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
+      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, dd[r].s); /* exact */
+      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fb.s, fb.s, dm[r].s); /* exact */
+      ptx_ins(b, "sub.rn.f64 %s, %s, %s;", fa.s, fa.s, fb.s);
+      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, scale.s); /* exact: a power of two */
+      ptx_ins(b, "add.rn.f64 %s, %s, %s;", acc[r][m].s, acc[r][m].s, fa.s);
+    }
+  }
+}
+
 static const gemv_format q4k_format = {
     .name = "q4k_gemv",
     .sums = 2,
@@ -212,6 +312,28 @@ uint32_t q4k_gemv_batch_rows(const ptxgen_spec *spec) {
   return spec->tc ? spec->m : gemv_batch_rows(spec, &q4k_format);
 }
 
+/* The same, with integer dot products: the x staging and arithmetic
+ * differ, the loads and everything else are q4k_format's. */
+static gemv_format q4k_idp_format(void) {
+  gemv_format f = q4k_format;
+  f.name = "q4k_gemv_idp";
+  f.sums = 4; /* U0, U1, 2^-e's high word, unused: 16 bytes per chunk */
+  f.lane_consts = q4k_idp_lane_consts;
+  f.compute = q4k_idp_compute;
+  f.int_dot = true;
+  return f;
+}
+
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
-  return spec->tc ? gemv_tc_emit(spec, out) : gemv_emit(spec, &q4k_format, out);
+  if (spec->tc) return gemv_tc_emit(spec, out);
+#ifdef PTXQ_EXP_IDP
+  const bool idp = true; /* experiment builds: every Q4_K FMA product */
+#else
+  const bool idp = spec->idp;
+#endif
+  if (idp) {
+    const gemv_format f = q4k_idp_format();
+    return gemv_emit(spec, &f, out);
+  }
+  return gemv_emit(spec, &q4k_format, out);
 }

@@ -60,7 +60,7 @@ typedef struct {
 #define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
-    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0), U(tc, 0, 0),
+    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0), U(tc, 0, 0), U(idp, 0, 0),
     {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0),
     {"rope", offsetof(ptxgen_spec, rope), P_ROPE, 0, 0}, U(head_dim, ROPE, 0), U(n_dims, ROPE, 0),
     F(base, ROPE, 0), F(freq_scale, ROPE, 0), U(freq_factors, ROPE, 0), F(ext_factor, ROPE, 0),
@@ -164,6 +164,10 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
     return fail(msg, cap, "n+n2+n3=%llu exceeds the limit %u rows", (unsigned long long)s->n + s->n2 + s->n3,
                 PTXGEN_GEMV_MAX_N);
   if (s->tc > 1) return fail(msg, cap, "tc=%u: must be 0 (FMA) or 1 (tensor cores)", s->tc);
+  if (s->idp > 1) return fail(msg, cap, "idp=%u: must be 0 (fp32 products) or 1 (integer dot products)", s->idp);
+  if (s->idp && (s->tc || s->kind != PTXGEN_KIND_Q4K_GEMV))
+    return fail(msg, cap, "idp=1 %s: integer dot products exist for the Q4_K FMA kernel only",
+                s->tc ? "with tc=1" : "on q6k_gemv");
   if (s->tc) {
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
     if (s->rows || s->warps || s->preload)
