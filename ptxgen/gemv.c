@@ -264,6 +264,9 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rows = base_rows(s, f);
   p.warps = s->warps ? s->warps : 8;
   default_tuning(s, fit < p.chunks, &p.rows, &p.warps);
+#ifdef PTXQ_EXP_IDP_W16
+  if (f->int_dot && s->k <= 4096 && !s->warps) p.warps = 16; /* experiment: x staged once per SM */
+#endif
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
@@ -518,7 +521,7 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
  *   addressing, 12 of its 16 units.
  *   At xsum_base + (r*tile_chunks + u)*16, the words {U0, U1, S, 0}: U_s the
  *   sum of X over values 32s..32s+31 (exact), S the high word of the fp64
- *   2^-e (a NaN where the chunk holds a NaN or an infinity, so that the
+ *   2^-e / 16 (a NaN where the chunk holds a NaN or an infinity, so that the
  *   products come out NaN as fp32 ones would).
  * Threads take the float staging's float4s (emit_stage); the chunk's
  * largest |x| is a butterfly of max over its 16 threads. */
@@ -578,15 +581,31 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
       ptx_reg mx = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ex = ptx_new(b, PTX_B32);
       ptx_reg up = ptx_new(b, PTX_F32), nonfinite = ptx_new(b, PTX_PRED), X[4];
-      ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
-      ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
-      for (int q = 1; q < 4; q++) {
-        ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
-        ptx_op3(b, "max.u32", mx, mx, a);
-      }
-      for (uint32_t d = 1; d < 16; d *= 2) {
-        ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
-        ptx_op3(b, "max.u32", mx, mx, a);
+      if (p->sm >= 80) { /* max.NaN keeps a NaN; ptxas folds the abs into the max */
+        ptx_comment(b, "the chunk's largest |x| (NaN if any is), its scale");
+        ptx_reg ab[4];
+        for (int q = 0; q < 4; q++) {
+          ab[q] = ptx_new(b, PTX_B32);
+          ptx_op2(b, "abs.f32", ab[q], v[e][q]);
+        }
+        ptx_op3(b, "max.NaN.f32", mx, ab[0], ab[1]);
+        ptx_op3(b, "max.NaN.f32", mx, mx, ab[2]);
+        ptx_op3(b, "max.NaN.f32", mx, mx, ab[3]);
+        for (uint32_t d = 1; d < 16; d *= 2) {
+          ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
+          ptx_op3(b, "max.NaN.f32", mx, mx, a);
+        }
+      } else {
+        ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
+        ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
+        for (int q = 1; q < 4; q++) {
+          ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
+          ptx_op3(b, "max.u32", mx, mx, a);
+        }
+        for (uint32_t d = 1; d < 16; d *= 2) {
+          ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
+          ptx_op3(b, "max.u32", mx, mx, a);
+        }
       }
       ptx_op2i(b, "shr.u32", ex, mx, "23");
       ptx_ins(b, "setp.eq.u32 %s, %s, 255;", nonfinite.s, ex.s);
@@ -616,7 +635,7 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
         ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
         ptx_op3(b, "add.s32", sum, sum, other);
       }
-      ptx_ins(b, "sub.u32 %s, 1150, %s;", sh.s, ex.s); /* fp64 2^-e: biased exponent 1023 - e */
+      ptx_ins(b, "sub.u32 %s, 1146, %s;", sh.s, ex.s); /* fp64 2^-e / 16: biased exponent 1023 - e - 4 */
       ptx_op2i(b, "shl.b32", sh, sh, "20");
       ptx_ins(b, "selp.b32 %s, 0x7FF80000, %s, %s;", sh.s, sh.s, nonfinite.s);
       ptx_reg s8 = lead8, s16 = lead16;

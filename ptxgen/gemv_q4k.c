@@ -201,16 +201,18 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
 
 /* Integer dot products (idp=1; gemv.c's emit_stage_int stages x). For each
  * batch row, sub-block s of the chunk (low nibbles s = 0, high s = 1) and
- * plane p, T[s][p] = sum q * P_p over its 32 weights, by dp4a: exact. Then
- * IA = sum_p 2^(16-8p) (sc0 T[0][p] + sc1 T[1][p]) and B = m0 U0 + m1 U1 are
- * exact integers (below 2^39 and 2^34), so d*IA and dmin*B are exact in
- * fp64, and the chunk adds (d*IA - dmin*B) * 2^-e to the row's fp64 sum: one
- * rounding, then the sum's. */
+ * plane p, T[s][p] = sum q' * P_p over its 32 weights, by dp4a: exact, with
+ * q' = q for the low nibbles and 16 q for the high ones (masked in place,
+ * not shifted). Then IA = sum_p 2^(16-8p) (16 sc0 T[0][p] + sc1 T[1][p])
+ * and B = 16 (m0 U0 + m1 U1) are exact integers, 16 times the chunk's (below
+ * 2^42 and 2^38, int32 per plane), so d*IA and dmin*B are exact in fp64 (an
+ * f16 has 11 significant bits), and the chunk adds (d*IA - dmin*B) * 2^-e/16
+ * to the row's fp64 sum: one rounding, then the sum's. */
 static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
                             ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   const uint32_t R = p->load_rows, M = p->m;
   ptx_reg sc[GEMV_MAX_LOAD_ROWS][2], mn[GEMV_MAX_LOAD_ROWS][2], dd[GEMV_MAX_LOAD_ROWS], dm[GEMV_MAX_LOAD_ROWS];
-  ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8];
+  ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8], sc16[GEMV_MAX_LOAD_ROWS], mn16[GEMV_MAX_LOAD_ROWS][2];
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d, dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
     const ptx_reg *h = &raw->r[r][RAW_H];
@@ -227,13 +229,16 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
       mn[r][s] = ptx_new(b, PTX_B32);
       ptx_op4(b, "prmt.b32", sc[r][s], scb, L->fmt[ZERO], sel);
       ptx_op4(b, "prmt.b32", mn[r][s], mnb, L->fmt[ZERO], sel);
+      mn16[r][s] = ptx_new(b, PTX_B32);
+      ptx_op2i(b, "shl.b32", mn16[r][s], mn[r][s], "4");
     }
+    sc16[r] = ptx_new(b, PTX_B32);
+    ptx_op2i(b, "shl.b32", sc16[r], sc[r][0], "4");
     for (int w = 0; w < 8; w++) {
       nib[r][0][w] = ptx_new(b, PTX_B32);
       nib[r][1][w] = ptx_new(b, PTX_B32);
       ptx_op2i(b, "and.b32", nib[r][0][w], raw->r[r][RAW_Q + w], "0x0F0F0F0F");
-      ptx_op2i(b, "shr.b32", nib[r][1][w], raw->r[r][RAW_Q + w], "4");
-      ptx_op2i(b, "and.b32", nib[r][1][w], nib[r][1][w], "0x0F0F0F0F");
+      ptx_op2i(b, "and.b32", nib[r][1][w], raw->r[r][RAW_Q + w], "0xF0F0F0F0"); /* 16 q: no shift */
     }
   }
   ptx_reg xs_u = ptx_new(b, PTX_B32), xsum_u = ptx_new(b, PTX_B32);
@@ -266,15 +271,15 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
       ptx_reg ia[3], ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
       for (int pl = 0; pl < 3; pl++) {
         ia[pl] = ptx_new(b, PTX_B32);
-        ptx_op3(b, "mul.lo.s32", ia[pl], sc[r][0], T[r][0][pl]);
+        ptx_op3(b, "mul.lo.s32", ia[pl], sc16[r], T[r][0][pl]);
         ptx_op4(b, "mad.lo.s32", ia[pl], sc[r][1], T[r][1][pl], ia[pl]);
       }
       ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
       ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
       ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
       ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
-      ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn[r][0].s, us[0].s);
-      ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn[r][1].s, us[1].s, b64.s);
+      ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn16[r][0].s, us[0].s);
+      ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn16[r][1].s, us[1].s, b64.s);
       ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64);
       ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
       ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
