@@ -558,6 +558,13 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
   ptx_ins(b, "and.b32 %s, %s, 7;", t.s, i.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead8.s, t.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead16.s, i.s);
+#ifdef PTXQ_EXP_IDP_REDUX
+  ptx_reg mask16 = ptx_new(b, PTX_B32), mask8 = ptx_new(b, PTX_B32), sft = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 16;", sft.s, L->tid.s);
+  ptx_ins(b, "shl.b32 %s, 0xFFFF, %s;", mask16.s, sft.s);
+  ptx_ins(b, "and.b32 %s, %s, 24;", sft.s, L->tid.s);
+  ptx_ins(b, "shl.b32 %s, 0xFF, %s;", mask8.s, sft.s);
+#endif
   const uint32_t items = rounds * p->m;
   for (uint32_t first = 0; first < items; first += STAGE_LOADS) {
     const uint32_t count = items - first < STAGE_LOADS ? items - first : STAGE_LOADS;
@@ -581,7 +588,22 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
       ptx_reg mx = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ex = ptx_new(b, PTX_B32);
       ptx_reg up = ptx_new(b, PTX_F32), nonfinite = ptx_new(b, PTX_PRED), X[4];
+#if defined(PTXQ_EXP_IDP_REDUX)
+      if (p->sm >= 80) { /* experiment: one redux.sync over the chunk's 16 threads */
+        ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
+        ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
+        for (int q = 1; q < 4; q++) {
+          ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
+          ptx_op3(b, "max.u32", mx, mx, a);
+        }
+        ptx_ins(b, "redux.sync.max.u32 %s, %s, %s;", mx.s, mx.s, mask16.s);
+      } else
+#endif
+#ifdef PTXQ_EXP_IDP_INTMAX
+      if (0) {
+#else
       if (p->sm >= 80) { /* max.NaN keeps a NaN; ptxas folds the abs into the max */
+#endif
         ptx_comment(b, "the chunk's largest |x| (NaN if any is), its scale");
         ptx_reg ab[4];
         for (int q = 0; q < 4; q++) {
@@ -631,6 +653,11 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
       ptx_op3(b, "add.s32", sum, X[0], X[1]);
       ptx_op3(b, "add.s32", sum, sum, X[2]);
       ptx_op3(b, "add.s32", sum, sum, X[3]);
+#ifdef PTXQ_EXP_IDP_REDUX
+      if (p->sm >= 80)
+        ptx_ins(b, "redux.sync.add.s32 %s, %s, %s;", sum.s, sum.s, mask8.s);
+      else
+#endif
       for (uint32_t d = 1; d < 8; d *= 2) {
         ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
         ptx_op3(b, "add.s32", sum, sum, other);
