@@ -35,7 +35,7 @@
  * NOPDL=1 (no programmatic launch), MAXNREG=N (a register cap spliced into
  * every GEMV; MAXNREG_QKV=N into the q/k/v kernel alone), KQKV, KO, KGU,
  * KD6, KD4 (other keys for q/k/v, o, gate/up, the Q6_K and the Q4_K down),
- * VERBOSE=1 (the first launches one by one), FLAGS=1 (an experiment: instead of
+ * IDP=1 (the Q4_K products with idp=1), VERBOSE=1 (the first launches one by one), FLAGS=1 (an experiment: instead of
  * griddepcontrol.wait, each block's thread 0 spins until every block of
  * the launch before has counted itself done in a global flag, and each
  * grid lets the next one launch as soon as its blocks start: what waiting
@@ -277,6 +277,9 @@ int main(int argc, char **argv) {
   snprintf(keys[GATE_UP], sizeof keys[GATE_UP], "q4k_gemv:k=4096,n=14336,m=%d,glu=swiglu", m);
   snprintf(keys[DOWN_Q6K], sizeof keys[DOWN_Q6K], "q6k_gemv:k=14336,n=4096,m=%d", m);
   snprintf(keys[DOWN_Q4K], sizeof keys[DOWN_Q4K], "q4k_gemv:k=14336,n=4096,m=%d", m);
+  if (getenv("IDP")) /* the Q4_K products with integer dot products */
+    for (int i = 0; i < KINDS; i++)
+      if (strncmp(keys[i], "q4k_gemv:", 9) == 0) strcat(keys[i], ",idp=1");
   K[QKV] = build(key_or("KQKV", keys[QKV]), QKV, 6144.0 * 4096 * q4);
   K[ROPE] = build(keys[ROPE], ROPE, 0);
   K[O] = build(key_or("KO", keys[O]), O, 4096.0 * 4096 * q4);

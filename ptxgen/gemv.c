@@ -264,9 +264,6 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rows = base_rows(s, f);
   p.warps = s->warps ? s->warps : 8;
   default_tuning(s, fit < p.chunks, &p.rows, &p.warps);
-#ifdef PTXQ_EXP_IDP_W16
-  if (f->int_dot && s->k <= 4096 && !s->warps) p.warps = 16; /* experiment: x staged once per SM */
-#endif
   p.load_rows = s->glu ? 2 * p.rows : p.rows;
   p.threads = p.warps * 32;
   p.row_stride = f->row_stride(s->k);
@@ -523,108 +520,90 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
  *   sum of X over values 32s..32s+31 (exact), S the high word of the fp64
  *   2^-e / 16 (a NaN where the chunk holds a NaN or an infinity, so that the
  *   products come out NaN as fp32 ones would).
- * Threads take the float staging's float4s (emit_stage); the chunk's
- * largest |x| is a butterfly of max over its 16 threads. */
+ * Thread t takes values 8i..8i+7 (i = t mod 8) of chunks t/8 + threads/8*j:
+ * a warp reads 4 whole chunks, 1 KB of x, per pair of loads. The chunk's
+ * largest |x| is a butterfly of max over its 8 threads, a sub-block's sum
+ * one of adds over 4: eight values a thread, so fewer shuffles per value
+ * than four (H100: the decode step at m = 1 ... ). */
 static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                            ptx_reg tile_len) {
-  const uint32_t step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
+  const uint32_t step = p->threads / 8, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x as byte planes of 23-bit integers under a power-of-two scale per chunk: thread t takes "
-                 "float4 t%%16 of chunks t/16 + %u*j, all %u batch rows", step, p->m);
+                 "values 8(t%%8).. of chunks t/8 + %u*j, all %u batch rows", step, p->m);
   ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
   ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 15;", i.s, L->tid.s);
-  ptx_ins(b, "shr.u32 %s, %s, 4;", u.s, L->tid.s);
+  ptx_ins(b, "and.b32 %s, %s, 7;", i.s, L->tid.s);
+  ptx_ins(b, "shr.u32 %s, %s, 3;", u.s, L->tid.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
   ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
   f->x_base(b, c, xo);
-  f->x_offset(b, i, io);
+  ptx_ins(b, "shl.b32 %s, %s, 1;", t.s, i.s);
+  f->x_offset(b, t, io); /* float4 2i: values 8i.. */
   ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
   ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s);
   ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
-  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead8 = ptx_new(b, PTX_PRED);
-  ptx_reg lead16 = ptx_new(b, PTX_PRED);
+  ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead4 = ptx_new(b, PTX_PRED);
+  ptx_reg lead8 = ptx_new(b, PTX_PRED);
   ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
   ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
-  ptx_comment(b, "this thread's word of each plane: unit i/4, word i%%4");
-  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
+  ptx_comment(b, "this thread's two words of each plane: unit i/2, words 2(i%%2), 2(i%%2)+1");
+  ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, i.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, t.s, p->xs_stride, u.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", t.s, i.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", dst.s, t.s, dst.s);
-  ptx_ins(b, "shr.u32 %s, %s, 3;", t.s, i.s);
+  ptx_ins(b, "and.b32 %s, %s, 1;", t.s, i.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", dst.s, t.s, dst.s);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", t.s, u.s, t.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, t.s, L->xsum_base.s); /* U_(i/8) of chunk u */
-  ptx_ins(b, "and.b32 %s, %s, 7;", t.s, i.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead8.s, t.s);
-  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead16.s, i.s);
-#ifdef PTXQ_EXP_IDP_REDUX
-  ptx_reg mask16 = ptx_new(b, PTX_B32), mask8 = ptx_new(b, PTX_B32), sft = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 16;", sft.s, L->tid.s);
-  ptx_ins(b, "shl.b32 %s, 0xFFFF, %s;", mask16.s, sft.s);
-  ptx_ins(b, "and.b32 %s, %s, 24;", sft.s, L->tid.s);
-  ptx_ins(b, "shl.b32 %s, 0xFF, %s;", mask8.s, sft.s);
-#endif
-  const uint32_t items = rounds * p->m;
-  for (uint32_t first = 0; first < items; first += STAGE_LOADS) {
-    const uint32_t count = items - first < STAGE_LOADS ? items - first : STAGE_LOADS;
-    ptx_reg v[STAGE_LOADS][4], in[STAGE_LOADS];
-    char guard[STAGE_LOADS][24];
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, t.s, L->xsum_base.s); /* U_(i/4) of chunk u */
+  ptx_ins(b, "and.b32 %s, %s, 3;", t.s, i.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead4.s, t.s);
+  ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead8.s, i.s);
+  const uint32_t items = rounds * p->m, batch = STAGE_LOADS / 2;
+  for (uint32_t first = 0; first < items; first += batch) {
+    const uint32_t count = items - first < batch ? items - first : batch;
+    ptx_reg v[STAGE_LOADS / 2][8], in[STAGE_LOADS / 2];
+    char guard[STAGE_LOADS / 2][24];
     for (uint32_t e = 0; e < count; e++) {
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
-      for (int q = 0; q < 4; q++) v[e][q] = ptx_new(b, PTX_B32);
+      for (int q = 0; q < 8; q++) v[e][q] = ptx_new(b, PTX_B32);
       guard[e][0] = '\0';
       if (p->tiles > 1 || (j + 1) * step > p->tile_chunks) {
         in[e] = ptx_new(b, PTX_PRED);
         ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
         ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
-        for (int q = 0; q < 4; q++) ptx_op1i(b, "mov.b32", v[e][q], "0");
+        for (int q = 0; q < 8; q++) ptx_op1i(b, "mov.b32", v[e][q], "0");
         snprintf(guard[e], sizeof guard[e], "@%.15s ", in[e].s);
       }
-      ptx_ins(b, "%sld.global.v4.b32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][0].s, v[e][1].s, v[e][2].s,
-              v[e][3].s, src.s, (r * p->k + j * step * 64) * 4);
+      for (int h = 0; h < 2; h++)
+        ptx_ins(b, "%sld.global.v4.b32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][4 * h].s, v[e][4 * h + 1].s,
+                v[e][4 * h + 2].s, v[e][4 * h + 3].s, src.s, (r * p->k + j * step * 64) * 4 + 16 * (uint32_t)h);
     }
     for (uint32_t e = 0; e < count; e++) {
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
       ptx_reg mx = ptx_new(b, PTX_B32), a = ptx_new(b, PTX_B32), ex = ptx_new(b, PTX_B32);
-      ptx_reg up = ptx_new(b, PTX_F32), nonfinite = ptx_new(b, PTX_PRED), X[4];
-#if defined(PTXQ_EXP_IDP_REDUX)
-      if (p->sm >= 80) { /* experiment: one redux.sync over the chunk's 16 threads */
-        ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
-        ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
-        for (int q = 1; q < 4; q++) {
-          ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
-          ptx_op3(b, "max.u32", mx, mx, a);
-        }
-        ptx_ins(b, "redux.sync.max.u32 %s, %s, %s;", mx.s, mx.s, mask16.s);
-      } else
-#endif
-#ifdef PTXQ_EXP_IDP_INTMAX
-      if (0) {
-#else
+      ptx_reg up = ptx_new(b, PTX_F32), nonfinite = ptx_new(b, PTX_PRED), X[8];
       if (p->sm >= 80) { /* max.NaN keeps a NaN; ptxas folds the abs into the max */
-#endif
         ptx_comment(b, "the chunk's largest |x| (NaN if any is), its scale");
-        ptx_reg ab[4];
-        for (int q = 0; q < 4; q++) {
+        ptx_reg ab[8];
+        for (int q = 0; q < 8; q++) {
           ab[q] = ptx_new(b, PTX_B32);
           ptx_op2(b, "abs.f32", ab[q], v[e][q]);
         }
         ptx_op3(b, "max.NaN.f32", mx, ab[0], ab[1]);
-        ptx_op3(b, "max.NaN.f32", mx, mx, ab[2]);
-        ptx_op3(b, "max.NaN.f32", mx, mx, ab[3]);
-        for (uint32_t d = 1; d < 16; d *= 2) {
+        for (int q = 2; q < 8; q++) ptx_op3(b, "max.NaN.f32", mx, mx, ab[q]);
+        for (uint32_t d = 1; d < 8; d *= 2) {
           ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
           ptx_op3(b, "max.NaN.f32", mx, mx, a);
         }
       } else {
         ptx_comment(b, "the chunk's largest |x| (as bits: their order is the floats' order), its scale");
         ptx_op2i(b, "and.b32", mx, v[e][0], "0x7FFFFFFF");
-        for (int q = 1; q < 4; q++) {
+        for (int q = 1; q < 8; q++) {
           ptx_op2i(b, "and.b32", a, v[e][q], "0x7FFFFFFF");
           ptx_op3(b, "max.u32", mx, mx, a);
         }
-        for (uint32_t d = 1; d < 16; d *= 2) {
+        for (uint32_t d = 1; d < 8; d *= 2) {
           ptx_shfl(b, "shfl.sync.bfly.b32", a, mx, d);
           ptx_op3(b, "max.u32", mx, mx, a);
         }
@@ -634,7 +613,7 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
       ptx_ins(b, "sub.u32 %s, 275, %s;", ex.s, ex.s); /* e + 127: 2^e times a largest |x| of exponent E is in [2^21, 2^22) */
       ptx_op2i(b, "min.u32", ex, ex, "254");
       ptx_op2i(b, "shl.b32", up, ex, "23"); /* 2^e */
-      for (int q = 0; q < 4; q++) { /* x*2^e + 1.5*2^23 rounds x*2^e to an integer, which the low bits then hold */
+      for (int q = 0; q < 8; q++) { /* x*2^e + 1.5*2^23 rounds x*2^e to an integer, which the low bits then hold */
         ptx_reg sx = ptx_new(b, PTX_B32);
         X[q] = ptx_new(b, PTX_B32);
         ptx_ins(b, "fma.rn.f32 %s, %s, %s, 0f4B400000;", sx.s, v[e][q].s, up.s);
@@ -642,39 +621,37 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
       }
       static const char *const lo_sel[3] = {"0x0062", "0x0051", "0x0040"}; /* byte 2, 1, 0 of two words */
       for (uint32_t pl = 0; pl < 3; pl++) {
-        ptx_reg t01 = ptx_new(b, PTX_B32), t23 = ptx_new(b, PTX_B32), w = ptx_new(b, PTX_B32);
-        ptx_op3i(b, "prmt.b32", t01, X[0], X[1], lo_sel[pl]);
-        ptx_op3i(b, "prmt.b32", t23, X[2], X[3], lo_sel[pl]);
-        ptx_op3i(b, "prmt.b32", w, t01, t23, "0x5410");
-        ptx_ins(b, "%sst.shared.b32 [%s+%u], %s;", guard[e], dst.s,
-                ((r * 16 + 4 * pl) * p->xs_stride + j * step) * 16, w.s);
+        ptx_reg w[2];
+        for (int h = 0; h < 2; h++) {
+          ptx_reg t01 = ptx_new(b, PTX_B32), t23 = ptx_new(b, PTX_B32);
+          w[h] = ptx_new(b, PTX_B32);
+          ptx_op3i(b, "prmt.b32", t01, X[4 * h], X[4 * h + 1], lo_sel[pl]);
+          ptx_op3i(b, "prmt.b32", t23, X[4 * h + 2], X[4 * h + 3], lo_sel[pl]);
+          ptx_op3i(b, "prmt.b32", w[h], t01, t23, "0x5410");
+        }
+        ptx_ins(b, "%sst.shared.v2.b32 [%s+%u], {%s, %s};", guard[e], dst.s,
+                ((r * 16 + 4 * pl) * p->xs_stride + j * step) * 16, w[0].s, w[1].s);
       }
       ptx_reg sum = ptx_new(b, PTX_B32), other = ptx_new(b, PTX_B32), sh = ptx_new(b, PTX_B32);
       ptx_op3(b, "add.s32", sum, X[0], X[1]);
-      ptx_op3(b, "add.s32", sum, sum, X[2]);
-      ptx_op3(b, "add.s32", sum, sum, X[3]);
-#ifdef PTXQ_EXP_IDP_REDUX
-      if (p->sm >= 80)
-        ptx_ins(b, "redux.sync.add.s32 %s, %s, %s;", sum.s, sum.s, mask8.s);
-      else
-#endif
-      for (uint32_t d = 1; d < 8; d *= 2) {
+      for (int q = 2; q < 8; q++) ptx_op3(b, "add.s32", sum, sum, X[q]);
+      for (uint32_t d = 1; d < 4; d *= 2) {
         ptx_shfl(b, "shfl.sync.bfly.b32", other, sum, d);
         ptx_op3(b, "add.s32", sum, sum, other);
       }
       ptx_ins(b, "sub.u32 %s, 1146, %s;", sh.s, ex.s); /* fp64 2^-e / 16: biased exponent 1023 - e - 4 */
       ptx_op2i(b, "shl.b32", sh, sh, "20");
       ptx_ins(b, "selp.b32 %s, 0x7FF80000, %s, %s;", sh.s, sh.s, nonfinite.s);
-      ptx_reg s8 = lead8, s16 = lead16;
+      ptx_reg s4 = lead4, s8 = lead8;
       if (guard[e][0]) {
+        s4 = ptx_new(b, PTX_PRED);
         s8 = ptx_new(b, PTX_PRED);
-        s16 = ptx_new(b, PTX_PRED);
+        ptx_ins(b, "and.pred %s, %s, %s;", s4.s, lead4.s, in[e].s);
         ptx_ins(b, "and.pred %s, %s, %s;", s8.s, lead8.s, in[e].s);
-        ptx_ins(b, "and.pred %s, %s, %s;", s16.s, lead16.s, in[e].s);
       }
       const uint32_t soff = (r * p->tile_chunks + j * step) * 16;
-      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s8.s, sdst.s, soff, sum.s);
-      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s16.s, sdst.s, soff + 8, sh.s); /* thread 0's sdst is U0's */
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s4.s, sdst.s, soff, sum.s);
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s8.s, sdst.s, soff + 8, sh.s); /* thread 0's sdst is U0's */
     }
   }
 }

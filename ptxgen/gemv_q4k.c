@@ -331,12 +331,7 @@ static gemv_format q4k_idp_format(void) {
 
 int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   if (spec->tc) return gemv_tc_emit(spec, out);
-#ifdef PTXQ_EXP_IDP
-  const bool idp = true; /* experiment builds: every Q4_K FMA product */
-#else
-  const bool idp = spec->idp;
-#endif
-  if (idp) {
+  if (spec->idp) {
     const gemv_format f = q4k_idp_format();
     return gemv_emit(spec, &f, out);
   }

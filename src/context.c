@@ -175,6 +175,17 @@ static int read_gemv_preload(ptxq_ctx *ctx) {
   return PTXQ_OK;
 }
 
+/* PTXQ_GEMV_IDP=1 (a benchmark switch): every Q4_K FMA GEMV, plain, gated
+ * or over several weights, takes the key option idp=1 (ptxgen.h): x in
+ * fixed point, integer dot products. Its bits differ from the default's. */
+static int read_gemv_idp(ptxq_ctx *ctx) {
+  const char *idp = getenv("PTXQ_GEMV_IDP");
+  if (idp == NULL || idp[0] == '\0' || strcmp(idp, "0") == 0) return PTXQ_OK;
+  if (strcmp(idp, "1") != 0) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "PTXQ_GEMV_IDP='%.40s': want 0 or 1", idp);
+  ctx->gemv_idp = true;
+  return PTXQ_OK;
+}
+
 int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
   if (out == NULL) return ptxq__fail(NULL, PTXQ_ERR_INVALID, "ptxq_open: ctx is NULL");
   *out = NULL;
@@ -213,6 +224,7 @@ int ptxq_open(ptxq_ctx **out, const ptxq_options *opt) {
                                !(pdl != NULL && strcmp(pdl, "0") == 0);
     status = read_gemv_tuning(ctx);
     if (status == PTXQ_OK) status = read_gemv_preload(ctx);
+    if (status == PTXQ_OK) status = read_gemv_idp(ctx);
   }
   if (status != PTXQ_OK) {
     if (ctx->stream != NULL && ptxq__cu.CtxPushCurrent(ctx->context) == CUDA_SUCCESS) {

@@ -65,6 +65,7 @@ static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uin
     spec->warps = ctx->gemv_warps;
   }
   if (!spec->tc) spec->preload = ctx->gemv_preload;
+  spec->idp = ctx->gemv_idp && !spec->tc && kind == PTXGEN_KIND_Q4K_GEMV;
   return PTXQ_OK;
 }
 
@@ -267,7 +268,8 @@ static int multi_kernels(ptxq_ctx *ctx, const char *call, const char *const *nam
                       .n3 = count > 2 ? w[2]->n : 0,
                       .m = m,
                       .preload = tc ? 0 : ctx->gemv_preload,
-                      .tc = tc};
+                      .tc = tc,
+                      .idp = ctx->gemv_idp && !tc && w[0]->type == PTXQ_TYPE_Q4_K};
   if (rope != NULL) {
     int status = *rope_apart ? check_heads(ctx, call, rope, w) : fill_rope(ctx, call, rope, w, &spec);
     if (status != PTXQ_OK) return status;

@@ -175,6 +175,9 @@ struct ptxq_ctx {
   /* PTXQ_GEMV_PRELOAD=N read at ptxq_open (a benchmark switch): the preload
    * option (1..4, ptxgen.h) of every FMA GEMV; 0 is the default. */
   uint8_t gemv_preload;
+  /* PTXQ_GEMV_IDP=1 read at ptxq_open (a benchmark switch): every Q4_K FMA
+   * GEMV takes the key option idp=1 (integer dot products, ptxgen.h). */
+  bool gemv_idp;
 };
 
 /* FNV-1a (64-bit) of a NUL-terminated string: the module and weight tables
