@@ -590,6 +590,62 @@ Test(gpu, tuning_variants_give_the_same_bits) {
   ptxq_close(ctx);
 }
 
+/* Integer dot products (idp=1, an experiment key; ptxgen.h): within the
+ * tolerance of the fp64 reference, each batch row bit-identical to its own
+ * m = 1 product, and the tuned variants (loads ahead or not, the ring, rows
+ * and warps) give the default idp kernel's bits. Shapes: lanes with
+ * different chunk counts (k = 2304), x in tiles (k = 14336, m = 8), the
+ * ring (k = 14336 at m = 1, 6145 rows at m = 5, sm_90+), four rows per warp
+ * (4097 rows at m = 6), 16 batch rows, a single super-block. */
+Test(gpu, idp_products_are_accurate_batch_invariant_and_the_same_for_every_tuning) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { uint32_t k, n, m; } shapes[] = {{4096, 333, 3},  {2304, 1001, 1}, {14336, 45, 8}, {256, 7, 16},
+                                                        {4096, 6145, 5}, {14336, 777, 1}, {2304, 4097, 6}};
+  static const char *const tunings[] = {",idp=1,preload=1", ",idp=1,preload=3", ",idp=1,rows=1,warps=16",
+                                        ",idp=1,preload=4", ",idp=1,rows=4,warps=4"};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    product p;
+    product_init(ctx, &r, &p, 0, k, n, m);
+    float *want = checked_malloc((size_t)m * n * 4), *got = checked_malloc((size_t)m * n * 4);
+    char key[160];
+    product_key(&p, dev.target_sm, ",idp=1", key, sizeof key);
+    product_by_key(ctx, &p, key, want);
+    double *ref = checked_malloc((size_t)m * n * sizeof *ref);
+    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, p.w, k, n, p.x, m, ref), PTXQ_OK);
+    const double err = relative_error(want, ref, (size_t)m * n);
+    cr_assert(err <= TOLERANCE, "seed %llu: %s: max_rel_err %.3g > %.0e", (unsigned long long)seed, key, err,
+              TOLERANCE);
+    for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
+      product_key(&p, dev.target_sm, tunings[t], key, sizeof key);
+      product_by_key(ctx, &p, key, got);
+      size_t i = first_bit_difference(want, got, (size_t)m * n);
+      cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the default idp kernel gives %.9g",
+                (unsigned long long)seed, key, i / n, i % n, (double)got[i], (double)want[i]);
+    }
+    snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=1,sm=%u,idp=1", k, n, dev.target_sm);
+    for (uint32_t row = 0; row < m; row++) { /* batch row `row` alone, through the m = 1 kernel */
+      p.px = p.dx + (uint64_t)row * k * 4;
+      poison(ctx, p.dy, (size_t)n * 4);
+      cr_assert_eq(ptxq_kernel_launch(ctx, key, p.params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      download(ctx, got, p.dy, (size_t)n * 4);
+      size_t i = first_bit_difference(want + (size_t)row * n, got, n);
+      cr_assert(i == n, "seed %llu: %s: row %u alone gives y[%zu] = %.9g, the m = %u kernel %.9g",
+                (unsigned long long)seed, key, row, i, (double)got[i], (double)want[(size_t)row * n + i], m);
+    }
+    p.px = p.dx;
+    product_free(ctx, &p);
+    free(ref);
+    free(want);
+    free(got);
+  }
+  ptxq_close(ctx);
+}
+
 /* A batch of more than 8 rows that ptxgen_gemv_batch_rows splits runs as
  * launches of 8 rows and one of the rest (ptxq_gemv): the result has the
  * bits of the one kernel for all m rows, launched by its key, and matches

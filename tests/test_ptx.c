@@ -438,6 +438,33 @@ ParameterizedTest(ptx_case *c, ptx, copy_engine_gemv) {
   check_kernel(&c->spec);
 }
 
+/* Integer dot products (idp=1) on every target: plain, gated and q/k/v with
+ * RoPE, the ring (k = 14336 at m = 1, sm_90+), x in tiles (k = 14336 at m =
+ * 8 and more), lanes with different chunk counts (k = 2304), four rows per
+ * warp (m = 6 from 4096 rows), m up to 16. No spills. */
+ParameterizedTestParameters(ptx, idp_gemv) {
+  static const struct { uint32_t k, n, m, glu, n2; } shapes[] = {
+      {4096, 4096, 1, 0, 0},  {14336, 4096, 1, 0, 0}, {14336, 999, 8, 0, 0}, {2304, 999, 3, 0, 0},
+      {4096, 4097, 6, 0, 0},  {4096, 999, 16, 0, 0},  {4096, 14336, 1, 1, 0}, {4096, 999, 8, 2, 0},
+      {4096, 4096, 1, 0, 1024}, {4096, 4096, 4, 0, 1024}};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0], count = shape_count * TARGET_COUNT;
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(count, sizeof *cases);
+  for (size_t b = 0; b < shape_count; b++)
+    for (size_t t = 0; t < TARGET_COUNT; t++) {
+      char key[200];
+      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,idp=1%s%s", shapes[b].k, shapes[b].n, shapes[b].m,
+               targets[t], shapes[b].glu ? (shapes[b].glu == 1 ? ",glu=swiglu" : ",glu=geglu") : "",
+               shapes[b].n2 ? ",n2=1024,n3=1024,rope=neox,head_dim=128,base=500000" : ""); /* q, k, v with RoPE */
+      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
+    }
+  return cr_make_param_array(ptx_case, cases, count, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, idp_gemv) {
+  check_kernel(&c->spec);
+}
+
 /* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
  * runs it past the epilogue limit (RoPE apart): the default tuning must not
  * spill (Q6_K at one row per warp, as the plain product). */

@@ -391,6 +391,9 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=64,m=9,n2=64,rope=neox,head_dim=32,tc=1", "m=9 with rope");
   refuse("q4k_gemv:k=256,n=1,m=1,rows=1,tc=1", "tc=1 with rows");
   refuse("q4k_gemv:k=256,n=1,m=1,preload=2,tc=1", "tc=1 with preload");
+  refuse("q4k_gemv:k=256,n=1,m=1,idp=2", "idp=2: must be 0");
+  refuse("q4k_gemv:k=256,n=1,m=1,idp=1,tc=1", "idp=1 with tc=1");
+  refuse("q6k_gemv:k=256,n=1,m=1,idp=1", "idp=1 on q6k_gemv");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
   refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
   refuse("q4k_gemv:k=256,n=1,m=1,glu=relu", "glu='relu' is not swiglu or geglu");
@@ -758,6 +761,36 @@ Test(spec, gemv_ring_refills_after_the_arithmetic) {
     const char *refill = strstr(round, "cp.async.bulk"), *fma = strstr(round, "fma.rn.f32");
     cr_assert(refill != NULL && fma != NULL, "%s: a round without a refill or arithmetic", keys[i]);
     cr_expect(fma < refill, "%s: the stage is refilled before the arithmetic on it", keys[i]);
+    ptxgen_kernel_free(&k);
+  }
+}
+
+/* idp=1 keys: the option stays in the canonical key, the kernel has its own
+ * entry, and its arithmetic is integer (dp4a, both plane signednesses),
+ * with the row sums in fp64, rounded to fp32 once; the default kernel of the
+ * same shape has none of that. */
+Test(spec, idp_kernels_take_integer_dot_products) {
+  static const char *const keys[] = {"q4k_gemv:k=4096,n=4096,m=1,sm=90,idp=1",
+                                     "q4k_gemv:k=14336,n=4096,m=1,sm=90,idp=1", /* the ring */
+                                     "q4k_gemv:k=14336,n=45,m=8,sm=86,idp=1",   /* x in tiles */
+                                     "q4k_gemv:k=4096,n=14336,m=2,sm=75,glu=swiglu,idp=1"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    ptxgen_spec s;
+    char msg[256], key[160];
+    cr_assert_eq(ptxgen_spec_parse(keys[i], &s, msg, sizeof msg), 0, "%s: %s", keys[i], msg);
+    cr_assert_eq(s.idp, 1u);
+    cr_assert_gt(ptxgen_spec_format(&s, key, sizeof key), 0);
+    cr_assert(strstr(key, ",idp=1") != NULL, "%s formats as %s", keys[i], key);
+    ptxgen_kernel k;
+    emit_key(keys[i], &k);
+    cr_assert(strncmp(k.entry, "q4k_gemv_idp_", 13) == 0, "%s: entry %s", keys[i], k.entry);
+    cr_assert(strstr(k.ptx, "dp4a.u32.s32") && strstr(k.ptx, "dp4a.u32.u32"), "%s: no dp4a", keys[i]);
+    cr_assert(strstr(k.ptx, "add.rn.f64") && strstr(k.ptx, "cvt.rn.f32.f64"), "%s: no fp64 sums", keys[i]);
+    ptxgen_kernel_free(&k);
+    s.idp = 0;
+    cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s", msg);
+    cr_assert(strstr(k.ptx, "dp4a") == NULL && strstr(k.ptx, ".f64") == NULL, "%s without idp: integer arithmetic",
+              keys[i]);
     ptxgen_kernel_free(&k);
   }
 }
