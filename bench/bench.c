@@ -306,6 +306,15 @@ static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint
   return spec_key(&spec, buf, cap);
 }
 
+/* PTXQ_GEMV_IDP=1, the library's benchmark switch (src/context.c): its
+ * contexts give every Q4_K FMA GEMV the key option idp=1, and so do the
+ * keys the benchmark names and the JSON it writes. */
+static bool gemv_idp_switch(void)
+{
+  const char *idp = getenv("PTXQ_GEMV_IDP");
+  return idp != NULL && strcmp(idp, "1") == 0;
+}
+
 /* The key of the GEMV for m rows; with `launched`, of the kernel ptxq_gemv
  * launches for them: the 8-row one where a large batch runs as launches of
  * 8 (ptxgen_gemv_batch_rows), the one whose registers a row reports. */
@@ -313,7 +322,7 @@ static int gemv_key(ptxq_type type, uint32_t k, uint32_t n, uint32_t m, uint32_t
                     char *buf, size_t cap)
 {
   ptxgen_spec spec = {.kind = gemv_kind(type), .sm = sm, .k = k, .n = n, .m = m,
-                      .tc = tensor_cores};
+                      .tc = tensor_cores, .idp = !tensor_cores && type == PTXQ_TYPE_Q4_K && gemv_idp_switch()};
   const uint32_t rows = launched ? ptxgen_gemv_batch_rows(&spec) : m;
   if (rows != 0 && rows < m)
     spec.m = rows;
@@ -1515,8 +1524,8 @@ static int write_json(const char *path, const bench *b, const options *opt,
 
   fprintf(f, "{\"device\": ");
   json_string(f, b->info.name);
-  fprintf(f, ", \"ceiling_gbps\": %.2f, \"tensor_cores\": %s, \"results\": [", b->ceiling_gbps,
-          opt->tensor_cores ? "true" : "false");
+  fprintf(f, ", \"ceiling_gbps\": %.2f, \"tensor_cores\": %s, \"gemv_idp\": %s, \"results\": [", b->ceiling_gbps,
+          opt->tensor_cores ? "true" : "false", gemv_idp_switch() ? "true" : "false");
   for (size_t i = 0; i < count; i++) {
     const result *r = &results[i];
     fprintf(f,
