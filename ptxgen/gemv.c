@@ -414,6 +414,23 @@ static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_form
   f->lane_consts(b, p, L);
 }
 
+/* A staging thread's chunk of round j, u + j*step, may lie past the tile's
+ * end (a short last tile, or a tile that is not a whole number of rounds):
+ * then *in is set to whether it lies within, guard to "@<in> " for the
+ * round's loads and stores, and the caller zeroes the values the loads
+ * would fill, so that its reductions add finite values. Returns whether it
+ * may; guard is "" otherwise. t is a scratch register. */
+static bool stage_round_guard(ptx_builder *b, const gemv_plan *p, ptx_reg u, ptx_reg t, uint32_t j, uint32_t step,
+                              ptx_reg tile_len, ptx_reg *in, char guard[24]) {
+  guard[0] = '\0';
+  if (p->tiles == 1 && (j + 1) * step <= p->tile_chunks) return false;
+  *in = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in->s, t.s, tile_len.s);
+  snprintf(guard, 24, "@%.15s ", in->s); /* (.15: for -Wformat-truncation; a name is shorter) */
+  return true;
+}
+
 /* Float4s of x a thread has in flight at a time while staging. */
 #define STAGE_LOADS 8u
 
@@ -475,14 +492,8 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
     for (uint32_t e = 0; e < count; e++) {
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
       for (int q = 0; q < 4; q++) v[e][q] = ptx_new(b, PTX_F32);
-      guard[e][0] = '\0';
-      if (p->tiles > 1 || (j + 1) * step > p->tile_chunks) {
-        in[e] = ptx_new(b, PTX_PRED);
-        ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
-        ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
+      if (stage_round_guard(b, p, u, t, j, step, tile_len, &in[e], guard[e]))
         for (int q = 0; q < 4; q++) ptx_op1i(b, "mov.b32", v[e][q], "0f00000000");
-        snprintf(guard[e], sizeof guard[e], "@%.15s ", in[e].s); /* (.15: for -Wformat-truncation; a name is shorter) */
-      }
       ptx_ins(b, "%sld.global.v4.f32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][0].s, v[e][1].s, v[e][2].s,
               v[e][3].s, src.s, (r * p->k + j * step * 64) * 4);
     }
@@ -567,14 +578,8 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
     for (uint32_t e = 0; e < count; e++) {
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
       for (int q = 0; q < 8; q++) v[e][q] = ptx_new(b, PTX_B32);
-      guard[e][0] = '\0';
-      if (p->tiles > 1 || (j + 1) * step > p->tile_chunks) {
-        in[e] = ptx_new(b, PTX_PRED);
-        ptx_ins(b, "add.u32 %s, %s, %u;", t.s, u.s, j * step);
-        ptx_ins(b, "setp.lt.u32 %s, %s, %s;", in[e].s, t.s, tile_len.s);
+      if (stage_round_guard(b, p, u, t, j, step, tile_len, &in[e], guard[e]))
         for (int q = 0; q < 8; q++) ptx_op1i(b, "mov.b32", v[e][q], "0");
-        snprintf(guard[e], sizeof guard[e], "@%.15s ", in[e].s);
-      }
       for (int h = 0; h < 2; h++)
         ptx_ins(b, "%sld.global.v4.b32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][4 * h].s, v[e][4 * h + 1].s,
                 v[e][4 * h + 2].s, v[e][4 * h + 3].s, src.s, (r * p->k + j * step * 64) * 4 + 16 * (uint32_t)h);
