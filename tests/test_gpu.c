@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "gpu_common.h"
+#include "idp_model.h"
 #include "ptxgen.h"
 #include "ptxq.h"
 
@@ -591,7 +592,8 @@ Test(gpu, tuning_variants_give_the_same_bits) {
 }
 
 /* Integer dot products (idp=1, an experiment key; ptxgen.h): within the
- * tolerance of the fp64 reference, each batch row bit-identical to its own
+ * tolerance of the fp64 reference, bit for bit the CPU model of their
+ * arithmetic (tests/idp_model.h), each batch row bit-identical to its own
  * m = 1 product, and the tuned variants (loads ahead or not, the ring, rows
  * and warps) give the default idp kernel's bits. Shapes: lanes with
  * different chunk counts (k = 2304), x in tiles (k = 14336, m = 8), the
@@ -620,6 +622,10 @@ Test(gpu, idp_products_are_accurate_batch_invariant_and_the_same_for_every_tunin
     const double err = relative_error(want, ref, (size_t)m * n);
     cr_assert(err <= TOLERANCE, "seed %llu: %s: max_rel_err %.3g > %.0e", (unsigned long long)seed, key, err,
               TOLERANCE);
+    idp_q4k_gemv_model(p.w, k, n, p.x, m, got); /* the arithmetic, bit for bit */
+    size_t at = first_bit_difference(got, want, (size_t)m * n);
+    cr_assert(at == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, tests/idp_model.h gives %.9g",
+              (unsigned long long)seed, key, at / n, at % n, (double)want[at], (double)got[at]);
     for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
       product_key(&p, dev.target_sm, tunings[t], key, sizeof key);
       product_by_key(ctx, &p, key, got);

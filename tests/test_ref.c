@@ -19,6 +19,7 @@
 
 #include "fixture.h"
 #include "ptxq.h"
+#include "idp_model.h"
 #include "ref_common.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -620,4 +621,53 @@ Test(fixture, input_vector_formula) {
   cr_assert_eq(fixture_x(0), -50.0f / 32.0f);
   cr_assert_eq(fixture_x(1), (37.0f - 50.0f) / 32.0f);
   cr_assert_eq(fixture_x(3), (111.0f - 101.0f - 50.0f) / 32.0f);
+}
+
+/* The idp=1 kernel's arithmetic (tests/idp_model.h, which the gpu suite
+ * holds the kernel to bit for bit) is within the GEMV tolerance of the fp64
+ * reference: random Q4_K rows, x whose chunks' magnitudes range over 2^-100
+ * .. 2^100 (each chunk's own scale), k from one super-block to 14336, lanes
+ * with several chunks and none; and a NaN or an infinity in x makes its
+ * batch row's outputs NaN, as fp32 products would (rows of other batch rows
+ * stay finite). */
+Test(ref, idp_model_is_within_the_tolerance_of_the_fp64_reference) {
+  static const struct { uint32_t k, n, m; } shapes[] = {{256, 7, 2}, {2304, 33, 3}, {14336, 5, 1}, {4096, 9, 2}};
+  rng r = {2026};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    size_t count = (size_t)k * n, bytes = 0;
+    cr_assert_eq(ptxq_weight_bytes(PTXQ_TYPE_Q4_K, k, n, &bytes), PTXQ_OK);
+    float *values = malloc(count * sizeof *values), *x = malloc((size_t)m * k * sizeof *x);
+    float *y = malloc((size_t)m * n * sizeof *y);
+    double *ref = malloc((size_t)m * n * sizeof *ref);
+    uint8_t *w = malloc(bytes);
+    cr_assert(values && x && y && ref && w);
+    for (size_t i = 0; i < count; i += 32) {
+      const float scale = rng_uniform(&r, 0.01f, 2.0f), offset = rng_uniform(&r, -0.5f, 0.5f);
+      for (size_t j = i; j < i + 32; j++) values[j] = offset + scale * rng_uniform(&r, -1.0f, 1.0f);
+    }
+    cr_assert_eq(ptxq_ref_quantize_q4k(values, count, w), PTXQ_OK);
+    for (size_t c = 0; c < (size_t)m * k / 64; c++) {
+      const float magnitude = ldexpf(1.0f, (int)(rng_uniform(&r, -100.0f, 100.0f)));
+      for (size_t i = 64 * c; i < 64 * c + 64; i++) x[i] = magnitude * rng_uniform(&r, -1.0f, 1.0f);
+    }
+    idp_q4k_gemv_model(w, k, n, x, m, y);
+    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, w, k, n, x, m, ref), PTXQ_OK);
+    for (uint32_t b = 0; b < m; b++) { /* each batch row against its own largest |y| */
+      double worst = 0, largest = 0;
+      for (uint32_t i = 0; i < n; i++) {
+        const double got = y[(size_t)b * n + i], want = ref[(size_t)b * n + i];
+        cr_assert(isfinite(got), "k=%u n=%u: y[%u][%u] = %g", k, n, b, i, got);
+        worst = fmax(worst, fabs(got - want));
+        largest = fmax(largest, fabs(want));
+      }
+      cr_assert(worst <= 1e-5 * largest, "k=%u n=%u row %u: max |y - ref| %.3g against max |ref| %.3g", k, n, b,
+                worst, largest);
+    }
+    x[k / 2] = (s % 2) ? INFINITY : NAN; /* batch row 0 */
+    idp_q4k_gemv_model(w, k, n, x, m, y);
+    for (uint32_t i = 0; i < n; i++) cr_assert(isnan(y[i]), "k=%u: a non-finite x gives y[0][%u] = %g", k, i, y[i]);
+    for (size_t i = n; i < (size_t)m * n; i++) cr_assert(isfinite(y[i]), "k=%u: y[%zu] = %g", k, i, y[i]);
+    free(values), free(x), free(y), free(ref), free(w);
+  }
 }
