@@ -14,10 +14,11 @@ static const ptxgen_kind_info kinds[] = {
      "n: 1..262144; m: 1..16 (1..8 with glu= or rope=); sm: 75,80,86,89,90,100,120 (default 90); "
      "optional tuning rows=1|2|4 (per warp), warps=4|8|16 (per block); tc=1: on the tensor cores "
      "(sm >= 80; rope= only neox with n_dims = head_dim, a multiple of 32; W in tiles of 16 rows, see "
-     "ptxgen_q4k_tc_tiles)"},
+     "ptxgen_q4k_tc_tiles); idp=1: integer dot products (an experiment: x in fixed point per chunk of 64, "
+     "exact dp4a sums, fp64 row sums; not with tc=1)"},
     {PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", "q6k_gemv:k=14336,n=4096,m=1,sm=90",
      "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits and options as "
-     "q4k_gemv (tc=1: W in tiles of 16 rows, see ptxgen_q6k_tc_tiles)"},
+     "q4k_gemv (tc=1: W in tiles of 16 rows, see ptxgen_q6k_tc_tiles; no idp=)"},
     {PTXGEN_KIND_STREAM_READ, "stream_read", "stream_read:n=67108864,sm=90",
      "read-only bandwidth probe over n 16-byte vectors; n: 1..1073741824; sm as above; pdl=1: loads its "
      "first vectors, then waits for the kernel before it (sm >= 90), as a step's kernels do"},
