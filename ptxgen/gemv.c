@@ -543,8 +543,9 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
  * largest |x| is a butterfly of max over its 8 threads, a sub-block's sum
  * one of adds over 4: eight values a thread take fewer shuffles per value
  * than four (H100, twenty-fifth session, every Q4_K product with idp=1:
- * the decode step at m = 1 1660 -> 1637 µs, staging per block 0.95 ->
- * 0.75 µs in o's kernel, where the float staging takes 0.59). */
+ * the decode step at m = 1 1660 -> 1637 µs, in two calls where the
+ * default's measured 1683-1684; staging per block in o's kernel 0.98 ->
+ * 0.75 µs, the float staging's 0.59). */
 static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                            ptx_reg tile_len) {
   const uint32_t step = p->threads / 8, rounds = (p->tile_chunks + step - 1) / step;
