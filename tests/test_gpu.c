@@ -306,6 +306,8 @@ Test(gpu, open_rejects_bad_options) {
   static const char *const bad_preloads[] = {"0", "5", "4x", "x", "-1"};
   check_benchmark_switch("PTXQ_GEMV_TUNE", bad_tunes, sizeof bad_tunes / sizeof bad_tunes[0], "1,16");
   check_benchmark_switch("PTXQ_GEMV_PRELOAD", bad_preloads, sizeof bad_preloads / sizeof bad_preloads[0], "4");
+  static const char *const bad_idps[] = {"2", "yes", "1x", "-1"};
+  check_benchmark_switch("PTXQ_GEMV_IDP", bad_idps, sizeof bad_idps / sizeof bad_idps[0], "1");
   if (info.sm >= 75) { /* the tensor-core GEMV needs sm_80: refused for an sm_75 target */
     opt = (ptxq_options){.target_sm = 75, .tensor_cores = 1};
     EXPECT_FAIL(NULL, ptxq_open(&other, &opt), PTXQ_ERR_UNSUPPORTED, "tensor_cores=1 with target sm_75");
