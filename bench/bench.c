@@ -306,15 +306,6 @@ static int format_key(ptxgen_kind kind, uint32_t k, uint32_t n, uint32_t m, uint
   return spec_key(&spec, buf, cap);
 }
 
-/* PTXQ_GEMV_IDP=1, the library's benchmark switch (src/context.c): its
- * contexts give every Q4_K FMA GEMV the key option idp=1, and so do the
- * keys the benchmark names and the JSON it writes. */
-static bool gemv_idp_switch(void)
-{
-  const char *idp = getenv("PTXQ_GEMV_IDP");
-  return idp != NULL && strcmp(idp, "1") == 0;
-}
-
 /* The key of the GEMV for m rows; with `launched`, of the kernel ptxq_gemv
  * launches for them: the 8-row one where a large batch runs as launches of
  * 8 (ptxgen_gemv_batch_rows), the one whose registers a row reports. */

@@ -266,6 +266,12 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
  * tensor-core context (tc) Q4_K and Q6_K products run on the tensor-core kernel,
  * with RoPE in the q/k/v kernel up to m = 4 (the step's RoPE is one it
  * takes: neox over whole heads) and the gated FFN kernel up to m = 8. */
+bool gemv_idp_switch(void)
+{
+  const char *idp = getenv("PTXQ_GEMV_IDP");
+  return idp != NULL && strcmp(idp, "1") == 0;
+}
+
 static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
                      size_t *count)
 {
@@ -288,7 +294,7 @@ static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, boo
       const bool q4k = weight_type(l, (role)r) == PTXQ_TYPE_Q4_K;
       ptxgen_spec gemv = {.kind = q4k ? PTXGEN_KIND_Q4K_GEMV : PTXGEN_KIND_Q6K_GEMV,
                           .sm = sm, .k = roles[r].k, .n = roles[r].n, .m = m,
-                          .glu = gated && !unfused ? 1 : 0, .tc = tc};
+                          .glu = gated && !unfused ? 1 : 0, .tc = tc, .idp = q4k && !tc && gemv_idp_switch()};
       if (r == ROLE_V) { /* q, k, v as one kernel, RoPE in it unless unfused */
         gemv.n = roles[ROLE_Q].n;
         gemv.n2 = roles[ROLE_K].n;

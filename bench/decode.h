@@ -71,6 +71,11 @@ int decode_run(const decode_config *cfg, decode_result *results, size_t *count);
  * a key cannot be formatted. */
 int decode_list_keys(FILE *out, uint32_t sm, uint32_t layers, const uint32_t *ms, size_t m_count, bool tc);
 
+/* Whether PTXQ_GEMV_IDP=1, the library's benchmark switch (src/context.c),
+ * is set: its contexts give every Q4_K FMA GEMV the key option idp=1, and
+ * so do the keys the benchmark names; its JSON says "gemv_idp". */
+bool gemv_idp_switch(void);
+
 /* One JSON object for the results array (no separator, no newline). */
 void decode_json_record(FILE *f, const decode_result *r);
 
