@@ -438,6 +438,36 @@ static bool stage_round_guard(ptx_builder *b, const gemv_plan *p, ptx_reg u, ptx
   return true;
 }
 
+/* Where a staging thread reads x: with `per_chunk` threads to a chunk (16:
+ * a float4 each, 8: two), thread t takes part i = t mod per_chunk of chunks
+ * u = t/per_chunk, u + threads/per_chunk, ... of the tile. Sets i, u and a
+ * scratch register t; returns the global address of the thread's first
+ * float4 in batch row 0. */
+static ptx_reg stage_thread_source(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
+                                   ptx_reg tile, uint32_t per_chunk, ptx_reg *i_out, ptx_reg *u_out, ptx_reg *t_out) {
+  ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
+  ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, %u;", i.s, L->tid.s, per_chunk - 1);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", u.s, L->tid.s, per_chunk == 16 ? 4u : 3u);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
+  f->x_base(b, c, xo);
+  if (per_chunk == 16) {
+    f->x_offset(b, i, io);
+  } else {
+    ptx_ins(b, "shl.b32 %s, %s, 1;", t.s, i.s);
+    f->x_offset(b, t, io); /* float4 2i: values 8i.. */
+  }
+  ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s); /* float index of this thread's first float4 */
+  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
+  ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
+  *i_out = i, *u_out = u, *t_out = t;
+  return src;
+}
+
 /* Float4s of x a thread has in flight at a time while staging. */
 #define STAGE_LOADS 8u
 
@@ -465,21 +495,8 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
   const uint32_t per_group = 16 / p->sums, step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x: thread t takes float4 t%%16 of chunks t/16 + %u*j, all %u batch rows; group sums by "
                  "butterfly over %u threads", step, p->m, per_group);
-  ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
-  ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 15;", i.s, L->tid.s);
-  ptx_ins(b, "shr.u32 %s, %s, 4;", u.s, L->tid.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
-  f->x_base(b, c, xo);
-  f->x_offset(b, i, io);
-  ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s); /* float index of this thread's first float4 */
-  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
+  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, 16, &i, &u, &t);
   ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
-  ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, i.s, p->xs_stride, u.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
   ptx_udiv_const(b, t, i, per_group);
@@ -551,23 +568,9 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
   const uint32_t step = p->threads / 8, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x as byte planes of 23-bit integers under a power-of-two scale per chunk: thread t takes "
                  "values 8(t%%8).. of chunks t/8 + %u*j, all %u batch rows", step, p->m);
-  ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
-  ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 7;", i.s, L->tid.s);
-  ptx_ins(b, "shr.u32 %s, %s, 3;", u.s, L->tid.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
-  ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
-  f->x_base(b, c, xo);
-  ptx_ins(b, "shl.b32 %s, %s, 1;", t.s, i.s);
-  f->x_offset(b, t, io); /* float4 2i: values 8i.. */
-  ptx_ins(b, "add.u32 %s, %s, %s;", xo.s, xo.s, io.s);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, g.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 256, %s;", xo.s, t.s, xo.s);
-  ptx_reg off = ptx_new(b, PTX_B64), src = ptx_new(b, PTX_B64);
+  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, 8, &i, &u, &t);
   ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead4 = ptx_new(b, PTX_PRED);
   ptx_reg lead8 = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, xo.s);
-  ptx_ins(b, "add.u64 %s, %s, %s;", src.s, L->x.s, off.s);
   ptx_comment(b, "this thread's two words of each plane: unit i/2, words 2(i%%2), 2(i%%2)+1");
   ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, i.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, t.s, p->xs_stride, u.s);
