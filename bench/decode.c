@@ -261,17 +261,18 @@ static int add_key(const ptxgen_spec *spec, char (*keys)[128], size_t *count)
   return 0;
 }
 
-/* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
- * build their specs); unfused adds those of the FFN's unfused path. In a
- * tensor-core context (tc) Q4_K and Q6_K products run on the tensor-core kernel,
- * with RoPE in the q/k/v kernel up to m = 4 (the step's RoPE is one it
- * takes: neox over whole heads) and the gated FFN kernel up to m = 8. */
 bool gemv_idp_switch(void)
 {
   const char *idp = getenv("PTXQ_GEMV_IDP");
   return idp != NULL && strcmp(idp, "1") == 0;
 }
 
+/* The keys of one step at batch m (as src/exec.c, src/ffn.c and src/rope.c
+ * build their specs); unfused adds those of the FFN's unfused path. In a
+ * tensor-core context (tc) Q4_K and Q6_K products run on the tensor-core kernel,
+ * with RoPE in the q/k/v kernel up to m = 4 (the step's RoPE is one it
+ * takes: neox over whole heads) and the gated FFN kernel up to m = 8; under
+ * PTXQ_GEMV_IDP=1 the Q4_K FMA products take idp=1. */
 static int step_keys(uint32_t sm, uint32_t layers, uint32_t m, bool unfused, bool tc, char (*keys)[128],
                      size_t *count)
 {
