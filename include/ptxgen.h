@@ -136,6 +136,13 @@ typedef struct ptxgen_spec {
    * FMA kernel's order before one rounding to fp32. Bits differ from the
    * default's; batch invariant like it. 0 (absent): the default. */
   uint32_t idp;
+  /* q4k_gemv with idp=1, tuning: which instructions form the integer sums,
+   * 0 the generator's choice (absent from the key), 1 dp4a (the FMA
+   * kernel's skeleton), 2 the integer tensor cores (mma.sync m16n8k32 on
+   * u8/s8, 16 rows by 8 batch rows a warp: sm >= 80, m <= 8, no glu, n2 or
+   * rope, x staged whole). The two add the same exact integers and the
+   * same fp64 contributions in the same order: the bits are the same. */
+  uint32_t mma;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
    * y = act(x.W^T) * (x.U^T) (parameters u64 W, u64 U, u64 x, u64 y), each

@@ -95,7 +95,7 @@
 /* Shared memory we allow x to take, per target: under the per-block opt-in
  * maximum (64 KiB on sm_75, 163 KiB on sm_80, 99 KiB on sm_86/89/120,
  * 227 KiB on sm_90/100). */
-static uint32_t shared_budget(uint32_t sm) {
+uint32_t gemv_shared_budget(uint32_t sm) {
   switch (sm) {
   case 75: return 60u * 1024;
   case 80: return 152u * 1024;
@@ -267,7 +267,7 @@ static gemv_plan plan_for(const ptxgen_spec *s, const gemv_format *f) {
   p.rope = s->rope;
   p.chunks = s->k / 64;
   uint32_t chunk_bytes = 256 + 4 * f->sums; /* per chunk and batch row */
-  uint32_t fit = shared_budget(s->sm) / (s->m * chunk_bytes);
+  uint32_t fit = gemv_shared_budget(s->sm) / (s->m * chunk_bytes);
   p.rows = base_rows(s, f);
   p.warps = s->warps ? s->warps : 8;
   default_tuning(s, fit < p.chunks, &p.rows, &p.warps);
@@ -484,12 +484,10 @@ static ptx_reg stage_thread_source(ptx_builder *b, const gemv_plan *p, const gem
  * A group sum is the thread's 4 values added in order, then a butterfly
  * over the 16/sums threads holding the group: a fixed order for every batch
  * row, every tile and every m. */
-static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
-                           ptx_reg tile, ptx_reg tile_len);
 static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                        ptx_reg tile_len) {
   if (f->int_dot) {
-    emit_stage_int(b, p, f, L, tile, tile_len);
+    gemv_stage_int(b, p, f, L, tile, tile_len, 0);
     return;
   }
   const uint32_t per_group = 16 / p->sums, step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
@@ -563,23 +561,54 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
  * the decode step at m = 1 1660 -> 1637 µs, in two calls where the
  * default's measured 1683-1684; staging per block in o's kernel 0.98 ->
  * 0.75 µs, the float staging's 0.59). */
-static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
-                           ptx_reg tile_len) {
+void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
+                    ptx_reg tile_len, uint32_t frag_chunk_bytes) {
   const uint32_t step = p->threads / 8, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x as byte planes of 23-bit integers under a power-of-two scale per chunk: thread t takes "
                  "values 8(t%%8).. of chunks t/8 + %u*j, all %u batch rows", step, p->m);
   ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, 8, &i, &u, &t);
   ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead4 = ptx_new(b, PTX_PRED);
   ptx_reg lead8 = ptx_new(b, PTX_PRED);
-  ptx_comment(b, "this thread's two words of each plane: unit i/2, words 2(i%%2), 2(i%%2)+1");
-  ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, i.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, t.s, p->xs_stride, u.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
-  ptx_ins(b, "and.b32 %s, %s, 1;", t.s, i.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", dst.s, t.s, dst.s);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", t.s, u.s, t.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, t.s, L->xsum_base.s); /* U_(i/4) of chunk u */
+  /* Where a round's words go: dst (+ dst_row per batch row, + dst_plane per
+   * plane, + round per round), plane 2 at dst2 the same way; U_(i/4) at
+   * sdst and the scale at sdst8 (+ sum_row per batch row, + round). */
+  ptx_reg dst2 = dst, sdst8 = sdst;
+  uint32_t dst_row, dst_plane, sum_row, scale_row, round, scale_off;
+  if (frag_chunk_bytes == 0) {
+    ptx_comment(b, "this thread's two words of each plane: unit i/2, words 2(i%%2), 2(i%%2)+1");
+    ptx_ins(b, "shr.u32 %s, %s, 1;", t.s, i.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, t.s, p->xs_stride, u.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
+    ptx_ins(b, "and.b32 %s, %s, 1;", t.s, i.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", dst.s, t.s, dst.s);
+    ptx_ins(b, "shr.u32 %s, %s, 2;", t.s, i.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", t.s, u.s, t.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", sdst.s, t.s, L->xsum_base.s); /* U_(i/4) of chunk u */
+    dst_row = 16 * p->xs_stride * 16, dst_plane = 4 * p->xs_stride * 16, round = step * 16;
+    sum_row = scale_row = p->tile_chunks * 16, scale_off = 8; /* thread 0's sdst is U0's */
+  } else {
+    /* gemv_idp_mma.c's B fragments: per chunk (frag_chunk_bytes apart), for
+     * each sub-block s and lane 4r + t' of batch row r, 16 bytes {P0, P1}
+     * at 64ms + 16(4r + t'); then {P2 of s = 0, P2 of s = 1} at 128m +
+     * 16(4r + t'); then {U0, U1} of each batch row at 192m + 8r, and the
+     * scales at 200m + 4r. Thread i holds values 8i..8i+7: s = i/4, t' = i%4. */
+    ptx_comment(b, "this thread's words of the B fragments: sub-block i/4, lane 4r + i%%4 of each batch row r");
+    ptx_reg s = ptx_new(b, PTX_B32), base = ptx_new(b, PTX_B32);
+    dst2 = ptx_new(b, PTX_B32);
+    sdst8 = ptx_new(b, PTX_B32);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", base.s, u.s, frag_chunk_bytes, L->xs_base.s);
+    ptx_ins(b, "shr.u32 %s, %s, 2;", s.s, i.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", sdst.s, s.s, 4u, base.s);
+    ptx_ins(b, "add.u32 %s, %s, %u;", sdst.s, sdst.s, 192 * p->m);
+    ptx_ins(b, "add.u32 %s, %s, %u;", sdst8.s, base.s, 200 * p->m);
+    ptx_ins(b, "and.b32 %s, %s, 3;", t.s, i.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", base.s, t.s, base.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, s.s, 64 * p->m, base.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", dst2.s, s.s, base.s);
+    ptx_ins(b, "add.u32 %s, %s, %u;", dst2.s, dst2.s, 128 * p->m);
+    dst_row = 64, dst_plane = 8, round = step * frag_chunk_bytes;
+    sum_row = 8, scale_row = 4, scale_off = 0;
+  }
   ptx_ins(b, "and.b32 %s, %s, 3;", t.s, i.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead4.s, t.s);
   ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead8.s, i.s);
@@ -647,8 +676,9 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
           ptx_op3i(b, "prmt.b32", t23, X[4 * h + 2], X[4 * h + 3], lo_sel[pl]);
           ptx_op3i(b, "prmt.b32", w[h], t01, t23, "0x5410");
         }
-        ptx_ins(b, "%sst.shared.v2.b32 [%s+%u], {%s, %s};", guard[e], dst.s,
-                ((r * 16 + 4 * pl) * p->xs_stride + j * step) * 16, w[0].s, w[1].s);
+        ptx_ins(b, "%sst.shared.v2.b32 [%s+%u], {%s, %s};", guard[e], pl < 2 ? dst.s : dst2.s,
+                r * dst_row + (pl < 2 ? pl * dst_plane : frag_chunk_bytes ? 0 : 2 * dst_plane) + j * round,
+                w[0].s, w[1].s);
       }
       ptx_reg sum = ptx_new(b, PTX_B32), other = ptx_new(b, PTX_B32), sh = ptx_new(b, PTX_B32);
       ptx_op3(b, "add.s32", sum, X[0], X[1]);
@@ -667,9 +697,8 @@ static void emit_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format
         ptx_ins(b, "and.pred %s, %s, %s;", s4.s, lead4.s, in[e].s);
         ptx_ins(b, "and.pred %s, %s, %s;", s8.s, lead8.s, in[e].s);
       }
-      const uint32_t soff = (r * p->tile_chunks + j * step) * 16;
-      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s4.s, sdst.s, soff, sum.s);
-      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s8.s, sdst.s, soff + 8, sh.s); /* thread 0's sdst is U0's */
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s4.s, sdst.s, r * sum_row + j * round, sum.s);
+      ptx_ins(b, "@%s st.shared.b32 [%s+%u], %s;", s8.s, sdst8.s, r * scale_row + j * round + scale_off, sh.s);
     }
   }
 }

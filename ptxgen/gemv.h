@@ -176,6 +176,19 @@ void gemv_ring_rounds(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, 
                       const gemv_lane *L, const gemv_ring *R, ptx_reg ncta, const gemv_raw *raw,
                       ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);
 
+/* Shared memory a GEMV block may take on target sm (under its opt-in maximum). */
+uint32_t gemv_shared_budget(uint32_t sm);
+/* Stages tile `tile` of x as the integer dot products need it (gemv.c says
+ * what each chunk holds): frag_chunk_bytes = 0 in the layout the skeleton's
+ * formats read, else as gemv_idp_mma.c's B fragments, that many bytes a
+ * chunk. */
+void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
+                    ptx_reg tile_len, uint32_t frag_chunk_bytes);
+/* Q4_K with idp=1 on the integer tensor cores (gemv_idp_mma.c; whether a
+ * spec runs there: gemv_idp_mma_takes, kernels.h): its kernel, with f's
+ * staging of x (f: q4k_gemv's idp format). */
+int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out);
+
 /* Small emit helpers shared by the formats. */
 /* Folds a chunk into the row sums: for each batch row m, load the chunk's
  * `sums` sums of x, then for each row r and group g

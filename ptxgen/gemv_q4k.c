@@ -342,7 +342,7 @@ int q4k_gemv_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   if (spec->tc) return gemv_tc_emit(spec, out);
   if (spec->idp) {
     const gemv_format f = q4k_idp_format();
-    return gemv_emit(spec, &f, out);
+    return gemv_idp_mma_takes(spec) ? gemv_idp_mma_emit(spec, &f, out) : gemv_emit(spec, &f, out);
   }
   return gemv_emit(spec, &q4k_format, out);
 }

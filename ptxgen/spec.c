@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "ptxgen.h"
 
 const char *ptxgen_ptx_version(uint32_t sm) {
@@ -60,7 +61,7 @@ typedef struct {
 #define F(f, flags, d) {#f, offsetof(ptxgen_spec, f), P_F32, flags, d}
 static const param_def gemv_params[] = {
     U(k, SHOWN | REQUIRED, 0), U(n, SHOWN | REQUIRED, 0), U(m, SHOWN | REQUIRED, 0), U(sm, SHOWN, 90),
-    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0), U(tc, 0, 0), U(idp, 0, 0),
+    U(rows, 0, 0),             U(warps, 0, 0),            U(preload, 0, 0), U(tc, 0, 0), U(idp, 0, 0), U(mma, 0, 0),
     {"glu", offsetof(ptxgen_spec, glu), P_GLU, 0, 0}, U(n2, 0, 0), U(n3, 0, 0),
     {"rope", offsetof(ptxgen_spec, rope), P_ROPE, 0, 0}, U(head_dim, ROPE, 0), U(n_dims, ROPE, 0),
     F(base, ROPE, 0), F(freq_scale, ROPE, 0), U(freq_factors, ROPE, 0), F(ext_factor, ROPE, 0),
@@ -168,6 +169,13 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->idp && (s->tc || s->kind != PTXGEN_KIND_Q4K_GEMV))
     return fail(msg, cap, "idp=1 %s: integer dot products exist for the Q4_K FMA kernel only",
                 s->tc ? "with tc=1" : "on q6k_gemv");
+  if (s->mma > 2) return fail(msg, cap, "mma=%u: must be 1 (dp4a) or 2 (integer tensor cores)", s->mma);
+  if (s->mma && !s->idp) return fail(msg, cap, "mma=%u without idp=1: it chooses how integer dot products run", s->mma);
+  if (s->mma == 2 && !gemv_idp_mma_takes(s))
+    return fail(msg, cap,
+                "mma=2: the integer tensor-core kernel needs sm >= 80, m <= 8, no glu, n2, rope, rows, warps or "
+                "preload, and x (3 bytes a value, k=%u, m=%u) staged whole in shared memory",
+                s->k, s->m);
   if (s->tc) {
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);
     if (s->rows || s->warps || s->preload)

@@ -1,0 +1,473 @@
+/*
+ * gemv_idp_mma.c: the Q4_K GEMV with integer dot products (idp=1) on the
+ * integer tensor cores, for batches (spec mma: ptxgen.h). Same bits as the
+ * dp4a kernel (gemv_q4k.c, q4k_idp_compute) and tests/idp_model.h.
+ *
+ * Why: the dp4a kernel spends 6 dp4a per word of 8 quants and batch row,
+ * so at m = 8 it is bound by issue (H100, twenty-fifth session: m = 8
+ * products 19-32% slower than the fp32 kernel). Here one mma.sync
+ * m16n8k32 multiplies a sub-block's 32 quants of 16 rows by one byte plane
+ * of 8 batch rows' x: 6 instructions a chunk of 64 weights and 16 rows for
+ * any m <= 8.
+ *
+ * The sums, as the dp4a kernel forms them
+ *   x is staged by gemv_stage_int (gemv.c): per chunk of 64 values and
+ *   batch row, X = round(x 2^e) in three byte planes, the sub-blocks' sums
+ *   U0, U1 of X and 2^-e/16 (a NaN for a non-finite chunk). A sub-block's
+ *   T_p = sum q' P_p is exact in s32 whatever the order of its 32 products
+ *   (q' = q for low nibbles, 16 q for high ones, masked in place), so an mma
+ *   gives the dp4a chain's T_p. The chunk's contribution is then formed
+ *   with the dp4a kernel's instructions: IA = sum_p 2^(16-8p) (16 sc0 T_lo,p
+ *   + sc1 T_hi,p), B = 16 (m0 U0 + m1 U1), c = (d IA - dmin B) 2^-e/16 in
+ *   fp64 (exact products, one rounding).
+ *
+ * The order of the fp64 sums
+ *   The dp4a kernel's lane l adds chunks g = l (mod 32) in increasing g,
+ *   then a butterfly adds lanes 16, 8, 4, 2, 1 apart. Here 8 warps share a
+ *   tile of 16 rows: warp w takes chunks g = w (mod 8), its lanes keep four
+ *   fp64 sums per output, one for each class g mod 32 = w + 8a (a = 0..3),
+ *   each in increasing g. The butterfly's first two levels pair exactly
+ *   those classes (w with w + 16, w + 8 with w + 24, then the two), so the
+ *   warp adds them itself; the last three pair warps (4, 2, 1 apart), which
+ *   one thread per output adds from shared memory. Every addition of the
+ *   dp4a kernel happens here with the same operands: the same bits.
+ *
+ * Fragments (PTX ISA, mma.m16n8k32 on 8-bit integers): lane = 4g + t holds
+ *   A rows g and g+8 at k-slots 4t..4t+3 (registers 0, 1) and 16+4t..16+4t+3
+ *   (registers 2, 3), B column g at the same k-slots, D rows g, g+8 at
+ *   columns 2t, 2t+1. A sum over k does not care which weight sits in which
+ *   slot as long as A and B agree: lane t takes quant bytes 8t..8t+7 of the
+ *   chunk (one 8-byte load a row), so its slots hold weights 8t..8t+7 of
+ *   each sub-block, and B is staged so (gemv_stage_int's fragment layout:
+ *   a lane's three planes of a sub-block in 24 bytes, 1.5 16-byte loads).
+ *   Plane 0 is signed (mma .u8.s8), planes 1 and 2 unsigned (.u8.u8).
+ *
+ * Work split: a block of 8 warps per tile (16 if two tiles' staged x would
+ *   not fit the budget: then two tiles at a time share it) walks the tiles
+ *   of 16 rows with a grid stride. x is staged once, whole (3 bytes a value
+ *   and batch row: x must fit, else the dp4a kernel runs). The weights of
+ *   a warp's next 4 chunks are in flight while it computes 4 (a loop of
+ *   rounds of 4, one per class of sums), and the next tile's first 4 while
+ *   a tile's sums are added.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "gemv.h"
+#include "kernels.h"
+
+#define Q4K_BLOCK_BYTES 144u
+#define GROUP_WARPS 8u  /* warps on one tile: one per chunk class g mod 8 */
+/* The generator's choice (mma=0): from this batch size on. H100,
+ * twenty-sixth session, the first version against the dp4a kernel, cold µs:
+ * 14336x4096 m = 8 35.0 against 54-57, 4096x4096 m = 8 15.9 against 16.5
+ * (the fp32 kernel's), but m = 2 and 4 slower (14336x4096 m = 2 32.4
+ * against 22.3; 8 warps an SM at 240 registers). */
+#define MMA_MIN_M 8u
+
+typedef struct mma_plan {
+  uint32_t k, n, m, sm;
+  uint32_t chunks, tiles;   /* chunks of 64 per row; tiles of 16 rows */
+  uint32_t groups;          /* tiles a block works on at once, 8 warps each */
+  uint32_t warps, threads;
+  uint32_t units;           /* ceil(tiles / groups), walked with a grid stride */
+  uint32_t lane_chunks;     /* chunks a warp takes per tile: ceil(chunks / 8) */
+  uint32_t chunk_bytes;     /* staged x per chunk */
+  uint32_t xs_bytes;
+  uint32_t red_bytes;       /* per group: two buffers of 8 warps x m x 16 rows, fp64 */
+  uint32_t shared_bytes;
+} mma_plan;
+
+static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
+  memset(p, 0, sizeof *p);
+  p->k = s->k, p->n = s->n, p->m = s->m, p->sm = s->sm;
+  p->chunks = s->k / 64;
+  p->tiles = (s->n + 15) / 16;
+  p->lane_chunks = (p->chunks + GROUP_WARPS - 1) / GROUP_WARPS;
+  p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
+  p->xs_bytes = p->chunks * p->chunk_bytes;
+  p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
+  const uint32_t budget = gemv_shared_budget(s->sm);
+  p->groups = 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
+  p->warps = p->groups * GROUP_WARPS;
+  p->threads = p->warps * 32;
+  p->units = (p->tiles + p->groups - 1) / p->groups;
+  p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
+  return p->shared_bytes <= budget;
+}
+
+bool gemv_idp_mma_takes(const ptxgen_spec *s) {
+  if (!s->idp || s->mma == 1 || s->sm < 80 || s->glu || s->n2 || s->rope || s->m > 8) return false;
+  if (s->rows || s->warps || s->preload || (s->mma == 0 && s->m < MMA_MIN_M)) return false;
+  mma_plan p;
+  return plan_for(s, &p);
+}
+
+/* Registers of one chunk's weights for the lane's two rows (g, g+8): the
+ * super-block header (d, dmin, scales) and quant bytes 8t..8t+7. */
+typedef struct mma_raw {
+  ptx_reg h[2][4], q[2][2];
+} mma_raw;
+
+/* Per-lane registers the chunks share. */
+typedef struct mma_lane {
+  gemv_lane L;          /* tid, lane, warp; c = w % 4 and the Q4_K scale constants in fmt */
+  ptx_reg gw, grp;      /* warp within its group (its chunk class), group */
+  ptx_reg gid, tq;      /* lane / 4, lane % 4 */
+  ptx_reg sel_lo, sel_hi, zero;
+  ptx_reg xw;           /* shared address of the lane's B in chunk w (chunk w + 8i: + 8i*chunk_bytes) */
+  ptx_reg xu, xsh;      /* the same of its columns' sums U0, U1 and of their scales */
+  ptx_reg has_b, has_u; /* lane < 4m (its column holds x), 2t < m */
+  ptx_reg has_last;     /* this warp has a last chunk: w + 8(lane_chunks-1) < chunks */
+  ptx_reg hoff, qoff;   /* byte offsets in a row of the header and quant bytes of chunk w */
+  ptx_reg red;          /* shared address of the group's sum buffers */
+  ptx_reg bar;          /* the group's named barrier: 1 + group (0 is the block's) */
+} mma_lane;
+
+static void new_raw(ptx_builder *b, mma_raw *r) {
+  for (int rr = 0; rr < 2; rr++) {
+    for (int j = 0; j < 4; j++) r->h[rr][j] = ptx_new(b, PTX_B32);
+    for (int j = 0; j < 2; j++) r->q[rr][j] = ptx_new(b, PTX_B32);
+  }
+}
+
+/* Row pointers of the lane's rows g and g+8 of tile `tile` (rows past n read row n-1). */
+static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg tile, ptx_reg rowp[2]) {
+  for (int rr = 0; rr < 2; rr++) {
+    ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", row.s, tile.s, M->gid.s);
+    if (rr) ptx_ins(b, "add.u32 %s, %s, 8;", row.s, row.s);
+    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
+    ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->k / 256 * Q4K_BLOCK_BYTES);
+    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, M->L.W.s, off.s);
+  }
+}
+
+/* Loads chunk w + 8(4*round + a) of the lane's two rows (super-block
+ * w/4 + 8*round + 2a, part w % 4) into slot a: wofs = 8*144*round bytes
+ * (a register), predicated on guard (a predicate name) unless NULL. */
+static void emit_load(ptx_builder *b, const mma_lane *M, const ptx_reg rowp[2], ptx_reg wofs, uint32_t a,
+                      const char *guard, const mma_raw *r) {
+  char at[24] = "";
+  if (guard) snprintf(at, sizeof at, "@%s ", guard);
+  ptx_reg ho = ptx_new(b, PTX_B32), qo = ptx_new(b, PTX_B32);
+  ptx_ins(b, "add.u32 %s, %s, %s;", ho.s, M->hoff.s, wofs.s);
+  ptx_ins(b, "add.u32 %s, %s, %s;", qo.s, M->qoff.s, wofs.s);
+  for (int rr = 0; rr < 2; rr++) {
+    ptx_reg ha = ptx_new(b, PTX_B64), qa = ptx_new(b, PTX_B64), o = ptx_new(b, PTX_B64);
+    ptx_ins(b, "cvt.u64.u32 %s, %s;", o.s, ho.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", ha.s, rowp[rr].s, o.s);
+    ptx_ins(b, "cvt.u64.u32 %s, %s;", o.s, qo.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", qa.s, rowp[rr].s, o.s);
+    ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", at, r->h[rr][0].s, r->h[rr][1].s, r->h[rr][2].s,
+            r->h[rr][3].s, ha.s, 2 * a * Q4K_BLOCK_BYTES);
+    ptx_ins(b, "%sld.global.nc.v2.u32 {%s, %s}, [%s+%u];", at, r->q[rr][0].s, r->q[rr][1].s, qa.s,
+            2 * a * Q4K_BLOCK_BYTES);
+  }
+}
+
+/* Whether chunk w + 8(4*round + a) + extra exists: g = w + 32*round (a
+ * register) + 8a + extra < chunks, into a new predicate; NULL where every
+ * warp has it (chunks a multiple of 32 and extra 0). */
+static const char *emit_exists(ptx_builder *b, const mma_plan *p, ptx_reg g, uint32_t a, uint32_t extra,
+                               ptx_reg *pred) {
+  if (extra == 0 && p->chunks % 32 == 0) return NULL;
+  *pred = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", pred->s, g.s, p->chunks > 8 * a + extra ? p->chunks - 8 * a - extra : 0);
+  return pred->s;
+}
+
+/* Chunk w + 8i of the lane's rows: 6 mma, then the dp4a kernel's fp64
+ * contribution of each of the lane's 4 outputs, added to acc[a][v]
+ * (v = 2 * (row g+8) + (column 2t+1)). */
+static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg xb[3], const mma_raw *r,
+                       uint32_t i, ptx_reg acc[4][4]) {
+  const uint32_t m = p->m, xoff = 8 * i * p->chunk_bytes;
+  ptx_comment(b, "chunk w + 32 round + %u: A = the rows' nibbles (high ones as 16q), B = x's planes", 8 * i);
+  ptx_reg A[2][4]; /* [sub-block][register]: rows g, g+8 at slots 4t.., then at 16+4t.. */
+  for (int s = 0; s < 2; s++)
+    for (int j = 0; j < 4; j++) {
+      A[s][j] = ptx_new(b, PTX_B32);
+      ptx_ins(b, "and.b32 %s, %s, %s;", A[s][j].s, r->q[j % 2][j / 2].s, s ? "0xF0F0F0F0" : "0x0F0F0F0F");
+    }
+  ptx_reg B01[2][4], B2[4], us[4], sh[2];
+  for (int s = 0; s < 2; s++)
+    for (int j = 0; j < 4; j++) B01[s][j] = ptx_new(b, PTX_B32);
+  for (int j = 0; j < 4; j++) B2[j] = ptx_new(b, PTX_B32), us[j] = ptx_new(b, PTX_B32);
+  sh[0] = ptx_new(b, PTX_B32), sh[1] = ptx_new(b, PTX_B32);
+  for (int s = 0; s < 2; s++)
+    ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_b.s, B01[s][0].s, B01[s][1].s, B01[s][2].s,
+            B01[s][3].s, xb[0].s, xoff + 64 * m * (uint32_t)s);
+  ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_b.s, B2[0].s, B2[1].s, B2[2].s, B2[3].s,
+          xb[0].s, xoff + 128 * m);
+  ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_u.s, us[0].s, us[1].s, us[2].s, us[3].s,
+          xb[1].s, xoff + 192 * m);
+  ptx_ins(b, "@%s ld.shared.v2.b32 {%s, %s}, [%s+%u];", M->has_u.s, sh[0].s, sh[1].s, xb[2].s, xoff + 200 * m);
+  ptx_reg T[2][3][4];
+  static const char *const types[3] = {"u8.s8", "u8.u8", "u8.u8"};
+  for (int s = 0; s < 2; s++)
+    for (int pl = 0; pl < 3; pl++) {
+      for (int j = 0; j < 4; j++) T[s][pl][j] = ptx_new(b, PTX_B32);
+      const ptx_reg b0 = pl < 2 ? B01[s][2 * pl] : B2[2 * s], b1 = pl < 2 ? B01[s][2 * pl + 1] : B2[2 * s + 1];
+      const char *z = M->zero.s;
+      ptx_ins(b, "mma.sync.aligned.m16n8k32.row.col.s32.%s.s32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, {%s, %s}, "
+                 "{%s, %s, %s, %s};",
+              types[pl], T[s][pl][0].s, T[s][pl][1].s, T[s][pl][2].s, T[s][pl][3].s, A[s][0].s, A[s][1].s,
+              A[s][2].s, A[s][3].s, b0.s, b1.s, z, z, z, z);
+    }
+  ptx_reg sc[2][2], sc16[2], mn16[2][2], dd[2], dm[2];
+  for (int rr = 0; rr < 2; rr++) {
+    ptx_comment(b, "row g%s: d, dmin in fp64; the scales and mins of sub-blocks 2c, 2c+1", rr ? "+8" : "");
+    const ptx_reg *h = r->h[rr];
+    ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
+    dd[rr] = ptx_new(b, PTX_B64);
+    dm[rr] = ptx_new(b, PTX_B64);
+    ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
+    ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[rr].s, dh.s);
+    ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[rr].s, mh.s);
+    q4k_emit_scale_bytes(b, &M->L, h, &scb, &mnb);
+    for (int s = 0; s < 2; s++) {
+      const ptx_reg sel = s ? M->sel_hi : M->sel_lo;
+      ptx_reg mn = ptx_new(b, PTX_B32);
+      sc[rr][s] = ptx_new(b, PTX_B32);
+      mn16[rr][s] = ptx_new(b, PTX_B32);
+      ptx_op4(b, "prmt.b32", sc[rr][s], scb, M->zero, sel);
+      ptx_op4(b, "prmt.b32", mn, mnb, M->zero, sel);
+      ptx_op2i(b, "shl.b32", mn16[rr][s], mn, "4");
+    }
+    sc16[rr] = ptx_new(b, PTX_B32);
+    ptx_op2i(b, "shl.b32", sc16[rr], sc[rr][0], "4");
+  }
+  ptx_comment(b, "each output's contribution, as the dp4a kernel forms it; added to the sum of class w + %u",
+              8 * (i % 4));
+  for (int v = 0; v < 4; v++) {
+    const int rr = v / 2, col = v % 2;
+    ptx_reg ia[3], ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
+    for (int pl = 0; pl < 3; pl++) {
+      ia[pl] = ptx_new(b, PTX_B32);
+      ptx_op3(b, "mul.lo.s32", ia[pl], sc16[rr], T[0][pl][v]);
+      ptx_op4(b, "mad.lo.s32", ia[pl], sc[rr][1], T[1][pl][v], ia[pl]);
+    }
+    ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
+    ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
+    ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
+    ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
+    ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn16[rr][0].s, us[2 * col].s);
+    ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn16[rr][1].s, us[2 * col + 1].s, b64.s);
+    ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64), scale = ptx_new(b, PTX_B64);
+    ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
+    ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
+    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, dd[rr].s); /* exact */
+    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fb.s, fb.s, dm[rr].s); /* exact */
+    ptx_ins(b, "sub.rn.f64 %s, %s, %s;", fa.s, fa.s, fb.s);
+    ptx_ins(b, "mov.b64 %s, {%s, %s};", scale.s, M->zero.s, sh[col].s);
+    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, scale.s); /* exact: a power of two */
+    ptx_ins(b, "add.rn.f64 %s, %s, %s;", acc[i % 4][v].s, acc[i % 4][v].s, fa.s);
+  }
+}
+
+static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
+  gemv_lane *L = &M->L;
+  memset(M, 0, sizeof *M);
+  L->W = ptx_param_u64(b, "W");
+  L->x = ptx_param_u64(b, "x");
+  L->y = ptx_param_u64(b, "y");
+  gemv_thread_ids(b, L);
+  L->xs_base = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, xs;", L->xs_base.s);
+  L->xsum_base = L->xs_base;
+  M->gw = ptx_new(b, PTX_B32), M->grp = ptx_new(b, PTX_B32), M->gid = ptx_new(b, PTX_B32);
+  M->tq = ptx_new(b, PTX_B32), M->zero = ptx_imm_b32(b, 0);
+  ptx_ins(b, "and.b32 %s, %s, %u;", M->gw.s, L->warp.s, GROUP_WARPS - 1);
+  ptx_ins(b, "shr.u32 %s, %s, 3;", M->grp.s, L->warp.s);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", M->gid.s, L->lane.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", M->tq.s, L->lane.s);
+  ptx_comment(b, "this warp's chunks are w (mod 8): part c = w %% 4 of super-blocks w/4 + 2i");
+  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, M->gw.s);
+  q4k_scale_consts(b, L);
+  M->sel_lo = ptx_new(b, PTX_B32), M->sel_hi = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, 1;", M->sel_lo.s, L->c.s); /* prmt selector: byte 2(c%%2) of a word, zeros above */
+  ptx_ins(b, "mad.lo.u32 %s, %s, 2, 0x4440;", M->sel_lo.s, M->sel_lo.s);
+  ptx_ins(b, "add.u32 %s, %s, 1;", M->sel_hi.s, M->sel_lo.s);
+  M->hoff = ptx_new(b, PTX_B32), M->qoff = ptx_new(b, PTX_B32);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", M->hoff.s, M->gw.s);
+  ptx_ins(b, "mul.lo.u32 %s, %s, %u;", M->hoff.s, M->hoff.s, Q4K_BLOCK_BYTES);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", M->qoff.s, L->c.s, M->hoff.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", M->qoff.s, M->tq.s, M->qoff.s);
+  ptx_ins(b, "add.u32 %s, %s, 16;", M->qoff.s, M->qoff.s); /* quant bytes 32c + 8t.. */
+  M->xw = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->xw.s, M->gw.s, p->chunk_bytes, L->xs_base.s);
+  M->has_b = ptx_new(b, PTX_PRED), M->has_u = ptx_new(b, PTX_PRED), M->has_last = ptx_new(b, PTX_PRED);
+  ptx_reg t = ptx_new(b, PTX_B32);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_b.s, L->lane.s, 4 * p->m);
+  ptx_ins(b, "shl.b32 %s, %s, 1;", t.s, M->tq.s);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_u.s, t.s, p->m);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_last.s, M->gw.s,
+          p->chunks - GROUP_WARPS * (p->lane_chunks - 1));
+  ptx_comment(b, "this lane's B of chunk w (lane 4g + t: 16 bytes a part), and the sums of its columns 2t, 2t+1");
+  M->xu = ptx_new(b, PTX_B32), M->xsh = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xu.s, M->tq.s, M->xw.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", M->xsh.s, M->tq.s, M->xw.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xw.s, L->lane.s, M->xw.s);
+  M->bar = ptx_new(b, PTX_B32);
+  ptx_ins(b, "add.u32 %s, %s, 1;", M->bar.s, M->grp.s);
+  M->red = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->red.s, M->grp.s, p->red_bytes, L->xs_base.s);
+  ptx_ins(b, "add.u32 %s, %s, %u;", M->red.s, M->red.s, p->xs_bytes);
+}
+
+/* The tile's sums: each warp adds its classes (the butterfly's levels 16
+ * and 8 apart) and stores them as class w's, then one thread per output adds
+ * the 8 warps' (4, 2, 1 apart), rounds to fp32 and stores y. buf: the byte
+ * offset of this tile's buffer (0 or red_bytes/2: a tile's writes cannot
+ * overtake the last tile's reads, which end before the barrier between). */
+static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg acc[4][4], ptx_reg tile,
+                           ptx_reg buf) {
+  const uint32_t m = p->m;
+  ptx_comment(b, "the warp's classes: (w + w+16) + (w+8 + w+24) for each of its outputs, stored at [w][column][row]");
+  ptx_reg red = ptx_new(b, PTX_B32);
+  ptx_ins(b, "add.u32 %s, %s, %s;", red.s, M->red.s, buf.s);
+  for (int v = 0; v < 4; v++) {
+    ptx_reg s1 = ptx_new(b, PTX_B64), s2 = ptx_new(b, PTX_B64), col = ptx_new(b, PTX_B32), at = ptx_new(b, PTX_B32);
+    ptx_reg ok = ptx_new(b, PTX_PRED);
+    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, acc[0][v].s, acc[2][v].s);
+    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2.s, acc[1][v].s, acc[3][v].s);
+    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, s1.s, s2.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, M->tq.s, (uint32_t)(v % 2));
+    ptx_ins(b, "setp.lt.u32 %s, %s, %u;", ok.s, col.s, m);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", at.s, M->gw.s, m, col.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", at.s, at.s, M->gid.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, at.s, red.s);
+    ptx_ins(b, "@%s st.shared.f64 [%s+%u], %s;", ok.s, at.s, (uint32_t)(v / 2) * 64, s1.s);
+  }
+  ptx_ins(b, "bar.sync %s, %u;", M->bar.s, GROUP_WARPS * 32); /* the group's own barrier */
+  ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps 4, 2, 1 apart");
+  char done[32];
+  ptx_label_new(b, "sums_done", done);
+  ptx_reg q = ptx_new(b, PTX_B32), row = ptx_new(b, PTX_B32), col = ptx_new(b, PTX_B32), at = ptx_new(b, PTX_B32);
+  ptx_reg skip = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", q.s, M->gw.s, M->L.lane.s);
+  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 16 * m);
+  ptx_ins(b, "@%s bra %s;", skip.s, done);
+  ptx_ins(b, "and.b32 %s, %s, 15;", row.s, q.s);
+  ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, q.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, q.s, red.s); /* [0][col][row]: (col*16 + row)*8 */
+  ptx_reg s2[8];
+  for (uint32_t w = 0; w < 8; w++) {
+    s2[w] = ptx_new(b, PTX_B64);
+    ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
+  }
+  for (uint32_t w = 0; w < 4; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 4].s);
+  for (uint32_t w = 0; w < 2; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 2].s);
+  ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[0].s, s2[0].s, s2[1].s);
+  ptx_reg yv = ptx_new(b, PTX_F32), grow = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), ya = ptx_new(b, PTX_B64);
+  ptx_reg out = ptx_new(b, PTX_PRED);
+  ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", yv.s, s2[0].s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", grow.s, tile.s, row.s);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", out.s, grow.s, p->n);
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, col.s, p->n, grow.s);
+  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, grow.s);
+  ptx_ins(b, "add.u64 %s, %s, %s;", ya.s, M->L.y.s, off.s);
+  ptx_ins(b, "@%s st.global.f32 [%s], %s;", out.s, ya.s, yv.s);
+  ptx_label(b, done);
+}
+
+int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
+  mma_plan p;
+  if (!plan_for(spec, &p)) return PTXGEN_ERR_SPEC;
+  char entry[96];
+  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u_m%u", p.k, p.n, p.m);
+  if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
+  memcpy(out->entry, entry, (size_t)len + 1);
+  ptx_builder b;
+  ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
+  static const char *const params[] = {"W", "x", "y"};
+  ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
+  ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T with integer dot products on the tensor cores: %u tile(s) of 16 "
+                  "rows a block at a time, 8 warps each; x staged whole, %u bytes a chunk",
+              p.m, p.n, p.m, p.k, p.n, p.k, p.groups, p.chunk_bytes);
+  mma_lane M;
+  emit_lane(&b, &p, &M);
+  ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);
+  ptx_reg buf = ptx_new(&b, PTX_B32), more = ptx_new(&b, PTX_PRED);
+  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", unit.s);
+  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  ptx_ins(&b, "mov.u32 %s, 0;", buf.s);
+  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, unit.s, p.groups, M.grp.s);
+  mma_raw slots[4];
+  for (uint32_t i = 0; i < 4; i++) new_raw(&b, &slots[i]);
+  ptx_reg rowp[2] = {ptx_new(&b, PTX_B64), ptx_new(&b, PTX_B64)}, pe;
+  ptx_reg wofs = ptx_new(&b, PTX_B32), g = ptx_new(&b, PTX_B32), xb[3];
+  for (int j = 0; j < 3; j++) xb[j] = ptx_new(&b, PTX_B32);
+  ptx_comment(&b, "the first tile's first 4 chunks: weights never depend on an earlier kernel");
+  emit_row_pointers(&b, &p, &M, tile, rowp);
+  ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
+  for (uint32_t a = 0; a < 4; a++) emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, M.gw, a, 0, &pe), &slots[a]);
+  ptx_grid_dependency_sync(&b);
+  gemv_plan sp = {.k = p.k, .n = p.n, .m = p.m, .sm = p.sm, .threads = p.threads, .warps = p.warps,
+                  .chunks = p.chunks, .tile_chunks = p.chunks, .tiles = 1, .sums = 4, .xs_stride = p.chunks | 1u};
+  ptx_reg tile0 = ptx_imm_b32(&b, 0), tile_len = ptx_imm_b32(&b, p.chunks);
+  gemv_stage_int(&b, &sp, f, &M.L, tile0, tile_len, p.chunk_bytes);
+  ptx_ins(&b, "bar.sync 0;");
+  char top[32], round_top[32];
+  ptx_label_new(&b, "tile", top);
+  ptx_label_new(&b, "round", round_top);
+  ptx_label(&b, top);
+  ptx_reg acc[4][4];
+  for (int a = 0; a < 4; a++)
+    for (int v = 0; v < 4; v++) {
+      acc[a][v] = ptx_new(&b, PTX_B64);
+      ptx_ins(&b, "mov.b64 %s, 0;", acc[a][v].s);
+    }
+  ptx_comment(&b, "rounds of 4 chunks w + 32 round + 8a, chunk a into class a's sums; then the next round's loads");
+  ptx_ins(&b, "mov.u32 %s, %s;", xb[0].s, M.xw.s);
+  ptx_ins(&b, "mov.u32 %s, %s;", xb[1].s, M.xu.s);
+  ptx_ins(&b, "mov.u32 %s, %s;", xb[2].s, M.xsh.s);
+  ptx_ins(&b, "mov.u32 %s, %s;", g.s, M.gw.s);
+  ptx_label(&b, round_top);
+  for (uint32_t a = 0; a < 4; a++) {
+    char skip[32] = "";
+    const char *exists = emit_exists(&b, &p, g, a, 0, &pe);
+    if (exists) {
+      ptx_label_new(&b, "no_chunk", skip);
+      ptx_ins(&b, "@!%s bra %s;", exists, skip);
+    }
+    emit_chunk(&b, &p, &M, xb, &slots[a], a, acc);
+    if (skip[0]) ptx_label(&b, skip);
+  }
+  ptx_ins(&b, "add.u32 %s, %s, %u;", wofs.s, wofs.s, 8 * Q4K_BLOCK_BYTES);
+  for (uint32_t a = 0; a < 4; a++) /* the next round's chunk a (32 chunks on) */
+    emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, g, a, 32, &pe), &slots[a]);
+  ptx_ins(&b, "add.u32 %s, %s, 32;", g.s, g.s);
+  for (int j = 0; j < 3; j++) ptx_ins(&b, "add.u32 %s, %s, %u;", xb[j].s, xb[j].s, 32 * p.chunk_bytes);
+  ptx_reg again = ptx_new(&b, PTX_PRED);
+  ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", again.s, g.s, p.chunks);
+  ptx_ins(&b, "@%s bra %s;", again.s, round_top);
+  ptx_comment(&b, "the next tile's first chunks, in flight while this tile's sums are added");
+  ptx_reg next = ptx_new(&b, PTX_B32), next_tile = ptx_new(&b, PTX_B32);
+  ptx_ins(&b, "add.u32 %s, %s, %s;", next.s, unit.s, ncta.s);
+  ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", more.s, next.s, p.units);
+  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", next_tile.s, next.s, p.groups, M.grp.s);
+  emit_row_pointers(&b, &p, &M, next_tile, rowp);
+  ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
+  for (uint32_t a = 0; a < 4; a++) {
+    const char *exists = emit_exists(&b, &p, M.gw, a, 0, &pe);
+    if (exists) {
+      ptx_reg both = ptx_new(&b, PTX_PRED);
+      ptx_ins(&b, "and.pred %s, %s, %s;", both.s, exists, more.s);
+      exists = both.s;
+    }
+    emit_load(&b, &M, rowp, wofs, a, exists ? exists : more.s, &slots[a]);
+  }
+  emit_tile_sums(&b, &p, &M, acc, tile, buf);
+  ptx_ins(&b, "xor.b32 %s, %s, %u;", buf.s, buf.s, p.red_bytes / 2);
+  ptx_ins(&b, "mov.u32 %s, %s;", unit.s, next.s);
+  ptx_ins(&b, "mov.u32 %s, %s;", tile.s, next_tile.s);
+  ptx_ins(&b, "@%s bra %s;", more.s, top);
+  ptx_ins(&b, "ret;");
+  out->ptx = ptx_finish(&b, &out->ptx_len);
+  if (!out->ptx) return PTXGEN_ERR_NOMEM;
+  const uint32_t grid = p.units < 1024 ? p.units : 1024;
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.threads, 1, 1}, p.shared_bytes};
+  return PTXGEN_OK;
+}
