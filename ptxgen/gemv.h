@@ -223,5 +223,11 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
 void q4k_scale_consts(ptx_builder *b, gemv_lane *L);
 void q4k_emit_scale_bytes(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *sc, ptx_reg *mn);
 void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]);
+/* Integer dot products (idp=1), both kernels: adds a chunk's contribution
+ * to the fp64 sum acc, from its planes' integer sums ia[p] = 16 sc0 T_lo,p +
+ * sc1 T_hi,p, the sub-blocks' 16 m (mn16), the column's U0, U1 (s32), the
+ * row's d and -dmin (fp64) and the column's 2^-e/16 (fp64). */
+void q4k_idp_add_chunk(ptx_builder *b, const ptx_reg ia[3], const ptx_reg mn16[2], ptx_reg u0, ptx_reg u1, ptx_reg d,
+                       ptx_reg neg_dmin, ptx_reg scale, ptx_reg acc);
 
 #endif

@@ -63,7 +63,9 @@
  * 14336x4096 m = 8 35.0 against 54-57, 4096x4096 m = 8 15.9 against 16.5
  * (the fp32 kernel's), but m = 2 and 4 slower (14336x4096 m = 2 32.4
  * against 22.3; 8 warps an SM at 240 registers). */
+#ifndef MMA_MIN_M
 #define MMA_MIN_M 8u
+#endif
 
 typedef struct mma_plan {
   uint32_t k, n, m, sm;
@@ -76,6 +78,7 @@ typedef struct mma_plan {
   uint32_t xs_bytes;
   uint32_t red_bytes;       /* per group: two buffers of 8 warps x m x 16 rows, fp64 */
   uint32_t shared_bytes;
+  bool cap128;              /* 16 warps an SM at 128 registers a thread (sm_90, sm_100) */
 } mma_plan;
 
 static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
@@ -88,7 +91,13 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->xs_bytes = p->chunks * p->chunk_bytes;
   p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
   const uint32_t budget = gemv_shared_budget(s->sm);
-  p->groups = 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
+  /* Two tiles a block share the staged x where two blocks' would not fit;
+   * that takes 512 threads, so 128 registers a thread, which ptxas 13.0
+   * keeps without spills on sm_90 and sm_100 only (20-200 bytes elsewhere):
+   * other targets take one tile a block and as many registers as ptxas
+   * wants. */
+  p->cap128 = s->sm == 90 || s->sm == 100;
+  p->groups = p->cap128 && 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
   p->warps = p->groups * GROUP_WARPS;
   p->threads = p->warps * 32;
   p->units = (p->tiles + p->groups - 1) / p->groups;
@@ -117,8 +126,6 @@ typedef struct mma_lane {
   ptx_reg sel_lo, sel_hi, zero;
   ptx_reg xw;           /* shared address of the lane's B in chunk w (chunk w + 8i: + 8i*chunk_bytes) */
   ptx_reg xu, xsh;      /* the same of its columns' sums U0, U1 and of their scales */
-  ptx_reg has_b, has_u; /* lane < 4m (its column holds x), 2t < m */
-  ptx_reg has_last;     /* this warp has a last chunk: w + 8(lane_chunks-1) < chunks */
   ptx_reg hoff, qoff;   /* byte offsets in a row of the header and quant bytes of chunk w */
   ptx_reg red;          /* shared address of the group's sum buffers */
   ptx_reg bar;          /* the group's named barrier: 1 + group (0 is the block's) */
@@ -196,28 +203,16 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
   for (int j = 0; j < 4; j++) B2[j] = ptx_new(b, PTX_B32), us[j] = ptx_new(b, PTX_B32);
   sh[0] = ptx_new(b, PTX_B32), sh[1] = ptx_new(b, PTX_B32);
   for (int s = 0; s < 2; s++)
-    ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_b.s, B01[s][0].s, B01[s][1].s, B01[s][2].s,
+    ptx_ins(b, "ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", B01[s][0].s, B01[s][1].s, B01[s][2].s,
             B01[s][3].s, xb[0].s, xoff + 64 * m * (uint32_t)s);
-  ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_b.s, B2[0].s, B2[1].s, B2[2].s, B2[3].s,
+  ptx_ins(b, "ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", B2[0].s, B2[1].s, B2[2].s, B2[3].s,
           xb[0].s, xoff + 128 * m);
-  ptx_ins(b, "@%s ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", M->has_u.s, us[0].s, us[1].s, us[2].s, us[3].s,
+  ptx_ins(b, "ld.shared.v4.b32 {%s, %s, %s, %s}, [%s+%u];", us[0].s, us[1].s, us[2].s, us[3].s,
           xb[1].s, xoff + 192 * m);
-  ptx_ins(b, "@%s ld.shared.v2.b32 {%s, %s}, [%s+%u];", M->has_u.s, sh[0].s, sh[1].s, xb[2].s, xoff + 200 * m);
-  ptx_reg T[2][3][4];
-  static const char *const types[3] = {"u8.s8", "u8.u8", "u8.u8"};
-  for (int s = 0; s < 2; s++)
-    for (int pl = 0; pl < 3; pl++) {
-      for (int j = 0; j < 4; j++) T[s][pl][j] = ptx_new(b, PTX_B32);
-      const ptx_reg b0 = pl < 2 ? B01[s][2 * pl] : B2[2 * s], b1 = pl < 2 ? B01[s][2 * pl + 1] : B2[2 * s + 1];
-      const char *z = M->zero.s;
-      ptx_ins(b, "mma.sync.aligned.m16n8k32.row.col.s32.%s.s32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, {%s, %s}, "
-                 "{%s, %s, %s, %s};",
-              types[pl], T[s][pl][0].s, T[s][pl][1].s, T[s][pl][2].s, T[s][pl][3].s, A[s][0].s, A[s][1].s,
-              A[s][2].s, A[s][3].s, b0.s, b1.s, z, z, z, z);
-    }
+  ptx_ins(b, "ld.shared.v2.b32 {%s, %s}, [%s+%u];", sh[0].s, sh[1].s, xb[2].s, xoff + 200 * m);
   ptx_reg sc[2][2], sc16[2], mn16[2][2], dd[2], dm[2];
   for (int rr = 0; rr < 2; rr++) {
-    ptx_comment(b, "row g%s: d, dmin in fp64; the scales and mins of sub-blocks 2c, 2c+1", rr ? "+8" : "");
+    ptx_comment(b, "row g%s: d, -dmin in fp64; the scales and mins of sub-blocks 2c, 2c+1", rr ? "+8" : "");
     const ptx_reg *h = r->h[rr];
     ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
     dd[rr] = ptx_new(b, PTX_B64);
@@ -225,6 +220,7 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
     ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
     ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[rr].s, dh.s);
     ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[rr].s, mh.s);
+    ptx_ins(b, "neg.f64 %s, %s;", dm[rr].s, dm[rr].s); /* -dmin */
     q4k_emit_scale_bytes(b, &M->L, h, &scb, &mnb);
     for (int s = 0; s < 2; s++) {
       const ptx_reg sel = s ? M->sel_hi : M->sel_lo;
@@ -238,31 +234,34 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
     sc16[rr] = ptx_new(b, PTX_B32);
     ptx_op2i(b, "shl.b32", sc16[rr], sc[rr][0], "4");
   }
+  ptx_comment(b, "per plane p: its two mma, then ia_p = 16 sc0 T_lo,p + sc1 T_hi,p for each output");
+  ptx_reg ia[3][4];
+  static const char *const types[3] = {"u8.s8", "u8.u8", "u8.u8"};
+  for (int pl = 0; pl < 3; pl++) {
+    ptx_reg T[2][4];
+    for (int s = 0; s < 2; s++) {
+      for (int j = 0; j < 4; j++) T[s][j] = ptx_new(b, PTX_B32);
+      const ptx_reg b0 = pl < 2 ? B01[s][2 * pl] : B2[2 * s], b1 = pl < 2 ? B01[s][2 * pl + 1] : B2[2 * s + 1];
+      const char *z = M->zero.s;
+      ptx_ins(b, "mma.sync.aligned.m16n8k32.row.col.s32.%s.s32 {%s, %s, %s, %s}, {%s, %s, %s, %s}, {%s, %s}, "
+                 "{%s, %s, %s, %s};",
+              types[pl], T[s][0].s, T[s][1].s, T[s][2].s, T[s][3].s, A[s][0].s, A[s][1].s, A[s][2].s, A[s][3].s,
+              b0.s, b1.s, z, z, z, z);
+    }
+    for (int v = 0; v < 4; v++) {
+      ia[pl][v] = ptx_new(b, PTX_B32);
+      ptx_op3(b, "mul.lo.s32", ia[pl][v], sc16[v / 2], T[0][v]);
+      ptx_op4(b, "mad.lo.s32", ia[pl][v], sc[v / 2][1], T[1][v], ia[pl][v]);
+    }
+  }
   ptx_comment(b, "each output's contribution, as the dp4a kernel forms it; added to the sum of class w + %u",
               8 * (i % 4));
+  ptx_reg scale[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
+  for (int col = 0; col < 2; col++) ptx_ins(b, "mov.b64 %s, {%s, %s};", scale[col].s, M->zero.s, sh[col].s);
   for (int v = 0; v < 4; v++) {
     const int rr = v / 2, col = v % 2;
-    ptx_reg ia[3], ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
-    for (int pl = 0; pl < 3; pl++) {
-      ia[pl] = ptx_new(b, PTX_B32);
-      ptx_op3(b, "mul.lo.s32", ia[pl], sc16[rr], T[0][pl][v]);
-      ptx_op4(b, "mad.lo.s32", ia[pl], sc[rr][1], T[1][pl][v], ia[pl]);
-    }
-    ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
-    ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
-    ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
-    ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
-    ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn16[rr][0].s, us[2 * col].s);
-    ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn16[rr][1].s, us[2 * col + 1].s, b64.s);
-    ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64), scale = ptx_new(b, PTX_B64);
-    ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
-    ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
-    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, dd[rr].s); /* exact */
-    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fb.s, fb.s, dm[rr].s); /* exact */
-    ptx_ins(b, "sub.rn.f64 %s, %s, %s;", fa.s, fa.s, fb.s);
-    ptx_ins(b, "mov.b64 %s, {%s, %s};", scale.s, M->zero.s, sh[col].s);
-    ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, scale.s); /* exact: a power of two */
-    ptx_ins(b, "add.rn.f64 %s, %s, %s;", acc[i % 4][v].s, acc[i % 4][v].s, fa.s);
+    const ptx_reg iav[3] = {ia[0][v], ia[1][v], ia[2][v]};
+    q4k_idp_add_chunk(b, iav, mn16[rr], us[2 * col], us[2 * col + 1], dd[rr], dm[rr], scale[col], acc[i % 4][v]);
   }
 }
 
@@ -297,18 +296,16 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   ptx_ins(b, "add.u32 %s, %s, 16;", M->qoff.s, M->qoff.s); /* quant bytes 32c + 8t.. */
   M->xw = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->xw.s, M->gw.s, p->chunk_bytes, L->xs_base.s);
-  M->has_b = ptx_new(b, PTX_PRED), M->has_u = ptx_new(b, PTX_PRED), M->has_last = ptx_new(b, PTX_PRED);
+  ptx_comment(b, "this lane's B of chunk w (lane 4g + t: 16 bytes a part), and the sums of its columns 2t, 2t+1; "
+                 "lanes of columns past m read the last column's (not stored; a load that never skips keeps "
+                 "ptxas from carrying the registers across the loop)");
   ptx_reg t = ptx_new(b, PTX_B32);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_b.s, L->lane.s, 4 * p->m);
-  ptx_ins(b, "shl.b32 %s, %s, 1;", t.s, M->tq.s);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_u.s, t.s, p->m);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", M->has_last.s, M->gw.s,
-          p->chunks - GROUP_WARPS * (p->lane_chunks - 1));
-  ptx_comment(b, "this lane's B of chunk w (lane 4g + t: 16 bytes a part), and the sums of its columns 2t, 2t+1");
   M->xu = ptx_new(b, PTX_B32), M->xsh = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xu.s, M->tq.s, M->xw.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", M->xsh.s, M->tq.s, M->xw.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xw.s, L->lane.s, M->xw.s);
+  ptx_ins(b, "min.u32 %s, %s, %u;", t.s, M->tq.s, (p->m - 1) / 2);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xu.s, t.s, M->xw.s);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", M->xsh.s, t.s, M->xw.s);
+  ptx_ins(b, "min.u32 %s, %s, %u;", t.s, L->lane.s, 4 * p->m - 1);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", M->xw.s, t.s, M->xw.s);
   M->bar = ptx_new(b, PTX_B32);
   ptx_ins(b, "add.u32 %s, %s, 1;", M->bar.s, M->grp.s);
   M->red = ptx_new(b, PTX_B32);
@@ -382,7 +379,11 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"};
-  ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
+  /* cap128: 16 warps an SM, in two blocks or one */
+  if (p.cap128 && p.threads == 256)
+    ptx_entry_blocks(&b, out->entry, params, 3, 1, 256, 2);
+  else
+    ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T with integer dot products on the tensor cores: %u tile(s) of 16 "
                   "rows a block at a time, 8 warps each; x staged whole, %u bytes a chunk",
               p.m, p.n, p.m, p.k, p.n, p.k, p.groups, p.chunk_bytes);
@@ -424,7 +425,13 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_ins(&b, "mov.u32 %s, %s;", xb[1].s, M.xu.s);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[2].s, M.xsh.s);
   ptx_ins(&b, "mov.u32 %s, %s;", g.s, M.gw.s);
+#ifdef EXP_UNROLL
+  const uint32_t body_copies = (p.lane_chunks + 3) / 4;
+#else
+  const uint32_t body_copies = 1;
+#endif
   ptx_label(&b, round_top);
+  for (uint32_t copy = 0; copy < body_copies; copy++) {
   for (uint32_t a = 0; a < 4; a++) {
     char skip[32] = "";
     const char *exists = emit_exists(&b, &p, g, a, 0, &pe);
@@ -440,6 +447,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
     emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, g, a, 32, &pe), &slots[a]);
   ptx_ins(&b, "add.u32 %s, %s, 32;", g.s, g.s);
   for (int j = 0; j < 3; j++) ptx_ins(&b, "add.u32 %s, %s, %u;", xb[j].s, xb[j].s, 32 * p.chunk_bytes);
+  }
   ptx_reg again = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", again.s, g.s, p.chunks);
   ptx_ins(&b, "@%s bra %s;", again.s, round_top);

@@ -223,7 +223,7 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
   ptx_reg sc[GEMV_MAX_LOAD_ROWS][2], mn[GEMV_MAX_LOAD_ROWS][2], dd[GEMV_MAX_LOAD_ROWS], dm[GEMV_MAX_LOAD_ROWS];
   ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8], sc16[GEMV_MAX_LOAD_ROWS], mn16[GEMV_MAX_LOAD_ROWS][2];
   for (uint32_t r = 0; r < R; r++) {
-    ptx_comment(b, "row %u: d, dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
+    ptx_comment(b, "row %u: d, -dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
     const ptx_reg *h = &raw->r[r][RAW_H];
     ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
     dd[r] = ptx_new(b, PTX_B64);
@@ -231,6 +231,7 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
     ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
     ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[r].s, dh.s);
     ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[r].s, mh.s);
+    ptx_ins(b, "neg.f64 %s, %s;", dm[r].s, dm[r].s); /* -dmin */
     q4k_emit_scale_bytes(b, L, h, &scb, &mnb);
     for (int s = 0; s < 2; s++) {
       const ptx_reg sel = s ? L->fmt[SEL_INT_HI] : L->fmt[SEL_INT_LO];
@@ -277,28 +278,36 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
     ptx_reg scale = ptx_new(b, PTX_B64);
     ptx_ins(b, "mov.b64 %s, {%s, %s};", scale.s, L->fmt[ZERO].s, us[2].s);
     for (uint32_t r = 0; r < R; r++) {
-      ptx_reg ia[3], ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
+      ptx_reg ia[3];
       for (int pl = 0; pl < 3; pl++) {
         ia[pl] = ptx_new(b, PTX_B32);
         ptx_op3(b, "mul.lo.s32", ia[pl], sc16[r], T[r][0][pl]);
         ptx_op4(b, "mad.lo.s32", ia[pl], sc[r][1], T[r][1][pl], ia[pl]);
       }
-      ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
-      ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
-      ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
-      ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
-      ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn16[r][0].s, us[0].s);
-      ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn16[r][1].s, us[1].s, b64.s);
-      ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64);
-      ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
-      ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
-      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, dd[r].s); /* exact */
-      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fb.s, fb.s, dm[r].s); /* exact */
-      ptx_ins(b, "sub.rn.f64 %s, %s, %s;", fa.s, fa.s, fb.s);
-      ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fa.s, fa.s, scale.s); /* exact: a power of two */
-      ptx_ins(b, "add.rn.f64 %s, %s, %s;", acc[r][m].s, acc[r][m].s, fa.s);
+      q4k_idp_add_chunk(b, ia, mn16[r], us[0], us[1], dd[r], dm[r], scale, acc[r][m]);
     }
   }
+}
+
+/* (gemv.h) IA = 65536 ia0 + 256 ia1 + ia2 and B = mn16_0 U0 + mn16_1 U1 in
+ * int64 (exact), then d IA + (-dmin) B with one rounding (the two products
+ * are exact in fp64, so the fma's one rounding is the subtraction's), times
+ * 2^-e/16 (exact) added to the sum: the fma's one rounding is the add's. */
+void q4k_idp_add_chunk(ptx_builder *b, const ptx_reg ia[3], const ptx_reg mn16[2], ptx_reg u0, ptx_reg u1, ptx_reg d,
+                       ptx_reg neg_dmin, ptx_reg scale, ptx_reg acc) {
+  ptx_reg ia64 = ptx_new(b, PTX_B64), t64 = ptx_new(b, PTX_B64), b64 = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mul.wide.s32 %s, %s, 65536;", ia64.s, ia[0].s);
+  ptx_ins(b, "mad.wide.s32 %s, %s, 256, %s;", ia64.s, ia[1].s, ia64.s);
+  ptx_ins(b, "cvt.s64.s32 %s, %s;", t64.s, ia[2].s);
+  ptx_ins(b, "add.s64 %s, %s, %s;", ia64.s, ia64.s, t64.s);
+  ptx_ins(b, "mul.wide.s32 %s, %s, %s;", b64.s, mn16[0].s, u0.s);
+  ptx_ins(b, "mad.wide.s32 %s, %s, %s, %s;", b64.s, mn16[1].s, u1.s, b64.s);
+  ptx_reg fa = ptx_new(b, PTX_B64), fb = ptx_new(b, PTX_B64);
+  ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fa.s, ia64.s);
+  ptx_ins(b, "cvt.rn.f64.s64 %s, %s;", fb.s, b64.s);
+  ptx_ins(b, "mul.rn.f64 %s, %s, %s;", fb.s, fb.s, neg_dmin.s); /* exact */
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", fa.s, fa.s, d.s, fb.s); /* d IA exact: one rounding */
+  ptx_ins(b, "fma.rn.f64 %s, %s, %s, %s;", acc.s, fa.s, scale.s, acc.s); /* times a power of two: exact */
 }
 
 static const gemv_format q4k_format = {

@@ -465,6 +465,31 @@ ParameterizedTest(ptx_case *c, ptx, idp_gemv) {
   check_kernel(&c->spec);
 }
 
+/* idp=1 on the integer tensor cores (mma=2) on every target from sm_80:
+ * two tiles a block (k = 4096 at m = 4), warps without a last chunk (k =
+ * 2304), fewer chunks than warps (k = 256), long rows at m = 1, odd m. No
+ * spills (128 registers: 16 warps an SM). */
+ParameterizedTestParameters(ptx, idp_mma_gemv) {
+  static const struct { uint32_t k, n, m; } shapes[] = {
+      {4096, 4096, 4}, {2304, 999, 3}, {256, 17, 1}, {14336, 999, 1}, {8192, 100, 2}, {1024, 64, 7}};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0];
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
+  for (size_t b = 0; b < shape_count; b++)
+    for (size_t t = 0; t < TARGET_COUNT; t++) {
+      if (targets[t] < 80) continue;
+      char key[200];
+      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n, shapes[b].m,
+               targets[t]);
+      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
+    }
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, idp_mma_gemv) {
+  check_kernel(&c->spec);
+}
+
 /* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
  * runs it past the epilogue limit (RoPE apart): the default tuning must not
  * spill (Q6_K at one row per warp, as the plain product). */

@@ -394,6 +394,13 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,idp=2", "idp=2: must be 0");
   refuse("q4k_gemv:k=256,n=1,m=1,idp=1,tc=1", "idp=1 with tc=1");
   refuse("q6k_gemv:k=256,n=1,m=1,idp=1", "idp=1 on q6k_gemv");
+  refuse("q4k_gemv:k=256,n=1,m=1,idp=1,mma=3", "mma=3: must be 1");
+  refuse("q4k_gemv:k=256,n=1,m=1,mma=1", "mma=1 without idp=1");
+  refuse("q4k_gemv:k=256,n=1,m=8,sm=75,idp=1,mma=2", "mma=2: the integer tensor-core kernel needs sm >= 80");
+  refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,glu=swiglu", "mma=2: the integer tensor-core kernel");
+  refuse("q4k_gemv:k=256,n=1,m=9,idp=1,mma=2", "mma=2: the integer tensor-core kernel");
+  refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,rows=2", "mma=2: the integer tensor-core kernel");
+  refuse("q4k_gemv:k=14336,n=1,m=8,idp=1,mma=2", "k=14336, m=8) staged whole");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
   refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
   refuse("q4k_gemv:k=256,n=1,m=1,glu=relu", "glu='relu' is not swiglu or geglu");
@@ -785,12 +792,47 @@ Test(spec, idp_kernels_take_integer_dot_products) {
     emit_key(keys[i], &k);
     cr_assert(strncmp(k.entry, "q4k_gemv_idp_", 13) == 0, "%s: entry %s", keys[i], k.entry);
     cr_assert(strstr(k.ptx, "dp4a.u32.s32") && strstr(k.ptx, "dp4a.u32.u32"), "%s: no dp4a", keys[i]);
-    cr_assert(strstr(k.ptx, "add.rn.f64") && strstr(k.ptx, "cvt.rn.f32.f64"), "%s: no fp64 sums", keys[i]);
+    cr_assert(strstr(k.ptx, "fma.rn.f64") && strstr(k.ptx, "cvt.rn.f32.f64"), "%s: no fp64 sums", keys[i]);
     ptxgen_kernel_free(&k);
     s.idp = 0;
     cr_assert_eq(ptxgen_emit(&s, &k, msg, sizeof msg), 0, "%s", msg);
     cr_assert(strstr(k.ptx, "dp4a") == NULL && strstr(k.ptx, ".f64") == NULL, "%s without idp: integer arithmetic",
               keys[i]);
+    ptxgen_kernel_free(&k);
+  }
+}
+
+/* idp=1 on the integer tensor cores: the generator's choice at m = 8
+ * where x fits (sm_80+), and mma=2 elsewhere; mma= stays in the canonical
+ * key; the kernel has its own entry and mma.sync m16n8k32 on u8 by s8
+ * (plane 0) and u8 by u8 (planes 1, 2), fp64 sums; mma=1 gives the dp4a
+ * kernel. (Its bits equal the dp4a kernel's: test_gpu.) */
+Test(spec, idp_on_the_integer_tensor_cores) {
+  static const struct { const char *key; int mma; } cases[] = {
+      {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1", 1},       {"q4k_gemv:k=4096,n=4096,m=8,sm=80,idp=1", 1},
+      {"q4k_gemv:k=4096,n=4096,m=8,sm=86,idp=1", 0},       {"q4k_gemv:k=4096,n=4096,m=4,sm=90,idp=1", 0},
+      {"q4k_gemv:k=14336,n=4096,m=8,sm=90,idp=1", 0},      {"q4k_gemv:k=2304,n=999,m=3,sm=90,idp=1,mma=2", 1},
+      {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1,mma=1", 0}, {"q4k_gemv:k=256,n=5,m=1,sm=120,idp=1,mma=2", 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ptxgen_spec s;
+    char msg[256], key[160];
+    cr_assert_eq(ptxgen_spec_parse(cases[i].key, &s, msg, sizeof msg), 0, "%s: %s", cases[i].key, msg);
+    cr_assert_gt(ptxgen_spec_format(&s, key, sizeof key), 0);
+    const char *mma = strstr(cases[i].key, ",mma=");
+    cr_assert(mma == NULL || strstr(key, mma) != NULL, "%s formats as %s", cases[i].key, key);
+    ptxgen_kernel k;
+    emit_key(cases[i].key, &k);
+    const int on_mma = strncmp(k.entry, "q4k_gemv_idp_mma_", 17) == 0;
+    cr_assert_eq(on_mma, cases[i].mma, "%s: entry %s", cases[i].key, k.entry);
+    if (on_mma) {
+      cr_assert(strstr(k.ptx, "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32") &&
+                    strstr(k.ptx, "mma.sync.aligned.m16n8k32.row.col.s32.u8.u8.s32"),
+                "%s: no integer mma", cases[i].key);
+      cr_assert(strstr(k.ptx, "dp4a.") == NULL, "%s: dp4a on the tensor cores", cases[i].key);
+    } else {
+      cr_assert(strstr(k.ptx, "dp4a.u32.s32") != NULL, "%s: no dp4a", cases[i].key);
+    }
+    cr_assert(strstr(k.ptx, "fma.rn.f64") && strstr(k.ptx, "cvt.rn.f32.f64"), "%s: no fp64 sums", cases[i].key);
     ptxgen_kernel_free(&k);
   }
 }
