@@ -58,14 +58,17 @@
 
 #define Q4K_BLOCK_BYTES 144u
 #define GROUP_WARPS 8u  /* warps on one tile: one per chunk class g mod 8 */
-/* The generator's choice (mma=0): from this batch size on. H100,
- * twenty-sixth session, the first version against the dp4a kernel, cold µs:
- * 14336x4096 m = 8 35.0 against 54-57, 4096x4096 m = 8 15.9 against 16.5
- * (the fp32 kernel's), but m = 2 and 4 slower (14336x4096 m = 2 32.4
- * against 22.3; 8 warps an SM at 240 registers). */
+/* The generator's choice (mma=0): from MMA_MIN_M batch rows, on at least
+ * MMA_MIN_N rows (fewer tiles of 16 rows than twice the SMs leave SMs idle).
+ * H100, twenty-sixth session (bench/RESULTS.md), cold µs, dp4a -> mma:
+ * 14336x4096 m = 4 28.8 -> 31.8, m = 5 37.5 -> 32.1, m = 8 53.7 -> 34.2;
+ * 4096x4096 m = 4 14.0 -> 14.2, m = 5 15.4 -> 14.7, m = 8 20.3 -> 15.8;
+ * 128256x4096 m = 5 226 -> 186, m = 8 357 -> 190; but 1024x4096 m = 8
+ * 12.9 -> 14.0 (64 tiles). */
 #ifndef MMA_MIN_M
-#define MMA_MIN_M 8u
+#define MMA_MIN_M 5u
 #endif
+#define MMA_MIN_N 2048u
 
 typedef struct mma_plan {
   uint32_t k, n, m, sm;
@@ -107,7 +110,7 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
 
 bool gemv_idp_mma_takes(const ptxgen_spec *s) {
   if (!s->idp || s->mma == 1 || s->sm < 80 || s->glu || s->n2 || s->rope || s->m > 8) return false;
-  if (s->rows || s->warps || s->preload || (s->mma == 0 && s->m < MMA_MIN_M)) return false;
+  if (s->rows || s->warps || s->preload || (s->mma == 0 && (s->m < MMA_MIN_M || s->n < MMA_MIN_N))) return false;
   mma_plan p;
   return plan_for(s, &p);
 }

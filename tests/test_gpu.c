@@ -601,7 +601,7 @@ Test(gpu, tuning_variants_give_the_same_bits) {
  * idp kernel's bits. Shapes: lanes with different chunk counts (k = 2304),
  * x in tiles (k = 14336, m = 8), the ring (k = 14336 at m = 1, 6145 rows at
  * m = 5, sm_90+), four rows per warp (4097 rows at m = 6), 16 batch rows,
- * a single super-block; on the tensor cores (mma=2; by default at m = 8),
+ * a single super-block; on the tensor cores (mma=2; by default from m = 5 on 2048 rows),
  * warps without a last chunk (k = 2304), a partial last tile of 16 rows,
  * two tiles a block (k = 4096 at m = 8, k = 14336 at m = 4), fewer chunks
  * than warps (k = 256). */
