@@ -140,8 +140,10 @@ typedef struct ptxgen_spec {
    * 0 the generator's choice (absent from the key), 1 dp4a (the FMA
    * kernel's skeleton), 2 the integer tensor cores (mma.sync m16n8k32 on
    * u8/s8, 16 rows by 8 batch rows a warp: sm >= 80, m <= 8, no glu, n2 or
-   * rope, x staged whole). The two add the same exact integers and the
-   * same fp64 contributions in the same order: the bits are the same. */
+   * rope, x staged whole, or on sm_90/100 half of it in each block of a
+   * cluster of two (geometry.cluster)). The two add the same exact integers
+   * and the same fp64 contributions in the same order: the bits are the
+   * same. */
   uint32_t mma;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes
@@ -178,6 +180,9 @@ typedef struct ptxgen_geometry {
   uint32_t grid[3];
   uint32_t block[3];
   uint32_t shared_bytes; /* dynamic shared memory per block */
+  /* blocks per cluster the kernel requires (.reqnctapercluster, sm_90+;
+   * grid[0] is a multiple of it); 0: no clusters */
+  uint32_t cluster;
 } ptxgen_geometry;
 
 typedef struct ptxgen_kernel {

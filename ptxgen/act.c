@@ -78,6 +78,6 @@ int act_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
 
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
-  out->geometry = (ptxgen_geometry){{(total + THREADS - 1) / THREADS, 1, 1}, {THREADS, 1, 1}, 0};
+  out->geometry = (ptxgen_geometry){{(total + THREADS - 1) / THREADS, 1, 1}, {THREADS, 1, 1}, 0, 0};
   return PTXGEN_OK;
 }

@@ -440,16 +440,26 @@ static bool stage_round_guard(ptx_builder *b, const gemv_plan *p, ptx_reg u, ptx
 
 /* Where a staging thread reads x: with `per_chunk` threads to a chunk (16:
  * a float4 each, 8: two), thread t takes part i = t mod per_chunk of chunks
- * u = t/per_chunk, u + threads/per_chunk, ... of the tile. Sets i, u and a
+ * u = t/per_chunk, u + threads/per_chunk, ... of the tile (with `half`, of
+ * the super-blocks of that parity: see gemv_stage_int). Sets i, u and a
  * scratch register t; returns the global address of the thread's first
  * float4 in batch row 0. */
 static ptx_reg stage_thread_source(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L,
-                                   ptx_reg tile, uint32_t per_chunk, ptx_reg *i_out, ptx_reg *u_out, ptx_reg *t_out) {
+                                   ptx_reg tile, const ptx_reg *half, uint32_t per_chunk, ptx_reg *i_out,
+                                   ptx_reg *u_out, ptx_reg *t_out) {
   ptx_reg i = ptx_new(b, PTX_B32), u = ptx_new(b, PTX_B32), g = ptx_new(b, PTX_B32), c = ptx_new(b, PTX_B32);
   ptx_reg xo = ptx_new(b, PTX_B32), io = ptx_new(b, PTX_B32), t = ptx_new(b, PTX_B32);
   ptx_ins(b, "and.b32 %s, %s, %u;", i.s, L->tid.s, per_chunk - 1);
   ptx_ins(b, "shr.u32 %s, %s, %u;", u.s, L->tid.s, per_chunk == 16 ? 4u : 3u);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
+  if (half) { /* staged chunk u is chunk u%4 of super-block 2(u/4) + half */
+    ptx_ins(b, "shr.u32 %s, %s, 2;", g.s, u.s);
+    ptx_ins(b, "shl.b32 %s, %s, 3;", g.s, g.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", g.s, half->s, g.s);
+    ptx_ins(b, "and.b32 %s, %s, 3;", c.s, u.s);
+    ptx_ins(b, "or.b32 %s, %s, %s;", g.s, g.s, c.s);
+  } else {
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", g.s, tile.s, p->tile_chunks, u.s);
+  }
   ptx_ins(b, "and.b32 %s, %s, 3;", c.s, g.s);
   f->x_base(b, c, xo);
   if (per_chunk == 16) {
@@ -487,13 +497,13 @@ static ptx_reg stage_thread_source(ptx_builder *b, const gemv_plan *p, const gem
 static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
                        ptx_reg tile_len) {
   if (f->int_dot) {
-    gemv_stage_int(b, p, f, L, tile, tile_len, 0);
+    gemv_stage_int(b, p, f, L, tile, tile_len, 0, NULL);
     return;
   }
   const uint32_t per_group = 16 / p->sums, step = p->threads / 16, rounds = (p->tile_chunks + step - 1) / step;
   ptx_comment(b, "stage x: thread t takes float4 t%%16 of chunks t/16 + %u*j, all %u batch rows; group sums by "
                  "butterfly over %u threads", step, p->m, per_group);
-  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, 16, &i, &u, &t);
+  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, NULL, 16, &i, &u, &t);
   ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead = ptx_new(b, PTX_PRED);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", dst.s, i.s, p->xs_stride, u.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", dst.s, dst.s, L->xs_base.s);
@@ -562,11 +572,12 @@ static void emit_stage(ptx_builder *b, const gemv_plan *p, const gemv_format *f,
  * default's measured 1683-1684; staging per block in o's kernel 0.98 ->
  * 0.75 µs, the float staging's 0.59). */
 void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
-                    ptx_reg tile_len, uint32_t frag_chunk_bytes) {
+                    ptx_reg tile_len, uint32_t frag_chunk_bytes, const ptx_reg *half) {
   const uint32_t step = p->threads / 8, rounds = (p->tile_chunks + step - 1) / step;
+  const uint32_t x_chunks = half ? 2 : 1; /* x's chunks from one staged chunk to the next, in runs of 4 */
   ptx_comment(b, "stage x as byte planes of 23-bit integers under a power-of-two scale per chunk: thread t takes "
                  "values 8(t%%8).. of chunks t/8 + %u*j, all %u batch rows", step, p->m);
-  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, 8, &i, &u, &t);
+  ptx_reg i, u, t, src = stage_thread_source(b, p, f, L, tile, half, 8, &i, &u, &t);
   ptx_reg dst = ptx_new(b, PTX_B32), sdst = ptx_new(b, PTX_B32), lead4 = ptx_new(b, PTX_PRED);
   ptx_reg lead8 = ptx_new(b, PTX_PRED);
   /* Where a round's words go: dst (+ dst_row per batch row, + dst_plane per
@@ -624,7 +635,8 @@ void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, co
         for (int q = 0; q < 8; q++) ptx_op1i(b, "mov.b32", v[e][q], "0");
       for (int h = 0; h < 2; h++)
         ptx_ins(b, "%sld.global.v4.b32 {%s, %s, %s, %s}, [%s+%u];", guard[e], v[e][4 * h].s, v[e][4 * h + 1].s,
-                v[e][4 * h + 2].s, v[e][4 * h + 3].s, src.s, (r * p->k + j * step * 64) * 4 + 16 * (uint32_t)h);
+                v[e][4 * h + 2].s, v[e][4 * h + 3].s, src.s,
+                (r * p->k + j * step * 64 * x_chunks) * 4 + 16 * (uint32_t)h);
     }
     for (uint32_t e = 0; e < count; e++) {
       const uint32_t r = (first + e) / rounds, j = (first + e) % rounds;
@@ -1172,6 +1184,6 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
   uint32_t grid = p.groups < GRID_CAP ? p.groups : GRID_CAP;
-  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.threads, 1, 1}, p.shared_bytes};
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.threads, 1, 1}, p.shared_bytes, 0};
   return PTXGEN_OK;
 }

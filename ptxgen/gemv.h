@@ -181,9 +181,11 @@ uint32_t gemv_shared_budget(uint32_t sm);
 /* Stages tile `tile` of x as the integer dot products need it (gemv.c says
  * what each chunk holds): frag_chunk_bytes = 0 in the layout the skeleton's
  * formats read, else as gemv_idp_mma.c's B fragments, that many bytes a
- * chunk. */
+ * chunk. half (a register, 0 or 1; NULL: none) stages only the super-blocks
+ * of that parity: staged chunk u is chunk u%4 of super-block 2(u/4) + half
+ * (tile 0; its step of chunks, threads/8, must be a multiple of 4). */
 void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, const gemv_lane *L, ptx_reg tile,
-                    ptx_reg tile_len, uint32_t frag_chunk_bytes);
+                    ptx_reg tile_len, uint32_t frag_chunk_bytes, const ptx_reg *half);
 /* Q4_K with idp=1 on the integer tensor cores (gemv_idp_mma.c; whether a
  * spec runs there: gemv_idp_mma_takes, kernels.h): its kernel, with f's
  * staging of x (f: q4k_gemv's idp format). */

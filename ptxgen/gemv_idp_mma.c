@@ -45,7 +45,16 @@
  * Work split: a block of 8 warps per tile (16 if two tiles' staged x would
  *   not fit the budget: then two tiles at a time share it) walks the tiles
  *   of 16 rows with a grid stride. x is staged once, whole (3 bytes a value
- *   and batch row: x must fit, else the dp4a kernel runs). The weights of
+ *   and batch row).
+ *   Split (sm_90/100, where x does not fit whole: k = 14336 from m = 5): a
+ *   cluster of two blocks takes the same tiles, block h staging only the
+ *   super-blocks of parity h, which are the chunks of classes w = 4h..4h+3,
+ *   taken by its 4 warps a tile (4 tiles at a time: 16 warps). The
+ *   butterfly's level 4 apart pairs the blocks' classes: each block adds,
+ *   for half of the tile's rows, its own stored sums and the other's,
+ *   read through the cluster's shared memory after a cluster barrier
+ *   (H100, twenty-sixth session: 4096x14336 m = 8 57.0 -> 39.3 µs cold, the
+ *   fp32 kernel's 48.4). The weights of
  *   a warp's next 4 chunks are in flight while it computes 4 (a loop of
  *   rounds of 4, one per class of sums), and the next tile's first 4 while
  *   a tile's sums are added.
@@ -82,6 +91,11 @@ typedef struct mma_plan {
   uint32_t red_bytes;       /* per group: two buffers of 8 warps x m x 16 rows, fp64 */
   uint32_t shared_bytes;
   bool cap128;              /* 16 warps an SM at 128 registers a thread (sm_90, sm_100) */
+  /* x too large to stage whole: a cluster of two blocks, block h staging the
+   * super-blocks of parity h, whose warps take the classes w = 4h..4h+3 */
+  bool split;
+  uint32_t classes;         /* warps a tile takes in a block: 8, or 4 when split */
+  uint32_t chunk_step;      /* shared bytes from a warp's staged chunk to its next: 8 or 4 chunks */
 } mma_plan;
 
 static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
@@ -100,12 +114,27 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
    * other targets take one tile a block and as many registers as ptxas
    * wants. */
   p->cap128 = s->sm == 90 || s->sm == 100;
+  p->classes = GROUP_WARPS;
   p->groups = p->cap128 && 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
-  p->warps = p->groups * GROUP_WARPS;
+  p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
+  if (p->shared_bytes > budget && p->cap128 && (p->chunks / 4) % 2 == 0) {
+    /* Split: half of x a block, four tiles of four warps at a time (16
+     * warps), up to the opt-in maximum (227 KiB, 1 KiB of it the driver's) */
+    p->split = true;
+    p->classes = GROUP_WARPS / 2;
+    p->groups = 4;
+    p->xs_bytes = p->chunks / 2 * p->chunk_bytes;
+    p->red_bytes = 2 * p->classes * s->m * 16 * 8;
+    p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
+    if (p->shared_bytes > 226u * 1024) return false;
+  } else if (p->shared_bytes > budget) {
+    return false;
+  }
+  p->chunk_step = (p->split ? 4 : 8) * p->chunk_bytes;
+  p->warps = p->groups * p->classes;
   p->threads = p->warps * 32;
   p->units = (p->tiles + p->groups - 1) / p->groups;
-  p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
-  return p->shared_bytes <= budget;
+  return true;
 }
 
 bool gemv_idp_mma_takes(const ptxgen_spec *s) {
@@ -124,7 +153,8 @@ typedef struct mma_raw {
 /* Per-lane registers the chunks share. */
 typedef struct mma_lane {
   gemv_lane L;          /* tid, lane, warp; c = w % 4 and the Q4_K scale constants in fmt */
-  ptx_reg gw, grp;      /* warp within its group (its chunk class), group */
+  ptx_reg grp, wl;      /* the warp's group, and the warp within it: its class w (chunks w mod 8), or
+                         * w - 4h when split (emit_class) */
   ptx_reg gid, tq;      /* lane / 4, lane % 4 */
   ptx_reg sel_lo, sel_hi, zero;
   ptx_reg xw;           /* shared address of the lane's B in chunk w (chunk w + 8i: + 8i*chunk_bytes) */
@@ -133,6 +163,22 @@ typedef struct mma_lane {
   ptx_reg red;          /* shared address of the group's sum buffers */
   ptx_reg bar;          /* the group's named barrier: 1 + group (0 is the block's) */
 } mma_lane;
+
+/* The block's rank h in its cluster (split) and the warp's class w: read
+ * again where needed, not held across the loops (split keys spilled 16
+ * bytes at 128 registers holding them). */
+static ptx_reg emit_half(ptx_builder *b) {
+  ptx_reg h = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mov.u32 %s, %%cluster_ctarank;", h.s);
+  return h;
+}
+
+static ptx_reg emit_class(ptx_builder *b, const mma_plan *p, const mma_lane *M) {
+  if (!p->split) return M->wl;
+  ptx_reg w = ptx_new(b, PTX_B32);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", w.s, emit_half(b).s, M->wl.s);
+  return w;
+}
 
 static void new_raw(ptx_builder *b, mma_raw *r) {
   for (int rr = 0; rr < 2; rr++) {
@@ -192,7 +238,7 @@ static const char *emit_exists(ptx_builder *b, const mma_plan *p, ptx_reg g, uin
  * (v = 2 * (row g+8) + (column 2t+1)). */
 static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg xb[3], const mma_raw *r,
                        uint32_t i, ptx_reg acc[4][4]) {
-  const uint32_t m = p->m, xoff = 8 * i * p->chunk_bytes;
+  const uint32_t m = p->m, xoff = i * p->chunk_step;
   ptx_comment(b, "chunk w + 32 round + %u: A = the rows' nibbles (high ones as 16q), B = x's planes", 8 * i);
   ptx_reg A[2][4]; /* [sub-block][register]: rows g, g+8 at slots 4t.., then at 16+4t.. */
   for (int s = 0; s < 2; s++)
@@ -278,27 +324,29 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   L->xs_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", L->xs_base.s);
   L->xsum_base = L->xs_base;
-  M->gw = ptx_new(b, PTX_B32), M->grp = ptx_new(b, PTX_B32), M->gid = ptx_new(b, PTX_B32);
-  M->tq = ptx_new(b, PTX_B32), M->zero = ptx_imm_b32(b, 0);
-  ptx_ins(b, "and.b32 %s, %s, %u;", M->gw.s, L->warp.s, GROUP_WARPS - 1);
-  ptx_ins(b, "shr.u32 %s, %s, 3;", M->grp.s, L->warp.s);
+  M->grp = ptx_new(b, PTX_B32), M->gid = ptx_new(b, PTX_B32);
+  M->tq = ptx_new(b, PTX_B32), M->zero = ptx_imm_b32(b, 0), M->wl = ptx_new(b, PTX_B32);
+  ptx_ins(b, "and.b32 %s, %s, %u;", M->wl.s, L->warp.s, p->classes - 1);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", M->grp.s, L->warp.s, p->split ? 2u : 3u);
+  const ptx_reg gw = emit_class(b, p, M);
   ptx_ins(b, "shr.u32 %s, %s, 2;", M->gid.s, L->lane.s);
   ptx_ins(b, "and.b32 %s, %s, 3;", M->tq.s, L->lane.s);
   ptx_comment(b, "this warp's chunks are w (mod 8): part c = w %% 4 of super-blocks w/4 + 2i");
-  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, M->gw.s);
+  ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, gw.s);
   q4k_scale_consts(b, L);
   M->sel_lo = ptx_new(b, PTX_B32), M->sel_hi = ptx_new(b, PTX_B32);
   ptx_ins(b, "and.b32 %s, %s, 1;", M->sel_lo.s, L->c.s); /* prmt selector: byte 2(c%%2) of a word, zeros above */
   ptx_ins(b, "mad.lo.u32 %s, %s, 2, 0x4440;", M->sel_lo.s, M->sel_lo.s);
   ptx_ins(b, "add.u32 %s, %s, 1;", M->sel_hi.s, M->sel_lo.s);
   M->hoff = ptx_new(b, PTX_B32), M->qoff = ptx_new(b, PTX_B32);
-  ptx_ins(b, "shr.u32 %s, %s, 2;", M->hoff.s, M->gw.s);
+  ptx_ins(b, "shr.u32 %s, %s, 2;", M->hoff.s, gw.s);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", M->hoff.s, M->hoff.s, Q4K_BLOCK_BYTES);
   ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", M->qoff.s, L->c.s, M->hoff.s);
   ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", M->qoff.s, M->tq.s, M->qoff.s);
   ptx_ins(b, "add.u32 %s, %s, 16;", M->qoff.s, M->qoff.s); /* quant bytes 32c + 8t.. */
   M->xw = ptx_new(b, PTX_B32);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->xw.s, M->gw.s, p->chunk_bytes, L->xs_base.s);
+  /* staged chunk of chunk w: w, or (split) w - 4h */
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->xw.s, M->wl.s, p->chunk_bytes, L->xs_base.s);
   ptx_comment(b, "this lane's B of chunk w (lane 4g + t: 16 bytes a part), and the sums of its columns 2t, 2t+1; "
                  "lanes of columns past m read the last column's (not stored; a load that never skips keeps "
                  "ptxas from carrying the registers across the loop)");
@@ -314,6 +362,13 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   M->red = ptx_new(b, PTX_B32);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", M->red.s, M->grp.s, p->red_bytes, L->xs_base.s);
   ptx_ins(b, "add.u32 %s, %s, %u;", M->red.s, M->red.s, p->xs_bytes);
+}
+
+/* Every thread of both blocks of the cluster arrives, then waits: the
+ * writes to shared memory before it are visible to the other block after. */
+static void emit_cluster_barrier(ptx_builder *b) {
+  ptx_ins(b, "barrier.cluster.arrive.release.aligned;");
+  ptx_ins(b, "barrier.cluster.wait.acquire.aligned;");
 }
 
 /* The tile's sums: each warp adds its classes (the butterfly's levels 16
@@ -335,28 +390,51 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
     ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, s1.s, s2.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, M->tq.s, (uint32_t)(v % 2));
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", ok.s, col.s, m);
-    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", at.s, M->gw.s, m, col.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", at.s, M->wl.s, m, col.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", at.s, at.s, M->gid.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, at.s, red.s);
     ptx_ins(b, "@%s st.shared.f64 [%s+%u], %s;", ok.s, at.s, (uint32_t)(v / 2) * 64, s1.s);
   }
-  ptx_ins(b, "bar.sync %s, %u;", M->bar.s, GROUP_WARPS * 32); /* the group's own barrier */
-  ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps 4, 2, 1 apart");
+  if (p->split) {
+    ptx_comment(b, "both blocks' classes stored (this barrier also ends the last tile's reads of the other buffer)");
+    emit_cluster_barrier(b);
+  } else {
+    ptx_ins(b, "bar.sync %s, %u;", M->bar.s, GROUP_WARPS * 32); /* the group's own barrier */
+  }
   char done[32];
   ptx_label_new(b, "sums_done", done);
   ptx_reg q = ptx_new(b, PTX_B32), row = ptx_new(b, PTX_B32), col = ptx_new(b, PTX_B32), at = ptx_new(b, PTX_B32);
-  ptx_reg skip = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", q.s, M->gw.s, M->L.lane.s);
-  ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 16 * m);
-  ptx_ins(b, "@%s bra %s;", skip.s, done);
-  ptx_ins(b, "and.b32 %s, %s, 15;", row.s, q.s);
-  ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, q.s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, q.s, red.s); /* [0][col][row]: (col*16 + row)*8 */
-  ptx_reg s2[8];
-  for (uint32_t w = 0; w < 8; w++) {
-    s2[w] = ptx_new(b, PTX_B64);
-    ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
+  ptx_reg skip = ptx_new(b, PTX_PRED), s2[8];
+  for (uint32_t w = 0; w < 8; w++) s2[w] = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", q.s, M->wl.s, M->L.lane.s);
+  if (p->split) {
+    ptx_comment(b, "thread q < 8m of the group: row 8h + q %% 8, column q / 8; classes 4 apart from the two blocks, "
+                   "then 2, 1 apart");
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 8 * m);
+    ptx_ins(b, "@%s bra %s;", skip.s, done);
+    ptx_ins(b, "and.b32 %s, %s, 7;", row.s, q.s);
+    const ptx_reg half = emit_half(b);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", row.s, half.s, row.s);
+    ptx_ins(b, "shr.u32 %s, %s, 3;", col.s, q.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", at.s, col.s, row.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, at.s, red.s); /* [0][col][row] */
+    ptx_reg peer = ptx_new(b, PTX_B32), rat = ptx_new(b, PTX_B32);
+    ptx_ins(b, "xor.b32 %s, %s, 1;", peer.s, half.s);
+    ptx_ins(b, "mapa.shared::cluster.u32 %s, %s, %s;", rat.s, at.s, peer.s);
+    for (uint32_t w = 0; w < 4; w++) {
+      ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
+      ptx_ins(b, "ld.shared::cluster.f64 %s, [%s+%u];", s2[w + 4].s, rat.s, w * m * 16 * 8);
+    }
+  } else {
+    ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps 4, 2, 1 apart");
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 16 * m);
+    ptx_ins(b, "@%s bra %s;", skip.s, done);
+    ptx_ins(b, "and.b32 %s, %s, 15;", row.s, q.s);
+    ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, q.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, q.s, red.s); /* [0][col][row]: (col*16 + row)*8 */
+    for (uint32_t w = 0; w < 8; w++) ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
   }
+  /* (split: s2[w] + s2[w+4] is this block's class plus the other's, in either order: the same sum) */
   for (uint32_t w = 0; w < 4; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 4].s);
   for (uint32_t w = 0; w < 2; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 2].s);
   ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[0].s, s2[0].s, s2[1].s);
@@ -383,7 +461,9 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const params[] = {"W", "x", "y"};
   /* cap128: 16 warps an SM, in two blocks or one */
-  if (p.cap128 && p.threads == 256)
+  if (p.split)
+    ptx_entry_cluster(&b, out->entry, params, 3, 1, p.threads, 2);
+  else if (p.cap128 && p.threads == 256)
     ptx_entry_blocks(&b, out->entry, params, 3, 1, 256, 2);
   else
     ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
@@ -394,8 +474,13 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   emit_lane(&b, &p, &M);
   ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);
   ptx_reg buf = ptx_new(&b, PTX_B32), more = ptx_new(&b, PTX_PRED);
-  ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", unit.s);
-  ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  if (p.split) { /* both blocks of a cluster take the same tiles */
+    ptx_ins(&b, "mov.u32 %s, %%clusterid.x;", unit.s);
+    ptx_ins(&b, "mov.u32 %s, %%nclusterid.x;", ncta.s);
+  } else {
+    ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", unit.s);
+    ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);
+  }
   ptx_ins(&b, "mov.u32 %s, 0;", buf.s);
   ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", tile.s, unit.s, p.groups, M.grp.s);
   mma_raw slots[4];
@@ -406,12 +491,14 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_comment(&b, "the first tile's first 4 chunks: weights never depend on an earlier kernel");
   emit_row_pointers(&b, &p, &M, tile, rowp);
   ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
-  for (uint32_t a = 0; a < 4; a++) emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, M.gw, a, 0, &pe), &slots[a]);
+  for (uint32_t a = 0; a < 4; a++) emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe), &slots[a]);
   ptx_grid_dependency_sync(&b);
+  const uint32_t staged = p.split ? p.chunks / 2 : p.chunks;
   gemv_plan sp = {.k = p.k, .n = p.n, .m = p.m, .sm = p.sm, .threads = p.threads, .warps = p.warps,
-                  .chunks = p.chunks, .tile_chunks = p.chunks, .tiles = 1, .sums = 4, .xs_stride = p.chunks | 1u};
-  ptx_reg tile0 = ptx_imm_b32(&b, 0), tile_len = ptx_imm_b32(&b, p.chunks);
-  gemv_stage_int(&b, &sp, f, &M.L, tile0, tile_len, p.chunk_bytes);
+                  .chunks = p.chunks, .tile_chunks = staged, .tiles = 1, .sums = 4, .xs_stride = staged | 1u};
+  ptx_reg tile0 = ptx_imm_b32(&b, 0), tile_len = ptx_imm_b32(&b, staged);
+  const ptx_reg half = p.split ? emit_half(&b) : tile0;
+  gemv_stage_int(&b, &sp, f, &M.L, tile0, tile_len, p.chunk_bytes, p.split ? &half : NULL);
   ptx_ins(&b, "bar.sync 0;");
   char top[32], round_top[32];
   ptx_label_new(&b, "tile", top);
@@ -427,7 +514,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_ins(&b, "mov.u32 %s, %s;", xb[0].s, M.xw.s);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[1].s, M.xu.s);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[2].s, M.xsh.s);
-  ptx_ins(&b, "mov.u32 %s, %s;", g.s, M.gw.s);
+  ptx_ins(&b, "mov.u32 %s, %s;", g.s, emit_class(&b, &p, &M).s);
 #ifdef EXP_UNROLL
   const uint32_t body_copies = (p.lane_chunks + 3) / 4;
 #else
@@ -449,7 +536,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   for (uint32_t a = 0; a < 4; a++) /* the next round's chunk a (32 chunks on) */
     emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, g, a, 32, &pe), &slots[a]);
   ptx_ins(&b, "add.u32 %s, %s, 32;", g.s, g.s);
-  for (int j = 0; j < 3; j++) ptx_ins(&b, "add.u32 %s, %s, %u;", xb[j].s, xb[j].s, 32 * p.chunk_bytes);
+  for (int j = 0; j < 3; j++) ptx_ins(&b, "add.u32 %s, %s, %u;", xb[j].s, xb[j].s, 4 * p.chunk_step);
   }
   ptx_reg again = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", again.s, g.s, p.chunks);
@@ -462,7 +549,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   emit_row_pointers(&b, &p, &M, next_tile, rowp);
   ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
   for (uint32_t a = 0; a < 4; a++) {
-    const char *exists = emit_exists(&b, &p, M.gw, a, 0, &pe);
+    const char *exists = emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe);
     if (exists) {
       ptx_reg both = ptx_new(&b, PTX_PRED);
       ptx_ins(&b, "and.pred %s, %s, %s;", both.s, exists, more.s);
@@ -475,10 +562,14 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_ins(&b, "mov.u32 %s, %s;", unit.s, next.s);
   ptx_ins(&b, "mov.u32 %s, %s;", tile.s, next_tile.s);
   ptx_ins(&b, "@%s bra %s;", more.s, top);
+  if (p.split) { /* the other block may still read this one's sums */
+    ptx_comment(&b, "stay until the other block has read this block's last sums");
+    emit_cluster_barrier(&b);
+  }
   ptx_ins(&b, "ret;");
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
-  const uint32_t grid = p.units < 1024 ? p.units : 1024;
-  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {p.threads, 1, 1}, p.shared_bytes};
+  const uint32_t clusters = p.units < 1024 ? p.units : 1024, per = p.split ? 2 : 1;
+  out->geometry = (ptxgen_geometry){{clusters * per, 1, 1}, {p.threads, 1, 1}, p.shared_bytes, p.split ? 2 : 0};
   return PTXGEN_OK;
 }

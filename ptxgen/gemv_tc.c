@@ -1655,6 +1655,6 @@ int gemv_tc_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   }
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
-  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {plans[0].warps * 32, 1, 1}, shared};
+  out->geometry = (ptxgen_geometry){{grid, 1, 1}, {plans[0].warps * 32, 1, 1}, shared, 0};
   return PTXGEN_OK;
 }

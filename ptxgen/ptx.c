@@ -388,14 +388,26 @@ void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names,
   ptx_entry_blocks(b, name, param_names, nparams, dyn_shared, threads, 1);
 }
 
-void ptx_entry_blocks(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
-                      int dyn_shared, uint32_t threads, uint32_t min_blocks) {
+static void entry_head(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
+                       int dyn_shared) {
   if (dyn_shared) text_append(&b->head, ".extern .shared .align 16 .b8 xs[];\n\n");
   text_append(&b->head, ".visible .entry %s(", name);
   for (int i = 0; i < nparams; i++)
     text_append(&b->head, "%s\n\t.param .u64 %s", i ? "," : "", param_names[i]);
   text_append(&b->head, "\n)\n");
+}
+
+void ptx_entry_blocks(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
+                      int dyn_shared, uint32_t threads, uint32_t min_blocks) {
+  entry_head(b, name, param_names, nparams, dyn_shared);
   if (threads > 0) text_append(&b->head, ".maxntid %u, 1, 1\n.minnctapersm %u\n", threads, min_blocks);
+  text_append(&b->head, "{\n");
+}
+
+void ptx_entry_cluster(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
+                       int dyn_shared, uint32_t threads, uint32_t cluster_blocks) {
+  entry_head(b, name, param_names, nparams, dyn_shared);
+  text_append(&b->head, ".maxntid %u, 1, 1\n.reqnctapercluster %u, 1, 1\n", threads, cluster_blocks);
   text_append(&b->head, "{\n");
 }
 

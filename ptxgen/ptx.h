@@ -93,6 +93,10 @@ void ptx_entry(ptx_builder *b, const char *name, const char *const *param_names,
  * (.minnctapersm): ptxas then keeps the registers within that. */
 void ptx_entry_blocks(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
                       int dyn_shared, uint32_t threads, uint32_t min_blocks);
+/* ptx_entry for blocks launched in clusters of cluster_blocks (sm_90+,
+ * .reqnctapercluster: the grid must be a multiple of it). */
+void ptx_entry_cluster(ptx_builder *b, const char *name, const char *const *param_names, int nparams,
+                       int dyn_shared, uint32_t threads, uint32_t cluster_blocks);
 
 /* A module-scope declaration (e.g. an initialised .const array), written
  * before the entry; call it before ptx_entry. */

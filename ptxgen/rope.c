@@ -419,6 +419,6 @@ int rope_emit(const ptxgen_spec *s, ptxgen_kernel *out) {
 
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
-  out->geometry = (ptxgen_geometry){{row_blocks, s->m, 1}, {THREADS, 1, 1}, 0};
+  out->geometry = (ptxgen_geometry){{row_blocks, s->m, 1}, {THREADS, 1, 1}, 0, 0};
   return PTXGEN_OK;
 }

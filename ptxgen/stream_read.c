@@ -118,6 +118,6 @@ int stream_read_emit(const ptxgen_spec *spec, ptxgen_kernel *out) {
   out->ptx = ptx_finish(&b, &out->ptx_len);
   if (!out->ptx) return PTXGEN_ERR_NOMEM;
   uint32_t blocks = (n + THREADS * UNROLL - 1) / (THREADS * UNROLL);
-  out->geometry = (ptxgen_geometry){{blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS, 1, 1}, {THREADS, 1, 1}, 0};
+  out->geometry = (ptxgen_geometry){{blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS, 1, 1}, {THREADS, 1, 1}, 0, 0};
   return PTXGEN_OK;
 }

@@ -191,6 +191,7 @@ static int fit_grid_to_device(ptxq_ctx *ctx, struct ptxq_kernel_entry *e) {
                          e->key);
   if (per_sm < 1) per_sm = 1;
   uint64_t wave = (uint64_t)per_sm * ctx->info.multiprocessors;
+  if (g->cluster > 1) wave = wave < g->cluster ? g->cluster : wave - wave % g->cluster; /* whole clusters */
   if (wave >= 1 && wave < e->geometry.grid[0]) e->geometry.grid[0] = (uint32_t)wave;
   return PTXQ_OK;
 }

@@ -400,7 +400,7 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,glu=swiglu", "mma=2: the integer tensor-core kernel");
   refuse("q4k_gemv:k=256,n=1,m=9,idp=1,mma=2", "mma=2: the integer tensor-core kernel");
   refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,rows=2", "mma=2: the integer tensor-core kernel");
-  refuse("q4k_gemv:k=14336,n=1,m=8,idp=1,mma=2", "k=14336, m=8) staged whole");
+  refuse("q4k_gemv:k=14336,n=1,m=8,sm=80,idp=1,mma=2", "k=14336, m=8) staged whole");
   refuse("q8_gemv:k=256,n=1,m=1", "unknown kernel kind 'q8_gemv'");
   refuse("q6k_gemv:k=300,n=1,m=1", "k=300 is not a multiple of 256");
   refuse("q4k_gemv:k=256,n=1,m=1,glu=relu", "glu='relu' is not swiglu or geglu");
@@ -811,7 +811,8 @@ Test(spec, idp_on_the_integer_tensor_cores) {
   static const struct { const char *key; int mma; } cases[] = {
       {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1", 1},       {"q4k_gemv:k=4096,n=4096,m=8,sm=80,idp=1", 1},
       {"q4k_gemv:k=4096,n=4096,m=8,sm=86,idp=1", 0},       {"q4k_gemv:k=4096,n=4096,m=4,sm=90,idp=1", 0},
-      {"q4k_gemv:k=14336,n=4096,m=8,sm=90,idp=1", 0},      {"q4k_gemv:k=2304,n=999,m=3,sm=90,idp=1,mma=2", 1},
+      {"q4k_gemv:k=14336,n=4096,m=8,sm=90,idp=1", 1},      {"q4k_gemv:k=2304,n=999,m=3,sm=90,idp=1,mma=2", 1},
+      {"q4k_gemv:k=14336,n=4096,m=8,sm=80,idp=1", 0},
       {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1,mma=1", 0}, {"q4k_gemv:k=256,n=5,m=1,sm=120,idp=1,mma=2", 1}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     ptxgen_spec s;
