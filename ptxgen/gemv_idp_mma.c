@@ -550,12 +550,12 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
   for (uint32_t a = 0; a < 4; a++) {
     const char *exists = emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe);
+    ptx_reg both = more; /* (its name outlives the branch below) */
     if (exists) {
-      ptx_reg both = ptx_new(&b, PTX_PRED);
+      both = ptx_new(&b, PTX_PRED);
       ptx_ins(&b, "and.pred %s, %s, %s;", both.s, exists, more.s);
-      exists = both.s;
     }
-    emit_load(&b, &M, rowp, wofs, a, exists ? exists : more.s, &slots[a]);
+    emit_load(&b, &M, rowp, wofs, a, both.s, &slots[a]);
   }
   emit_tile_sums(&b, &p, &M, acc, tile, buf);
   ptx_ins(&b, "xor.b32 %s, %s, %u;", buf.s, buf.s, p.red_bytes / 2);
