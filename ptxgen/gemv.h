@@ -225,6 +225,12 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
 void q4k_scale_consts(ptx_builder *b, gemv_lane *L);
 void q4k_emit_scale_bytes(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *sc, ptx_reg *mn);
 void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]);
+/* Integer dot products (idp=1), both kernels: from a super-block header
+ * (h as for q4k_emit_scales) the row's d and -dmin in fp64, and the lane's
+ * two sub-blocks' scales sc (s32), 16 sc[0] and 16 m; sel_lo, sel_hi: prmt
+ * selectors taking byte 2(c%2) and the next of a word above zero bytes. */
+void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg sel_lo, ptx_reg sel_hi,
+                        ptx_reg zero, ptx_reg *d, ptx_reg *neg_dmin, ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]);
 /* Integer dot products (idp=1), both kernels: adds a chunk's contribution
  * to the fp64 sum acc, from its planes' integer sums ia[p] = 16 sc0 T_lo,p +
  * sc1 T_hi,p, the sub-blocks' 16 m (mn16), the column's U0, U1 (s32), the

@@ -262,26 +262,8 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
   ptx_reg sc[2][2], sc16[2], mn16[2][2], dd[2], dm[2];
   for (int rr = 0; rr < 2; rr++) {
     ptx_comment(b, "row g%s: d, -dmin in fp64; the scales and mins of sub-blocks 2c, 2c+1", rr ? "+8" : "");
-    const ptx_reg *h = r->h[rr];
-    ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
-    dd[rr] = ptx_new(b, PTX_B64);
-    dm[rr] = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
-    ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[rr].s, dh.s);
-    ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[rr].s, mh.s);
-    ptx_ins(b, "neg.f64 %s, %s;", dm[rr].s, dm[rr].s); /* -dmin */
-    q4k_emit_scale_bytes(b, &M->L, h, &scb, &mnb);
-    for (int s = 0; s < 2; s++) {
-      const ptx_reg sel = s ? M->sel_hi : M->sel_lo;
-      ptx_reg mn = ptx_new(b, PTX_B32);
-      sc[rr][s] = ptx_new(b, PTX_B32);
-      mn16[rr][s] = ptx_new(b, PTX_B32);
-      ptx_op4(b, "prmt.b32", sc[rr][s], scb, M->zero, sel);
-      ptx_op4(b, "prmt.b32", mn, mnb, M->zero, sel);
-      ptx_op2i(b, "shl.b32", mn16[rr][s], mn, "4");
-    }
-    sc16[rr] = ptx_new(b, PTX_B32);
-    ptx_op2i(b, "shl.b32", sc16[rr], sc[rr][0], "4");
+    q4k_idp_row_scales(b, &M->L, r->h[rr], M->sel_lo, M->sel_hi, M->zero, &dd[rr], &dm[rr], sc[rr], &sc16[rr],
+                       mn16[rr]);
   }
   ptx_comment(b, "per plane p: its two mma, then ia_p = 16 sc0 T_lo,p + sc1 T_hi,p for each output");
   ptx_reg ia[3][4];

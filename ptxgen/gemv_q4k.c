@@ -209,6 +209,30 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
   gemv_fold(b, p, L, u, R, A, E, S, acc);
 }
 
+/* (gemv.h) */
+void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg sel_lo, ptx_reg sel_hi,
+                        ptx_reg zero, ptx_reg *d, ptx_reg *neg_dmin, ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]) {
+  ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb, mn[2];
+  *d = ptx_new(b, PTX_B64);
+  *neg_dmin = ptx_new(b, PTX_B64);
+  ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
+  ptx_ins(b, "cvt.f64.f16 %s, %s;", d->s, dh.s);
+  ptx_ins(b, "cvt.f64.f16 %s, %s;", neg_dmin->s, mh.s);
+  ptx_ins(b, "neg.f64 %s, %s;", neg_dmin->s, neg_dmin->s);
+  q4k_emit_scale_bytes(b, L, h, &scb, &mnb);
+  for (int s = 0; s < 2; s++) {
+    const ptx_reg sel = s ? sel_hi : sel_lo;
+    sc[s] = ptx_new(b, PTX_B32);
+    mn[s] = ptx_new(b, PTX_B32);
+    ptx_op4(b, "prmt.b32", sc[s], scb, zero, sel);
+    ptx_op4(b, "prmt.b32", mn[s], mnb, zero, sel);
+    mn16[s] = ptx_new(b, PTX_B32);
+    ptx_op2i(b, "shl.b32", mn16[s], mn[s], "4");
+  }
+  *sc16 = ptx_new(b, PTX_B32);
+  ptx_op2i(b, "shl.b32", *sc16, sc[0], "4");
+}
+
 /* Integer dot products (idp=1; gemv.c's emit_stage_int stages x). For each
  * batch row, sub-block s of the chunk (low nibbles s = 0, high s = 1) and
  * plane p, T[s][p] = sum q' * P_p over its 32 weights, by dp4a: exact, with
@@ -221,30 +245,12 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
 static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
                             ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]) {
   const uint32_t R = p->load_rows, M = p->m;
-  ptx_reg sc[GEMV_MAX_LOAD_ROWS][2], mn[GEMV_MAX_LOAD_ROWS][2], dd[GEMV_MAX_LOAD_ROWS], dm[GEMV_MAX_LOAD_ROWS];
+  ptx_reg sc[GEMV_MAX_LOAD_ROWS][2], dd[GEMV_MAX_LOAD_ROWS], dm[GEMV_MAX_LOAD_ROWS];
   ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8], sc16[GEMV_MAX_LOAD_ROWS], mn16[GEMV_MAX_LOAD_ROWS][2];
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d, -dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
-    const ptx_reg *h = &raw->r[r][RAW_H];
-    ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb;
-    dd[r] = ptx_new(b, PTX_B64);
-    dm[r] = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mov.b32 {%s, %s}, %s;", dh.s, mh.s, h[0].s);
-    ptx_ins(b, "cvt.f64.f16 %s, %s;", dd[r].s, dh.s);
-    ptx_ins(b, "cvt.f64.f16 %s, %s;", dm[r].s, mh.s);
-    ptx_ins(b, "neg.f64 %s, %s;", dm[r].s, dm[r].s); /* -dmin */
-    q4k_emit_scale_bytes(b, L, h, &scb, &mnb);
-    for (int s = 0; s < 2; s++) {
-      const ptx_reg sel = s ? L->fmt[SEL_INT_HI] : L->fmt[SEL_INT_LO];
-      sc[r][s] = ptx_new(b, PTX_B32);
-      mn[r][s] = ptx_new(b, PTX_B32);
-      ptx_op4(b, "prmt.b32", sc[r][s], scb, L->fmt[ZERO], sel);
-      ptx_op4(b, "prmt.b32", mn[r][s], mnb, L->fmt[ZERO], sel);
-      mn16[r][s] = ptx_new(b, PTX_B32);
-      ptx_op2i(b, "shl.b32", mn16[r][s], mn[r][s], "4");
-    }
-    sc16[r] = ptx_new(b, PTX_B32);
-    ptx_op2i(b, "shl.b32", sc16[r], sc[r][0], "4");
+    q4k_idp_row_scales(b, L, &raw->r[r][RAW_H], L->fmt[SEL_INT_LO], L->fmt[SEL_INT_HI], L->fmt[ZERO], &dd[r], &dm[r],
+                       sc[r], &sc16[r], mn16[r]);
     for (int w = 0; w < 8; w++) {
       nib[r][0][w] = ptx_new(b, PTX_B32);
       nib[r][1][w] = ptx_new(b, PTX_B32);
