@@ -78,8 +78,9 @@ static void report_failure(const char *key, const char *via, const char *why, co
   if (log && ptx) quote_named_lines(log, ptx);
 }
 
-static void print_geometry(const uint32_t grid[3], const uint32_t block[3]) {
+static void print_geometry(const uint32_t grid[3], const uint32_t block[3], uint32_t cluster) {
   printf("grid=%u,%u,%u block=%u,%u,%u", grid[0], grid[1], grid[2], block[0], block[1], block[2]);
+  if (cluster > 1) printf(" cluster=%u", cluster); /* blocks per cluster (.reqnctapercluster) */
 }
 
 /* Returns 0 if the key assembled, 1 if it failed. */
@@ -106,7 +107,7 @@ static int check_with_ptxas(const char *ptxas, const char *key, const ptxgen_spe
            "shared_dynamic=%u ",
            key, kernel->entry, report.registers, report.spill_stores, report.spill_loads,
            report.stack_bytes, report.shared_bytes, kernel->geometry.shared_bytes);
-    print_geometry(kernel->geometry.grid, kernel->geometry.block);
+    print_geometry(kernel->geometry.grid, kernel->geometry.block, kernel->geometry.cluster);
     printf(" via=ptxas\n");
     failed = 0;
   }
@@ -154,7 +155,7 @@ static int check_with_driver(driver_contexts *contexts, const char *key,
     printf("%s  entry=%s registers=%d spill_bytes=%d shared_static=%d shared_dynamic=%u ", key,
            info.entry, info.registers, info.spill_bytes, info.static_shared_bytes,
            info.shared_bytes);
-    print_geometry(info.grid, info.block);
+    print_geometry(info.grid, info.block, kernel->geometry.cluster);
     printf(" jit_ms=%.1f via=driver\n", info.jit_ms);
   }
   /* A context the table had no room for is not kept. */
