@@ -54,7 +54,7 @@
  *
  * Integer dot products (gemv_format.int_dot, key option idp=1)
  *   x is staged as byte planes of integers under a power-of-two scale per
- *   chunk (emit_stage_int), a chunk's sums are exact integers, and a lane's
+ *   chunk (gemv_stage_int), a chunk's sums are exact integers, and a lane's
  *   sums are fp64, in the same order, with the butterfly in fp64 and one
  *   rounding to fp32 before the epilogues and stores. tests/idp_model.h
  *   computes the same bits on the CPU.

@@ -134,7 +134,7 @@ typedef struct gemv_format {
   void (*compute)(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, const gemv_raw *raw, ptx_reg u,
                   ptx_reg acc[GEMV_MAX_LOAD_ROWS][PTXGEN_GEMV_MAX_M]);
   /* Integer dot products (spec idp=1): x is staged as byte planes, not
-   * floats (emit_stage_int in gemv.c, whose layout the comment there
+   * floats (gemv_stage_int in gemv.c, whose layout the comment there
    * gives), sums must be 4, and acc is fp64, rounded to fp32 once after the
    * lanes' butterfly (in fp64). */
   bool int_dot;
@@ -213,6 +213,8 @@ void gemv_thread_ids(ptx_builder *b, gemv_lane *L);
  * exponent of 0.5. */
 void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg f[4]);
 
+#define Q4K_BLOCK_BYTES 144u /* a Q4_K super-block: d, dmin, 12 bytes of scales, 128 of quants */
+
 /* Q4_K pieces the tensor-core GEMV (gemv_tc.c) shares with the FMA one
  * (gemv_q4k.c), so that both read a sub-block's scale and min alike.
  * q4k_scale_consts: the lane constants the other two need, in L->fmt
@@ -225,12 +227,14 @@ void gemv_bytes_to_floats(ptx_builder *b, const gemv_lane *L, ptx_reg v, ptx_reg
 void q4k_scale_consts(ptx_builder *b, gemv_lane *L);
 void q4k_emit_scale_bytes(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *sc, ptx_reg *mn);
 void q4k_emit_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg A[4], ptx_reg E[4]);
-/* Integer dot products (idp=1), both kernels: from a super-block header
- * (h as for q4k_emit_scales) the row's d and -dmin in fp64, and the lane's
- * two sub-blocks' scales sc (s32), 16 sc[0] and 16 m; sel_lo, sel_hi: prmt
- * selectors taking byte 2(c%2) and the next of a word above zero bytes. */
-void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg sel_lo, ptx_reg sel_hi,
-                        ptx_reg zero, ptx_reg *d, ptx_reg *neg_dmin, ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]);
+/* Integer dot products (idp=1), both kernels. q4k_idp_consts: the lane
+ * constants of q4k_scale_consts and those q4k_idp_row_scales needs, in
+ * L->fmt (from L->c). q4k_idp_row_scales: from a super-block header (h as
+ * for q4k_emit_scales) the row's d and -dmin in fp64, and the lane's two
+ * sub-blocks' scales sc (s32), 16 sc[0] and 16 m. */
+void q4k_idp_consts(ptx_builder *b, gemv_lane *L);
+void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *d, ptx_reg *neg_dmin,
+                        ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]);
 /* Integer dot products (idp=1), both kernels: adds a chunk's contribution
  * to the fp64 sum acc, from its planes' integer sums ia[p] = 16 sc0 T_lo,p +
  * sc1 T_hi,p, the sub-blocks' 16 m (mn16), the column's U0, U1 (s32), the

@@ -65,7 +65,6 @@
 #include "gemv.h"
 #include "kernels.h"
 
-#define Q4K_BLOCK_BYTES 144u
 #define GROUP_WARPS 8u  /* warps on one tile: one per chunk class g mod 8 */
 /* The generator's choice (mma=0): from MMA_MIN_M batch rows, on at least
  * MMA_MIN_N rows (fewer tiles of 16 rows than twice the SMs leave SMs idle).
@@ -82,14 +81,15 @@
 typedef struct mma_plan {
   uint32_t k, n, m, sm;
   uint32_t chunks, tiles;   /* chunks of 64 per row; tiles of 16 rows */
-  uint32_t groups;          /* tiles a block works on at once, 8 warps each */
+  uint32_t groups;          /* tiles a block works on at once, `classes` warps each */
   uint32_t warps, threads;
   uint32_t units;           /* ceil(tiles / groups), walked with a grid stride */
-  uint32_t lane_chunks;     /* chunks a warp takes per tile: ceil(chunks / 8) */
+  uint32_t lane_chunks;     /* chunks a warp takes per tile, at most: ceil(chunks / 8) */
   uint32_t chunk_bytes;     /* staged x per chunk */
   uint32_t xs_bytes;
-  uint32_t red_bytes;       /* per group: two buffers of 8 warps x m x 16 rows, fp64 */
+  uint32_t red_bytes;       /* per group: two buffers of `classes` warps x m x 16 rows, fp64 */
   uint32_t shared_bytes;
+  uint32_t row_stride;      /* bytes from one row of W to the next */
   bool cap128;              /* 16 warps an SM at 128 registers a thread (sm_90, sm_100) */
   /* x too large to stage whole: a cluster of two blocks, block h staging the
    * super-blocks of parity h, whose warps take the classes w = 4h..4h+3 */
@@ -102,6 +102,7 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   memset(p, 0, sizeof *p);
   p->k = s->k, p->n = s->n, p->m = s->m, p->sm = s->sm;
   p->chunks = s->k / 64;
+  p->row_stride = s->k / 256 * Q4K_BLOCK_BYTES;
   p->tiles = (s->n + 15) / 16;
   p->lane_chunks = (p->chunks + GROUP_WARPS - 1) / GROUP_WARPS;
   p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
@@ -156,8 +157,8 @@ typedef struct mma_lane {
   ptx_reg grp, wl;      /* the warp's group, and the warp within it: its class w (chunks w mod 8), or
                          * w - 4h when split (emit_class) */
   ptx_reg gid, tq;      /* lane / 4, lane % 4 */
-  ptx_reg sel_lo, sel_hi, zero;
-  ptx_reg xw;           /* shared address of the lane's B in chunk w (chunk w + 8i: + 8i*chunk_bytes) */
+  ptx_reg zero;
+  ptx_reg xw;           /* shared address of the lane's B in chunk w (its i-th chunk: + i*chunk_step) */
   ptx_reg xu, xsh;      /* the same of its columns' sums U0, U1 and of their scales */
   ptx_reg hoff, qoff;   /* byte offsets in a row of the header and quant bytes of chunk w */
   ptx_reg red;          /* shared address of the group's sum buffers */
@@ -194,7 +195,7 @@ static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane 
     ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", row.s, tile.s, M->gid.s);
     if (rr) ptx_ins(b, "add.u32 %s, %s, 8;", row.s, row.s);
     ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
-    ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->k / 256 * Q4K_BLOCK_BYTES);
+    ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
     ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, M->L.W.s, off.s);
   }
 }
@@ -262,8 +263,7 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
   ptx_reg sc[2][2], sc16[2], mn16[2][2], dd[2], dm[2];
   for (int rr = 0; rr < 2; rr++) {
     ptx_comment(b, "row g%s: d, -dmin in fp64; the scales and mins of sub-blocks 2c, 2c+1", rr ? "+8" : "");
-    q4k_idp_row_scales(b, &M->L, r->h[rr], M->sel_lo, M->sel_hi, M->zero, &dd[rr], &dm[rr], sc[rr], &sc16[rr],
-                       mn16[rr]);
+    q4k_idp_row_scales(b, &M->L, r->h[rr], &dd[rr], &dm[rr], sc[rr], &sc16[rr], mn16[rr]);
   }
   ptx_comment(b, "per plane p: its two mma, then ia_p = 16 sc0 T_lo,p + sc1 T_hi,p for each output");
   ptx_reg ia[3][4];
@@ -315,11 +315,7 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   ptx_ins(b, "and.b32 %s, %s, 3;", M->tq.s, L->lane.s);
   ptx_comment(b, "this warp's chunks are w (mod 8): part c = w %% 4 of super-blocks w/4 + 2i");
   ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, gw.s);
-  q4k_scale_consts(b, L);
-  M->sel_lo = ptx_new(b, PTX_B32), M->sel_hi = ptx_new(b, PTX_B32);
-  ptx_ins(b, "and.b32 %s, %s, 1;", M->sel_lo.s, L->c.s); /* prmt selector: byte 2(c%%2) of a word, zeros above */
-  ptx_ins(b, "mad.lo.u32 %s, %s, 2, 0x4440;", M->sel_lo.s, M->sel_lo.s);
-  ptx_ins(b, "add.u32 %s, %s, 1;", M->sel_hi.s, M->sel_lo.s);
+  q4k_idp_consts(b, L);
   M->hoff = ptx_new(b, PTX_B32), M->qoff = ptx_new(b, PTX_B32);
   ptx_ins(b, "shr.u32 %s, %s, 2;", M->hoff.s, gw.s);
   ptx_ins(b, "mul.lo.u32 %s, %s, %u;", M->hoff.s, M->hoff.s, Q4K_BLOCK_BYTES);

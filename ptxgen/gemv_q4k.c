@@ -22,7 +22,7 @@
  *
  * Integer dot products (idp=1, q4k_idp_compute; an experiment key)
  *   x is staged as integers X = round(x 2^e) per chunk (gemv.c,
- *   emit_stage_int) and a sub-block's sum of q X is three exact dp4a chains,
+ *   gemv_stage_int) and a sub-block's sum of q X is three exact dp4a chains,
  *   one per byte plane of X: 2 masks and 6 dp4a per word of 8 quants, where
  *   the above spends 12 integer instructions and 8 fma. H100, twenty-fifth
  *   session: the decode step at m = 1 1683 -> 1637 µs with every Q4_K
@@ -34,8 +34,6 @@
 
 #include "gemv.h"
 #include "kernels.h"
-
-#define Q4K_BLOCK_BYTES 144u
 
 /* Format constants in gemv_lane.fmt[] */
 enum { C32, SHIFT_A, MASK_A, MASK_C, SEL_LO, SEL_HI, MAGIC_INT };
@@ -77,16 +75,21 @@ static void q4k_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
   q4k_scale_consts(b, L);
 }
 
-/* Integer dot products (idp=1): also prmt selectors taking the lane's scale
- * bytes as integers (the byte, zeros above). */
+/* (gemv.h) Also prmt selectors taking the lane's scale bytes as integers
+ * (the byte, zeros above). */
 enum { SEL_INT_LO = MAGIC_INT + 1, SEL_INT_HI, ZERO };
-static void q4k_idp_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
-  q4k_lane_consts(b, p, L);
+void q4k_idp_consts(ptx_builder *b, gemv_lane *L) {
+  q4k_scale_consts(b, L);
   for (int i = SEL_INT_LO; i <= ZERO; i++) L->fmt[i] = ptx_new(b, PTX_B32);
   ptx_ins(b, "and.b32 %s, %s, 0xF;", L->fmt[SEL_INT_LO].s, L->fmt[SEL_LO].s); /* the byte: (2c) %% 4 */
   ptx_ins(b, "or.b32 %s, %s, 0x4440;", L->fmt[SEL_INT_LO].s, L->fmt[SEL_INT_LO].s);
   ptx_ins(b, "add.u32 %s, %s, 1;", L->fmt[SEL_INT_HI].s, L->fmt[SEL_INT_LO].s);
   ptx_ins(b, "mov.b32 %s, 0;", L->fmt[ZERO].s);
+}
+
+static void q4k_idp_lane_consts(ptx_builder *b, const gemv_plan *p, gemv_lane *L) {
+  (void)p;
+  q4k_idp_consts(b, L);
 }
 
 /* Scale and min of the lane's two sub-blocks from a super-block header
@@ -210,8 +213,8 @@ static void q4k_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, 
 }
 
 /* (gemv.h) */
-void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg sel_lo, ptx_reg sel_hi,
-                        ptx_reg zero, ptx_reg *d, ptx_reg *neg_dmin, ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]) {
+void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], ptx_reg *d, ptx_reg *neg_dmin,
+                        ptx_reg sc[2], ptx_reg *sc16, ptx_reg mn16[2]) {
   ptx_reg dh = ptx_new(b, PTX_B16), mh = ptx_new(b, PTX_B16), scb, mnb, mn[2];
   *d = ptx_new(b, PTX_B64);
   *neg_dmin = ptx_new(b, PTX_B64);
@@ -221,11 +224,11 @@ void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], 
   ptx_ins(b, "neg.f64 %s, %s;", neg_dmin->s, neg_dmin->s);
   q4k_emit_scale_bytes(b, L, h, &scb, &mnb);
   for (int s = 0; s < 2; s++) {
-    const ptx_reg sel = s ? sel_hi : sel_lo;
+    const ptx_reg sel = s ? L->fmt[SEL_INT_HI] : L->fmt[SEL_INT_LO];
     sc[s] = ptx_new(b, PTX_B32);
     mn[s] = ptx_new(b, PTX_B32);
-    ptx_op4(b, "prmt.b32", sc[s], scb, zero, sel);
-    ptx_op4(b, "prmt.b32", mn[s], mnb, zero, sel);
+    ptx_op4(b, "prmt.b32", sc[s], scb, L->fmt[ZERO], sel);
+    ptx_op4(b, "prmt.b32", mn[s], mnb, L->fmt[ZERO], sel);
     mn16[s] = ptx_new(b, PTX_B32);
     ptx_op2i(b, "shl.b32", mn16[s], mn[s], "4");
   }
@@ -233,7 +236,7 @@ void q4k_idp_row_scales(ptx_builder *b, const gemv_lane *L, const ptx_reg h[4], 
   ptx_op2i(b, "shl.b32", *sc16, sc[0], "4");
 }
 
-/* Integer dot products (idp=1; gemv.c's emit_stage_int stages x). For each
+/* Integer dot products (idp=1; gemv.c's gemv_stage_int stages x). For each
  * batch row, sub-block s of the chunk (low nibbles s = 0, high s = 1) and
  * plane p, T[s][p] = sum q' * P_p over its 32 weights, by dp4a: exact, with
  * q' = q for the low nibbles and 16 q for the high ones (masked in place,
@@ -249,8 +252,7 @@ static void q4k_idp_compute(ptx_builder *b, const gemv_plan *p, const gemv_lane 
   ptx_reg nib[GEMV_MAX_LOAD_ROWS][2][8], sc16[GEMV_MAX_LOAD_ROWS], mn16[GEMV_MAX_LOAD_ROWS][2];
   for (uint32_t r = 0; r < R; r++) {
     ptx_comment(b, "row %u: d, -dmin in fp64; scales and mins of sub-blocks 2c, 2c+1 as integers; the nibbles as bytes", r);
-    q4k_idp_row_scales(b, L, &raw->r[r][RAW_H], L->fmt[SEL_INT_LO], L->fmt[SEL_INT_HI], L->fmt[ZERO], &dd[r], &dm[r],
-                       sc[r], &sc16[r], mn16[r]);
+    q4k_idp_row_scales(b, L, &raw->r[r][RAW_H], &dd[r], &dm[r], sc[r], &sc16[r], mn16[r]);
     for (int w = 0; w < 8; w++) {
       nib[r][0][w] = ptx_new(b, PTX_B32);
       nib[r][1][w] = ptx_new(b, PTX_B32);

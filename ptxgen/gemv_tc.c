@@ -133,7 +133,6 @@
 #include "kernels.h"
 #include "rope_math.h"
 
-#define Q4K_BLOCK_BYTES 144u
 #define Q6K_BLOCK_BYTES 210u
 #define TC_WARPS 8u           /* per block, two blocks per SM; 16 where one block fits (tc_plan_for) */
 #define TC_GRID_CAP 1024u     /* blocks at most; more row groups are walked with a grid stride */

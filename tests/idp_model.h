@@ -1,6 +1,6 @@
 /*
  * idp_model.h: a CPU model, bit for bit, of the Q4_K GEMV with integer dot
- * products (key option idp=1: ptxgen.h; gemv.c emit_stage_int and
+ * products (key option idp=1: ptxgen.h; gemv.c gemv_stage_int and
  * gemv_q4k.c q4k_idp_compute).
  *
  * Per batch row and chunk g of 64 weights (super-block g/4, part c = g%4:
