@@ -23,14 +23,15 @@
  *
  * The order of the fp64 sums
  *   The dp4a kernel's lane l adds chunks g = l (mod 32) in increasing g,
- *   then a butterfly adds lanes 16, 8, 4, 2, 1 apart. Here 8 warps share a
- *   tile of 16 rows: warp w takes chunks g = w (mod 8), its lanes keep four
- *   fp64 sums per output, one for each class g mod 32 = w + 8a (a = 0..3),
- *   each in increasing g. The butterfly's first two levels pair exactly
- *   those classes (w with w + 16, w + 8 with w + 24, then the two), so the
- *   warp adds them itself; the last three pair warps (4, 2, 1 apart), which
- *   one thread per output adds from shared memory. Every addition of the
- *   dp4a kernel happens here with the same operands: the same bits.
+ *   then a butterfly adds lanes 16, 8, 4, 2, 1 apart. Here S warps share a
+ *   tile of 16 rows (S = 16 on sm_90/100, 8 elsewhere): warp w takes chunks
+ *   g = w (mod S), its lanes keep 32/S fp64 sums per output, one for each
+ *   class g mod 32 = w + Sa, each in increasing g. The butterfly's first
+ *   levels pair exactly those classes (S = 16: w with w + 16; S = 8: w with
+ *   w + 16, w + 8 with w + 24, then the two), so the warp adds them itself;
+ *   the rest pair warps (S/2 .. 1 apart), which one thread per output adds
+ *   from shared memory. Every addition of the dp4a kernel happens here with
+ *   the same operands: the same bits.
  *
  * Fragments (PTX ISA, mma.m16n8k32 on 8-bit integers): lane = 4g + t holds
  *   A rows g and g+8 at k-slots 4t..4t+3 (registers 0, 1) and 16+4t..16+4t+3
@@ -42,22 +43,22 @@
  *   a lane's three planes of a sub-block in 24 bytes, 1.5 16-byte loads).
  *   Plane 0 is signed (mma .u8.s8), planes 1 and 2 unsigned (.u8.u8).
  *
- * Work split: a block of 8 warps per tile (16 if two tiles' staged x would
- *   not fit the budget: then two tiles at a time share it) walks the tiles
- *   of 16 rows with a grid stride. x is staged once, whole (3 bytes a value
- *   and batch row).
+ * Work split: a block walks the tiles of 16 rows with a grid stride, x
+ *   staged once, whole (3 bytes a value and batch row). sm_90/100: one tile
+ *   at a time, 16 warps on it, 128 registers a thread; elsewhere 8 warps a
+ *   tile and as many registers as ptxas wants.
  *   Split (sm_90/100, where x does not fit whole: k = 14336 from m = 5): a
  *   cluster of two blocks takes the same tiles, block h staging only the
- *   super-blocks of parity h, which are the chunks of classes w = 4h..4h+3,
- *   taken by its 4 warps a tile (4 tiles at a time: 16 warps). The
+ *   super-blocks of parity h, which are the chunks of classes w = 4h..4h+3
+ *   (S = 8), taken by its 4 warps a tile (4 tiles at a time: 16 warps). The
  *   butterfly's level 4 apart pairs the blocks' classes: each block adds,
  *   for half of the tile's rows, its own stored sums and the other's,
  *   read through the cluster's shared memory after a cluster barrier
  *   (H100, twenty-sixth session: 4096x14336 m = 8 57.0 -> 39.3 µs cold, the
- *   fp32 kernel's 48.4). The weights of
- *   a warp's next 4 chunks are in flight while it computes 4 (a loop of
- *   rounds of 4, one per class of sums), and the next tile's first 4 while
- *   a tile's sums are added.
+ *   fp32 kernel's 48.4).
+ *   Loads: a warp computes rounds of 4 chunks (a loop), and right after each
+ *   chunk loads its slot's next one: the next round's, or the next tile's
+ *   first chunks (emit_reload).
  */
 #include <stdio.h>
 #include <string.h>
@@ -68,13 +69,15 @@
 #define GROUP_WARPS 8u  /* warps on one tile: one per chunk class g mod 8 */
 /* The generator's choice (mma=0): from MMA_MIN_M batch rows, on at least
  * MMA_MIN_N rows (fewer tiles of 16 rows than twice the SMs leave SMs idle).
- * H100, twenty-sixth session (bench/RESULTS.md), cold µs, dp4a -> mma:
- * 14336x4096 m = 4 28.8 -> 31.8, m = 5 37.5 -> 32.1, m = 8 53.7 -> 34.2;
- * 4096x4096 m = 4 14.0 -> 14.2, m = 5 15.4 -> 14.7, m = 8 20.3 -> 15.8;
- * 128256x4096 m = 5 226 -> 186, m = 8 357 -> 190; but 1024x4096 m = 8
- * 12.9 -> 14.0 (64 tiles). */
+ * H100 (bench/RESULTS.md), cold µs, dp4a -> mma. Twenty-sixth session:
+ * 14336x4096 m = 5 37.5 -> 32.1, m = 8 53.7 -> 34.2; 4096x4096 m = 5 15.4
+ * -> 14.7, m = 8 20.3 -> 15.8; 128256x4096 m = 5 226 -> 186, m = 8 357 ->
+ * 190; but 1024x4096 m = 8 12.9 -> 14.0 (64 tiles). Twenty-seventh, with 16
+ * warps a tile and reloads across tiles: m = 4 14336x4096 28.9 -> 28.8,
+ * 4096x14336 33.0 -> 30.4, 128256x4096 205 -> 178, 4096x4096 13.8 ->
+ * 14.1; m = 3 loses (14336x4096 24.3 -> 28.6). */
 #ifndef MMA_MIN_M
-#define MMA_MIN_M 5u
+#define MMA_MIN_M 4u
 #endif
 #define MMA_MIN_N 2048u
 
@@ -95,7 +98,10 @@ typedef struct mma_plan {
    * super-blocks of parity h, whose warps take the classes w = 4h..4h+3 */
   bool split;
   uint32_t classes;         /* warps a tile takes in a block: 8, or 4 when split */
-  uint32_t chunk_step;      /* shared bytes from a warp's staged chunk to its next: 8 or 4 chunks */
+  uint32_t chunk_step;      /* shared bytes from a warp's staged chunk to its next */
+  uint32_t stride;          /* chunks from a warp's chunk of a tile to its next: 8, or 16 (wide) */
+  uint32_t accs;            /* fp64 sums a lane keeps per output: one per class w + stride a, 32 / stride */
+  uint32_t slots;           /* chunks a round: 4, fewer where no warp has more (chunks < 3 stride) */
 } mma_plan;
 
 static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
@@ -104,7 +110,6 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->chunks = s->k / 64;
   p->row_stride = s->k / 256 * Q4K_BLOCK_BYTES;
   p->tiles = (s->n + 15) / 16;
-  p->lane_chunks = (p->chunks + GROUP_WARPS - 1) / GROUP_WARPS;
   p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
   p->xs_bytes = p->chunks * p->chunk_bytes;
   p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
@@ -117,6 +122,15 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->cap128 = s->sm == 90 || s->sm == 100;
   p->classes = GROUP_WARPS;
   p->groups = p->cap128 && 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
+  if (p->cap128) {
+    /* One tile at a time, 16 warps on it (chunks w mod 16): a block's last
+     * tile is a smaller part of its work than with two tiles of 8 warps
+     * (H100, twenty-seventh session: 14336x4096 m = 8 34.0 -> 30.3 µs
+     * cold with the reloads across tiles, emit_reload) */
+    p->classes = 2 * GROUP_WARPS;
+    p->groups = 1;
+    p->red_bytes = 2 * p->classes * s->m * 16 * 8;
+  }
   p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
   if (p->shared_bytes > budget && p->cap128 && (p->chunks / 4) % 2 == 0) {
     /* Split: half of x a block, four tiles of four warps at a time (16
@@ -131,7 +145,11 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   } else if (p->shared_bytes > budget) {
     return false;
   }
-  p->chunk_step = (p->split ? 4 : 8) * p->chunk_bytes;
+  p->stride = p->split ? GROUP_WARPS : p->classes;
+  p->accs = 32 / p->stride;
+  p->lane_chunks = (p->chunks + p->stride - 1) / p->stride;
+  p->slots = p->lane_chunks < 4 ? p->lane_chunks : 4;
+  p->chunk_step = (p->split ? 4 : p->stride) * p->chunk_bytes;
   p->warps = p->groups * p->classes;
   p->threads = p->warps * 32;
   p->units = (p->tiles + p->groups - 1) / p->groups;
@@ -200,10 +218,11 @@ static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane 
   }
 }
 
-/* Loads chunk w + 8(4*round + a) of the lane's two rows (super-block
- * w/4 + 8*round + 2a, part w % 4) into slot a: wofs = 8*144*round bytes
- * (a register), predicated on guard (a predicate name) unless NULL. */
-static void emit_load(ptx_builder *b, const mma_lane *M, const ptx_reg rowp[2], ptx_reg wofs, uint32_t a,
+/* Loads chunk w + S(4*round + a) of the lane's two rows (S = p->stride:
+ * super-block w/4 + S*round + S/4*a, part w % 4) into slot a: wofs =
+ * S*144*round bytes (a register), predicated on guard (a predicate name)
+ * unless NULL. */
+static void emit_load(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg rowp[2], ptx_reg wofs, uint32_t a,
                       const char *guard, const mma_raw *r) {
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
@@ -217,20 +236,21 @@ static void emit_load(ptx_builder *b, const mma_lane *M, const ptx_reg rowp[2], 
     ptx_ins(b, "cvt.u64.u32 %s, %s;", o.s, qo.s);
     ptx_ins(b, "add.u64 %s, %s, %s;", qa.s, rowp[rr].s, o.s);
     ptx_ins(b, "%sld.global.nc.v4.u32 {%s, %s, %s, %s}, [%s+%u];", at, r->h[rr][0].s, r->h[rr][1].s, r->h[rr][2].s,
-            r->h[rr][3].s, ha.s, 2 * a * Q4K_BLOCK_BYTES);
+            r->h[rr][3].s, ha.s, p->stride / 4 * a * Q4K_BLOCK_BYTES);
     ptx_ins(b, "%sld.global.nc.v2.u32 {%s, %s}, [%s+%u];", at, r->q[rr][0].s, r->q[rr][1].s, qa.s,
-            2 * a * Q4K_BLOCK_BYTES);
+            p->stride / 4 * a * Q4K_BLOCK_BYTES);
   }
 }
 
-/* Whether chunk w + 8(4*round + a) + extra exists: g = w + 32*round (a
- * register) + 8a + extra < chunks, into a new predicate; NULL where every
- * warp has it (chunks a multiple of 32 and extra 0). */
+/* Whether chunk w + S(4*round + a) + extra exists (S = p->stride): g = w +
+ * 4S*round (a register) + Sa + extra < chunks, into a new predicate; NULL
+ * where every warp has it (chunks a multiple of 4S and extra 0). */
 static const char *emit_exists(ptx_builder *b, const mma_plan *p, ptx_reg g, uint32_t a, uint32_t extra,
                                ptx_reg *pred) {
-  if (extra == 0 && p->chunks % 32 == 0) return NULL;
+  if (extra == 0 && p->chunks % (4 * p->stride) == 0) return NULL;
   *pred = ptx_new(b, PTX_PRED);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", pred->s, g.s, p->chunks > 8 * a + extra ? p->chunks - 8 * a - extra : 0);
+  const uint32_t ahead = p->stride * a + extra;
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", pred->s, g.s, p->chunks > ahead ? p->chunks - ahead : 0);
   return pred->s;
 }
 
@@ -240,7 +260,8 @@ static const char *emit_exists(ptx_builder *b, const mma_plan *p, ptx_reg g, uin
 static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg xb[3], const mma_raw *r,
                        uint32_t i, ptx_reg acc[4][4]) {
   const uint32_t m = p->m, xoff = i * p->chunk_step;
-  ptx_comment(b, "chunk w + 32 round + %u: A = the rows' nibbles (high ones as 16q), B = x's planes", 8 * i);
+  ptx_comment(b, "chunk w + %u round + %u: A = the rows' nibbles (high ones as 16q), B = x's planes",
+              4 * p->stride, p->stride * i);
   ptx_reg A[2][4]; /* [sub-block][register]: rows g, g+8 at slots 4t.., then at 16+4t.. */
   for (int s = 0; s < 2; s++)
     for (int j = 0; j < 4; j++) {
@@ -286,14 +307,43 @@ static void emit_chunk(ptx_builder *b, const mma_plan *p, const mma_lane *M, con
     }
   }
   ptx_comment(b, "each output's contribution, as the dp4a kernel forms it; added to the sum of class w + %u",
-              8 * (i % 4));
+              p->stride * (i % p->accs));
   ptx_reg scale[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
   for (int col = 0; col < 2; col++) ptx_ins(b, "mov.b64 %s, {%s, %s};", scale[col].s, M->zero.s, sh[col].s);
   for (int v = 0; v < 4; v++) {
     const int rr = v / 2, col = v % 2;
     const ptx_reg iav[3] = {ia[0][v], ia[1][v], ia[2][v]};
-    q4k_idp_add_chunk(b, iav, mn16[rr], us[2 * col], us[2 * col + 1], dd[rr], dm[rr], scale[col], acc[i % 4][v]);
+    q4k_idp_add_chunk(b, iav, mn16[rr], us[2 * col], us[2 * col + 1], dd[rr], dm[rr], scale[col], acc[i % p->accs][v]);
   }
+}
+
+/* After chunk a of a round, slot a's next load, in flight while the rest of
+ * the round computes: the next round's chunk a (wofs: that round's
+ * offset), or where this tile has none, the next tile's chunk a (rows
+ * rowq; `more`: a next tile exists). Split keys, many rounds a tile, take
+ * only the first (fewer registers) and load the next tile's first chunks
+ * after the rounds. H100, twenty-seventh session, cold µs at m = 8 against
+ * the loads after the round: 14336x4096 31.7 -> 30.3 (16 warps a tile),
+ * 4096x14336 (split) 39.3 -> 35.8. */
+static void emit_reload(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg rowp[2],
+                        const ptx_reg rowq[2], ptx_reg more, ptx_reg g, ptx_reg wofs, uint32_t a, const mma_raw *slot) {
+  ptx_reg pe;
+  if (p->split) {
+    emit_load(b, p, M, rowp, wofs, a, emit_exists(b, p, g, a, 4 * p->stride, &pe), slot);
+    return;
+  }
+  ptx_reg here = ptx_new(b, PTX_PRED), guard = ptx_new(b, PTX_PRED), ws = ptx_new(b, PTX_B32);
+  ptx_reg rs[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", here.s, g.s, p->chunks > p->stride * (a + 4) ? p->chunks - p->stride * (a + 4) : 0);
+  const char *first = emit_exists(b, p, emit_class(b, p, M), a, 0, &pe);
+  if (first)
+    ptx_ins(b, "and.pred %s, %s, %s;", guard.s, first, more.s);
+  else
+    ptx_ins(b, "mov.pred %s, %s;", guard.s, more.s);
+  ptx_ins(b, "or.pred %s, %s, %s;", guard.s, guard.s, here.s);
+  ptx_ins(b, "selp.b32 %s, %s, 0, %s;", ws.s, wofs.s, here.s);
+  for (int rr = 0; rr < 2; rr++) ptx_ins(b, "selp.b64 %s, %s, %s, %s;", rs[rr].s, rowp[rr].s, rowq[rr].s, here.s);
+  emit_load(b, p, M, rs, ws, a, guard.s, slot);
 }
 
 static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
@@ -309,11 +359,12 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   M->grp = ptx_new(b, PTX_B32), M->gid = ptx_new(b, PTX_B32);
   M->tq = ptx_new(b, PTX_B32), M->zero = ptx_imm_b32(b, 0), M->wl = ptx_new(b, PTX_B32);
   ptx_ins(b, "and.b32 %s, %s, %u;", M->wl.s, L->warp.s, p->classes - 1);
-  ptx_ins(b, "shr.u32 %s, %s, %u;", M->grp.s, L->warp.s, p->split ? 2u : 3u);
+  ptx_ins(b, "shr.u32 %s, %s, %u;", M->grp.s, L->warp.s, p->classes == 16 ? 4u : p->classes == 8 ? 3u : 2u);
   const ptx_reg gw = emit_class(b, p, M);
   ptx_ins(b, "shr.u32 %s, %s, 2;", M->gid.s, L->lane.s);
   ptx_ins(b, "and.b32 %s, %s, 3;", M->tq.s, L->lane.s);
-  ptx_comment(b, "this warp's chunks are w (mod 8): part c = w %% 4 of super-blocks w/4 + 2i");
+  ptx_comment(b, "this warp's chunks are w (mod %u): part c = w %% 4 of super-blocks w/4 + %ui", p->stride,
+              p->stride / 4);
   ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, gw.s);
   q4k_idp_consts(b, L);
   M->hoff = ptx_new(b, PTX_B32), M->qoff = ptx_new(b, PTX_B32);
@@ -357,15 +408,21 @@ static void emit_cluster_barrier(ptx_builder *b) {
 static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg acc[4][4], ptx_reg tile,
                            ptx_reg buf) {
   const uint32_t m = p->m;
-  ptx_comment(b, "the warp's classes: (w + w+16) + (w+8 + w+24) for each of its outputs, stored at [w][column][row]");
+  ptx_comment(b, p->accs == 4 ? "the warp's classes: (w + w+16) + (w+8 + w+24) for each of its outputs, stored at "
+                                 "[w][column][row]"
+                               : "the warp's classes: w + w+16 for each of its outputs, stored at [w][column][row]");
   ptx_reg red = ptx_new(b, PTX_B32);
   ptx_ins(b, "add.u32 %s, %s, %s;", red.s, M->red.s, buf.s);
   for (int v = 0; v < 4; v++) {
     ptx_reg s1 = ptx_new(b, PTX_B64), s2 = ptx_new(b, PTX_B64), col = ptx_new(b, PTX_B32), at = ptx_new(b, PTX_B32);
     ptx_reg ok = ptx_new(b, PTX_PRED);
-    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, acc[0][v].s, acc[2][v].s);
-    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2.s, acc[1][v].s, acc[3][v].s);
-    ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, s1.s, s2.s);
+    if (p->accs == 4) { /* classes w + 8a: the butterfly's levels 16 and 8 apart */
+      ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, acc[0][v].s, acc[2][v].s);
+      ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2.s, acc[1][v].s, acc[3][v].s);
+      ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, s1.s, s2.s);
+    } else { /* classes w + 16a: level 16 apart */
+      ptx_ins(b, "add.rn.f64 %s, %s, %s;", s1.s, acc[0][v].s, acc[1][v].s);
+    }
     ptx_ins(b, "mad.lo.u32 %s, %s, 2, %u;", col.s, M->tq.s, (uint32_t)(v % 2));
     ptx_ins(b, "setp.lt.u32 %s, %s, %u;", ok.s, col.s, m);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", at.s, M->wl.s, m, col.s);
@@ -377,13 +434,13 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
     ptx_comment(b, "both blocks' classes stored (this barrier also ends the last tile's reads of the other buffer)");
     emit_cluster_barrier(b);
   } else {
-    ptx_ins(b, "bar.sync %s, %u;", M->bar.s, GROUP_WARPS * 32); /* the group's own barrier */
+    ptx_ins(b, "bar.sync %s, %u;", M->bar.s, p->classes * 32); /* the group's own barrier */
   }
   char done[32];
   ptx_label_new(b, "sums_done", done);
   ptx_reg q = ptx_new(b, PTX_B32), row = ptx_new(b, PTX_B32), col = ptx_new(b, PTX_B32), at = ptx_new(b, PTX_B32);
-  ptx_reg skip = ptx_new(b, PTX_PRED), s2[8];
-  for (uint32_t w = 0; w < 8; w++) s2[w] = ptx_new(b, PTX_B64);
+  ptx_reg skip = ptx_new(b, PTX_PRED), s2[2 * GROUP_WARPS];
+  for (uint32_t w = 0; w < 2 * GROUP_WARPS; w++) s2[w] = ptx_new(b, PTX_B64);
   ptx_ins(b, "mad.lo.u32 %s, %s, 32, %s;", q.s, M->wl.s, M->L.lane.s);
   if (p->split) {
     ptx_comment(b, "thread q < 8m of the group: row 8h + q %% 8, column q / 8; classes 4 apart from the two blocks, "
@@ -404,18 +461,21 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
       ptx_ins(b, "ld.shared::cluster.f64 %s, [%s+%u];", s2[w + 4].s, rat.s, w * m * 16 * 8);
     }
   } else {
-    ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps 4, 2, 1 apart");
+    ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps %s2, 1 apart",
+                p->classes == 16 ? "8, 4, " : "4, ");
     ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 16 * m);
     ptx_ins(b, "@%s bra %s;", skip.s, done);
     ptx_ins(b, "and.b32 %s, %s, 15;", row.s, q.s);
     ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, q.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, q.s, red.s); /* [0][col][row]: (col*16 + row)*8 */
-    for (uint32_t w = 0; w < 8; w++) ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
+    for (uint32_t w = 0; w < p->classes; w++)
+      ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
   }
-  /* (split: s2[w] + s2[w+4] is this block's class plus the other's, in either order: the same sum) */
-  for (uint32_t w = 0; w < 4; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 4].s);
-  for (uint32_t w = 0; w < 2; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + 2].s);
-  ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[0].s, s2[0].s, s2[1].s);
+  /* The butterfly's levels from classes/2 apart down to 1 apart (split:
+   * s2[w] + s2[w+4] is this block's class plus the other's, in either
+   * order: the same sum). */
+  for (uint32_t half = p->split ? 4 : p->classes / 2; half >= 1; half /= 2)
+    for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
   ptx_reg yv = ptx_new(b, PTX_F32), grow = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), ya = ptx_new(b, PTX_B64);
   ptx_reg out = ptx_new(b, PTX_PRED);
   ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", yv.s, s2[0].s);
@@ -446,8 +506,8 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   else
     ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
   ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T with integer dot products on the tensor cores: %u tile(s) of 16 "
-                  "rows a block at a time, 8 warps each; x staged whole, %u bytes a chunk",
-              p.m, p.n, p.m, p.k, p.n, p.k, p.groups, p.chunk_bytes);
+                  "rows a block at a time, %u warps each; x staged %s, %u bytes a chunk",
+              p.m, p.n, p.m, p.k, p.n, p.k, p.groups, p.classes, p.split ? "half a block" : "whole", p.chunk_bytes);
   mma_lane M;
   emit_lane(&b, &p, &M);
   ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);
@@ -469,7 +529,8 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_comment(&b, "the first tile's first 4 chunks: weights never depend on an earlier kernel");
   emit_row_pointers(&b, &p, &M, tile, rowp);
   ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
-  for (uint32_t a = 0; a < 4; a++) emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe), &slots[a]);
+  for (uint32_t a = 0; a < p.slots; a++)
+    emit_load(&b, &p, &M, rowp, wofs, a, emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe), &slots[a]);
   ptx_grid_dependency_sync(&b);
   const uint32_t staged = p.split ? p.chunks / 2 : p.chunks;
   gemv_plan sp = {.k = p.k, .n = p.n, .m = p.m, .sm = p.sm, .threads = p.threads, .warps = p.warps,
@@ -482,13 +543,21 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   ptx_label_new(&b, "tile", top);
   ptx_label_new(&b, "round", round_top);
   ptx_label(&b, top);
+  ptx_reg next = ptx_new(&b, PTX_B32), next_tile = ptx_new(&b, PTX_B32);
+  ptx_reg rowq[2] = {ptx_new(&b, PTX_B64), ptx_new(&b, PTX_B64)};
+  ptx_comment(&b, "the next tile (whose rows a slot loads once this tile has no more chunks for it)");
+  ptx_ins(&b, "add.u32 %s, %s, %s;", next.s, unit.s, ncta.s);
+  ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", more.s, next.s, p.units);
+  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", next_tile.s, next.s, p.groups, M.grp.s);
+  if (!p.split) emit_row_pointers(&b, &p, &M, next_tile, rowq);
   ptx_reg acc[4][4];
-  for (int a = 0; a < 4; a++)
+  for (uint32_t a = 0; a < p.accs; a++)
     for (int v = 0; v < 4; v++) {
       acc[a][v] = ptx_new(&b, PTX_B64);
       ptx_ins(&b, "mov.b64 %s, 0;", acc[a][v].s);
     }
-  ptx_comment(&b, "rounds of 4 chunks w + 32 round + 8a, chunk a into class a's sums; then the next round's loads");
+  ptx_comment(&b, "rounds of 4 chunks w + %u round + %ua, chunk a into class a %% %u's sums, each then reloaded",
+              4 * p.stride, p.stride, p.accs);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[0].s, M.xw.s);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[1].s, M.xu.s);
   ptx_ins(&b, "mov.u32 %s, %s;", xb[2].s, M.xsh.s);
@@ -500,7 +569,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
 #endif
   ptx_label(&b, round_top);
   for (uint32_t copy = 0; copy < body_copies; copy++) {
-  for (uint32_t a = 0; a < 4; a++) {
+  for (uint32_t a = 0; a < p.slots; a++) {
     char skip[32] = "";
     const char *exists = emit_exists(&b, &p, g, a, 0, &pe);
     if (exists) {
@@ -509,31 +578,31 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
     }
     emit_chunk(&b, &p, &M, xb, &slots[a], a, acc);
     if (skip[0]) ptx_label(&b, skip);
+    if (a == 0) ptx_ins(&b, "add.u32 %s, %s, %u;", wofs.s, wofs.s, p.stride * Q4K_BLOCK_BYTES); /* next round */
+    emit_reload(&b, &p, &M, rowp, rowq, more, g, wofs, a, &slots[a]);
   }
-  ptx_ins(&b, "add.u32 %s, %s, %u;", wofs.s, wofs.s, 8 * Q4K_BLOCK_BYTES);
-  for (uint32_t a = 0; a < 4; a++) /* the next round's chunk a (32 chunks on) */
-    emit_load(&b, &M, rowp, wofs, a, emit_exists(&b, &p, g, a, 32, &pe), &slots[a]);
-  ptx_ins(&b, "add.u32 %s, %s, 32;", g.s, g.s);
+  ptx_ins(&b, "add.u32 %s, %s, %u;", g.s, g.s, 4 * p.stride);
   for (int j = 0; j < 3; j++) ptx_ins(&b, "add.u32 %s, %s, %u;", xb[j].s, xb[j].s, 4 * p.chunk_step);
   }
   ptx_reg again = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", again.s, g.s, p.chunks);
   ptx_ins(&b, "@%s bra %s;", again.s, round_top);
-  ptx_comment(&b, "the next tile's first chunks, in flight while this tile's sums are added");
-  ptx_reg next = ptx_new(&b, PTX_B32), next_tile = ptx_new(&b, PTX_B32);
-  ptx_ins(&b, "add.u32 %s, %s, %s;", next.s, unit.s, ncta.s);
-  ptx_ins(&b, "setp.lt.u32 %s, %s, %u;", more.s, next.s, p.units);
-  ptx_ins(&b, "mad.lo.u32 %s, %s, %u, %s;", next_tile.s, next.s, p.groups, M.grp.s);
-  emit_row_pointers(&b, &p, &M, next_tile, rowp);
-  ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
-  for (uint32_t a = 0; a < 4; a++) {
-    const char *exists = emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe);
-    ptx_reg both = more; /* (its name outlives the branch below) */
-    if (exists) {
-      both = ptx_new(&b, PTX_PRED);
-      ptx_ins(&b, "and.pred %s, %s, %s;", both.s, exists, more.s);
+  if (!p.split) { /* the next tile's first chunks are in flight */
+    for (int rr = 0; rr < 2; rr++) ptx_ins(&b, "mov.b64 %s, %s;", rowp[rr].s, rowq[rr].s);
+    ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
+  } else {
+    ptx_comment(&b, "the next tile's first chunks, in flight while this tile's sums are added");
+    emit_row_pointers(&b, &p, &M, next_tile, rowp);
+    ptx_ins(&b, "mov.u32 %s, 0;", wofs.s);
+    for (uint32_t a = 0; a < p.slots; a++) {
+      const char *exists = emit_exists(&b, &p, emit_class(&b, &p, &M), a, 0, &pe);
+      ptx_reg both = more; /* (its name outlives the branch below) */
+      if (exists) {
+        both = ptx_new(&b, PTX_PRED);
+        ptx_ins(&b, "and.pred %s, %s, %s;", both.s, exists, more.s);
+      }
+      emit_load(&b, &p, &M, rowp, wofs, a, both.s, &slots[a]);
     }
-    emit_load(&b, &M, rowp, wofs, a, both.s, &slots[a]);
   }
   emit_tile_sums(&b, &p, &M, acc, tile, buf);
   ptx_ins(&b, "xor.b32 %s, %s, %u;", buf.s, buf.s, p.red_bytes / 2);

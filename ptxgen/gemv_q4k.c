@@ -27,7 +27,7 @@
  *   the above spends 12 integer instructions and 8 fma. H100, twenty-fifth
  *   session: the decode step at m = 1 1683 -> 1637 µs with every Q4_K
  *   product so, but m = 8 products 19-32% slower (6 dp4a per batch row);
- *   hence not the default. Batches from m = 5 run on the integer tensor
+ *   hence not the default. Batches from m = 4 run on the integer tensor
  *   cores with the same bits (gemv_idp_mma.c; key tuning mma=).
  */
 #include <stdio.h>

@@ -802,7 +802,7 @@ Test(spec, idp_kernels_take_integer_dot_products) {
   }
 }
 
-/* idp=1 on the integer tensor cores: the generator's choice at m = 8
+/* idp=1 on the integer tensor cores: the generator's choice from m = 4
  * where x fits (sm_80+), and mma=2 elsewhere; mma= stays in the canonical
  * key; the kernel has its own entry and mma.sync m16n8k32 on u8 by s8
  * (plane 0) and u8 by u8 (planes 1, 2), fp64 sums; mma=1 gives the dp4a
@@ -810,9 +810,9 @@ Test(spec, idp_kernels_take_integer_dot_products) {
 Test(spec, idp_on_the_integer_tensor_cores) {
   static const struct { const char *key; int mma; } cases[] = {
       {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1", 1},       {"q4k_gemv:k=4096,n=4096,m=8,sm=80,idp=1", 1},
-      {"q4k_gemv:k=4096,n=4096,m=8,sm=86,idp=1", 0},       {"q4k_gemv:k=4096,n=4096,m=4,sm=90,idp=1", 0},
+      {"q4k_gemv:k=4096,n=4096,m=8,sm=86,idp=1", 0},       {"q4k_gemv:k=4096,n=4096,m=4,sm=90,idp=1", 1},
       {"q4k_gemv:k=14336,n=4096,m=8,sm=90,idp=1", 1},      {"q4k_gemv:k=2304,n=999,m=3,sm=90,idp=1,mma=2", 1},
-      {"q4k_gemv:k=14336,n=4096,m=8,sm=80,idp=1", 0},
+      {"q4k_gemv:k=14336,n=4096,m=8,sm=80,idp=1", 0},     {"q4k_gemv:k=4096,n=4096,m=3,sm=90,idp=1", 0},
       {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1,mma=1", 0}, {"q4k_gemv:k=256,n=5,m=1,sm=120,idp=1,mma=2", 1}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     ptxgen_spec s;
