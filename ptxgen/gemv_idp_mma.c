@@ -63,6 +63,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "act_math.h"
 #include "gemv.h"
 #include "kernels.h"
 
@@ -83,7 +84,9 @@
 
 typedef struct mma_plan {
   uint32_t k, n, m, sm;
-  uint32_t chunks, tiles;   /* chunks of 64 per row; tiles of 16 rows */
+  uint32_t glu;             /* 0, or the gated epilogue (spec glu): a tile is 8 rows of W and U */
+  uint32_t tile_rows;       /* outputs a tile: 16, or 8 with glu */
+  uint32_t chunks, tiles;   /* chunks of 64 per row; tiles of tile_rows outputs */
   uint32_t groups;          /* tiles a block works on at once, `classes` warps each */
   uint32_t warps, threads;
   uint32_t units;           /* ceil(tiles / groups), walked with a grid stride */
@@ -109,7 +112,9 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->k = s->k, p->n = s->n, p->m = s->m, p->sm = s->sm;
   p->chunks = s->k / 64;
   p->row_stride = s->k / 256 * Q4K_BLOCK_BYTES;
-  p->tiles = (s->n + 15) / 16;
+  p->glu = s->glu;
+  p->tile_rows = s->glu ? 8 : 16;
+  p->tiles = (s->n + p->tile_rows - 1) / p->tile_rows;
   p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
   p->xs_bytes = p->chunks * p->chunk_bytes;
   p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
@@ -132,7 +137,7 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
     p->red_bytes = 2 * p->classes * s->m * 16 * 8;
   }
   p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
-  if (p->shared_bytes > budget && p->cap128 && (p->chunks / 4) % 2 == 0) {
+  if (p->shared_bytes > budget && p->cap128 && (p->chunks / 4) % 2 == 0 && !p->glu) {
     /* Split: half of x a block, four tiles of four warps at a time (16
      * warps), up to the opt-in maximum (227 KiB, 1 KiB of it the driver's) */
     p->split = true;
@@ -157,7 +162,7 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
 }
 
 bool gemv_idp_mma_takes(const ptxgen_spec *s) {
-  if (!s->idp || s->mma == 1 || s->sm < 80 || s->glu || s->n2 || s->rope || s->m > 8) return false;
+  if (!s->idp || s->mma == 1 || s->sm < 80 || s->n2 || s->rope || s->m > 8) return false;
   if (s->rows || s->warps || s->preload || (s->mma == 0 && (s->m < MMA_MIN_M || s->n < MMA_MIN_N))) return false;
   mma_plan p;
   return plan_for(s, &p);
@@ -206,15 +211,17 @@ static void new_raw(ptx_builder *b, mma_raw *r) {
   }
 }
 
-/* Row pointers of the lane's rows g and g+8 of tile `tile` (rows past n read row n-1). */
+/* Row pointers of the lane's rows g and g+8 of tile `tile` (rows past n
+ * read row n-1): W's rows 16 tile + g, + 8, or with glu row 8 tile + g of
+ * W (the gate) and of U (the up weight). */
 static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg tile, ptx_reg rowp[2]) {
   for (int rr = 0; rr < 2; rr++) {
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
-    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", row.s, tile.s, M->gid.s);
-    if (rr) ptx_ins(b, "add.u32 %s, %s, 8;", row.s, row.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row.s, tile.s, p->tile_rows, M->gid.s);
+    if (rr && !p->glu) ptx_ins(b, "add.u32 %s, %s, 8;", row.s, row.s);
     ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
-    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, M->L.W.s, off.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, rr && p->glu ? M->L.U.s : M->L.W.s, off.s);
   }
 }
 
@@ -350,6 +357,7 @@ static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   gemv_lane *L = &M->L;
   memset(M, 0, sizeof *M);
   L->W = ptx_param_u64(b, "W");
+  L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
   L->x = ptx_param_u64(b, "x");
   L->y = ptx_param_u64(b, "y");
   gemv_thread_ids(b, L);
@@ -461,25 +469,39 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
       ptx_ins(b, "ld.shared::cluster.f64 %s, [%s+%u];", s2[w + 4].s, rat.s, w * m * 16 * 8);
     }
   } else {
-    ptx_comment(b, "thread q < 16m of the group: row q %% 16, column q / 16; warps %s2, 1 apart",
+    const uint32_t rows = p->tile_rows; /* with glu, rows 8..15 are the up rows of rows 0..7 */
+    ptx_comment(b, "thread q < %um of the group: row q %% %u, column q / %u; warps %s2, 1 apart", rows, rows, rows,
                 p->classes == 16 ? "8, 4, " : "4, ");
-    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, 16 * m);
+    ptx_ins(b, "setp.ge.u32 %s, %s, %u;", skip.s, q.s, rows * m);
     ptx_ins(b, "@%s bra %s;", skip.s, done);
-    ptx_ins(b, "and.b32 %s, %s, 15;", row.s, q.s);
-    ptx_ins(b, "shr.u32 %s, %s, 4;", col.s, q.s);
-    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, q.s, red.s); /* [0][col][row]: (col*16 + row)*8 */
+    ptx_ins(b, "and.b32 %s, %s, %u;", row.s, q.s, rows - 1);
+    ptx_ins(b, "shr.u32 %s, %s, %u;", col.s, q.s, rows == 16 ? 4u : 3u);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", at.s, col.s, row.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, at.s, red.s); /* [0][col][row] */
     for (uint32_t w = 0; w < p->classes; w++)
       ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
   }
   /* The butterfly's levels from classes/2 apart down to 1 apart (split:
    * s2[w] + s2[w+4] is this block's class plus the other's, in either
    * order: the same sum). */
-  for (uint32_t half = p->split ? 4 : p->classes / 2; half >= 1; half /= 2)
+  const uint32_t first_half = p->split ? 4 : p->classes / 2;
+  for (uint32_t half = first_half; half >= 1; half /= 2)
     for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
   ptx_reg yv = ptx_new(b, PTX_F32), grow = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), ya = ptx_new(b, PTX_B64);
   ptx_reg out = ptx_new(b, PTX_PRED);
   ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", yv.s, s2[0].s);
-  ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", grow.s, tile.s, row.s);
+  if (p->glu) { /* act(gate) * up, the arithmetic of the swiglu/geglu kernels (and of gemv.c's glu epilogue) */
+    ptx_comment(b, "the up row's sums (row + 8), added the same way; act(gate) * up");
+    for (uint32_t w = 0; w < p->classes; w++)
+      ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8 + 64);
+    for (uint32_t half = first_half; half >= 1; half /= 2)
+      for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
+    ptx_reg up = ptx_new(b, PTX_F32);
+    ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", up.s, s2[0].s);
+    ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, yv, false);
+    ptx_ins(b, "mul.rn.f32 %s, %s, %s;", yv.s, a.s, up.s);
+  }
+  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, tile.s, p->tile_rows, row.s);
   ptx_ins(b, "setp.lt.u32 %s, %s, %u;", out.s, grow.s, p->n);
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, col.s, p->n, grow.s);
   ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, grow.s);
@@ -492,22 +514,27 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   mma_plan p;
   if (!plan_for(spec, &p)) return PTXGEN_ERR_SPEC;
   char entry[96];
-  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u_m%u", p.k, p.n, p.m);
+  static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
+  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u_m%u%s", p.k, p.n, p.m, glu_names[p.glu]);
   if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
   memcpy(out->entry, entry, (size_t)len + 1);
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
-  static const char *const params[] = {"W", "x", "y"};
+  static const char *const plain_params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
+  const char *const *params = p.glu ? glu_params : plain_params;
+  const int param_count = p.glu ? 4 : 3;
   /* cap128: 16 warps an SM, in two blocks or one */
   if (p.split)
-    ptx_entry_cluster(&b, out->entry, params, 3, 1, p.threads, 2);
+    ptx_entry_cluster(&b, out->entry, params, param_count, 1, p.threads, 2);
   else if (p.cap128 && p.threads == 256)
-    ptx_entry_blocks(&b, out->entry, params, 3, 1, 256, 2);
+    ptx_entry_blocks(&b, out->entry, params, param_count, 1, 256, 2);
   else
-    ptx_entry(&b, out->entry, params, 3, 1, p.threads > 256 ? p.threads : 0);
-  ptx_comment(&b, "y[%u][%u] = x[%u][%u] . W[%u][%u]^T with integer dot products on the tensor cores: %u tile(s) of 16 "
-                  "rows a block at a time, %u warps each; x staged %s, %u bytes a chunk",
-              p.m, p.n, p.m, p.k, p.n, p.k, p.groups, p.classes, p.split ? "half a block" : "whole", p.chunk_bytes);
+    ptx_entry(&b, out->entry, params, param_count, 1, p.threads > 256 ? p.threads : 0);
+  ptx_comment(&b, "y[%u][%u] = %sx[%u][%u] . W[%u][%u]^T%s with integer dot products on the tensor cores: %u tile(s) of %u "
+                  "outputs a block at a time, %u warps each; x staged %s, %u bytes a chunk",
+              p.m, p.n, p.glu == 1 ? "silu(" : p.glu == 2 ? "gelu(" : "", p.m, p.k, p.n, p.k,
+              p.glu ? ") * (x . U^T)" : "", p.groups, p.tile_rows, p.classes, p.split ? "half a block" : "whole",
+              p.chunk_bytes);
   mma_lane M;
   emit_lane(&b, &p, &M);
   ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);

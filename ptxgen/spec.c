@@ -173,9 +173,9 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->mma && !s->idp) return fail(msg, cap, "mma=%u without idp=1: it chooses how integer dot products run", s->mma);
   if (s->mma == 2 && !gemv_idp_mma_takes(s))
     return fail(msg, cap,
-                "mma=2: the integer tensor-core kernel needs sm >= 80, m <= 8, no glu, n2, rope, rows, warps or "
-                "preload, and x (3 bytes a value, k=%u, m=%u) staged whole in shared memory (sm_90, sm_100: or half "
-                "of it in each block of a cluster of two, k a multiple of 512)",
+                "mma=2: the integer tensor-core kernel needs sm >= 80, m <= 8, no n2, rope, rows, warps or "
+                "preload, and x (3 bytes a value, k=%u, m=%u) staged whole in shared memory (sm_90/100 without "
+                "glu=: or half in each of a cluster of two blocks, k a multiple of 512)",
                 s->k, s->m);
   if (s->tc) {
     if (s->sm < 80) return fail(msg, cap, "tc=1 with sm=%u: mma.sync m16n8k16 on f16 needs sm >= 80", s->sm);

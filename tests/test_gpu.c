@@ -602,7 +602,7 @@ Test(gpu, tuning_variants_give_the_same_bits) {
  * x in tiles (k = 14336, m = 8), the ring (k = 14336 at m = 1, 6145 rows at
  * m = 5, sm_90+), four rows per warp (4097 rows at m = 6), 16 batch rows,
  * a single super-block; on the tensor cores (mma=2 where the target has
- * room; by default from m = 5 on 2048 rows), warps without a last chunk (k
+ * room; by default from m = 4 on 2048 rows), warps without a last chunk (k
  * = 2304), a partial last tile of 16 rows, two tiles a block (k = 4096 at m
  * = 8, k = 14336 at m = 4), fewer chunks than warps (k = 256), and x split
  * over a cluster of two blocks (sm_90: k = 14336 at m = 7 and 8, k = 8192 at
@@ -659,6 +659,72 @@ Test(gpu, idp_products_are_accurate_batch_invariant_and_the_same_for_every_tunin
     free(ref);
     free(want);
     free(got);
+  }
+  ptxq_close(ctx);
+}
+
+/* Gated idp products (glu=swiglu, geglu: act(x.W^T) * (x.U^T) in one
+ * kernel): the integer tensor-core kernel (mma=2, tiles of 8 gate and 8 up
+ * rows) gives the dp4a kernel's bits (mma=1), and so does the generator's
+ * choice; all within the tolerance of the fp64 reference of act(gate) * up.
+ * Shapes: a part-empty last tile (n = 1001, 333, 17), warps without a last
+ * chunk (k = 2304), fewer chunks than warps (k = 256), m = 4 to 8. */
+Test(gpu, idp_gated_products_on_the_tensor_cores_give_the_dp4a_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { uint32_t k, n, m; } shapes[] = {{4096, 1001, 8}, {2304, 333, 5}, {256, 17, 4}, {4096, 2049, 6}};
+  static const char *const glus[] = {"swiglu", "geglu"}, *const tunings[] = {"", ",mma=1", ",mma=2"};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+    const uint32_t k = shapes[s].k, n = shapes[s].n, m = shapes[s].m;
+    uint64_t w[2];
+    uint8_t *host_w[2];
+    for (int i = 0; i < 2; i++) {
+      char name[32];
+      size_t w_bytes;
+      snprintf(name, sizeof name, "%s%zu", i ? "up" : "gate", s);
+      host_w[i] = random_q4k(&r, k, n, &w_bytes);
+      upload_weight(ctx, name, PTXQ_TYPE_Q4_K, host_w[i], k, n, w_bytes);
+      ptxq_weight_info info;
+      cr_assert_eq(ptxq_weight_info_get(ctx, name, &info), PTXQ_OK);
+      w[i] = info.data;
+    }
+    float *x = random_floats(&r, (size_t)m * k);
+    uint64_t px = device_alloc(ctx, (size_t)m * k * 4), py = device_alloc(ctx, (size_t)m * n * 4);
+    upload(ctx, px, x, (size_t)m * k * 4);
+    double *g = checked_malloc((size_t)m * n * sizeof *g), *u = checked_malloc((size_t)m * n * sizeof *u);
+    double *ref = checked_malloc((size_t)m * n * sizeof *ref);
+    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, host_w[0], k, n, x, m, g), PTXQ_OK);
+    cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, host_w[1], k, n, x, m, u), PTXQ_OK);
+    float *gf = checked_malloc((size_t)m * n * 4), *uf = checked_malloc((size_t)m * n * 4);
+    for (size_t i = 0; i < (size_t)m * n; i++) gf[i] = (float)g[i], uf[i] = (float)u[i];
+    float *want = checked_malloc((size_t)m * n * 4), *got = checked_malloc((size_t)m * n * 4);
+    void *params[] = {&w[0], &w[1], &px, &py};
+    for (int a = 0; a < 2; a++) {
+      cr_assert_eq(ptxq_ref_glu(a ? PTXQ_ACT_GELU : PTXQ_ACT_SILU, gf, uf, ref, (size_t)m * n), PTXQ_OK);
+      for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
+        char key[160];
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,glu=%s,idp=1%s", k, n, m, dev.target_sm, glus[a],
+                 tunings[t]);
+        ptxgen_spec spec;
+        if (t == 2 && ptxgen_spec_parse(key, &spec, NULL, 0) != PTXGEN_OK) continue; /* no room on this target */
+        poison(ctx, py, (size_t)m * n * 4);
+        cr_assert_eq(ptxq_kernel_launch(ctx, key, params), PTXQ_OK, "%s", ptxq_last_error(ctx));
+        download(ctx, t ? got : want, py, (size_t)m * n * 4);
+        const double err = relative_error(t ? got : want, ref, (size_t)m * n);
+        cr_assert(err <= TOLERANCE, "seed %llu: %s: max_rel_err %.3g > %.0e", (unsigned long long)seed, key, err,
+                  TOLERANCE);
+        if (t == 0) continue;
+        size_t i = first_bit_difference(want, got, (size_t)m * n);
+        cr_assert(i == (size_t)m * n, "seed %llu: %s: y[%zu][%zu] = %.9g, the generator's choice gives %.9g",
+                  (unsigned long long)seed, key, i / n, i % n, (double)got[i], (double)want[i]);
+      }
+    }
+    cr_assert_eq(ptxq_free(ctx, px), PTXQ_OK);
+    cr_assert_eq(ptxq_free(ctx, py), PTXQ_OK);
+    free(host_w[0]), free(host_w[1]), free(x), free(g), free(u), free(ref), free(gf), free(uf), free(want), free(got);
   }
   ptxq_close(ctx);
 }

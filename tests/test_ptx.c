@@ -490,6 +490,29 @@ ParameterizedTest(ptx_case *c, ptx, idp_mma_gemv) {
   check_kernel(&c->spec);
 }
 
+/* The same kernel with the gated epilogue (glu=): tiles of 8 gate and 8 up
+ * rows, act(gate) * up once the sums are added. */
+ParameterizedTestParameters(ptx, idp_mma_gated_gemv) {
+  static const struct { uint32_t k, n, m; const char *glu; } shapes[] = {
+      {4096, 14336, 4, "swiglu"}, {2304, 333, 5, "geglu"}, {256, 17, 7, "swiglu"}};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0];
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
+  for (size_t b = 0; b < shape_count; b++)
+    for (size_t t = 0; t < TARGET_COUNT; t++) {
+      if (targets[t] < 80) continue;
+      char key[200];
+      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,glu=%s,idp=1,mma=2", shapes[b].k, shapes[b].n,
+               shapes[b].m, targets[t], shapes[b].glu);
+      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
+    }
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, idp_mma_gated_gemv) {
+  check_kernel(&c->spec);
+}
+
 /* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
  * runs it past the epilogue limit (RoPE apart): the default tuning must not
  * spill (Q6_K at one row per warp, as the plain product). */

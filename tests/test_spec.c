@@ -397,7 +397,8 @@ Test(spec, bad_keys_name_the_problem) {
   refuse("q4k_gemv:k=256,n=1,m=1,idp=1,mma=3", "mma=3: must be 1");
   refuse("q4k_gemv:k=256,n=1,m=1,mma=1", "mma=1 without idp=1");
   refuse("q4k_gemv:k=256,n=1,m=8,sm=75,idp=1,mma=2", "mma=2: the integer tensor-core kernel needs sm >= 80");
-  refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,glu=swiglu", "mma=2: the integer tensor-core kernel");
+  refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,rope=neox", "mma=2: the integer tensor-core kernel");
+  refuse("q4k_gemv:k=14336,n=1,m=8,sm=90,idp=1,mma=2,glu=swiglu", "sm_90/100 without glu=");
   refuse("q4k_gemv:k=256,n=1,m=9,idp=1,mma=2", "mma=2: the integer tensor-core kernel");
   refuse("q4k_gemv:k=256,n=1,m=2,idp=1,mma=2,rows=2", "mma=2: the integer tensor-core kernel");
   refuse("q4k_gemv:k=14336,n=1,m=8,sm=80,idp=1,mma=2", "k=14336, m=8) staged whole");
