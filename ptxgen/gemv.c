@@ -715,25 +715,23 @@ void gemv_stage_int(ptx_builder *b, const gemv_plan *p, const gemv_format *f, co
   }
 }
 
-/* For a row of the joint row space, the base of its segment among
- * bases[] (W or y of each weight), and the row made local to that segment
- * (in place); *stride_out, if given, is the segment's y row stride in bytes. */
-static ptx_reg emit_segment_select(ptx_builder *b, const gemv_plan *p, const ptx_reg *bases, ptx_reg row,
-                                   ptx_reg *stride_out) {
+/* (gemv.h) */
+ptx_reg gemv_segment_select(ptx_builder *b, uint32_t segments, const uint32_t seg_n[3], const ptx_reg *bases,
+                            ptx_reg row, ptx_reg *stride_out) {
   ptx_reg base = ptx_new(b, PTX_B64), in = ptx_new(b, PTX_PRED), local = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.b64 %s, %s;", base.s, bases[0].s);
   if (stride_out) {
     *stride_out = ptx_new(b, PTX_B32);
-    ptx_ins(b, "mov.u32 %s, %u;", stride_out->s, p->seg_n[0] * 4);
+    ptx_ins(b, "mov.u32 %s, %u;", stride_out->s, seg_n[0] * 4);
   }
   ptx_reg joint = ptx_new(b, PTX_B32); /* the row before it is made local */
   ptx_ins(b, "mov.u32 %s, %s;", joint.s, row.s);
   uint32_t start = 0;
-  for (uint32_t i = 1; i < p->segments; i++) {
-    start += p->seg_n[i - 1];
+  for (uint32_t i = 1; i < segments; i++) {
+    start += seg_n[i - 1];
     ptx_ins(b, "setp.ge.u32 %s, %s, %u;", in.s, joint.s, start);
     ptx_ins(b, "selp.b64 %s, %s, %s, %s;", base.s, bases[i].s, base.s, in.s);
-    if (stride_out) ptx_ins(b, "selp.b32 %s, %u, %s, %s;", stride_out->s, p->seg_n[i] * 4, stride_out->s, in.s);
+    if (stride_out) ptx_ins(b, "selp.b32 %s, %u, %s, %s;", stride_out->s, seg_n[i] * 4, stride_out->s, in.s);
     ptx_ins(b, "sub.u32 %s, %s, %u;", local.s, joint.s, start);
     ptx_ins(b, "selp.b32 %s, %s, %s, %s;", row.s, local.s, row.s, in.s);
   }
@@ -784,7 +782,7 @@ void gemv_row_pointers(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s,
     ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n_total - 1);
     ptx_reg base = L->W, joint = ptx_new(b, PTX_B32);
     ptx_ins(b, "mov.u32 %s, %s;", joint.s, row.s);
-    if (p->segments > 1) base = emit_segment_select(b, p, L->Ws, row, NULL);
+    if (p->segments > 1) base = gemv_segment_select(b, p->segments, p->seg_n, L->Ws, row, NULL);
     emit_rope_row(b, p, s, joint, row);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
     ptx_op3(b, "add.u64", rowp[r], base, off);
@@ -1159,7 +1157,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
     ptx_ins(&b, "setp.lt.and.u32 %s, %s, %u, %s;", ok.s, row.s, p.n_total, lane0.s);
     ptx_reg ybase = L.y, ystride = {{0}}, joint = ptx_new(&b, PTX_B32);
     ptx_ins(&b, "mov.u32 %s, %s;", joint.s, row.s);
-    if (p.segments > 1) ybase = emit_segment_select(&b, &p, L.ys, row, &ystride);
+    if (p.segments > 1) ybase = gemv_segment_select(&b, p.segments, p.seg_n, L.ys, row, &ystride);
     emit_rope_row(&b, &p, spec, joint, row);
     ptx_ins(&b, "mul.wide.u32 %s, %s, 4;", off.s, row.s);
     ptx_ins(&b, "add.u64 %s, %s, %s;", ya.s, ybase.s, off.s);

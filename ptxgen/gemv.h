@@ -198,6 +198,12 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
                ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
+/* Several weights in one row space (n2=, n3=): for a row of the joint row
+ * space, the base of its segment among bases[] (W or y of each weight; a
+ * new register), and the row made local to that segment (in place);
+ * *stride_out, if given, is the segment's y row stride in bytes. */
+ptx_reg gemv_segment_select(ptx_builder *b, uint32_t segments, const uint32_t seg_n[3], const ptx_reg *bases,
+                            ptx_reg row, ptx_reg *stride_out);
 /* Where a format's loads read the weights: from W (global, a 64-bit row
  * pointer) or, with GEMV_PRELOAD_BULK, from the ring (shared, 32-bit).
  * gemv_weight_space: the state space of the ld ("global.nc" or "shared");

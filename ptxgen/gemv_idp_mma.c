@@ -85,6 +85,7 @@
 typedef struct mma_plan {
   uint32_t k, n, m, sm;
   uint32_t glu;             /* 0, or the gated epilogue (spec glu): a tile is 8 rows of W and U */
+  uint32_t segments, seg_n[3], n_total; /* weights in one row space (spec n2, n3; gemv.c's) */
   uint32_t tile_rows;       /* outputs a tile: 16, or 8 with glu */
   uint32_t chunks, tiles;   /* chunks of 64 per row; tiles of tile_rows outputs */
   uint32_t groups;          /* tiles a block works on at once, `classes` warps each */
@@ -113,8 +114,11 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->chunks = s->k / 64;
   p->row_stride = s->k / 256 * Q4K_BLOCK_BYTES;
   p->glu = s->glu;
+  p->seg_n[0] = s->n, p->seg_n[1] = s->n2, p->seg_n[2] = s->n3;
+  p->segments = s->n3 ? 3 : s->n2 ? 2 : 1;
+  p->n_total = s->n + s->n2 + s->n3;
   p->tile_rows = s->glu ? 8 : 16;
-  p->tiles = (s->n + p->tile_rows - 1) / p->tile_rows;
+  p->tiles = (p->n_total + p->tile_rows - 1) / p->tile_rows;
   p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
   p->xs_bytes = p->chunks * p->chunk_bytes;
   p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
@@ -162,8 +166,9 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
 }
 
 bool gemv_idp_mma_takes(const ptxgen_spec *s) {
-  if (!s->idp || s->mma == 1 || s->sm < 80 || s->n2 || s->rope || s->m > 8) return false;
-  if (s->rows || s->warps || s->preload || (s->mma == 0 && (s->m < MMA_MIN_M || s->n < MMA_MIN_N))) return false;
+  if (!s->idp || s->mma == 1 || s->sm < 80 || s->rope || s->m > 8) return false;
+  const uint32_t rows = s->n + s->n2 + s->n3;
+  if (s->rows || s->warps || s->preload || (s->mma == 0 && (s->m < MMA_MIN_M || rows < MMA_MIN_N))) return false;
   mma_plan p;
   return plan_for(s, &p);
 }
@@ -211,17 +216,20 @@ static void new_raw(ptx_builder *b, mma_raw *r) {
   }
 }
 
-/* Row pointers of the lane's rows g and g+8 of tile `tile` (rows past n
- * read row n-1): W's rows 16 tile + g, + 8, or with glu row 8 tile + g of
- * W (the gate) and of U (the up weight). */
+/* Row pointers of the lane's rows g and g+8 of tile `tile` (rows past the
+ * last read the last): rows 16 tile + g, + 8 of the row space (W's, or
+ * with n2/n3 the weights' one after the other), or with glu row 8 tile + g
+ * of W (the gate) and of U (the up weight). */
 static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg tile, ptx_reg rowp[2]) {
   for (int rr = 0; rr < 2; rr++) {
     ptx_reg row = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64);
     ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", row.s, tile.s, p->tile_rows, M->gid.s);
     if (rr && !p->glu) ptx_ins(b, "add.u32 %s, %s, 8;", row.s, row.s);
-    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n - 1);
+    ptx_ins(b, "min.u32 %s, %s, %u;", row.s, row.s, p->n_total - 1);
+    ptx_reg base = rr && p->glu ? M->L.U : M->L.W;
+    if (p->segments > 1) base = gemv_segment_select(b, p->segments, p->seg_n, M->L.Ws, row, NULL);
     ptx_ins(b, "mul.wide.u32 %s, %s, %u;", off.s, row.s, p->row_stride);
-    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, rr && p->glu ? M->L.U.s : M->L.W.s, off.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", rowp[rr].s, base.s, off.s);
   }
 }
 
@@ -356,10 +364,13 @@ static void emit_reload(ptx_builder *b, const mma_plan *p, const mma_lane *M, co
 static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
   gemv_lane *L = &M->L;
   memset(M, 0, sizeof *M);
-  L->W = ptx_param_u64(b, "W");
+  static const char *const w_names[3] = {"W", "W2", "W3"}, *const y_names[3] = {"y", "y2", "y3"};
+  for (uint32_t i = 0; i < p->segments; i++) L->Ws[i] = ptx_param_u64(b, w_names[i]);
+  L->W = L->Ws[0];
   L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
   L->x = ptx_param_u64(b, "x");
-  L->y = ptx_param_u64(b, "y");
+  for (uint32_t i = 0; i < p->segments; i++) L->ys[i] = ptx_param_u64(b, y_names[i]);
+  L->y = L->ys[0];
   gemv_thread_ids(b, L);
   L->xs_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", L->xs_base.s);
@@ -502,10 +513,19 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
     ptx_ins(b, "mul.rn.f32 %s, %s, %s;", yv.s, a.s, up.s);
   }
   ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, tile.s, p->tile_rows, row.s);
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", out.s, grow.s, p->n);
-  ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, col.s, p->n, grow.s);
-  ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, grow.s);
-  ptx_ins(b, "add.u64 %s, %s, %s;", ya.s, M->L.y.s, off.s);
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", out.s, grow.s, p->n_total);
+  if (p->segments > 1) { /* y of the row's weight, at its row in it */
+    ptx_reg ystride;
+    const ptx_reg ybase = gemv_segment_select(b, p->segments, p->seg_n, M->L.ys, grow, &ystride);
+    ptx_ins(b, "mul.lo.u32 %s, %s, %s;", ystride.s, ystride.s, col.s);
+    ptx_ins(b, "mad.lo.u32 %s, %s, 4, %s;", grow.s, grow.s, ystride.s);
+    ptx_ins(b, "cvt.u64.u32 %s, %s;", off.s, grow.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", ya.s, ybase.s, off.s);
+  } else {
+    ptx_ins(b, "mad.lo.u32 %s, %s, %u, %s;", grow.s, col.s, p->n, grow.s);
+    ptx_ins(b, "mul.wide.u32 %s, %s, 4;", off.s, grow.s);
+    ptx_ins(b, "add.u64 %s, %s, %s;", ya.s, M->L.y.s, off.s);
+  }
   ptx_ins(b, "@%s st.global.f32 [%s], %s;", out.s, ya.s, yv.s);
   ptx_label(b, done);
 }
@@ -515,14 +535,22 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
   if (!plan_for(spec, &p)) return PTXGEN_ERR_SPEC;
   char entry[96];
   static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
-  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u_m%u%s", p.k, p.n, p.m, glu_names[p.glu]);
+  char seg_names[32] = "";
+  if (p.segments > 1) snprintf(seg_names, sizeof seg_names, "_n%u", p.seg_n[1]);
+  if (p.segments > 2) snprintf(seg_names + strlen(seg_names), sizeof seg_names - strlen(seg_names), "_n%u", p.seg_n[2]);
+  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u%s_m%u%s", p.k, p.n, seg_names, p.m,
+                     glu_names[p.glu]);
   if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
   memcpy(out->entry, entry, (size_t)len + 1);
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
   static const char *const plain_params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
-  const char *const *params = p.glu ? glu_params : plain_params;
-  const int param_count = p.glu ? 4 : 3;
+  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2"};
+  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3"};
+  const char *const *params = p.segments == 3 ? seg3_params : p.segments == 2 ? seg2_params
+                              : p.glu         ? glu_params
+                                              : plain_params;
+  const int param_count = p.segments == 3 ? 7 : p.segments == 2 ? 5 : p.glu ? 4 : 3;
   /* cap128: 16 warps an SM, in two blocks or one */
   if (p.split)
     ptx_entry_cluster(&b, out->entry, params, param_count, 1, p.threads, 2);
@@ -535,6 +563,9 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
               p.m, p.n, p.glu == 1 ? "silu(" : p.glu == 2 ? "gelu(" : "", p.m, p.k, p.n, p.k,
               p.glu ? ") * (x . U^T)" : "", p.groups, p.tile_rows, p.classes, p.split ? "half a block" : "whole",
               p.chunk_bytes);
+  if (p.segments > 1)
+    ptx_comment(&b, "%u weights in one row space: rows [0, %u) of W, then [%u, %u) of W2%s", p.segments, p.seg_n[0],
+                p.seg_n[0], p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest of W3" : "");
   mma_lane M;
   emit_lane(&b, &p, &M);
   ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);

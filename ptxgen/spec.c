@@ -173,8 +173,8 @@ static int validate_gemv(const ptxgen_spec *s, char *msg, size_t cap) {
   if (s->mma && !s->idp) return fail(msg, cap, "mma=%u without idp=1: it chooses how integer dot products run", s->mma);
   if (s->mma == 2 && !gemv_idp_mma_takes(s))
     return fail(msg, cap,
-                "mma=2: the integer tensor-core kernel needs sm >= 80, m <= 8, no n2, rope, rows, warps or "
-                "preload, and x (3 bytes a value, k=%u, m=%u) staged whole in shared memory (sm_90/100 without "
+                "mma=2: the integer tensor-core kernel needs sm >= 80, m <= 8, no rope, rows, warps or preload, "
+                "and x (3 bytes a value, k=%u, m=%u) staged whole in shared memory (sm_90/100 without "
                 "glu=: or half in each of a cluster of two blocks, k a multiple of 512)",
                 s->k, s->m);
   if (s->tc) {

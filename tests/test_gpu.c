@@ -729,6 +729,83 @@ Test(gpu, idp_gated_products_on_the_tensor_cores_give_the_dp4a_bits) {
   ptxq_close(ctx);
 }
 
+/* idp products over several weights in one row space (n2=, n3=: a layer's
+ * q, k, v): on the integer tensor cores (mma=2) each weight's output has
+ * the dp4a kernel's bits (mma=1), as with the generator's choice, and is
+ * within the tolerance of the fp64 reference. Tiles straddle the weights
+ * (n = 1001 + 77 + 333, 7 + 1 + 17); k = 2304, 256 as above. */
+Test(gpu, idp_multi_weight_products_on_the_tensor_cores_give_the_dp4a_bits) {
+  ptxq_ctx *ctx = open_or_skip(NULL);
+  uint64_t seed = fresh_seed();
+  rng r = {seed};
+  ptxq_device_info dev;
+  cr_assert_eq(ptxq_device_info_get(ctx, &dev), PTXQ_OK);
+  static const struct { uint32_t k, m, n[3]; } cases[] = {
+      {4096, 8, {1001, 77, 333}}, {2304, 5, {129, 1024, 0}}, {256, 4, {7, 1, 17}}, {4096, 6, {4096, 1024, 1024}}};
+  static const char *const tunings[] = {"", ",mma=1", ",mma=2"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const uint32_t k = cases[c].k, m = cases[c].m, count = cases[c].n[2] ? 3 : 2;
+    uint64_t w[3] = {0}, y[3] = {0};
+    double *ref[3] = {NULL};
+    float *out[3][2] = {{NULL}};
+    float *x = random_floats(&r, (size_t)m * k);
+    uint64_t px = device_alloc(ctx, (size_t)m * k * 4);
+    upload(ctx, px, x, (size_t)m * k * 4);
+    for (uint32_t i = 0; i < count; i++) {
+      const uint32_t n = cases[c].n[i];
+      char name[32];
+      size_t w_bytes;
+      snprintf(name, sizeof name, "multi%zu_%u", c, i);
+      uint8_t *q = random_q4k(&r, k, n, &w_bytes);
+      upload_weight(ctx, name, PTXQ_TYPE_Q4_K, q, k, n, w_bytes);
+      ref[i] = checked_malloc((size_t)m * n * sizeof *ref[i]);
+      cr_assert_eq(ptxq_ref_gemv(PTXQ_TYPE_Q4_K, q, k, n, x, m, ref[i]), PTXQ_OK);
+      free(q);
+      ptxq_weight_info info;
+      cr_assert_eq(ptxq_weight_info_get(ctx, name, &info), PTXQ_OK);
+      w[i] = info.data;
+      y[i] = device_alloc(ctx, (size_t)m * n * 4);
+      out[i][0] = checked_malloc((size_t)m * n * 4);
+      out[i][1] = checked_malloc((size_t)m * n * 4);
+    }
+    void *two[] = {&w[0], &w[1], &px, &y[0], &y[1]};
+    void *three[] = {&w[0], &w[1], &w[2], &px, &y[0], &y[1], &y[2]};
+    for (size_t t = 0; t < sizeof tunings / sizeof tunings[0]; t++) {
+      char key[200];
+      const uint32_t *n = cases[c].n;
+      if (count == 3)
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,n3=%u,m=%u,sm=%u,idp=1%s", k, n[0], n[1], n[2], m,
+                 dev.target_sm, tunings[t]);
+      else
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,m=%u,sm=%u,idp=1%s", k, n[0], n[1], m, dev.target_sm,
+                 tunings[t]);
+      ptxgen_spec spec;
+      if (t == 2 && ptxgen_spec_parse(key, &spec, NULL, 0) != PTXGEN_OK) continue; /* no room on this target */
+      for (uint32_t i = 0; i < count; i++) poison(ctx, y[i], (size_t)m * n[i] * 4);
+      cr_assert_eq(ptxq_kernel_launch(ctx, key, count == 3 ? three : two), PTXQ_OK, "%s", ptxq_last_error(ctx));
+      for (uint32_t i = 0; i < count; i++) {
+        const size_t outputs = (size_t)m * n[i];
+        float *got = out[i][t ? 1 : 0];
+        download(ctx, got, y[i], outputs * 4);
+        const double err = relative_error(got, ref[i], outputs);
+        cr_assert(err <= TOLERANCE, "seed %llu: %s, weight %u: max_rel_err %.3g > %.0e", (unsigned long long)seed,
+                  key, i, err, TOLERANCE);
+        if (t == 0) continue;
+        const size_t at = first_bit_difference(out[i][0], got, outputs);
+        cr_assert(at == outputs, "seed %llu: %s, weight %u: y[%zu][%zu] = %.9g, the generator's choice gives %.9g",
+                  (unsigned long long)seed, key, i, at / n[i], at % n[i], (double)got[at], (double)out[i][0][at]);
+      }
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      cr_assert_eq(ptxq_free(ctx, y[i]), PTXQ_OK);
+      free(ref[i]), free(out[i][0]), free(out[i][1]);
+    }
+    cr_assert_eq(ptxq_free(ctx, px), PTXQ_OK);
+    free(x);
+  }
+  ptxq_close(ctx);
+}
+
 /* A batch of more than 8 rows that ptxgen_gemv_batch_rows splits runs as
  * launches of 8 rows and one of the rest (ptxq_gemv): the result has the
  * bits of the one kernel for all m rows, launched by its key, and matches

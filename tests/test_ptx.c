@@ -513,6 +513,32 @@ ParameterizedTest(ptx_case *c, ptx, idp_mma_gated_gemv) {
   check_kernel(&c->spec);
 }
 
+/* And over several weights in one row space (n2=, n3=): tiles that
+ * straddle two weights, each output row stored to its own weight's y. */
+ParameterizedTestParameters(ptx, idp_mma_multi_gemv) {
+  static const struct { uint32_t k, n, n2, n3, m; } shapes[] = {
+      {4096, 4096, 1024, 1024, 4}, {2304, 129, 1024, 0, 6}, {256, 7, 1, 17, 5}, {14336, 1001, 1024, 0, 1}};
+  const size_t shape_count = sizeof shapes / sizeof shapes[0];
+  size_t i = 0;
+  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
+  for (size_t b = 0; b < shape_count; b++)
+    for (size_t t = 0; t < TARGET_COUNT; t++) {
+      if (targets[t] < 80) continue;
+      char key[200];
+      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n,
+               shapes[b].n2, shapes[b].m, targets[t]);
+      if (shapes[b].n3)
+        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,n3=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n,
+                 shapes[b].n2, shapes[b].n3, shapes[b].m, targets[t]);
+      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
+    }
+  return cr_make_param_array(ptx_case, cases, i, free_cases);
+}
+
+ParameterizedTest(ptx_case *c, ptx, idp_mma_multi_gemv) {
+  check_kernel(&c->spec);
+}
+
 /* A layer's q, k and v as one kernel at large m, as ptxq_gemv_multi_rope
  * runs it past the epilogue limit (RoPE apart): the default tuning must not
  * spill (Q6_K at one row per warp, as the plain product). */
