@@ -275,6 +275,13 @@ uint32_t ptxgen_gemv_batch_rows(const ptxgen_spec *spec);
  * q/k/v product runs without rope=, then the rope kernel. */
 bool ptxgen_gemv_tc_rope_fits(const ptxgen_spec *spec);
 
+/* Whether a Q4_K spec with idp=1 runs on the integer tensor cores
+ * (mma.sync m16n8k32: the key's mma=2, or mma=0 and the generator's
+ * choice); false for any other or invalid spec. Its gated kernel (glu=)
+ * then costs no more per batch row than a plain product, so ptxq_ffn
+ * takes the gated kernel up to m = 8 there. */
+bool ptxgen_gemv_idp_mma(const ptxgen_spec *spec);
+
 void ptxgen_kernel_free(ptxgen_kernel *kernel);
 
 #ifdef __cplusplus

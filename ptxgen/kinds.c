@@ -79,6 +79,11 @@ uint32_t ptxgen_gemv_batch_rows(const ptxgen_spec *spec) {
   }
 }
 
+bool ptxgen_gemv_idp_mma(const ptxgen_spec *spec) {
+  return ptxgen_spec_validate(spec, NULL, 0) == PTXGEN_OK && spec->kind == PTXGEN_KIND_Q4K_GEMV &&
+         gemv_idp_mma_takes(spec);
+}
+
 void ptxgen_kernel_free(ptxgen_kernel *kernel) {
   if (!kernel) return;
   free(kernel->ptx);

@@ -69,6 +69,11 @@ static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uin
   return PTXQ_OK;
 }
 
+bool ptxq__gemv_idp_mma(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uint32_t glu) {
+  ptxgen_spec spec;
+  return ctx->gemv_idp && gemv_spec(ctx, w, m, glu, &spec) == PTXQ_OK && ptxgen_gemv_idp_mma(&spec);
+}
+
 int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
                       const struct ptxq_kernel_entry **out) {
   const struct ptxq_kernel_entry **cached = &w->gemv_by_m[glu][m];

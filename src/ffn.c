@@ -6,7 +6,8 @@
  *
  * Paths. The gated kinds, when gate and up have the same type and m is at
  * most PTXQ__EPILOGUE_MAX_M (internal.h: where it measured faster; in a
- * tensor-core context: the epilogue's limit, 8), take the
+ * tensor-core context, or where the gated kernel runs on the integer tensor
+ * cores (PTXQ_GEMV_IDP=1): the epilogue's limit, 8), take the
  * fused path: one GEMV kernel with the gated epilogue (ptxgen.h, glu) reads
  * both matrices and writes h = act(gate . x) * (up . x), then the down GEMV
  * reads h. Otherwise (a Q6_K gate with a Q4_K up, say) the unfused path:
@@ -160,9 +161,13 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
    * limit, 8 (H100, seventeenth session: the decode step at m = 8 3093 ->
    * 2963 µs; at m = 16 two launches of 8 rows were slower than the
    * unfused one-launch products, 5767 against 5585). */
+  /* So does the integer tensor-core gated kernel (PTXQ_GEMV_IDP=1; H100,
+   * twenty-seventh session: gate and up of 14336x4096 at m = 8 56.7 µs
+   * hot, the two products alone 2 x 33.4). */
   const bool tc = ctx->tensor_cores && plan->gated;
+  const bool idp_mma = plan->gated && m <= PTXGEN_GEMV_EPILOGUE_MAX_M && ptxq__gemv_idp_mma(ctx, plan->gate, m, glu);
   plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
-                m <= (tc ? PTXGEN_GEMV_EPILOGUE_MAX_M : PTXQ__EPILOGUE_MAX_M);
+                m <= (tc || idp_mma ? PTXGEN_GEMV_EPILOGUE_MAX_M : PTXQ__EPILOGUE_MAX_M);
   int status;
   if (plan->fused) {
     status = ptxq__gemv_kernel(ctx, plan->gate, m, glu, &plan->gated_gemv);

@@ -285,6 +285,9 @@ int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const 
  * shape the GEMV does not take. Lock held, context current. */
 int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
                       const struct ptxq_kernel_entry **out);
+/* Whether that kernel runs on the integer tensor cores (PTXQ_GEMV_IDP=1
+ * and ptxgen_gemv_idp_mma; m <= 8 with glu). Lock held. */
+bool ptxq__gemv_idp_mma(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uint32_t glu);
 
 /* Enqueues a GEMV kernel: y = x.W^T, or with the gated epilogue (up != 0)
  * y = act(x.W^T) * (x.U^T) with U = up. Context current. */

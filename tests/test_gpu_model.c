@@ -17,7 +17,9 @@
  *   of the references (1e-5); bit-identical to the same steps run by hand
  *   through the public ops, to the other path (PTXQ_FFN_UNFUSED=1) and
  *   across batch sizes (m up to 16, where the gated kinds run unfused); in
- *   tensor-core contexts too, Q6_K gate, up and down among them.
+ *   tensor-core contexts too, Q6_K gate, up and down among them, and in
+ *   contexts with integer dot products (PTXQ_GEMV_IDP=1: fused up to m = 8
+ *   on the integer tensor cores).
  * - Graphs: a small decode layer (q/k/v GEMVs, RoPE on device positions,
  *   o GEMV, SwiGLU FFN) captured once and replayed with new inputs gives
  *   the bits of direct launches; whatever would build, copy, synchronise,
@@ -406,6 +408,7 @@ typedef struct ffn_case {
   ptxq_type gate, up, down;
   uint32_t k, n;
   bool tensor_cores; /* both contexts opened with ptxq_options.tensor_cores */
+  bool idp;          /* both contexts opened with PTXQ_GEMV_IDP=1 (integer dot products) */
 } ffn_case;
 
 static const char *ffn_kind_name(ptxq_ffn_kind kind) {
@@ -417,19 +420,19 @@ static const char *type_name(ptxq_type type) {
 }
 
 ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
-  static ffn_case cases[12];
+  static ffn_case cases[14];
   static const ptxq_ffn_kind kinds[] = {PTXQ_FFN_GELU, PTXQ_FFN_SWIGLU, PTXQ_FFN_GEGLU};
   size_t count = 0;
   for (size_t i = 0; i < 3; i++) {
     /* Same-type gate and up: the fused path for the gated kinds. */
     cases[count++] =
-        (ffn_case){kinds[i], PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 512, 1536, false};
+        (ffn_case){kinds[i], PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 512, 1536, false, false};
     /* Mixed: the unfused path. */
     cases[count++] =
-        (ffn_case){kinds[i], PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, false};
+        (ffn_case){kinds[i], PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, false, false};
   }
   cases[count++] =
-      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, false};
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, false, false};
   /* Tensor cores: Q4_K gate and up take the tensor-core gated kernel up
    * to m = 8, the unfused products past it. 4096 x 1536: a tile's
    * super-blocks split over 8 warps (blocks of 16 warps), and the unfused
@@ -438,15 +441,22 @@ ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
    * splits; a Q6_K gate: the unfused path at every m; Q6_K gate and up:
    * the tensor-core gated kernel on Q6_K. */
   cases[count++] =
-      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 1536, true};
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 1536, true, false};
   cases[count++] =
-      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true};
+      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true, false};
   cases[count++] =
-      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, true};
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 4096, 14336, true, false};
   cases[count++] =
-      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true};
+      (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 512, 1536, true, false};
   cases[count++] =
-      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, 2304, 1536, true};
+      (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, PTXQ_TYPE_Q6_K, 2304, 1536, true, false};
+  /* Integer dot products: from m = 4 on 2048 rows the Q4_K gated kernel
+   * runs on the integer tensor cores and the FFN stays fused up to m = 8
+   * (dp4a below; the unfused products past 8). */
+  cases[count++] = (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 2304, 2049, false,
+                              true};
+  cases[count++] = (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 4096, 4096, false,
+                              true};
   return cr_make_param_array(ffn_case, cases, count);
 }
 
@@ -497,9 +507,12 @@ static void ffn_by_hand(ptxq_ctx *ctx, const ffn_case *c, ptxq_dev x, ptxq_dev g
   EXPECT_OK(ctx, ptxq_gemv(ctx, "down", h, y, m));
 }
 
-/* A context as the case asks: tensor cores or not. */
+/* A context as the case asks: tensor cores or not, integer dot products or not. */
 static ptxq_ctx *open_for(const ffn_case *c) {
-  return c->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
+  if (c->idp) cr_assert_eq(setenv("PTXQ_GEMV_IDP", "1", 1), 0);
+  ptxq_ctx *ctx = c->tensor_cores ? open_tensor_cores_or_skip() : open_or_skip(NULL);
+  unsetenv("PTXQ_GEMV_IDP");
+  return ctx;
 }
 
 ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
@@ -508,9 +521,9 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   rng r = {seed};
   const uint32_t k = c->k, n = c->n;
   char label[96];
-  snprintf(label, sizeof label, "seed %llu %s %s/%s/%s k=%u n=%u%s", (unsigned long long)seed,
+  snprintf(label, sizeof label, "seed %llu %s %s/%s/%s k=%u n=%u%s%s", (unsigned long long)seed,
            ffn_kind_name(c->kind), type_name(c->gate), type_name(c->up), type_name(c->down), k,
-           n, c->tensor_cores ? " tensor cores" : "");
+           n, c->tensor_cores ? " tensor cores" : "", c->idp ? " idp" : "");
 
   size_t gate_bytes = 0, up_bytes, down_bytes;
   uint8_t *gate = c->kind == PTXQ_FFN_GELU ? NULL : random_weight(&r, c->gate, k, n, &gate_bytes);
