@@ -453,7 +453,7 @@ ParameterizedTestParameters(gpu, ffn_matches_reference_and_manual_steps) {
   /* Integer dot products: from m = 4 on 2048 rows the Q4_K gated kernel
    * runs on the integer tensor cores and the FFN stays fused up to m = 8
    * (dp4a below; the unfused products past 8). */
-  cases[count++] = (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 2304, 2049, false,
+  cases[count++] = (ffn_case){PTXQ_FFN_SWIGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q6_K, 2304, 2304, false,
                               true};
   cases[count++] = (ffn_case){PTXQ_FFN_GEGLU, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, PTXQ_TYPE_Q4_K, 4096, 4096, false,
                               true};
