@@ -67,7 +67,7 @@
 #include "gemv.h"
 #include "kernels.h"
 
-#define GROUP_WARPS 8u  /* warps on one tile: one per chunk class g mod 8 */
+#define GROUP_WARPS 8u /* chunks between a warp's chunks of a tile (g = w mod 8), but 16 on sm_90/100 */
 /* The generator's choice (mma=0): from MMA_MIN_M batch rows, on at least
  * MMA_MIN_N rows (fewer tiles of 16 rows than twice the SMs leave SMs idle).
  * H100 (bench/RESULTS.md), cold µs, dp4a -> mma. Twenty-sixth session:
@@ -121,25 +121,18 @@ static bool plan_for(const ptxgen_spec *s, mma_plan *p) {
   p->tiles = (p->n_total + p->tile_rows - 1) / p->tile_rows;
   p->chunk_bytes = (204 * s->m + 15) / 16 * 16; /* planes 192m, sums 8m, scales 4m */
   p->xs_bytes = p->chunks * p->chunk_bytes;
-  p->red_bytes = 2 * GROUP_WARPS * s->m * 16 * 8;
   const uint32_t budget = gemv_shared_budget(s->sm);
-  /* Two tiles a block share the staged x where two blocks' would not fit;
-   * that takes 512 threads, so 128 registers a thread, which ptxas 13.0
-   * keeps without spills on sm_90 and sm_100 only (20-200 bytes elsewhere):
-   * other targets take one tile a block and as many registers as ptxas
-   * wants. */
+  /* sm_90/100: one tile at a time, 16 warps on it (chunks w mod 16), so 512
+   * threads at 128 registers a thread, which ptxas 13.0 keeps without
+   * spills there only (20-200 bytes elsewhere). A block's last tile is then
+   * a smaller part of its work than with two tiles of 8 warps (H100,
+   * twenty-seventh session: 14336x4096 m = 8 34.0 -> 30.3 µs cold with the
+   * reloads across tiles, emit_reload). Other targets: 8 warps a tile and
+   * as many registers as ptxas wants. */
   p->cap128 = s->sm == 90 || s->sm == 100;
-  p->classes = GROUP_WARPS;
-  p->groups = p->cap128 && 2 * (p->xs_bytes + p->red_bytes) > budget ? 2 : 1;
-  if (p->cap128) {
-    /* One tile at a time, 16 warps on it (chunks w mod 16): a block's last
-     * tile is a smaller part of its work than with two tiles of 8 warps
-     * (H100, twenty-seventh session: 14336x4096 m = 8 34.0 -> 30.3 µs
-     * cold with the reloads across tiles, emit_reload) */
-    p->classes = 2 * GROUP_WARPS;
-    p->groups = 1;
-    p->red_bytes = 2 * p->classes * s->m * 16 * 8;
-  }
+  p->classes = p->cap128 ? 2 * GROUP_WARPS : GROUP_WARPS;
+  p->groups = 1;
+  p->red_bytes = 2 * p->classes * s->m * 16 * 8;
   p->shared_bytes = p->xs_bytes + p->groups * p->red_bytes;
   if (p->shared_bytes > budget && p->cap128 && (p->chunks / 4) % 2 == 0 && !p->glu) {
     /* Split: half of x a block, four tiles of four warps at a time (16
@@ -237,8 +230,8 @@ static void emit_row_pointers(ptx_builder *b, const mma_plan *p, const mma_lane 
  * super-block w/4 + S*round + S/4*a, part w % 4) into slot a: wofs =
  * S*144*round bytes (a register), predicated on guard (a predicate name)
  * unless NULL. */
-static void emit_load(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg rowp[2], ptx_reg wofs, uint32_t a,
-                      const char *guard, const mma_raw *r) {
+static void emit_load(ptx_builder *b, const mma_plan *p, const mma_lane *M, const ptx_reg rowp[2], ptx_reg wofs,
+                      uint32_t a, const char *guard, const mma_raw *r) {
   char at[24] = "";
   if (guard) snprintf(at, sizeof at, "@%s ", guard);
   ptx_reg ho = ptx_new(b, PTX_B32), qo = ptx_new(b, PTX_B32);
@@ -349,7 +342,8 @@ static void emit_reload(ptx_builder *b, const mma_plan *p, const mma_lane *M, co
   }
   ptx_reg here = ptx_new(b, PTX_PRED), guard = ptx_new(b, PTX_PRED), ws = ptx_new(b, PTX_B32);
   ptx_reg rs[2] = {ptx_new(b, PTX_B64), ptx_new(b, PTX_B64)};
-  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", here.s, g.s, p->chunks > p->stride * (a + 4) ? p->chunks - p->stride * (a + 4) : 0);
+  const uint32_t ahead = p->stride * (a + 4); /* the next round's chunk a */
+  ptx_ins(b, "setp.lt.u32 %s, %s, %u;", here.s, g.s, p->chunks > ahead ? p->chunks - ahead : 0);
   const char *first = emit_exists(b, p, emit_class(b, p, M), a, 0, &pe);
   if (first)
     ptx_ins(b, "and.pred %s, %s, %s;", guard.s, first, more.s);
@@ -551,15 +545,13 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
                               : p.glu         ? glu_params
                                               : plain_params;
   const int param_count = p.segments == 3 ? 7 : p.segments == 2 ? 5 : p.glu ? 4 : 3;
-  /* cap128: 16 warps an SM, in two blocks or one */
+  /* cap128: 16 warps an SM, 512 threads (128 registers) */
   if (p.split)
     ptx_entry_cluster(&b, out->entry, params, param_count, 1, p.threads, 2);
-  else if (p.cap128 && p.threads == 256)
-    ptx_entry_blocks(&b, out->entry, params, param_count, 1, 256, 2);
   else
     ptx_entry(&b, out->entry, params, param_count, 1, p.threads > 256 ? p.threads : 0);
-  ptx_comment(&b, "y[%u][%u] = %sx[%u][%u] . W[%u][%u]^T%s with integer dot products on the tensor cores: %u tile(s) of %u "
-                  "outputs a block at a time, %u warps each; x staged %s, %u bytes a chunk",
+  ptx_comment(&b, "y[%u][%u] = %sx[%u][%u] . W[%u][%u]^T%s with integer dot products on the tensor cores: "
+                  "%u tile(s) of %u outputs a block at a time, %u warps each; x staged %s, %u bytes a chunk",
               p.m, p.n, p.glu == 1 ? "silu(" : p.glu == 2 ? "gelu(" : "", p.m, p.k, p.n, p.k,
               p.glu ? ") * (x . U^T)" : "", p.groups, p.tile_rows, p.classes, p.split ? "half a block" : "whole",
               p.chunk_bytes);
