@@ -603,10 +603,10 @@ Test(gpu, tuning_variants_give_the_same_bits) {
  * m = 5, sm_90+), four rows per warp (4097 rows at m = 6), 16 batch rows,
  * a single super-block; on the tensor cores (mma=2 where the target has
  * room; by default from m = 4 on 2048 rows), warps without a last chunk (k
- * = 2304), a partial last tile of 16 rows, two tiles a block (k = 4096 at m
- * = 8, k = 14336 at m = 4), fewer chunks than warps (k = 256), and x split
- * over a cluster of two blocks (sm_90: k = 14336 at m = 7 and 8, k = 8192 at
- * m = 8). */
+ * = 2304), a partial last tile of 16 rows, several tiles a block (k = 4096
+ * at m = 8, k = 14336 at m = 4), fewer chunks than warps (k = 256), and x
+ * split over a cluster of two blocks (sm_90: k = 14336 at m = 7 and 8, k =
+ * 8192 at m = 8). */
 Test(gpu, idp_products_are_accurate_batch_invariant_and_the_same_for_every_tuning) {
   ptxq_ctx *ctx = open_or_skip(NULL);
   uint64_t seed = fresh_seed();

@@ -466,12 +466,19 @@ ParameterizedTest(ptx_case *c, ptx, idp_gemv) {
 }
 
 /* idp=1 on the integer tensor cores (mma=2) on every target from sm_80:
- * two tiles a block (k = 4096 at m = 4), warps without a last chunk (k =
- * 2304), fewer chunks than warps (k = 256), long rows at m = 1, odd m. No
- * spills (128 registers: 16 warps an SM). */
+ * one tile of 16 warps a block (sm_90/100), warps without a last chunk (k =
+ * 2304), fewer chunks than warps (k = 256), long rows at m = 1, odd m; the
+ * gated epilogue (glu=: tiles of 8 gate and 8 up rows); several weights in
+ * one row space (n2=, n3=: tiles that straddle two weights, each row
+ * stored to its own weight's y). No spills (128 registers on sm_90/100:
+ * 16 warps an SM). */
 ParameterizedTestParameters(ptx, idp_mma_gemv) {
-  static const struct { uint32_t k, n, m; } shapes[] = {
-      {4096, 4096, 4}, {2304, 999, 3}, {256, 17, 1}, {14336, 999, 1}, {8192, 100, 2}, {1024, 64, 7}};
+  static const char *const shapes[] = {
+      "k=4096,n=4096,m=4",           "k=2304,n=999,m=3",         "k=256,n=17,m=1",
+      "k=14336,n=999,m=1",           "k=8192,n=100,m=2",         "k=1024,n=64,m=7",
+      "k=4096,n=14336,m=4,glu=swiglu", "k=2304,n=333,m=5,glu=geglu", "k=256,n=17,m=7,glu=swiglu",
+      "k=4096,n=4096,n2=1024,n3=1024,m=4", "k=2304,n=129,n2=1024,m=6", "k=256,n=7,n2=1,n3=17,m=5",
+      "k=14336,n=1001,n2=1024,m=1"};
   const size_t shape_count = sizeof shapes / sizeof shapes[0];
   size_t i = 0;
   ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
@@ -479,63 +486,13 @@ ParameterizedTestParameters(ptx, idp_mma_gemv) {
     for (size_t t = 0; t < TARGET_COUNT; t++) {
       if (targets[t] < 80) continue;
       char key[200];
-      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n, shapes[b].m,
-               targets[t]);
+      snprintf(key, sizeof key, "q4k_gemv:%s,sm=%u,idp=1,mma=2", shapes[b], targets[t]);
       cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
     }
   return cr_make_param_array(ptx_case, cases, i, free_cases);
 }
 
 ParameterizedTest(ptx_case *c, ptx, idp_mma_gemv) {
-  check_kernel(&c->spec);
-}
-
-/* The same kernel with the gated epilogue (glu=): tiles of 8 gate and 8 up
- * rows, act(gate) * up once the sums are added. */
-ParameterizedTestParameters(ptx, idp_mma_gated_gemv) {
-  static const struct { uint32_t k, n, m; const char *glu; } shapes[] = {
-      {4096, 14336, 4, "swiglu"}, {2304, 333, 5, "geglu"}, {256, 17, 7, "swiglu"}};
-  const size_t shape_count = sizeof shapes / sizeof shapes[0];
-  size_t i = 0;
-  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
-  for (size_t b = 0; b < shape_count; b++)
-    for (size_t t = 0; t < TARGET_COUNT; t++) {
-      if (targets[t] < 80) continue;
-      char key[200];
-      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,m=%u,sm=%u,glu=%s,idp=1,mma=2", shapes[b].k, shapes[b].n,
-               shapes[b].m, targets[t], shapes[b].glu);
-      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
-    }
-  return cr_make_param_array(ptx_case, cases, i, free_cases);
-}
-
-ParameterizedTest(ptx_case *c, ptx, idp_mma_gated_gemv) {
-  check_kernel(&c->spec);
-}
-
-/* And over several weights in one row space (n2=, n3=): tiles that
- * straddle two weights, each output row stored to its own weight's y. */
-ParameterizedTestParameters(ptx, idp_mma_multi_gemv) {
-  static const struct { uint32_t k, n, n2, n3, m; } shapes[] = {
-      {4096, 4096, 1024, 1024, 4}, {2304, 129, 1024, 0, 6}, {256, 7, 1, 17, 5}, {14336, 1001, 1024, 0, 1}};
-  const size_t shape_count = sizeof shapes / sizeof shapes[0];
-  size_t i = 0;
-  ptx_case *cases = cr_calloc(shape_count * TARGET_COUNT, sizeof *cases);
-  for (size_t b = 0; b < shape_count; b++)
-    for (size_t t = 0; t < TARGET_COUNT; t++) {
-      if (targets[t] < 80) continue;
-      char key[200];
-      snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n,
-               shapes[b].n2, shapes[b].m, targets[t]);
-      if (shapes[b].n3)
-        snprintf(key, sizeof key, "q4k_gemv:k=%u,n=%u,n2=%u,n3=%u,m=%u,sm=%u,idp=1,mma=2", shapes[b].k, shapes[b].n,
-                 shapes[b].n2, shapes[b].n3, shapes[b].m, targets[t]);
-      cr_assert_eq(ptxgen_spec_parse(key, &cases[i++].spec, NULL, 0), PTXGEN_OK, "%s", key);
-    }
-  return cr_make_param_array(ptx_case, cases, i, free_cases);
-}
-
-ParameterizedTest(ptx_case *c, ptx, idp_mma_multi_gemv) {
   check_kernel(&c->spec);
 }
 
