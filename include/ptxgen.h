@@ -139,11 +139,11 @@ typedef struct ptxgen_spec {
   /* q4k_gemv with idp=1, tuning: which instructions form the integer sums,
    * 0 the generator's choice (absent from the key), 1 dp4a (the FMA
    * kernel's skeleton), 2 the integer tensor cores (mma.sync m16n8k32 on
-   * u8/s8, 16 rows by 8 batch rows a warp: sm >= 80, m <= 8, no glu, n2 or
-   * rope, x staged whole, or on sm_90/100 half of it in each block of a
-   * cluster of two (geometry.cluster)). The two add the same exact integers
-   * and the same fp64 contributions in the same order: the bits are the
-   * same. */
+   * u8/s8, 16 rows by 8 batch rows a warp: sm >= 80, m <= 8, no rope, x
+   * staged whole, or on sm_90/100 without glu half of it in each block of
+   * a cluster of two (geometry.cluster); the generator takes it from m = 4
+   * on 2048 rows or more). The two add the same exact integers and the
+   * same fp64 contributions in the same order: the bits are the same. */
   uint32_t mma;
   /* q4k_gemv / q6k_gemv epilogue: 0 none; 1 swiglu, 2 geglu: the kernel
    * reads a second weight U of the same shape and writes

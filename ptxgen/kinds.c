@@ -16,8 +16,8 @@ static const ptxgen_kind_info kinds[] = {
      "(sm >= 80; rope= only neox with n_dims = head_dim, a multiple of 32; W in tiles of 16 rows, see "
      "ptxgen_q4k_tc_tiles); idp=1: integer dot products (an experiment: x in fixed point per chunk of 64, "
      "exact integer sums, fp64 row sums; not with tc=1), with mma=1 (dp4a) or mma=2 (integer tensor cores: "
-     "sm >= 80, m <= 8, plain products, x staged whole or, on sm_90/100, split over a cluster of two blocks; the "
-     "same bits; default: the generator's choice)"},
+     "sm >= 80, m <= 8, no rope=, x staged whole or, on sm_90/100 without glu=, split over a cluster of two "
+     "blocks; the same bits; default: the generator's choice, from m = 4 on 2048 rows)"},
     {PTXGEN_KIND_Q6K_GEMV, "q6k_gemv", "q6k_gemv:k=14336,n=4096,m=1,sm=90",
      "y[m][n] = x[m][k] . W[n][k]^T, W Q6_K (repacked, see ptxgen_q6k_repack), x/y fp32; limits and options as "
      "q4k_gemv (tc=1: W in tiles of 16 rows, see ptxgen_q6k_tc_tiles; no idp=)"},
