@@ -565,8 +565,9 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   download(ctx, other, dy, all);
   cr_assert(memcmp(y, other, all) == 0, "%s: ptxq_ffn differs from its steps run by hand", label);
 
-  /* Batch invariance: each row of an m=4 call (fused for the gated kinds
-   * of one type) and of the m=MAX_M call (unfused) is its m=1 result. */
+  /* Batch invariance: each row of the m=MAX_M call (unfused) and of m=4
+   * and m=8 calls (fused for the gated kinds of one type: at m=8 in
+   * tensor-core and idp contexts) is its m=1 result. */
   float *single = checked_malloc(all);
   for (uint32_t i = 0; i < MAX_M; i++) {
     poison(ctx, dy, row);
@@ -576,12 +577,16 @@ ParameterizedTest(ffn_case *c, gpu, ffn_matches_reference_and_manual_steps) {
   for (uint32_t i = 0; i < MAX_M; i++)
     cr_assert(memcmp(y + (size_t)i * k, single + (size_t)i * k, row) == 0,
               "%s: row %u of the m=%u FFN differs from its m=1 result", label, i, MAX_M);
-  poison(ctx, dy, all);
-  EXPECT_OK(ctx, ptxq_ffn(ctx, &params, dx, dy, 4));
-  download(ctx, other, dy, 4 * row);
-  for (uint32_t i = 0; i < 4; i++)
-    cr_assert(memcmp(other + (size_t)i * k, single + (size_t)i * k, row) == 0,
-              "%s: row %u of the m=4 FFN differs from its m=1 result", label, i);
+  static const uint32_t fused_ms[] = {4, 8}; /* fused for the gated kinds of one type (8: tensor cores, idp) */
+  for (size_t f = 0; f < sizeof fused_ms / sizeof fused_ms[0]; f++) {
+    const uint32_t m = fused_ms[f];
+    poison(ctx, dy, all);
+    EXPECT_OK(ctx, ptxq_ffn(ctx, &params, dx, dy, m));
+    download(ctx, other, dy, m * row);
+    for (uint32_t i = 0; i < m; i++)
+      cr_assert(memcmp(other + (size_t)i * k, single + (size_t)i * k, row) == 0,
+                "%s: row %u of the m=%u FFN differs from its m=1 result", label, i, m);
+  }
   free(single);
 
   /* The other path, in a context opened with PTXQ_FFN_UNFUSED=1: the same

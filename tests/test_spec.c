@@ -839,6 +839,29 @@ Test(spec, idp_on_the_integer_tensor_cores) {
   }
 }
 
+/* ptxgen_gemv_idp_mma (the runtime's question for ptxq_ffn) says what the
+ * emitted entry shows, and false for what has no such kernel. */
+Test(spec, idp_mma_query_matches_the_kernel) {
+  static const char *const keys[] = {"q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1",
+                                     "q4k_gemv:k=4096,n=4096,m=3,sm=90,idp=1",
+                                     "q4k_gemv:k=4096,n=14336,m=5,sm=90,glu=swiglu,idp=1",
+                                     "q4k_gemv:k=4096,n=4096,n2=1024,n3=1024,m=6,sm=90,idp=1",
+                                     "q4k_gemv:k=4096,n=4096,m=8,sm=90,idp=1,mma=1",
+                                     "q4k_gemv:k=4096,n=4096,m=8,sm=90",
+                                     "q6k_gemv:k=4096,n=4096,m=8,sm=90"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+    ptxgen_spec s;
+    cr_assert_eq(ptxgen_spec_parse(keys[i], &s, NULL, 0), 0, "%s", keys[i]);
+    ptxgen_kernel k;
+    emit_key(keys[i], &k);
+    const bool on_mma = strncmp(k.entry, "q4k_gemv_idp_mma_", 17) == 0;
+    cr_assert_eq(ptxgen_gemv_idp_mma(&s), on_mma, "%s: entry %s", keys[i], k.entry);
+    ptxgen_kernel_free(&k);
+  }
+  ptxgen_spec bad = {.kind = PTXGEN_KIND_Q4K_GEMV, .k = 300, .n = 1, .m = 8, .sm = 90, .idp = 1};
+  cr_assert(!ptxgen_gemv_idp_mma(&bad), "an invalid spec (k = 300) is not on the tensor cores");
+}
+
 /* Batches past 8 rows run as launches of 8 only where the larger batch
  * costs the kernel more per row (x in tiles, or one row per warp) on a
  * large product; everything else, and every invalid spec, as asked. */
