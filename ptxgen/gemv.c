@@ -400,18 +400,54 @@ void gemv_thread_ids(ptx_builder *b, gemv_lane *L) {
   ptx_ins(b, "and.b32 %s, %s, 3;", L->c.s, L->lane.s);
 }
 
-static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const gemv_format *f, gemv_lane *L) {
-  static const char *const w_names[3] = {"W", "W2", "W3"}, *const y_names[3] = {"y", "y2", "y3"};
-  for (uint32_t i = 0; i < p->segments; i++) L->Ws[i] = ptx_param_u64(b, w_names[i]);
+/* (gemv.h) */
+int gemv_entry_name(const ptxgen_spec *s, const char *name, ptxgen_kernel *out) {
+  static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
+  char more[64] = "";
+  if (s->n2) snprintf(more, sizeof more, "_n%u", s->n2);
+  if (s->n3) snprintf(more + strlen(more), sizeof more - strlen(more), "_n%u", s->n3);
+  if (s->rope)
+    snprintf(more + strlen(more), sizeof more - strlen(more), "_rope%s_d%u_r%u", s->rope == 2 ? "neox" : "normal",
+             s->head_dim, s->n_dims);
+  char entry[160]; /* within the spec's limits the name fits out->entry (63 characters at most) */
+  int len = snprintf(entry, sizeof entry, "%s_k%u_n%u%s_m%u%s", name, s->k, s->n, more, s->m, glu_names[s->glu]);
+  if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
+  memcpy(out->entry, entry, (size_t)len + 1);
+  return PTXGEN_OK;
+}
+
+/* (gemv.h) */
+const char *const *gemv_param_names(const ptxgen_spec *s, int *count) {
+  static const char *const plain[] = {"W", "x", "y"}, *const gated[] = {"W", "U", "x", "y"};
+  static const char *const seg2[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
+  static const char *const seg3[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};
+  const int rope = s->rope ? 2 : 0;
+  if (s->n3) return *count = 7 + rope, seg3;
+  if (s->n2) return *count = 5 + rope, seg2;
+  return *count = s->glu ? 4 : 3, s->glu ? gated : plain;
+}
+
+/* (gemv.h) */
+void gemv_load_params(ptx_builder *b, const ptxgen_spec *s, gemv_lane *L) {
+  int count;
+  const char *const *names = gemv_param_names(s, &count);
+  const uint32_t segments = s->n3 ? 3 : s->n2 ? 2 : 1;
+  int at = 0;
+  for (uint32_t i = 0; i < segments; i++) L->Ws[i] = ptx_param_u64(b, names[at++]);
   L->W = L->Ws[0];
-  L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
-  L->x = ptx_param_u64(b, "x");
-  for (uint32_t i = 0; i < p->segments; i++) L->ys[i] = ptx_param_u64(b, y_names[i]);
+  L->U = s->glu ? ptx_param_u64(b, names[at++]) : L->W;
+  L->x = ptx_param_u64(b, names[at++]);
+  for (uint32_t i = 0; i < segments; i++) L->ys[i] = ptx_param_u64(b, names[at++]);
   L->y = L->ys[0];
-  if (p->rope) {
-    L->positions = ptx_param_u64(b, "positions");
-    L->ff = ptx_param_u64(b, "freq_factors");
+  if (s->rope) {
+    L->positions = ptx_param_u64(b, names[at++]);
+    L->ff = ptx_param_u64(b, names[at++]);
   }
+}
+
+static void emit_lane_consts(ptx_builder *b, const gemv_plan *p, const ptxgen_spec *s, const gemv_format *f,
+                             gemv_lane *L) {
+  gemv_load_params(b, s, L);
   gemv_thread_ids(b, L);
   L->half_exp = ptx_imm_b32(b, 0x3F000000u);
   L->xs_base = ptx_new(b, PTX_B32);
@@ -985,33 +1021,16 @@ static void emit_rope_epilogue(ptx_builder *b, const gemv_plan *p, const ptxgen_
 
 int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   const gemv_plan p = plan_for(spec, f);
-  static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
-  char more[64] = "";
-  if (p.segments > 1) snprintf(more, sizeof more, "_n%u", p.seg_n[1]);
-  if (p.segments > 2) snprintf(more + strlen(more), sizeof more - strlen(more), "_n%u", p.seg_n[2]);
-  if (p.rope)
-    snprintf(more + strlen(more), sizeof more - strlen(more), "_rope%s_d%u_r%u", p.rope == 2 ? "neox" : "normal",
-             spec->head_dim, spec->n_dims);
-  char entry[160]; /* within the spec's limits the name fits out->entry (63 characters at most) */
-  int entry_len = snprintf(entry, sizeof entry, "%s_k%u_n%u%s_m%u%s", f->name, p.k, p.n, more, p.m, glu_names[p.glu]);
-  if (entry_len < 0 || (size_t)entry_len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
-  memcpy(out->entry, entry, (size_t)entry_len + 1);
+  if (gemv_entry_name(spec, f->name, out) != PTXGEN_OK) return PTXGEN_ERR_SPEC;
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
-  static const char *const params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
-  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2", "positions", "freq_factors"};
-  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3", "positions", "freq_factors"};
-  const int rope_params = p.rope ? 2 : 0;
   if (p.rope) rope_emit_freq_table(&b, spec);
   /* Up to 256 threads a block can have the most registers ptxas uses (255)
    * and the PTX says nothing; past that, ptxas must know the block size. */
   const uint32_t maxntid = p.threads > 256 ? p.threads : 0;
-  if (p.segments == 3)
-    ptx_entry(&b, out->entry, seg3_params, 7 + rope_params, 1, maxntid);
-  else if (p.segments == 2)
-    ptx_entry(&b, out->entry, seg2_params, 5 + rope_params, 1, maxntid);
-  else
-    ptx_entry(&b, out->entry, p.glu ? glu_params : params, p.glu ? 4 : 3, 1, maxntid);
+  int param_count;
+  const char *const *params = gemv_param_names(spec, &param_count);
+  ptx_entry(&b, out->entry, params, param_count, 1, maxntid);
   if (p.segments > 1)
     ptx_comment(&b, "%u weights in one row space: rows [0, %u), then [%u, %u)%s", p.segments, p.seg_n[0], p.seg_n[0],
                 p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest" : "");
@@ -1023,7 +1042,7 @@ int gemv_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out)
               p.m, p.n, p.m, p.k, p.n, p.k, p.rows, p.warps, p.groups, p.tile_chunks, p.tile_chunks * 64, p.tiles);
 
   gemv_lane L;
-  emit_lane_consts(&b, &p, f, &L);
+  emit_lane_consts(&b, &p, spec, f, &L);
   ptx_reg group = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), pr = ptx_new(&b, PTX_PRED);
   ptx_ins(&b, "mov.u32 %s, %%ctaid.x;", group.s);
   ptx_ins(&b, "mov.u32 %s, %%nctaid.x;", ncta.s);

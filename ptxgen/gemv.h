@@ -198,6 +198,15 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
 void gemv_fold(ptx_builder *b, const gemv_plan *p, const gemv_lane *L, ptx_reg u, uint32_t rows, ptx_reg A[][4],
                ptx_reg E[][4], ptx_reg S[][PTXGEN_GEMV_MAX_M][4], ptx_reg acc[][PTXGEN_GEMV_MAX_M]);
 ptx_reg gemv_u64_of(ptx_builder *b, ptx_reg u32);
+/* A GEMV kernel's entry name: name_kK_nN[_nN2[_nN3]][_rope..]_mM[_swiglu|_geglu]
+ * into out->entry; PTXGEN_ERR_SPEC if it does not fit. */
+int gemv_entry_name(const ptxgen_spec *s, const char *name, ptxgen_kernel *out);
+/* Its parameters, in order: W[, U | W2[, W3]], x, y[, y2[, y3]][, positions,
+ * freq_factors] (glu U; n2/n3 the other weights and outputs; rope the
+ * last two); *count of them. gemv_load_params loads them into L (W, Ws, U,
+ * x, y, ys, positions, ff). */
+const char *const *gemv_param_names(const ptxgen_spec *s, int *count);
+void gemv_load_params(ptx_builder *b, const ptxgen_spec *s, gemv_lane *L);
 /* Several weights in one row space (n2=, n3=): for a row of the joint row
  * space, the base of its segment among bases[] (W or y of each weight; a
  * new register), and the row made local to that segment (in place);

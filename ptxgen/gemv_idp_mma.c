@@ -355,16 +355,10 @@ static void emit_reload(ptx_builder *b, const mma_plan *p, const mma_lane *M, co
   emit_load(b, p, M, rs, ws, a, guard.s, slot);
 }
 
-static void emit_lane(ptx_builder *b, const mma_plan *p, mma_lane *M) {
+static void emit_lane(ptx_builder *b, const mma_plan *p, const ptxgen_spec *s, mma_lane *M) {
   gemv_lane *L = &M->L;
   memset(M, 0, sizeof *M);
-  static const char *const w_names[3] = {"W", "W2", "W3"}, *const y_names[3] = {"y", "y2", "y3"};
-  for (uint32_t i = 0; i < p->segments; i++) L->Ws[i] = ptx_param_u64(b, w_names[i]);
-  L->W = L->Ws[0];
-  L->U = p->glu ? ptx_param_u64(b, "U") : L->W;
-  L->x = ptx_param_u64(b, "x");
-  for (uint32_t i = 0; i < p->segments; i++) L->ys[i] = ptx_param_u64(b, y_names[i]);
-  L->y = L->ys[0];
+  gemv_load_params(b, s, L);
   gemv_thread_ids(b, L);
   L->xs_base = ptx_new(b, PTX_B32);
   ptx_ins(b, "mov.u32 %s, xs;", L->xs_base.s);
@@ -527,24 +521,11 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
 int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kernel *out) {
   mma_plan p;
   if (!plan_for(spec, &p)) return PTXGEN_ERR_SPEC;
-  char entry[96];
-  static const char *const glu_names[] = {"", "_swiglu", "_geglu"};
-  char seg_names[32] = "";
-  if (p.segments > 1) snprintf(seg_names, sizeof seg_names, "_n%u", p.seg_n[1]);
-  if (p.segments > 2) snprintf(seg_names + strlen(seg_names), sizeof seg_names - strlen(seg_names), "_n%u", p.seg_n[2]);
-  int len = snprintf(entry, sizeof entry, "q4k_gemv_idp_mma_k%u_n%u%s_m%u%s", p.k, p.n, seg_names, p.m,
-                     glu_names[p.glu]);
-  if (len < 0 || (size_t)len >= sizeof out->entry) return PTXGEN_ERR_SPEC;
-  memcpy(out->entry, entry, (size_t)len + 1);
+  if (gemv_entry_name(spec, "q4k_gemv_idp_mma", out) != PTXGEN_OK) return PTXGEN_ERR_SPEC;
   ptx_builder b;
   ptx_begin(&b, ptxgen_ptx_version(p.sm), p.sm);
-  static const char *const plain_params[] = {"W", "x", "y"}, *const glu_params[] = {"W", "U", "x", "y"};
-  static const char *const seg2_params[] = {"W", "W2", "x", "y", "y2"};
-  static const char *const seg3_params[] = {"W", "W2", "W3", "x", "y", "y2", "y3"};
-  const char *const *params = p.segments == 3 ? seg3_params : p.segments == 2 ? seg2_params
-                              : p.glu         ? glu_params
-                                              : plain_params;
-  const int param_count = p.segments == 3 ? 7 : p.segments == 2 ? 5 : p.glu ? 4 : 3;
+  int param_count;
+  const char *const *params = gemv_param_names(spec, &param_count);
   /* cap128: 16 warps an SM, 512 threads (128 registers) */
   if (p.split)
     ptx_entry_cluster(&b, out->entry, params, param_count, 1, p.threads, 2);
@@ -559,7 +540,7 @@ int gemv_idp_mma_emit(const ptxgen_spec *spec, const gemv_format *f, ptxgen_kern
     ptx_comment(&b, "%u weights in one row space: rows [0, %u) of W, then [%u, %u) of W2%s", p.segments, p.seg_n[0],
                 p.seg_n[0], p.seg_n[0] + p.seg_n[1], p.segments > 2 ? ", then the rest of W3" : "");
   mma_lane M;
-  emit_lane(&b, &p, &M);
+  emit_lane(&b, &p, spec, &M);
   ptx_reg unit = ptx_new(&b, PTX_B32), ncta = ptx_new(&b, PTX_B32), tile = ptx_new(&b, PTX_B32);
   ptx_reg buf = ptx_new(&b, PTX_B32), more = ptx_new(&b, PTX_PRED);
   if (p.split) { /* both blocks of a cluster take the same tiles */

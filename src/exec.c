@@ -69,9 +69,14 @@ static int gemv_spec(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uin
   return PTXQ_OK;
 }
 
-bool ptxq__gemv_idp_mma(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uint32_t glu) {
-  ptxgen_spec spec;
-  return ctx->gemv_idp && gemv_spec(ctx, w, m, glu, &spec) == PTXQ_OK && ptxgen_gemv_idp_mma(&spec);
+bool ptxq__gated_gemv_idp_mma(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu) {
+  if (!ctx->gemv_idp || m > PTXGEN_GEMV_EPILOGUE_MAX_M) return false;
+  uint8_t *known = &w->gated_idp_mma[m];
+  if (*known == 0) {
+    ptxgen_spec spec;
+    *known = gemv_spec(ctx, w, m, glu, &spec) == PTXQ_OK && ptxgen_gemv_idp_mma(&spec) ? 2 : 1;
+  }
+  return *known == 2;
 }
 
 int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,

@@ -165,7 +165,7 @@ static int find_kernels(ptxq_ctx *ctx, const char *call, ptxq_ffn_kind kind, uin
    * twenty-seventh session: gate and up of 14336x4096 at m = 8 56.7 µs
    * hot, the two products alone 2 x 33.4). */
   const bool tc = ctx->tensor_cores && plan->gated;
-  const bool idp_mma = plan->gated && m <= PTXGEN_GEMV_EPILOGUE_MAX_M && ptxq__gemv_idp_mma(ctx, plan->gate, m, glu);
+  const bool idp_mma = plan->gated && ptxq__gated_gemv_idp_mma(ctx, plan->gate, m, glu);
   plan->fused = plan->gated && plan->gate->type == plan->up->type && !ctx->ffn_unfused &&
                 m <= (tc || idp_mma ? PTXGEN_GEMV_EPILOGUE_MAX_M : PTXQ__EPILOGUE_MAX_M);
   int status;

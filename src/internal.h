@@ -93,6 +93,10 @@ struct ptxq_weight {
   /* Batch rows per launch of the plain GEMV for m (ptxgen_gemv_batch_rows;
    * 0: not asked yet), cleared with gemv_by_m. */
   uint8_t gemv_batch_rows[PTXGEN_GEMV_MAX_M + 1];
+  /* Whether its gated kernel for m runs on the integer tensor cores
+   * (ptxq__gated_gemv_idp_mma; 0: not asked yet, 1 no, 2 yes; the same for
+   * both activations), cleared with gemv_by_m. */
+  uint8_t gated_idp_mma[PTXGEN_GEMV_EPILOGUE_MAX_M + 1];
 };
 
 struct ptxq_allocation {
@@ -285,9 +289,10 @@ int ptxq__launch_gemv_batch(ptxq_ctx *ctx, const ptxq__gemv_batch *batch, const 
  * shape the GEMV does not take. Lock held, context current. */
 int ptxq__gemv_kernel(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu,
                       const struct ptxq_kernel_entry **out);
-/* Whether that kernel runs on the integer tensor cores (PTXQ_GEMV_IDP=1
- * and ptxgen_gemv_idp_mma; m <= 8 with glu). Lock held. */
-bool ptxq__gemv_idp_mma(ptxq_ctx *ctx, const struct ptxq_weight *w, uint32_t m, uint32_t glu);
+/* Whether the gated kernel (glu 1 or 2) of gate weight w for m <= 8 runs on
+ * the integer tensor cores (PTXQ_GEMV_IDP=1 and ptxgen_gemv_idp_mma),
+ * asked once and cached on w. Lock held. */
+bool ptxq__gated_gemv_idp_mma(ptxq_ctx *ctx, struct ptxq_weight *w, uint32_t m, uint32_t glu);
 
 /* Enqueues a GEMV kernel: y = x.W^T, or with the gated epilogue (up != 0)
  * y = act(x.W^T) * (x.U^T) with U = up. Context current. */

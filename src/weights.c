@@ -153,6 +153,7 @@ static int install(ptxq_ctx *ctx, const char *name, ptxq_type type, uint32_t k, 
   w->data = data;
   memset(w->gemv_by_m, 0, sizeof w->gemv_by_m);
   memset(w->gemv_batch_rows, 0, sizeof w->gemv_batch_rows);
+  memset(w->gated_idp_mma, 0, sizeof w->gated_idp_mma);
   return PTXQ_OK;
 }
 
