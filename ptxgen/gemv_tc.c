@@ -139,7 +139,17 @@
 #define TC_WAVE_BLOCKS 264u /* two blocks on each of an H100's 132 SMs */
 #define PARTS 2u              /* f16 parts of x: lo, hi */
 #define STEPS_PER_SB 16u      /* 4 chunks x 2 sub-blocks x 2 steps of 16 weights */
-#define STAGE_TASKS 2u        /* super-blocks of x a warp stages at once */
+/* Staging tasks (a super-block of one column of x) a warp takes at once:
+ * every task's loads go out together, so the warp waits for L2 once per
+ * round, not once per task. 8 where x is staged whole; 4 where it is
+ * staged in tiles of k, beside loads of the weights (8 spilled 24-32 bytes
+ * on the gated and RoPE keys at k = 14336, m = 8). H100, twenty-eighth
+ * session, with 2 before (and each task's largest |x| by redux): 14336x4096
+ * m = 8 graph-cold 16.07 -> 15.63 µs, the decode step at m = 8 2270 ->
+ * 2231. Most of what staging costs (3.2 µs there, against no staging at
+ * all) is its arithmetic, which every block repeats for all of x. */
+#define STAGE_TASKS_MAX 8u
+#define STAGE_TASKS_TILED 4u
 #define TILE_SB_BYTES (16u * Q4K_BLOCK_BYTES) /* one super-block of a tile's 16 rows, contiguous */
 #define TILE_CHUNK_BYTES 512u /* a chunk's quant bytes of the 16 rows: 16 per lane */
 #define TILE_HEADER_BYTES 16u /* d, dmin and the scales of one row */
@@ -660,14 +670,18 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
     ptx_ins(b, "and.b32 %s, %s, 7;", tmp.s, L->q.lane.s);
     ptx_ins(b, "setp.eq.u32 %s, %s, 0;", lead.s, tmp.s);
   }
+  /* a round: as many tasks as the warp has (the block stages kt super-blocks at most), up to the most */
+  const uint32_t per_warp = (p->kt * p->m + p->warps - 1) / p->warps;
+  const uint32_t most = p->ktiles == 1 && !p->split_blocks ? STAGE_TASKS_MAX : STAGE_TASKS_TILED;
+  const uint32_t tasks = per_warp < most ? per_warp : most;
   char loop[32], done[32];
   ptx_label_new(b, "stage", loop);
   ptx_label_new(b, "stage_done", done);
   ptx_label(b, loop);
   ptx_ins(b, "setp.ge.u32 %s, %s, %s;", pr.s, task.s, total.s);
   ptx_ins(b, "@%s bra.uni %s;", pr.s, done);
-  ptx_reg v[STAGE_TASKS][2][4], in[STAGE_TASKS], col[STAGE_TASKS], jl[STAGE_TASKS];
-  for (uint32_t u = 0; u < STAGE_TASKS; u++) {
+  ptx_reg v[STAGE_TASKS_MAX][2][4], in[STAGE_TASKS_MAX], col[STAGE_TASKS_MAX], jl[STAGE_TASKS_MAX];
+  for (uint32_t u = 0; u < tasks; u++) {
     ptx_reg tk = ptx_new(b, PTX_B32);
     in[u] = ptx_new(b, PTX_PRED);
     col[u] = ptx_new(b, PTX_B32);
@@ -696,9 +710,9 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
               v[u][f][2].s, v[u][f][3].s, src.s, 512 * f);
     }
   }
-  for (uint32_t u = 0; u < STAGE_TASKS; u++) {
+  for (uint32_t u = 0; u < tasks; u++) {
     ptx_comment(b, "2^e from the super-block's largest |x| (as bits: the float order)");
-    ptx_reg mx = ptx_new(b, PTX_B32), other = ptx_new(b, PTX_B32);
+    ptx_reg mx = ptx_new(b, PTX_B32);
     for (int f = 0; f < 2; f++)
       for (int i = 0; i < 4; i++) {
         ptx_reg bits = ptx_new(b, PTX_B32);
@@ -708,10 +722,9 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
         else
           ptx_op3(b, "max.u32", mx, mx, bits);
       }
-    for (uint32_t d = 16; d >= 1; d /= 2) {
-      ptx_shfl(b, "shfl.sync.bfly.b32", other, mx, d);
-      ptx_op3(b, "max.u32", mx, mx, other);
-    }
+    /* one warp-wide reduction (sm_80+) instead of a butterfly: the same
+     * maximum, in one instruction's latency rather than five shuffles' */
+    ptx_ins(b, "redux.sync.max.u32 %s, %s, 0xffffffff;", mx.s, mx.s);
     ptx_reg e = ptx_new(b, PTX_B32), sbits = ptx_new(b, PTX_B32), ibits = ptx_new(b, PTX_B32);
     ptx_reg scale = ptx_new(b, PTX_F32), inv = ptx_new(b, PTX_F32);
     ptx_ins(b, "shr.u32 %s, %s, 23;", e.s, mx.s);
@@ -795,7 +808,7 @@ static void emit_stage(ptx_builder *b, const tc_plan *p, const tc_lane *L, ptx_r
       ptx_ins(b, "@%s st.shared.b16 [%s+%u], %s;", write.s, mrec.s, min_off + 4, sh.s);
     }
   }
-  ptx_ins(b, "add.u32 %s, %s, %u;", task.s, task.s, STAGE_TASKS * p->warps);
+  ptx_ins(b, "add.u32 %s, %s, %u;", task.s, task.s, tasks * p->warps);
   ptx_ins(b, "bra.uni %s;", loop);
   ptx_label(b, done);
 }
