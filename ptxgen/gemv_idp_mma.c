@@ -407,9 +407,24 @@ static void emit_cluster_barrier(ptx_builder *b) {
   ptx_ins(b, "barrier.cluster.wait.acquire.aligned;");
 }
 
+/* The classes' stored sums of one output, s2[w] for warp w, from the
+ * group's buffer at `at` (its [0][column][row]) plus off bytes. */
+static void emit_load_classes(ptx_builder *b, const mma_plan *p, ptx_reg at, uint32_t off, ptx_reg s2[]) {
+  for (uint32_t w = 0; w < p->classes; w++)
+    ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * p->m * 16 * 8 + off);
+}
+
+/* The butterfly's levels between warps, first_half apart down to 1 apart,
+ * into s2[0]. */
+static void emit_warp_levels(ptx_builder *b, uint32_t first_half, ptx_reg s2[]) {
+  for (uint32_t half = first_half; half >= 1; half /= 2)
+    for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
+}
+
 /* The tile's sums: each warp adds its classes (the butterfly's levels 16
- * and 8 apart) and stores them as class w's, then one thread per output adds
- * the 8 warps' (4, 2, 1 apart), rounds to fp32 and stores y. buf: the byte
+ * apart, and 8 apart with 8 warps a tile) and stores them as class w's,
+ * then one thread per output adds the warps' (the levels left), rounds to
+ * fp32 and stores y (with glu, act(gate) * up). buf: the byte
  * offset of this tile's buffer (0 or red_bytes/2: a tile's writes cannot
  * overtake the last tile's reads, which end before the barrier between). */
 static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M, ptx_reg acc[4][4], ptx_reg tile,
@@ -477,24 +492,19 @@ static void emit_tile_sums(ptx_builder *b, const mma_plan *p, const mma_lane *M,
     ptx_ins(b, "shr.u32 %s, %s, %u;", col.s, q.s, rows == 16 ? 4u : 3u);
     ptx_ins(b, "mad.lo.u32 %s, %s, 16, %s;", at.s, col.s, row.s);
     ptx_ins(b, "mad.lo.u32 %s, %s, 8, %s;", at.s, at.s, red.s); /* [0][col][row] */
-    for (uint32_t w = 0; w < p->classes; w++)
-      ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8);
+    emit_load_classes(b, p, at, 0, s2);
   }
-  /* The butterfly's levels from classes/2 apart down to 1 apart (split:
-   * s2[w] + s2[w+4] is this block's class plus the other's, in either
-   * order: the same sum). */
+  /* (split: s2[w] + s2[w+4] is this block's class plus the other's, in
+   * either order: the same sum) */
   const uint32_t first_half = p->split ? 4 : p->classes / 2;
-  for (uint32_t half = first_half; half >= 1; half /= 2)
-    for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
+  emit_warp_levels(b, first_half, s2);
   ptx_reg yv = ptx_new(b, PTX_F32), grow = ptx_new(b, PTX_B32), off = ptx_new(b, PTX_B64), ya = ptx_new(b, PTX_B64);
   ptx_reg out = ptx_new(b, PTX_PRED);
   ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", yv.s, s2[0].s);
   if (p->glu) { /* act(gate) * up, the arithmetic of the swiglu/geglu kernels (and of gemv.c's glu epilogue) */
     ptx_comment(b, "the up row's sums (row + 8), added the same way; act(gate) * up");
-    for (uint32_t w = 0; w < p->classes; w++)
-      ptx_ins(b, "ld.shared.f64 %s, [%s+%u];", s2[w].s, at.s, w * m * 16 * 8 + 64);
-    for (uint32_t half = first_half; half >= 1; half /= 2)
-      for (uint32_t w = 0; w < half; w++) ptx_ins(b, "add.rn.f64 %s, %s, %s;", s2[w].s, s2[w].s, s2[w + half].s);
+    emit_load_classes(b, p, at, 64, s2);
+    emit_warp_levels(b, first_half, s2);
     ptx_reg up = ptx_new(b, PTX_F32);
     ptx_ins(b, "cvt.rn.f32.f64 %s, %s;", up.s, s2[0].s);
     ptx_reg a = emit_activation(b, p->glu == 1 ? PTXGEN_KIND_SWIGLU : PTXGEN_KIND_GEGLU, yv, false);
